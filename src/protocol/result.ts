@@ -66,6 +66,8 @@ export interface SegmentResult {
   outputIds: number[];
   image: ResultImage;
   masks: ResultMask[];
+  /** The image with every mask blended in (LISA's 0.5·RGB + 0.5·colour), PNG base64, when asked for. */
+  overlayPng?: string;
   timings: StageTimings;
   /** Why decoding stopped. */
   stopReason: 'eos' | 'max_new_tokens' | 'cancelled';
