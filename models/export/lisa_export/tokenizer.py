@@ -1,0 +1,352 @@
+"""LISA's tokenizer: a tiny SentencePiece LLaMA tokenizer trained from real text, the slow tokenizer as LISA loads it,
+the llava_v1 prompt, LISA's ``tokenizer_image_token`` and the ``tokenizer.json`` that the TypeScript host loads.
+
+The reference is transformers 4.31.0's slow ``LlamaTokenizer`` (what LISA pins). Token ids and decodes that must be
+exact (``tokenize_prompt``, ``decode``) come from that version, run in its own small venv (``models/export/tok431``)
+when the in-process transformers disagrees with it; see docs/tokenizer.md for the differences found.
+"""
+from __future__ import annotations
+
+import functools
+import io
+import json
+import os
+import random
+import subprocess
+from pathlib import Path
+from typing import Iterable, Sequence
+
+HERE = Path(__file__).resolve().parent
+CORPUS_DIR = HERE / "corpus"
+TOK431 = HERE.parent / "tok431"
+
+IMAGE_TOKEN = "<image>"
+IMAGE_TOKEN_INDEX = -200
+SEG_TOKEN = "[SEG]"
+IM_START = "<im_start>"
+IM_END = "<im_end>"
+IM_PATCH = "<im_patch>"
+
+LAYOUT_ADDED_TOKENS = {
+    # xinlai/LISA-7B-v1 added_tokens.json: <im_patch>=32000, <im_start>=32001, <im_end>=32002, [SEG]=32003
+    "7b": [IM_PATCH, IM_START, IM_END, SEG_TOKEN],
+    # xinlai/LISA-13B-llama2-v1 added_tokens.json: [SEG]=32000, <im_start>=32001, <im_end>=32002
+    "13b": [SEG_TOKEN, IM_START, IM_END],
+}
+
+# llava_v1 (conv_templates["llava_v1"] in LISA's model/llava/conversation.py)
+LLAVA_V1_SYSTEM = (
+    "A chat between a curious human and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the human's questions."
+)
+LLAVA_V1_ROLES = ("USER", "ASSISTANT")
+LLAVA_V1_SEP = " "
+LLAVA_V1_SEP2 = "</s>"
+IMAGE_TEXT = IM_START + IMAGE_TOKEN + IM_END + "\n"  # "<image>\n" with mm_use_im_start_end (forced True by chat.py)
+
+# The corpus files, in the fixed order in which they are fed to the trainer.
+CORPUS_FILES = ("en_pydoc_topics.txt", "zh_tang300.txt", "zh_song100.txt")
+
+
+def layout_added_tokens(layout: str) -> list[str]:
+    """The added tokens of a LISA layout, in id order (the first gets id = SentencePiece vocab size)."""
+    try:
+        return list(LAYOUT_ADDED_TOKENS[layout])
+    except KeyError:
+        raise ValueError(f"unknown layout {layout!r}: expected one of {sorted(LAYOUT_ADDED_TOKENS)}") from None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Training
+
+
+def corpus_lines(seed: int) -> list[str]:
+    """The training sentences: every non-empty line of the committed corpus, in file order; the seed drops a
+    deterministic tenth of the paragraphs so that different seeds give (slightly) different vocabularies."""
+    rng = random.Random(seed)
+    lines: list[str] = []
+    for name in CORPUS_FILES:
+        text = (CORPUS_DIR / name).read_text(encoding="utf-8")
+        for para in text.split("\n\n"):
+            keep = rng.random() >= 0.1
+            if not keep:
+                continue
+            lines.extend(line for line in para.split("\n") if line.strip())
+    return lines
+
+
+def _character_coverage(lines: Sequence[str], vocab_size: int) -> float:
+    """LLaMA uses 0.99995, which with Chinese text needs more single-character pieces than a tiny vocab has. Use the
+    largest coverage (sentencepiece accepts 0.98 to 1) whose required characters leave at least a quarter of the
+    pieces (after the 3 specials and 256 byte pieces) for merges; rarer characters go through byte fallback, as in
+    LLaMA."""
+    from collections import Counter
+
+    counts: Counter = Counter()
+    for line in lines:
+        counts.update(line.replace(" ", "\u2581"))
+        counts["\u2581"] += 1  # dummy prefix
+    total = sum(counts.values())
+    budget = max(1, (vocab_size - 259) * 3 // 4)
+    ordered = sorted(counts.values(), reverse=True)
+    covered = sum(ordered[:budget])
+    cov = min(0.99995, (covered / total) - 1e-6)
+    return max(0.98, float(f"{cov:.6f}"))
+
+
+def train_tiny_tokenizer(out_dir: Path, layout: str, seed: int, vocab_size: int) -> Path:
+    """Train a SentencePiece BPE model with LLaMA's settings on the committed corpus and write it as a slow LLaMA
+    tokenizer folder with the layout's added tokens. Deterministic for the same arguments. Returns ``out_dir``."""
+    import sentencepiece as spm
+
+    added = layout_added_tokens(layout)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = corpus_lines(seed)
+    model = io.BytesIO()
+    spm.set_random_generator_seed(seed)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines),
+        model_writer=model,
+        model_type="bpe",
+        vocab_size=vocab_size,
+        character_coverage=_character_coverage(lines, vocab_size),
+        byte_fallback=True,
+        split_digits=True,
+        split_by_unicode_script=True,
+        split_by_number=True,
+        split_by_whitespace=True,
+        treat_whitespace_as_suffix=False,
+        allow_whitespace_only_pieces=True,
+        add_dummy_prefix=True,
+        remove_extra_whitespaces=False,
+        normalization_rule_name="identity",
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        unk_piece="<unk>",
+        bos_piece="<s>",
+        eos_piece="</s>",
+        unk_surface=" \u2047 ",
+        max_sentence_length=4192,
+        input_sentence_size=0,
+        shuffle_input_sentence=False,
+        shrinking_factor=0.75,
+        num_sub_iterations=2,
+        hard_vocab_limit=True,
+        vocabulary_output_piece_score=True,
+        num_threads=1,
+        minloglevel=2,
+    )
+    (out_dir / "tokenizer.model").write_bytes(model.getvalue())
+    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    base = sp.get_piece_size()
+    if base != vocab_size:
+        raise RuntimeError(f"sentencepiece made {base} pieces, asked for {vocab_size}")
+    _write_slow_files(out_dir, {tok: base + i for i, tok in enumerate(added)})
+    return out_dir
+
+
+def _added_token(content: str) -> dict:
+    return {"__type": "AddedToken", "content": content, "lstrip": False, "normalized": False, "rstrip": False,
+            "single_word": False}
+
+
+def _write_slow_files(out_dir: Path, added: dict[str, int]) -> None:
+    """The files of a LISA checkpoint's slow tokenizer as transformers 4.31 saves them (LLaVA/Vicuna lineage:
+    bos/eos/unk as AddedToken objects without strip flags, pad = "<unk>" set by LISA, the added tokens in
+    added_tokens.json only)."""
+    config = {
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "bos_token": _added_token("<s>"),
+        "clean_up_tokenization_spaces": False,
+        "eos_token": _added_token("</s>"),
+        "legacy": None,
+        "model_max_length": 512,
+        "pad_token": None,
+        "padding_side": "right",
+        "sp_model_kwargs": {},
+        "tokenizer_class": "LlamaTokenizer",
+        "unk_token": _added_token("<unk>"),
+    }
+    special = {
+        "bos_token": {k: v for k, v in _added_token("<s>").items() if k != "__type"},
+        "eos_token": {k: v for k, v in _added_token("</s>").items() if k != "__type"},
+        "pad_token": "<unk>",
+        "unk_token": {k: v for k, v in _added_token("<unk>").items() if k != "__type"},
+    }
+    _write_json(out_dir / "tokenizer_config.json", config)
+    _write_json(out_dir / "special_tokens_map.json", special)
+    _write_json(out_dir / "added_tokens.json", dict(sorted(added.items(), key=lambda kv: kv[1])))
+
+
+def _write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The slow tokenizer, in process (transformers of the exporter venv)
+
+
+def load_slow_tokenizer(folder: Path):
+    """The slow LlamaTokenizer as LISA's chat.py loads it (use_fast=False, padding right, model_max_length 512,
+    legacy behaviour). The folder is remembered so that reference calls can go to transformers 4.31."""
+    import transformers
+
+    kwargs = dict(model_max_length=512, padding_side="right", use_fast=False)
+    if _version_tuple(transformers.__version__) >= (4, 31):
+        kwargs["legacy"] = True
+    tok = transformers.AutoTokenizer.from_pretrained(str(folder), **kwargs)
+    tok.pad_token = tok.unk_token
+    tok.lisa_folder = str(Path(folder).resolve())
+    return tok
+
+
+def _version_tuple(v: str) -> tuple[int, ...]:
+    out = []
+    for part in v.split(".")[:3]:
+        digits = "".join(ch for ch in part if ch.isdigit())
+        out.append(int(digits or 0))
+    return tuple(out)
+
+
+def _folder_of(tokenizer) -> str:
+    folder = getattr(tokenizer, "lisa_folder", None) or getattr(tokenizer, "name_or_path", None)
+    if not folder or not Path(folder, "tokenizer.model").is_file():
+        raise ValueError("the tokenizer was not loaded from a local folder by load_slow_tokenizer")
+    return str(Path(folder).resolve())
+
+
+def tokenize_prompt_inprocess(tokenizer, text: str) -> list[int]:
+    """LISA's tokenizer_image_token (model/llava/mm_utils.py) with whatever tokenizer object is given."""
+    chunks = [tokenizer(chunk).input_ids for chunk in text.split(IMAGE_TOKEN)]
+    ids: list[int] = []
+    offset = 0
+    if chunks and chunks[0] and chunks[0][0] == tokenizer.bos_token_id:
+        offset = 1
+        ids.append(chunks[0][0])
+    sep = [IMAGE_TOKEN_INDEX] * (offset + 1)
+    inserted: list[list[int]] = []
+    for i, chunk in enumerate(chunks):
+        inserted.append(chunk)
+        if i != len(chunks) - 1:
+            inserted.append(sep)
+    for part in inserted:
+        ids.extend(part[offset:])
+    return ids
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The reference: transformers 4.31.0 in its own venv
+
+
+def _tok431_python() -> list[str]:
+    return [str(TOK431 / "venv"), "run"]
+
+
+def reference_batch(folder: Path | str, requests: list[dict]) -> list:
+    """Run requests through transformers 4.31.0's slow LlamaTokenizer (models/export/tok431). Each request is
+    {"op": "prompt", "text"} -> ids with -200, {"op": "encode", "text", "add_bos"} -> ids,
+    {"op": "decode", "ids"} -> str, {"op": "tokens", "text"} -> pieces."""
+    payload = json.dumps({"folder": str(Path(folder).resolve()), "requests": requests})
+    proc = subprocess.run(_tok431_python() + [str(TOK431 / "ref.py")], input=payload.encode(), capture_output=True,
+                          env={**os.environ, "TRANSFORMERS_VERBOSITY": "error", "TRANSFORMERS_OFFLINE": "1",
+                               "HF_HUB_OFFLINE": "1"})
+    if proc.returncode != 0:
+        raise RuntimeError("transformers 4.31 reference tokenizer failed:\n" + proc.stderr.decode(errors="replace"))
+    return json.loads(proc.stdout.decode())["results"]
+
+
+@functools.lru_cache(maxsize=4096)
+def _reference_cached(folder: str, op: str, arg: str) -> str:
+    if op == "prompt":
+        req = {"op": "prompt", "text": arg}
+    else:
+        req = {"op": "decode", "ids": json.loads(arg)}
+    return json.dumps(reference_batch(folder, [req])[0])
+
+
+def tokenize_prompt(tokenizer, text: str) -> list[int]:
+    """LISA's tokenizer_image_token: split on "<image>", tokenize each chunk with BOS, keep one BOS, drop each chunk's
+    first id, join with -200. Ids are those of transformers 4.31.0's slow tokenizer (see docs/tokenizer.md)."""
+    if USE_REFERENCE_VENV:
+        return json.loads(_reference_cached(_folder_of(tokenizer), "prompt", text))
+    return tokenize_prompt_inprocess(tokenizer, text)
+
+
+def tokenize_prompts(tokenizer, texts: Iterable[str]) -> list[list[int]]:
+    """tokenize_prompt for many texts in one reference call."""
+    texts = list(texts)
+    if USE_REFERENCE_VENV:
+        return reference_batch(_folder_of(tokenizer), [{"op": "prompt", "text": t} for t in texts])
+    return [tokenize_prompt_inprocess(tokenizer, t) for t in texts]
+
+
+def decode(tokenizer, ids: Sequence[int]) -> str:
+    """Decode as chat.py does: drop the image placeholder, skip_special_tokens=False."""
+    ids = [int(i) for i in ids if int(i) != IMAGE_TOKEN_INDEX]
+    if USE_REFERENCE_VENV:
+        return json.loads(_reference_cached(_folder_of(tokenizer), "decode", json.dumps(ids)))
+    return tokenizer.decode(ids, skip_special_tokens=False)
+
+
+# Whether token ids / decodes come from the transformers 4.31 venv: set from the comparison in docs/tokenizer.md.
+USE_REFERENCE_VENV = os.environ.get("LISA_TOKENIZER_INPROCESS", "") != "1"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# tokenizer.json for the TypeScript host
+
+
+def write_tokenizer_json(slow_folder: Path, out_path: Path) -> None:
+    """Convert the slow tokenizer to the Hugging Face tokenizers JSON (LlamaConverter, legacy) with the layout's added
+    tokens. The TypeScript host uses its vocab, merges and added tokens and reproduces the 4.31 slow tokenizer's
+    splitting itself (docs/tokenizer.md)."""
+    from transformers.convert_slow_tokenizer import LlamaConverter
+    from tokenizers import AddedToken
+
+    slow = load_slow_tokenizer(Path(slow_folder))
+    fast = LlamaConverter(slow).converted()
+    added = json.loads(Path(slow_folder, "added_tokens.json").read_text(encoding="utf-8"))
+    specials = [AddedToken(t, lstrip=False, rstrip=False, normalized=False, special=True)
+                for t in ("<unk>", "<s>", "</s>")]
+    fast.add_special_tokens(specials)
+    for tok, idx in sorted(added.items(), key=lambda kv: kv[1]):
+        got = fast.add_tokens([AddedToken(tok, lstrip=False, rstrip=False, normalized=False, special=False)])
+        if fast.token_to_id(tok) != idx:
+            raise RuntimeError(f"added token {tok} got id {fast.token_to_id(tok)}, expected {idx} ({got})")
+    data = json.loads(fast.to_str())
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(out_path).write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The prompt (llava_v1, docs/bundle-format.md "The prompt")
+
+
+def build_prompt(system: str | None, history: Sequence[tuple[str, str]] | Sequence[Sequence[str]], prompt: str,
+                 assistant_prefix: str = "") -> str:
+    """``{system} USER: <im_start><image><im_end>\\n{u1} ASSISTANT: {a1}</s>USER: {prompt} ASSISTANT:`` (llava_v1,
+    SeparatorStyle.TWO: sep " " after user turns, sep2 "</s>" after assistant turns); the image text only in the first
+    user message; an assistant prefix is appended after "ASSISTANT:" with one space."""
+    system = LLAVA_V1_SYSTEM if system is None else system
+    user, assistant = LLAVA_V1_ROLES
+    turns = [(u, a) for u, a in history] + [(prompt, None)]
+    seps = (LLAVA_V1_SEP, LLAVA_V1_SEP2)
+    ret = system + seps[0]
+    msg_index = 0
+    for i, (u, a) in enumerate(turns):
+        if i == 0:
+            # chat.py: "<image>\n" + prompt, then every "<image>" becomes "<im_start><image><im_end>"
+            u = (IMAGE_TOKEN + "\n" + u).replace(IMAGE_TOKEN, IM_START + IMAGE_TOKEN + IM_END)
+        for role, message in ((user, u), (assistant, a)):
+            if message:
+                ret += role + ": " + message + seps[msg_index % 2]
+            else:
+                ret += role + ":"
+            msg_index += 1
+    if assistant_prefix:
+        ret += " " + assistant_prefix
+    return ret
