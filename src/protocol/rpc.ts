@@ -1,0 +1,377 @@
+// The JSON-RPC surface of the inference host: method names, parameter and result types, notifications and error
+// codes. Types and constants only (no runtime dependencies), shared by the host (vscode-languageserver on stdio), the
+// VS Code extension (vscode-languageclient), the CLI and, by hand, the Jupyter magic in Python.
+//
+// Wire format: JSON-RPC 2.0 with LSP framing on the host's stdin/stdout:
+//     Content-Length: <bytes of the UTF-8 body>\r\n\r\n<body>
+// The host writes its logs to stderr only; stdout carries nothing but framed messages.
+//
+// Session: a client sends the LSP `initialize` request first (params `{processId, rootUri: null, capabilities: {}}`
+// are enough), then the `initialized` notification; the result's `serverInfo` names the host and
+// `capabilities.experimental.reasonSegment` is a `HostCapabilities`. Then any of the `reasonSegment/*` requests below.
+// The LSP `shutdown` request + `exit` notification end the host just as `reasonSegment/shutdown` does.
+//
+// Cancellation: the LSP/vscode-jsonrpc `$/cancelRequest` notification, params `{id}` with the JSON-RPC id of the
+// request to cancel. In the host it arrives as the handler's `CancellationToken`; vscode-languageclient sends it when
+// the token passed to `sendRequest` is cancelled; the Python magic writes it by hand. A cancelled `segment` stops at
+// the next decoding step and answers with an error whose code is `RpcErrorCode.Cancelled` (clients should also treat
+// LSP's `RequestCancelled` -32800 as a cancellation, see `isCancellation`). Text streamed before the cancel has been
+// sent already as `textDelta` notifications.
+//
+// Streaming: while a `segment` request runs, the host sends `reasonSegment/textDelta` notifications with the
+// `requestId` the client chose (JSON-RPC ids are not visible to handlers, so the client names its request), and
+// `reasonSegment/progress` notifications for long stages (model loading, checksum verification, image encoders).
+
+import type { ChatTurn, SegmentResult } from './result';
+import { RESULT_FORMAT } from './result';
+
+export type { ChatTurn, SegmentResult } from './result';
+
+/** Version of this RPC surface; bumped on an incompatible change. Sent in `HostCapabilities.protocol`. */
+export const PROTOCOL_VERSION = 'reason-segment-rpc/1';
+
+export const Methods = {
+  loadModel: 'reasonSegment/loadModel',
+  unloadModel: 'reasonSegment/unloadModel',
+  segment: 'reasonSegment/segment',
+  status: 'reasonSegment/status',
+  shutdown: 'reasonSegment/shutdown',
+} as const;
+
+export const Notifications = {
+  textDelta: 'reasonSegment/textDelta',
+  progress: 'reasonSegment/progress',
+} as const;
+
+/** LSP's cancellation notification (vscode-jsonrpc's `CancellationToken` on the handler side). */
+export const CANCEL_REQUEST_METHOD = '$/cancelRequest';
+export interface CancelParams {
+  id: number | string;
+}
+
+export type Device = 'cpu' | 'cuda' | 'webgpu';
+export const DEVICES: readonly Device[] = ['cpu', 'cuda', 'webgpu'];
+
+// ---- initialize ------------------------------------------------------------------------------------------------
+
+/** `InitializeResult.capabilities.experimental.reasonSegment`. */
+export interface HostCapabilities {
+  protocol: typeof PROTOCOL_VERSION;
+  resultFormat: typeof RESULT_FORMAT;
+  /** Host package version. */
+  version: string;
+  /** Execution providers this build of ONNX Runtime offers on this machine (present, not necessarily working). */
+  providers: Device[];
+  /** Images with more pixels than this are refused with `ImageTooLarge`. */
+  maxImagePixels: number;
+  /** The model already loaded, if the host was started with one. */
+  model?: ModelInfo;
+}
+
+// ---- reasonSegment/loadModel -----------------------------------------------------------------------------------
+
+export interface LoadModelParams {
+  /** Path of the bundle folder (on the host's machine). */
+  bundle: string;
+  device: Device;
+  /** When the device's provider is unavailable or fails to create a session, fall back to cpu instead of failing. */
+  allowFallback?: boolean;
+  /** Client-chosen id echoed in `progress` notifications for this load. */
+  requestId?: string;
+}
+
+export interface ModelInfo {
+  /** Absolute path of the bundle folder. */
+  bundle: string;
+  /** Manifest variant name, e.g. "lisa-7b-v1" or "tiny-random". */
+  variant: string;
+  /** The execution provider that runs the sessions (after any fallback). */
+  provider: Device;
+  /** Language model: transformer layers, hidden size, vocabulary size, context length (tokens). */
+  layers: number;
+  hiddenSize: number;
+  vocabSize: number;
+  contextLength: number;
+  /** Number of image tokens the vision tower puts in the prompt. */
+  imageTokens?: number;
+  /** Manifest format version of the bundle. */
+  bundleFormat?: string;
+}
+
+export interface LoadModelResult extends ModelInfo {
+  requestedDevice: Device;
+  /** True when `provider` differs from `requestedDevice` because `allowFallback` let the host use cpu. */
+  fellBack: boolean;
+  /** Why the requested provider could not be used (when fellBack). */
+  fallbackReason?: string;
+  /** Whether the checksums were hashed now or trusted from the verification cache. */
+  checksums: 'verified' | 'cached';
+  loadMs: number;
+}
+
+// ---- reasonSegment/unloadModel ---------------------------------------------------------------------------------
+
+export type UnloadModelParams = Record<string, never> | undefined;
+export interface UnloadModelResult {
+  /** False when no model was loaded. */
+  unloaded: boolean;
+}
+
+// ---- reasonSegment/segment -------------------------------------------------------------------------------------
+
+/** An image on the host's file system, inline bytes (PNG, JPEG, WebP, ...), or one the host has already decoded. */
+export type ImageInput =
+  | { path: string }
+  | { data: string /* base64 of the file's bytes */; mimeType?: string; name?: string }
+  | { sha256: string /* ResultImage.sha256 of an image still in the host's cache */ };
+
+export interface SegmentParams {
+  /** Client-chosen id, echoed in `textDelta` and `progress` notifications. */
+  requestId?: string;
+  image: ImageInput;
+  prompt: string;
+  /** Earlier turns on this image, oldest first; re-fed through the prompt template (LISA keeps no state). */
+  history: ChatTurn[];
+  /** Default: the host's setting (512, as LISA's chat.py). */
+  maxNewTokens?: number;
+  /** Groups requests of one chat for the host's logs and cache priority; no server-side state depends on it. */
+  conversationId?: string;
+  /** Put the image bytes in `result.image.data` (for surfaces that cannot read the host's files). Default false. */
+  includeImage?: boolean;
+  /** Put a PNG of each mask in `result.masks[i].png`. Default false (RLE only). */
+  includePng?: boolean;
+}
+
+export type SegmentResponse = SegmentResult;
+
+// ---- reasonSegment/status --------------------------------------------------------------------------------------
+
+export interface HostCounters {
+  /** CLIP vision tower runs since the host started. */
+  visionEncoderRuns: number;
+  /** SAM image encoder runs since the host started. */
+  samEncoderRuns: number;
+  /** Image files (or inline images) decoded. */
+  imageDecodes: number;
+  /** Requests served from the embedding cache (both encoders skipped). */
+  cacheHits: number;
+  /** Bytes held by the embedding cache now. */
+  cacheBytes: number;
+  /** Segment requests answered (successfully) since the host started. */
+  requests?: number;
+}
+
+export type HostState = 'idle' | 'loading' | 'ready' | 'busy';
+
+export interface StatusResult {
+  state?: HostState;
+  model?: ModelInfo;
+  provider?: Device;
+  counters: HostCounters;
+  pid?: number;
+  uptimeMs?: number;
+}
+
+// ---- reasonSegment/shutdown ------------------------------------------------------------------------------------
+
+/** The host answers `{}`, cancels running work, releases sessions and exits (code 0) after the response is sent. */
+export type ShutdownResult = Record<string, never>;
+
+// ---- notifications (host -> client) ----------------------------------------------------------------------------
+
+export interface TextDeltaParams {
+  requestId: string;
+  /** New text since the previous delta (already detokenized; may be empty when a token completes no character). */
+  text: string;
+  /** Index into the eventual `outputIds` of the last token this delta covers. */
+  tokenIndex: number;
+}
+
+export type ProgressStage =
+  | 'download'
+  | 'verify'
+  | 'load'
+  | 'decodeImage'
+  | 'preprocess'
+  | 'visionEncoder'
+  | 'samEncoder'
+  | 'prefill'
+  | 'decode'
+  | 'maskDecoder'
+  | 'encodeMasks';
+
+export interface ProgressParams {
+  requestId?: string;
+  stage: ProgressStage;
+  /** Units done and total (bytes for download/verify, files for load, tokens for decode); absent when unknown. */
+  loaded?: number;
+  total?: number;
+  /** One short human line ("Verifying checksums (2/5)"). */
+  message: string;
+}
+
+// ---- typed maps, for generic helpers on either side -------------------------------------------------------------
+
+export interface RequestMap {
+  [Methods.loadModel]: { params: LoadModelParams; result: LoadModelResult };
+  [Methods.unloadModel]: { params: UnloadModelParams; result: UnloadModelResult };
+  [Methods.segment]: { params: SegmentParams; result: SegmentResult };
+  [Methods.status]: { params: Record<string, never> | undefined; result: StatusResult };
+  [Methods.shutdown]: { params: Record<string, never> | undefined; result: ShutdownResult };
+}
+
+export interface NotificationMap {
+  [Notifications.textDelta]: TextDeltaParams;
+  [Notifications.progress]: ProgressParams;
+}
+
+export type RequestMethod = keyof RequestMap;
+export type NotificationMethod = keyof NotificationMap;
+export type ParamsOf<M extends RequestMethod> = RequestMap[M]['params'];
+export type ResultOf<M extends RequestMethod> = RequestMap[M]['result'];
+
+// ---- errors ----------------------------------------------------------------------------------------------------
+
+/** Error codes in the JSON-RPC server-error range (-32000..-32099). */
+export const RpcErrorCode = {
+  ImageUnreadable: -32001,
+  ImageTooLarge: -32002,
+  BundleInvalid: -32010,
+  BundleChecksum: -32011,
+  BundlePathEscape: -32012,
+  BundleMissingFile: -32013,
+  ModelNotLoaded: -32020,
+  PromptTooLong: -32021,
+  ParamsInvalid: -32022,
+  Cancelled: -32030,
+  ProviderUnavailable: -32040,
+  Internal: -32099,
+} as const;
+
+export type RpcErrorName = keyof typeof RpcErrorCode;
+export type RpcErrorCodeValue = (typeof RpcErrorCode)[RpcErrorName];
+
+/** LSP's RequestCancelled, what vscode-jsonrpc itself answers for a request cancelled before its handler ran. */
+export const LSP_REQUEST_CANCELLED = -32800;
+
+export interface RpcErrorInfo {
+  name: RpcErrorName;
+  /** Short title, sentence case. */
+  title: string;
+  /** What the user should do, one line. */
+  hint: string;
+}
+
+export const RPC_ERRORS: Readonly<Record<RpcErrorCodeValue, RpcErrorInfo>> = {
+  [RpcErrorCode.ImageUnreadable]: {
+    name: 'ImageUnreadable',
+    title: 'The image could not be read',
+    hint: 'Check that the file exists and is a complete PNG, JPEG, WebP, GIF, TIFF or BMP image.',
+  },
+  [RpcErrorCode.ImageTooLarge]: {
+    name: 'ImageTooLarge',
+    title: 'The image is too large',
+    hint: 'Downscale the image or raise the pixel limit in the settings.',
+  },
+  [RpcErrorCode.BundleInvalid]: {
+    name: 'BundleInvalid',
+    title: 'The model bundle is not valid',
+    hint: 'Re-export the bundle with models/export or download it again.',
+  },
+  [RpcErrorCode.BundleChecksum]: {
+    name: 'BundleChecksum',
+    title: 'A model bundle file does not match its checksum',
+    hint: 'The file is corrupt or was changed: download or export the bundle again.',
+  },
+  [RpcErrorCode.BundlePathEscape]: {
+    name: 'BundlePathEscape',
+    title: 'The model bundle refers to a file outside its folder',
+    hint: 'Only use bundles from sources you trust; re-export it with models/export.',
+  },
+  [RpcErrorCode.BundleMissingFile]: {
+    name: 'BundleMissingFile',
+    title: 'A file of the model bundle is missing',
+    hint: 'Copy the whole bundle folder, or download or export it again.',
+  },
+  [RpcErrorCode.ModelNotLoaded]: {
+    name: 'ModelNotLoaded',
+    title: 'No model is loaded',
+    hint: 'Select a model first (Reason Segment: Select Model, or --model).',
+  },
+  [RpcErrorCode.PromptTooLong]: {
+    name: 'PromptTooLong',
+    title: 'The prompt and history do not fit in the model context',
+    hint: 'Shorten the instruction or start a new conversation.',
+  },
+  [RpcErrorCode.ParamsInvalid]: {
+    name: 'ParamsInvalid',
+    title: 'The request is malformed',
+    hint: 'This is a client bug: update the extension or check the JSON sent to the host.',
+  },
+  [RpcErrorCode.Cancelled]: {
+    name: 'Cancelled',
+    title: 'The request was cancelled',
+    hint: 'Run it again when you want the result.',
+  },
+  [RpcErrorCode.ProviderUnavailable]: {
+    name: 'ProviderUnavailable',
+    title: 'The requested device is not available',
+    hint: 'Choose the cpu device, or allow falling back to cpu in the settings.',
+  },
+  [RpcErrorCode.Internal]: {
+    name: 'Internal',
+    title: 'Internal error in the inference host',
+    hint: 'Restart the host (Reason Segment: Restart Host) and report the log if it happens again.',
+  },
+};
+
+/** `error.data` of every host error: lets clients show the hint without a table of their own. */
+export interface RpcErrorData {
+  name: RpcErrorName;
+  hint: string;
+  /** The specific cause ("truncated JPEG", a file name, a token count). */
+  detail?: string;
+  /** The file concerned, when there is one. */
+  path?: string;
+}
+
+export function isRpcErrorCode(code: unknown): code is RpcErrorCodeValue {
+  return typeof code === 'number' && Object.prototype.hasOwnProperty.call(RPC_ERRORS, code);
+}
+
+export function errorInfo(code: number): RpcErrorInfo {
+  return isRpcErrorCode(code) ? RPC_ERRORS[code] : RPC_ERRORS[RpcErrorCode.Internal];
+}
+
+export function errorName(code: number): RpcErrorName | undefined {
+  return isRpcErrorCode(code) ? RPC_ERRORS[code].name : undefined;
+}
+
+/** True for this protocol's Cancelled and for LSP's RequestCancelled. */
+export function isCancellation(code: number): boolean {
+  return code === RpcErrorCode.Cancelled || code === LSP_REQUEST_CANCELLED;
+}
+
+/**
+ * One line for the user: "<title>: <detail>. <hint>", e.g.
+ * "The image could not be read: photo.jpg is truncated. Check that the file exists and is a complete ... image."
+ * Unknown codes read as Internal.
+ */
+export function errorMessage(code: number, detail?: string): string {
+  const info = errorInfo(code);
+  const d = (detail ?? '').replace(/\s+/g, ' ').trim().replace(/[.\s]+$/, '');
+  return d ? `${info.title}: ${d}. ${info.hint}` : `${info.title}. ${info.hint}`;
+}
+
+/** The `error` member of a JSON-RPC response for a host error. */
+export function errorResponse(
+  code: RpcErrorCodeValue,
+  detail?: string,
+  path?: string,
+): { code: number; message: string; data: RpcErrorData } {
+  const info = RPC_ERRORS[code];
+  const data: RpcErrorData = { name: info.name, hint: info.hint };
+  if (detail !== undefined) data.detail = detail;
+  if (path !== undefined) data.path = path;
+  return { code, message: errorMessage(code, detail), data };
+}
