@@ -27,7 +27,9 @@ export function masksFromLogits(logits: Float32Array, n: number, h: number, w: n
 export async function maskPng(mask: Uint8Array, h: number, w: number): Promise<Buffer> {
   const g = Buffer.allocUnsafe(h * w);
   for (let i = 0; i < g.length; i++) g[i] = mask[i] ? 255 : 0;
+  // Without toColourspace('b-w') sharp writes an RGB PNG (colour type 2) from one-channel raw input.
   return sharp(g, { raw: { width: w, height: h, channels: 1 } })
+    .toColourspace('b-w')
     .png({ compressionLevel: 6, adaptiveFiltering: false })
     .toBuffer();
 }
