@@ -163,7 +163,6 @@ def _write_slow_files(out_dir: Path, added: dict[str, int]) -> None:
         "bos_token": _added_token("<s>"),
         "clean_up_tokenization_spaces": False,
         "eos_token": _added_token("</s>"),
-        "legacy": None,
         "model_max_length": 512,
         "pad_token": None,
         "padding_side": "right",
@@ -350,3 +349,213 @@ def build_prompt(system: str | None, history: Sequence[tuple[str, str]] | Sequen
     if assistant_prefix:
         ret += " " + assistant_prefix
     return ret
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Parity fixtures for the TypeScript tokenizer (test/fixtures/tokenizer/)
+
+FIXTURE_LAYOUTS = (("7b", 7, 1000), ("13b", 13, 2000))  # layout, seed, vocab size
+
+
+def fixture_prompt_cases() -> list[dict]:
+    """build_prompt inputs covering the template: defaults, custom system, history, assistant prefix, Chinese."""
+    cases = [
+        dict(system=None, history=[], prompt="What is the food in this image? Please output segmentation mask."),
+        dict(system=None, history=[], prompt="Can you segment the dog in this image?", assistant_prefix="Sure, [SEG]."),
+        dict(system=None, history=[["Where is the cat?", "Sure, it is [SEG]."]],
+             prompt="And the chair next to it?"),
+        dict(system=None, history=[["Segment the car.", "Sure, [SEG]."], ["Now the road.", "It is [SEG]."]],
+             prompt="Both trees, please.", assistant_prefix="Sure, [SEG] and [SEG]."),
+        dict(system=None, history=[], prompt="请分割图中的猫。", assistant_prefix="好的，[SEG]。"),
+        dict(system=None, history=[["图中有什么？", "一只狗 [SEG]。"]], prompt="它在做什么？请解释。"),
+        dict(system="You are a careful segmentation assistant.", history=[], prompt="  spaced  prompt  "),
+        dict(system="", history=[], prompt="Empty system prompt."),
+        dict(system=None, history=[["", ""]], prompt="Empty history turn."),
+        dict(system=None, history=[], prompt="Two images? <image> should not appear twice."),
+        dict(system=None, history=[], prompt="Line one\nLine two\n\nLine four 🐈 42"),
+        dict(system=None, history=[], prompt=""),
+    ]
+    for case in cases:
+        case.setdefault("assistant_prefix", "")
+        case["text"] = build_prompt(case["system"], case["history"], case["prompt"], case["assistant_prefix"])
+    return cases
+
+
+def fixture_strings() -> list[str]:
+    """The parity corpus: >= 200 strings of English, Chinese, emoji, whitespace, digits, literal special tokens and
+    whole LISA prompts."""
+    en = [
+        "Hello world", "Hello, world!", "The quick brown fox jumps over the lazy dog.",
+        "What is the food in this image? Please output segmentation mask.",
+        "Sure, [SEG].", "Sure, it is [SEG].", "It is [SEG].", "Sure, the segmentation result is [SEG].",
+        "A chat between a curious human and an artificial intelligence assistant.",
+        "The assistant gives helpful, detailed, and polite answers to the human's questions.",
+        "Assignment statements are used to (re)bind names to values and to modify attributes or items of mutable "
+        "objects:", "Don't panic; it's only a test, isn't it?", "e.g. i.e. etc. Mr. Smith's dog.",
+        "CamelCaseIdentifier snake_case_identifier kebab-case-identifier", "UPPER CASE TEXT", "lower case text",
+        "unicode: café naïve résumé coöperate", "e\u0301 (combining accent) vs \u00e9", "Ünïcödé Ångström ﬁ ligature",
+        "Quotes: \"double\" 'single' `back` «guillemets» “curly” ‘curly’", "Math: x² + y² = z², ∑ᵢ aᵢ ≤ ∞, π ≈ 3.14159",
+        "Symbols: @#$%^&*()_+-=[]{}|;':\",./<>?~`", "Tabs\tbetween\twords", "CRLF line\r\nends\r\n",
+        "https://example.com/path?query=1&other=2#frag", "email@example.org", "C:\\Windows\\System32",
+        "def f(x):\n    return x * 2\n", "if __debug__:\n    if not expression: raise AssertionError",
+        "Where is the person wearing a red hat? Segment them.", "Which object would you use to cut paper?",
+        "What in this picture can be used to keep warm in winter?", "the object that is farthest from the camera",
+        "supercalifragilisticexpialidocious", "antidisestablishmentarianism", "a", "I", ".", ",", "?!", "...",
+        "Привет, мир!", "Γειά σου Κόσμε", "مرحبا بالعالم", "שלום עולם", "नमस्ते दुनिया", "こんにちは世界", "안녕하세요 세계",
+        "Hello 世界 mixed 混合 text", "ThisIsA\u2581LiteralSpiecePiece ▁▁ ▁x", "\u2047 unk surface \u2047",
+    ]
+    zh = [
+        "床前明月光，疑是地上霜。", "举头望明月，低头思故乡。", "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。",
+        "春眠不觉晓，处处闻啼鸟。夜来风雨声，花落知多少。", "国破山河在，城春草木深。", "大漠孤烟直，长河落日圆。",
+        "明月几时有？把酒问青天。", "大江东去，浪淘尽，千古风流人物。", "请分割图中的猫。", "图中哪个物体可以用来切纸？",
+        "这张图片里有什么？请输出分割掩码。", "好的，[SEG]。", "它是[SEG]。", "左边的人穿着红色的衣服。",
+        "我们今天去公园散步，天气很好。", "人工智能助手", "计算机视觉与自然语言处理", "深度学习模型的推理速度",
+        "龘靐齉爩", "𠀀𠀁𠀂 (CJK Extension B)", "繁體中文與簡體中文", "一二三四五六七八九十", "１２３ 全角数字", "标点：，。！？；：“”‘’（）【】《》",
+        "中文 English 混排 123", "。", "，", "的",
+    ]
+    emoji = [
+        "😀", "😀😃😄", "I love 🍕 and 🍣!", "👍🏽", "👨‍👩‍👧‍👦 family", "🇨🇳🇺🇸🇫🇷", "❤️", "⭐ star", "🐈‍⬛ black cat",
+        "emoji at end 🎉", "🎉 emoji at start", "a😀b", "😀 [SEG] 😀", "🏳️‍🌈", "©®™", "\U0001F9D1\u200D\U0001F680",
+    ]
+    ws = [
+        "", " ", "  ", "   ", "\t", "\n", "\n\n", "\r\n", " \n ", "a  b", "a   b", "a    b", "a\u3000b", " leading",
+        "  two leading", "trailing ", "trailing two  ", "  both  ", "\tleading tab", "trailing newline\n",
+        "\nleading newline", "multiple\n\n\nnewlines", "mixed \t \n whitespace", "nbsp\u00a0here", "zwsp\u200bhere",
+        "a\u2028b", "a\x0bb\x0cc", "a\x1cb\x1dc\x1ed\x1fe", "a\x85b", "\ufeffBOM at start", "end with space before token [SEG]",
+    ]
+    digits = [
+        "0", "7", "42", "12345", "3.14159", "2023-10-21", "1,000,000", "-200", "+86 138 0013 8000", "v4.31.0",
+        "0x1F600", "1e-6", "12:34:56", "100%", "$9.99", "2^10 = 1024", "007", "1st 2nd 3rd 4th", "٣٤٥ Arabic digits",
+    ]
+    special = [
+        "[SEG]", "<im_start>", "<im_end>", "<im_patch>", "<image>", "</s>", "<s>", "<unk>", "[SEG][SEG]",
+        "[SEG] [SEG]", "[SEG]  [SEG]", " [SEG] ", "a [SEG] b", "a[SEG]b", "a  [SEG]  b", "a\n[SEG]\nb", "Sure, [SEG].</s>",
+        "Sure, [SEG]. </s>", "x</s>y", "x </s> y", "x  </s>  y", "</s></s>", "</s> </s>", "<s>x", "<s> x", "x<s>",
+        "<unk>word", "<unk> word", "word<unk>", "word <unk>", "<unk><unk>", "<im_start><im_end>",
+        "<im_start> <im_end>", "<im_start><image><im_end>", "<im_start><image><im_end>\nWhat",
+        "<im_start><image><im_end>\n What", "<im_start><image><im_end>\n\nWhat", "<im_end>\nthe word after im_end",
+        "<im_end> \n word", "[SEG", "SEG]", "[seg]", "<im_start", "im_end>", "<<im_end>>", "[[SEG]]", "<im_<s>",
+        "<im_start<im_end>", "</s", "<s", "< s >", "<im_patch><im_start><im_end>[SEG]", "[SEG]</s>",
+        "[SEG].</s>", "text [SEG]\t", "\t[SEG]\n", "ASSISTANT: Sure, [SEG].</s>", "USER: hi ASSISTANT: hello</s>USER:",
+        "<image>", "<image><image>", "a<image>b", " <image> ", "<image>\n", "\n<image>", "[SEG]<image>[SEG]",
+        "</s><image></s>", "🐈<image>猫", "<image> leading image", "trailing image <image>",
+    ]
+    prompts = [case["text"] for case in fixture_prompt_cases()]
+    prompts += [
+        build_prompt(None, [], "What is the food in this image? Please output segmentation mask."),
+        build_prompt(None, [], "What is the food in this image? Please output segmentation mask.") + " Sure, [SEG].</s>",
+        build_prompt(None, [("Where is the cat?", "Sure, [SEG].")], "Why?") + " Because it is on the sofa.</s>",
+        build_prompt(None, [], "请问图中可以用来切纸的物体是什么？请输出分割掩码。") + " 好的，[SEG]。</s>",
+        build_prompt(None, [], "Segment the 🐈 and the 🐕 please", "Sure, [SEG] and [SEG]."),
+    ]
+    strings = en + zh + emoji + ws + digits + special + prompts
+    # long texts from the training corpus itself (real prose and poems, several lines, whitespace runs)
+    for name in CORPUS_FILES:
+        paras = [p for p in (CORPUS_DIR / name).read_text(encoding="utf-8").split("\n\n") if p.strip()]
+        for k in range(0, len(paras), max(1, len(paras) // 6))[:6]:
+            strings.append(paras[k][:600])
+    seen, out = set(), []
+    for s in strings:
+        if s not in seen:
+            seen.add(s)
+            out.append(s)
+    return out
+
+
+def _random_decode_cases(vocab: int, seed: int, n: int = 60) -> list[list[int]]:
+    """Id sequences that no encoder produces: byte pieces cut mid-character, specials and added tokens anywhere."""
+    rng = random.Random(seed)
+    cases: list[list[int]] = [[], [0], [1], [2], [1, 2], [2, 1], [vocab], [vocab, vocab + 1], [3], [3 + 0xE5],
+                              [3 + 0xE5, 3 + 0xBA], [3 + 0xE5, 3 + 0xBA, 3 + 0x8A], [3 + 0xF0, 3 + 0x9F, 3 + 0x98],
+                              [3 + 0x0A], [3 + 0x20], [3 + 0xFF, 3 + 0x41], [3 + 0xED, 3 + 0xA0, 3 + 0x80]]
+    specials = [0, 1, 2]
+    while len(cases) < n:
+        length = rng.randint(1, 16)
+        seq = []
+        for _ in range(length):
+            r = rng.random()
+            if r < 0.15:
+                seq.append(rng.choice(specials))
+            elif r < 0.3:
+                seq.append(vocab + rng.randrange(3))
+            elif r < 0.55:
+                seq.append(3 + rng.randrange(256))
+            else:
+                seq.append(259 + rng.randrange(vocab - 259))
+        cases.append(seq)
+    return cases
+
+
+def write_fixtures(out_dir: Path, compare_inprocess: bool = True) -> dict:
+    """Write test/fixtures/tokenizer/: strings.json, prompts.json and, per layout, the slow tokenizer folder, its
+    tokenizer.json and goldens.json from transformers 4.31.0. Returns a summary of the 4.31 vs in-process comparison."""
+    import transformers
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    strings = fixture_strings()
+    prompt_cases = fixture_prompt_cases()
+    _write_json(out_dir / "strings.json", strings)
+    _write_json(out_dir / "prompts.json", prompt_cases)
+    summary = {}
+    for layout, seed, vocab in FIXTURE_LAYOUTS:
+        folder = out_dir / layout
+        train_tiny_tokenizer(folder, layout, seed, vocab)
+        write_tokenizer_json(folder, folder / "tokenizer.json")
+        n_added = len(layout_added_tokens(layout))
+        decode_cases = _random_decode_cases(vocab, seed)
+        requests = []
+        for s in strings:
+            requests += [{"op": "encode", "text": s, "add_bos": True}, {"op": "encode", "text": s, "add_bos": False},
+                         {"op": "prompt", "text": s}]
+        ref = reference_batch(folder, requests)
+        encoded = ref[0::3]
+        decode_reqs = [{"op": "decode", "ids": ids} for ids in encoded] + \
+                      [{"op": "decode", "ids": ids} for ids in decode_cases]
+        decoded = reference_batch(folder, decode_reqs)
+        cases = []
+        for i, s in enumerate(strings):
+            cases.append({"text": s, "ids": ref[3 * i], "ids_no_bos": ref[3 * i + 1], "prompt_ids": ref[3 * i + 2],
+                          "decode": decoded[i]})
+        goldens = {
+            "format": "lisa-tokenizer-goldens/1",
+            "reference": "transformers 4.31.0 slow LlamaTokenizer (models/export/tok431)",
+            "layout": layout, "seed": seed, "vocab_size": vocab, "added_tokens": layout_added_tokens(layout),
+            "cases": cases,
+            "decode_cases": [{"ids": ids, "text": decoded[len(strings) + j]} for j, ids in enumerate(decode_cases)],
+        }
+        _write_json(folder / "goldens.json", goldens)
+        if compare_inprocess:
+            tok = load_slow_tokenizer(folder)
+            diff = [s for s, c in zip(strings, cases) if tokenize_prompt_inprocess(tok, s) != c["prompt_ids"]]
+            ddiff = [c["ids"] for c in goldens["decode_cases"] if tok.decode(c["ids"]) != c["text"]]
+            summary[layout] = {"strings": len(strings), "prompt_ids_differ": len(diff), "examples": diff[:8],
+                               "decode_differ": len(ddiff), "transformers": transformers.__version__,
+                               "vocab": vocab + n_added}
+    return summary
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m lisa_export.tokenizer")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    f = sub.add_parser("fixtures", help="regenerate test/fixtures/tokenizer (goldens from transformers 4.31.0)")
+    f.add_argument("--out", type=Path, required=True)
+    t = sub.add_parser("train", help="train a tiny tokenizer folder")
+    t.add_argument("--out", type=Path, required=True)
+    t.add_argument("--layout", choices=sorted(LAYOUT_ADDED_TOKENS), required=True)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--vocab-size", type=int, default=2000)
+    args = ap.parse_args(argv)
+    if args.cmd == "fixtures":
+        print(json.dumps(write_fixtures(args.out), ensure_ascii=False, indent=1))
+    else:
+        folder = train_tiny_tokenizer(args.out, args.layout, args.seed, args.vocab_size)
+        write_tokenizer_json(folder, folder / "tokenizer.json")
+        print(folder)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
