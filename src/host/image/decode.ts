@@ -1,0 +1,176 @@
+// Decoding an image file into the 8-bit RGB array the reference works on.
+//
+// The reference reads with cv2.imread(path, IMREAD_COLOR) and converts BGR -> RGB. What that means, case by case, and
+// what this module does (each checked against Pillow in test/host/image-decode.test.ts):
+// - EXIF orientation: applied (OpenCV applies it by default for IMREAD_COLOR) -> sharp autoOrient().
+// - Alpha: dropped without compositing (IMREAD_COLOR keeps the colour channels; Pillow's convert('RGB') does the same)
+//   -> sharp removeAlpha(), never flatten(). Fully transparent pixels keep their stored colour.
+// - Grayscale: replicated to three equal channels.
+// - 16 bits per channel: the high byte (v >> 8), which is what libpng's png_set_strip_16 gives cv2 and what Pillow's
+//   16-bit RGB PNG unpacker gives; sharp/libvips produce the same. (Pillow's convert('RGB') of a 16-bit *grayscale*
+//   'I;16' image clips at 255 instead; the reference is cv2, so the high byte is kept.)
+// - CMYK (JPEG, Adobe inverted or not): the raw CMYK (0 = no ink) converted with Pillow's cmyk2rgb, no ICC profile:
+//   c' = 255 - k - MULDIV255(c, 255 - k). sharp's default would colour-manage it through an ICC profile, which neither
+//   reference does. (cv2 uses (c * (255 - k)) >> 8 instead of MULDIV255: the two differ by at most one level.)
+// - Animated GIF/WebP: the first frame (sharp's default pages = 1).
+// - BMP: read by ./bmp.ts (sharp has no BMP loader).
+// The pixel limit is checked on the header's width x height before any pixel is decoded (decompression bombs).
+
+import { createHash } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import sharp from 'sharp';
+import { decodeBmp, isBmp, readBmpHeader } from './bmp';
+import { ImageError } from './errors';
+
+export { ImageError } from './errors';
+export type { ImageErrorCode } from './errors';
+
+export interface DecodedImage {
+  width: number;
+  height: number;
+  /** 8-bit RGB, 3 interleaved channels, row-major, width * height * 3 bytes. */
+  data: Uint8Array;
+  /** sha256 (hex) of `rgb8:${width}x${height}:` followed by the RGB bytes: a content key for embedding caches. */
+  sha256: string;
+  /** The container format as detected ('jpeg', 'png', 'webp', 'gif', 'tiff', 'bmp', ...). */
+  format: string;
+}
+
+export interface DecodeOptions {
+  /** Largest width * height accepted; checked from the header before decoding. */
+  maxPixels: number;
+}
+
+/** Default pixel limit: 100 MP (a 12 MP photo decodes to 36 MB; 100 MP to 300 MB). */
+export const DEFAULT_MAX_PIXELS = 100_000_000;
+
+const READABLE = 'PNG, JPEG, WebP, GIF, TIFF, AVIF, BMP';
+
+function describe(input: string | Buffer): string {
+  return typeof input === 'string' ? `"${input}"` : `the image data (${input.length} bytes)`;
+}
+
+export function rgbSha256(width: number, height: number, data: Uint8Array): string {
+  return createHash('sha256').update(`rgb8:${width}x${height}:`).update(data).digest('hex');
+}
+
+function checkPixels(label: string, width: number, height: number, maxPixels: number): void {
+  if (width * height > maxPixels) {
+    throw new ImageError(
+      'too_large',
+      `${label} is ${width}x${height} (${(width * height / 1e6).toFixed(1)} MP), over the ${(maxPixels / 1e6).toFixed(1)} MP ` +
+        'pixel limit; downscale it before segmenting, or raise the image pixel limit setting if the file is genuine',
+    );
+  }
+}
+
+/** Pillow's cmyk2rgb on raw CMYK (0 = no ink), 4 bytes per pixel -> RGB. */
+function cmykToRgb(cmyk: Uint8Array, pixels: number): Uint8Array {
+  const out = new Uint8Array(pixels * 3);
+  for (let i = 0, j = 0; i < pixels; i++, j += 4) {
+    const nk = 255 - cmyk[j + 3];
+    for (let c = 0; c < 3; c++) {
+      const t = cmyk[j + c] * nk + 128;
+      const v = nk - (((t >> 8) + t) >> 8);
+      out[i * 3 + c] = v < 0 ? 0 : v;
+    }
+  }
+  return out;
+}
+
+/** Any 1..4-channel 8-bit raw buffer -> 3-channel RGB (grey replicated, alpha dropped). */
+function toRgb(raw: Buffer, pixels: number, channels: number): Uint8Array {
+  if (channels === 3) return new Uint8Array(raw.buffer, raw.byteOffset, pixels * 3);
+  const out = new Uint8Array(pixels * 3);
+  if (channels === 1 || channels === 2) {
+    for (let i = 0, j = 0; i < pixels; i++, j += channels) {
+      const g = raw[j];
+      out[i * 3] = g;
+      out[i * 3 + 1] = g;
+      out[i * 3 + 2] = g;
+    }
+  } else if (channels === 4) {
+    for (let i = 0, j = 0; i < pixels; i++, j += 4) {
+      out[i * 3] = raw[j];
+      out[i * 3 + 1] = raw[j + 1];
+      out[i * 3 + 2] = raw[j + 2];
+    }
+  } else {
+    throw new ImageError('unsupported', `decoder returned ${channels} channels; convert the image to RGB PNG or JPEG`);
+  }
+  return out;
+}
+
+function finish(width: number, height: number, data: Uint8Array, format: string): DecodedImage {
+  return { width, height, data, sha256: rgbSha256(width, height, data), format };
+}
+
+/**
+ * Decode a file path or an in-memory file into 8-bit RGB as the reference sees it (see the top of this file).
+ * Throws ImageError with code 'empty' | 'not_found' | 'not_an_image' | 'truncated' | 'too_large' | 'unsupported'.
+ */
+export async function decodeImage(input: string | Buffer, opts: DecodeOptions): Promise<DecodedImage> {
+  const label = describe(input);
+  const maxPixels = opts.maxPixels;
+  if (!(maxPixels > 0)) throw new RangeError(`decodeImage: maxPixels must be positive, got ${maxPixels}`);
+  let buf: Buffer;
+  if (typeof input === 'string') {
+    try {
+      buf = await fs.readFile(input);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      const why = code === 'ENOENT' ? 'does not exist' : code === 'EISDIR' ? 'is a folder' : `cannot be read (${code ?? e})`;
+      throw new ImageError('not_found', `${label} ${why}; check the image path`);
+    }
+  } else {
+    buf = input;
+  }
+  if (buf.length === 0) {
+    throw new ImageError('empty', `${label} is empty (0 bytes); the file may still be downloading or failed to save`);
+  }
+
+  if (isBmp(buf)) {
+    const hdr = readBmpHeader(buf, label);
+    checkPixels(label, hdr.width, hdr.height, maxPixels);
+    const bmp = decodeBmp(buf, label);
+    return finish(bmp.width, bmp.height, bmp.data, 'bmp');
+  }
+
+  // Header only: format, size, colour space. limitInputPixels is off here so that a bomb gets our own message.
+  let meta: sharp.Metadata;
+  try {
+    meta = await sharp(buf, { limitInputPixels: false }).metadata();
+  } catch (e) {
+    throw new ImageError(
+      'not_an_image',
+      `${label} is not an image sharp can read (${READABLE}?): ${(e as Error).message}; check that the file is a picture`,
+    );
+  }
+  const w0 = meta.width ?? 0;
+  const h0 = meta.pageHeight ?? meta.height ?? 0;
+  if (!(w0 > 0 && h0 > 0)) {
+    throw new ImageError('unsupported', `${label} (${meta.format}) has no pixel size in its header; convert it to PNG or JPEG`);
+  }
+  checkPixels(label, w0, h0, maxPixels);
+
+  const isCmyk = meta.space === 'cmyk';
+  try {
+    let pipe = sharp(buf, { limitInputPixels: maxPixels, failOn: 'truncated', pages: 1, page: 0 });
+    pipe = isCmyk ? pipe.pipelineColourspace('cmyk').autoOrient().toColourspace('cmyk') : pipe.autoOrient();
+    const { data: raw, info } = await pipe.raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
+    const pixels = info.width * info.height;
+    const rgb = isCmyk && info.channels === 4 ? cmykToRgb(raw, pixels) : toRgb(raw, pixels, info.channels);
+    return finish(info.width, info.height, rgb, meta.format ?? 'unknown');
+  } catch (e) {
+    if (e instanceof ImageError) throw e;
+    const msg = (e as Error).message;
+    if (/pixel limit/i.test(msg)) {
+      throw new ImageError('too_large', `${label} is over the ${(maxPixels / 1e6).toFixed(1)} MP pixel limit; downscale it`);
+    }
+    throw new ImageError(
+      'truncated',
+      `${label} is a damaged or truncated ${meta.format?.toUpperCase() ?? 'image'} (${msg.trim()}); ` +
+        're-download or re-export the file',
+    );
+  }
+}
