@@ -23,6 +23,15 @@ export type AnyRle = CocoRle | UncompressedRle;
 export function maskToCounts(mask: ArrayLike<number>, h: number, w: number): Uint32Array {
   checkSize(h, w);
   if (mask.length < h * w) throw new RangeError(`mask has ${mask.length} values, expected ${h}*${w} = ${h * w}`);
+  if (mask instanceof Uint8Array && h > 1 && w > 1) {
+    const r = countsFromRowDiffs(mask, h, w);
+    if (r) return r;
+  }
+  return countsStrided(mask, h, w);
+}
+
+/** The plain column-by-column walk (strided reads): simple, and fast for noisy masks. */
+function countsStrided(mask: ArrayLike<number>, h: number, w: number): Uint32Array {
   const n = h * w;
   // At most n + 1 runs; grow a scratch buffer instead of allocating n + 1 up front for big, simple masks.
   let cnts: Uint32Array = new Uint32Array(Math.min(n + 1, 1024));
@@ -44,6 +53,69 @@ export function maskToCounts(mask: ArrayLike<number>, h: number, w: number): Uin
   if (k === cnts.length) cnts = grow(cnts, n + 1);
   cnts[k++] = c;
   return cnts.slice(0, k);
+}
+
+/**
+ * Object-like masks in sequential (row-major) reads: find where each pixel differs from the one above (whole 4-byte
+ * words at a time where they are equal), keep those rows per column in linked lists, then read the transitions in
+ * column-major order. Returns undefined when the mask turns out to be noisy (then the strided walk is as fast).
+ */
+function countsFromRowDiffs(mask: Uint8Array, h: number, w: number): Uint32Array | undefined {
+  const n = h * w;
+  const limit = Math.max(4096, n >>> 4);
+  let rows = new Int32Array(Math.min(limit, 4096)); // row of each transition
+  let next = new Int32Array(rows.length); // next transition of the same column, -1 at the end
+  const head = new Int32Array(w).fill(-1);
+  const tail = new Int32Array(w).fill(-1);
+  let t = 0;
+  const add = (x: number, y: number): boolean => {
+    if (t === rows.length) {
+      if (t >= limit) return false;
+      const size = Math.min(limit, t * 2);
+      const r2 = new Int32Array(size); r2.set(rows); rows = r2;
+      const n2 = new Int32Array(size); n2.set(next); next = n2;
+    }
+    rows[t] = y;
+    next[t] = -1;
+    if (tail[x] < 0) head[x] = t; else next[tail[x]] = t;
+    tail[x] = t++;
+    return true;
+  };
+  // Row 0: each column's first pixel against the last pixel of the column before (0 before the first column).
+  for (let x = 0; x < w; x++) {
+    const before = x === 0 ? false : mask[(h - 1) * w + x - 1] !== 0;
+    if ((mask[x] !== 0) !== before && !add(x, 0)) return undefined;
+  }
+  const words = mask.byteOffset % 4 === 0 && w % 4 === 0 ? new Uint32Array(mask.buffer, mask.byteOffset, n >>> 2) : undefined;
+  const w4 = w >>> 2;
+  for (let y = 1; y < h; y++) {
+    const row = y * w;
+    if (words) {
+      const wr = row >>> 2;
+      for (let q = 0; q < w4; q++) {
+        if (words[wr + q] === words[wr - w4 + q]) continue;
+        for (let x = q * 4, i = row + x, e = x + 4; x < e; x++, i++) {
+          if ((mask[i] !== 0) !== (mask[i - w] !== 0) && !add(x, y)) return undefined;
+        }
+      }
+    } else {
+      for (let x = 0, i = row; x < w; x++, i++) {
+        if ((mask[i] !== 0) !== (mask[i - w] !== 0) && !add(x, y)) return undefined;
+      }
+    }
+  }
+  const cnts = new Uint32Array(t + 1);
+  let k = 0;
+  let last = 0;
+  for (let x = 0; x < w; x++) {
+    for (let j = head[x]; j >= 0; j = next[j]) {
+      const p = x * h + rows[j];
+      cnts[k++] = p - last;
+      last = p;
+    }
+  }
+  cnts[k++] = n - last;
+  return cnts;
 }
 
 function grow(a: Uint32Array, max: number): Uint32Array {

@@ -34,6 +34,16 @@ function buildMaskCases(): MaskCase[] {
     const h = 20 + Math.floor(rand() * 300), w = 20 + Math.floor(rand() * 300);
     add(`blobs ${h}x${w} #${k}`, h, w, blobMask(h, w, 1 + Math.floor(rand() * 5), rand));
   }
+  // Nonzero values other than 1 (the row-diff path compares 4-byte words first), and a view at an odd byte offset.
+  const varied = blobMask(200, 240, 4, rand).map((v) => (v ? 1 + Math.floor(rand() * 255) : 0));
+  add('200x240 blobs, values 1..255', 200, 240, varied);
+  const shifted = new Uint8Array(200 * 240 + 3);
+  shifted.set(blobMask(200, 240, 3, rand), 1);
+  add('200x240 blobs at byte offset 1', 200, 240, shifted.subarray(1, 1 + 200 * 240));
+  // Moderately noisy at photo size: a blob with speckle (more transitions than the row-diff path keeps).
+  const speckle = blobMask(600, 800, 3, rand);
+  for (let i = 0; i < speckle.length; i++) if (rand() < 0.08) speckle[i] ^= 1;
+  add('600x800 speckled blobs', 600, 800, speckle);
   // Photo-sized: dense noise (huge counts string), object-like blobs, one pixel at each end (long runs).
   add('1000x1500 noise p=0.5', 1000, 1500, randomMask(1000, 1500, 0.5, rand));
   add('1000x1500 blobs', 1000, 1500, blobMask(1000, 1500, 4, rand));
