@@ -1,24 +1,14 @@
-// Mask colours for the overlay. The project palette lives in src/protocol/palette.ts once it lands; until then a
-// local copy of a colour-blind-friendly qualitative palette (Okabe-Ito order, then Tableau-like extras) stands in.
-// Everything that draws a mask asks `maskColor(segIndex)` so the switch is one line.
+// Mask colours for the overlay: the project palette (src/protocol/palette.ts), so a mask has the same colour in the
+// host's overlay PNG, the notebook renderer and the chat panel. Mask colour is chosen by segIndex (the [SEG] that made
+// it), so a chip in the explanation and its mask always match.
 
-export type Rgb = readonly [number, number, number];
+import { maskColor as paletteColor, type Rgb } from '../protocol/palette';
 
-const FALLBACK: readonly Rgb[] = [
-  [230, 159, 0],
-  [86, 180, 233],
-  [0, 158, 115],
-  [240, 228, 66],
-  [0, 114, 178],
-  [213, 94, 0],
-  [204, 121, 167],
-  [148, 103, 189],
-];
+export type { Rgb };
 
-/** Colour of the mask made by the `segIndex`-th [SEG] (cycles for large indices). */
+/** Colour of the mask made by the `segIndex`-th [SEG] (cycles through the palette). */
 export function maskColor(segIndex: number): Rgb {
-  const i = ((Math.floor(segIndex) % FALLBACK.length) + FALLBACK.length) % FALLBACK.length;
-  return FALLBACK[i];
+  return paletteColor(Math.floor(segIndex));
 }
 
 export function cssColor(c: Rgb, alpha = 1): string {
