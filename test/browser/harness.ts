@@ -71,10 +71,11 @@ export interface Harness {
 }
 
 /** Serves `/` (the page), `/dist/*` and `/fixtures/*` (test/fixtures/payloads) from the checkout. */
-export async function startServer(): Promise<{ url: string; close(): Promise<void> }> {
+export async function startServer(extraRoots: Record<string, string> = {}): Promise<{ url: string; close(): Promise<void> }> {
   const roots: Record<string, string> = {
     '/dist/': path.join(ROOT, 'dist'),
     '/fixtures/': path.join(ROOT, 'test/fixtures/payloads'),
+    ...extraRoots,
   };
   const server = http.createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://x');
@@ -102,10 +103,11 @@ export async function startServer(): Promise<{ url: string; close(): Promise<voi
   };
 }
 
-export async function startHarness(): Promise<Harness> {
+/** `extraRoots` maps more URL prefixes ('/big/') to folders (the benchmark serves generated payloads). */
+export async function startHarness(extraRoots: Record<string, string> = {}): Promise<Harness> {
   if (!existsSync(path.join(ROOT, 'dist/renderer.js'))) throw new Error('dist/renderer.js is missing: run `node esbuild.mjs` first');
   if (!existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)`);
-  const server = await startServer();
+  const server = await startServer(extraRoots);
   const userDataDir = mkdtempSync(path.join(os.tmpdir(), 'rs-chromium-'));
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true,
