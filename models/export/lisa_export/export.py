@@ -1,0 +1,442 @@
+"""A LISA checkpoint -> a `lisa-onnx/1` bundle (docs/bundle-format.md).
+
+The bundle is built in a hidden sibling folder and renamed into place only at the very end, so a failed export never
+leaves anything that looks like a bundle.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import onnx
+import torch
+
+from . import __version__
+from .graphs import Decoder, EmbedTokens, SamImageEncoder, SamMaskDecoder, SegProjector, VisionEncoder
+from .model import LAYOUT_ADDED_TOKENS, LAYOUT_VARIANT, CheckpointError, Lisa, load_lisa, resolve_folder
+
+OPSET = 17
+MANIFEST = "lisa.manifest.json"
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "bundle.schema.json"
+SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, "
+          "detailed, and polite answers to the human's questions.")
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+SAM_MEAN = [123.675, 116.28, 103.53]
+SAM_STD = [58.395, 57.12, 57.375]
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
+WEIGHTS = ("float32", "int8", "int4")
+
+
+def sha256_file(p: Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Tokenizer and layout
+# ---------------------------------------------------------------------------------------------------------------------
+
+def detect_layout(tokenizer) -> str:
+    added = {tok: i for tok, i in tokenizer.get_added_vocab().items()}
+    for layout, toks in LAYOUT_ADDED_TOKENS.items():
+        if all(t in added for t in toks):
+            order = sorted(toks, key=lambda t: added[t])
+            if order == toks:
+                return layout
+    raise CheckpointError(f"the tokenizer's added tokens {sorted(added, key=added.get)} match neither layout: 7b "
+                          f"expects {LAYOUT_ADDED_TOKENS['7b']}, 13b expects {LAYOUT_ADDED_TOKENS['13b']}")
+
+
+def check_layout(tokenizer, layout: str) -> dict[str, int]:
+    toks = LAYOUT_ADDED_TOKENS[layout]
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in toks}
+    base = len(tokenizer) - len(toks)
+    want = {t: base + i for i, t in enumerate(toks)}
+    if ids != want:
+        raise CheckpointError(f"tokenizer added tokens {ids}; layout {layout} expects {want}")
+    return ids
+
+
+def token_spec(tokenizer, layout: str) -> dict:
+    ids = check_layout(tokenizer, layout)
+    seg = tokenizer("[SEG]", add_special_tokens=False).input_ids[0]  # as chat.py: never hard-coded
+    if seg != ids["[SEG]"]:
+        raise CheckpointError(f"tokenizing '[SEG]' gives {seg}; expected the added token id {ids['[SEG]']}")
+    spec = {"bos": 1, "eos": 2, "unk": 0, "pad": 0, "seg": seg, "im_start": ids["<im_start>"],
+            "im_end": ids["<im_end>"], "image_placeholder": -200, "num_image_tokens": 256,
+            "mask_attention_for_ids": [0]}
+    if "<im_patch>" in ids:
+        spec["im_patch"] = ids["<im_patch>"]
+    return spec
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# ONNX export helpers
+# ---------------------------------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _torch_export(module, args, path: Path, input_names, output_names, dynamic_axes):
+    """torch.onnx.export with the TorchScript exporter (dynamo=False): deterministic node names, Linear weights
+    pre-transposed into MatMul initializers (what ONNX Runtime's weight-only quantisers look for)."""
+    module.eval()
+    with torch.no_grad(), _quiet():
+        torch.onnx.export(module, tuple(args), str(path), input_names=list(input_names),
+                          output_names=list(output_names), dynamic_axes=dynamic_axes, opset_version=OPSET,
+                          do_constant_folding=True, dynamo=False, external_data=True)
+
+
+def externalize(onnx_path: Path, data_name: str) -> None:
+    """Rewrite ``onnx_path`` so every initializer lives in one external file ``data_name`` beside it, streaming tensor
+    by tensor (whether the exporter wrote them inline or as one file per tensor)."""
+    folder = onnx_path.parent
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    data_path = folder / data_name
+    leftovers = []
+    offset = 0
+    with open(data_path, "wb") as out:
+        tensors = list(model.graph.initializer)
+        for node in model.graph.node:  # large Constant nodes are weights too
+            for a in node.attribute:
+                if a.type == onnx.AttributeProto.TENSOR:
+                    tensors.append(a.t)
+        for t in tensors:
+            if t.data_location == onnx.TensorProto.EXTERNAL:
+                info = {e.key: e.value for e in t.external_data}
+                src = folder / info["location"]
+                with open(src, "rb") as f:
+                    f.seek(int(info.get("offset", 0)))
+                    raw = f.read(int(info["length"])) if "length" in info else f.read()
+                leftovers.append(src)
+            elif t.HasField("raw_data") and len(t.raw_data) >= 1024:
+                raw = t.raw_data
+            else:
+                continue
+            align = 4096 if len(raw) >= 4096 else 64
+            pad = (-offset) % align
+            out.write(b"\0" * pad)
+            offset += pad
+            out.write(raw)
+            del t.external_data[:]
+            t.ClearField("raw_data")
+            t.data_location = onnx.TensorProto.EXTERNAL
+            for k, v in (("location", data_name), ("offset", str(offset)), ("length", str(len(raw)))):
+                e = t.external_data.add()
+                e.key, e.value = k, v
+            offset += len(raw)
+            del raw
+    for p in set(leftovers):
+        if p != data_path and p.exists():
+            p.unlink()
+    onnx.save_model(model, str(onnx_path), save_as_external_data=False)
+
+
+def _graph_io(model_path: Path) -> tuple[dict, dict]:
+    m = onnx.load(str(model_path), load_external_data=False)
+    names = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.INT64: "int64", onnx.TensorProto.FLOAT16: "float16"}
+
+    def spec(vi):
+        dims = []
+        for d in vi.type.tensor_type.shape.dim:
+            dims.append(d.dim_value if d.HasField("dim_value") else d.dim_param)
+        return {"dtype": names[vi.type.tensor_type.elem_type], "shape": dims}
+
+    inits = {i.name for i in m.graph.initializer}
+    return ({i.name: spec(i) for i in m.graph.input if i.name not in inits},
+            {o.name: spec(o) for o in m.graph.output})
+
+
+def contract_shapes(lisa: Lisa) -> dict[str, dict[str, list]]:
+    """The symbolic shapes of docs/bundle-format.md, per graph, for every input and output."""
+    cfg = lisa.llm.config
+    H, L, V = cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size
+    KV = cfg.num_key_value_heads
+    D = getattr(cfg, "head_dim", None) or H // cfg.num_attention_heads
+    C = lisa.sam_dims.out_chans
+    dec = {"inputs_embeds": [1, "S", H], "attention_mask": [1, "P+S"], "position_ids": [1, "S"],
+           "logits": [1, "S", V], "last_hidden_state": [1, "S", H]}
+    for i in range(L):
+        for kv in ("key", "value"):
+            dec[f"past_key_values.{i}.{kv}"] = [1, KV, "P", D]
+            dec[f"present.{i}.{kv}"] = [1, KV, "P+S", D]
+    return {
+        "vision_encoder": {"pixel_values": [1, 3, 224, 224], "image_features": [1, 256, H]},
+        "embed_tokens": {"input_ids": [1, "S"], "inputs_embeds": [1, "S", H]},
+        "decoder": dec,
+        "seg_projector": {"seg_hidden": ["N", H], "seg_embeddings": ["N", C]},
+        "sam_image_encoder": {"pixel_values": [1, 3, 1024, 1024], "image_embeddings": [1, C, 64, 64]},
+        "sam_mask_decoder": {"image_embeddings": [1, C, 64, 64], "seg_embeddings": ["N", C], "resize_size": [2],
+                             "orig_size": [2], "masks": ["N", 1, "h", "w"], "iou_predictions": ["N", 1],
+                             "low_res_masks": ["N", 1, 256, 256]},
+    }
+
+
+def set_io_shapes(path: Path, shapes: dict[str, list]) -> None:
+    """Write the contract's shapes (named symbolic dims) onto the graph's inputs and outputs."""
+    m = onnx.load(str(path), load_external_data=False)
+    seen = set()
+    for vi in list(m.graph.input) + list(m.graph.output):
+        if vi.name not in shapes:
+            continue
+        seen.add(vi.name)
+        dims = vi.type.tensor_type.shape.dim
+        want = shapes[vi.name]
+        if len(dims) != len(want):
+            raise RuntimeError(f"{path.name}: {vi.name} has rank {len(dims)}; the contract says {want}")
+        for d, w in zip(dims, want):
+            if isinstance(w, int):
+                if d.HasField("dim_value") and d.dim_value != w:
+                    raise RuntimeError(f"{path.name}: {vi.name} dim {d.dim_value} != contract {w}")
+                d.Clear()
+                d.dim_value = w
+            else:
+                d.Clear()
+                d.dim_param = w
+    inits = {i.name for i in m.graph.initializer}
+    missing = set(shapes) - seen
+    if missing:
+        raise RuntimeError(f"{path.name}: no graph input/output named {sorted(missing)}")
+    names = {vi.name for vi in list(m.graph.input) + list(m.graph.output)} - inits
+    if names - set(shapes):
+        raise RuntimeError(f"{path.name}: graph has inputs/outputs outside the contract: {sorted(names - set(shapes))}")
+    onnx.save_model(m, str(path), save_as_external_data=False)
+
+
+def export_graphs(lisa: Lisa, onnx_dir: Path, log=print) -> None:
+    onnx_dir.mkdir(parents=True, exist_ok=True)
+    cfg = lisa.llm.config
+    H, L = cfg.hidden_size, cfg.num_hidden_layers
+    KV = cfg.num_key_value_heads
+    D = getattr(cfg, "head_dim", None) or H // cfg.num_attention_heads
+    C = lisa.sam_dims.out_chans
+    g = torch.Generator().manual_seed(0)
+
+    log("export vision_encoder")
+    _torch_export(VisionEncoder(lisa), [torch.randn(1, 3, 224, 224, generator=g)], onnx_dir / "vision_encoder.onnx",
+                  ["pixel_values"], ["image_features"], None)
+    log("export embed_tokens")
+    _torch_export(EmbedTokens(lisa), [torch.tensor([[1, 2, 3]], dtype=torch.int64)], onnx_dir / "embed_tokens.onnx",
+                  ["input_ids"], ["inputs_embeds"], {"input_ids": {1: "S"}, "inputs_embeds": {1: "S"}})
+    log("export decoder")
+    S, P = 3, 2
+    past = []
+    names_in = ["inputs_embeds", "attention_mask", "position_ids"]
+    names_out = ["logits", "last_hidden_state"]
+    dyn = {"inputs_embeds": {1: "S"}, "attention_mask": {1: "P+S"}, "position_ids": {1: "S"},
+           "logits": {1: "S"}, "last_hidden_state": {1: "S"}}
+    for i in range(L):
+        for kv in ("key", "value"):
+            past.append(torch.zeros(1, KV, P, D))
+            names_in.append(f"past_key_values.{i}.{kv}")
+            names_out.append(f"present.{i}.{kv}")
+            dyn[f"past_key_values.{i}.{kv}"] = {2: "P"}
+            dyn[f"present.{i}.{kv}"] = {2: "P+S"}
+    dec_path = onnx_dir / "decoder.onnx"
+    _torch_export(Decoder(lisa), [torch.randn(1, S, H, generator=g), torch.ones(1, P + S, dtype=torch.int64),
+                                  torch.arange(P, P + S).unsqueeze(0), *past], dec_path, names_in, names_out, dyn)
+    externalize(dec_path, "decoder.onnx_data")
+    gc.collect()
+    log("export seg_projector")
+    _torch_export(SegProjector(lisa), [torch.randn(2, H, generator=g)], onnx_dir / "seg_projector.onnx",
+                  ["seg_hidden"], ["seg_embeddings"], {"seg_hidden": {0: "N"}, "seg_embeddings": {0: "N"}})
+    log("export sam_image_encoder")
+    enc_path = onnx_dir / "sam_image_encoder.onnx"
+    _torch_export(SamImageEncoder(lisa), [torch.randn(1, 3, 1024, 1024, generator=g)], enc_path, ["pixel_values"],
+                  ["image_embeddings"], None)
+    if enc_path.stat().st_size > (1 << 31) - (1 << 24) or any(
+            p.name not in ("sam_image_encoder.onnx",) and p.name.startswith(("onnx__", "image_encoder"))
+            for p in onnx_dir.iterdir()):
+        externalize(enc_path, "sam_image_encoder.onnx_data")
+    log("export sam_mask_decoder")
+    _torch_export(SamMaskDecoder(lisa), [torch.randn(1, C, 64, 64, generator=g), torch.randn(2, C, generator=g),
+                                         torch.tensor([1024, 683]), torch.tensor([600, 400])],
+                  onnx_dir / "sam_mask_decoder.onnx",
+                  ["image_embeddings", "seg_embeddings", "resize_size", "orig_size"],
+                  ["masks", "iou_predictions", "low_res_masks"],
+                  {"seg_embeddings": {0: "N"}, "masks": {0: "N", 2: "h", 3: "w"}, "iou_predictions": {0: "N"},
+                   "low_res_masks": {0: "N"}})
+    for name, shapes in contract_shapes(lisa).items():
+        set_io_shapes(onnx_dir / Path(GRAPH_FILES[name]).name, shapes)
+
+
+def quantize_language_model(onnx_dir: Path, weights: str, log=print) -> None:
+    """Weight-only quantisation of the decoder's MatMuls (lm_head included) with ONNX Runtime's MatMulNBits
+    quantiser, block 32, symmetric; 8 or 4 bits.  SAM, CLIP, the embedding table and the projector stay fp32."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    bits = {"int8": 8, "int4": 4}[weights]
+    path = onnx_dir / "decoder.onnx"
+    model = onnx.load(str(path))  # external data loaded
+    q = MatMulNBitsQuantizer(model, bits=bits, block_size=32, is_symmetric=True, accuracy_level=None)
+    with _quiet():
+        q.process()
+    qmodel = q.model.model
+    (onnx_dir / "decoder.onnx_data").unlink()
+    onnx.save_model(qmodel, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="decoder.onnx_data", size_threshold=0)
+    n = sum(1 for nd in qmodel.graph.node if nd.op_type == "MatMulNBits")
+    log(f"quantised {n} MatMuls of the decoder to {bits} bits")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Manifest
+# ---------------------------------------------------------------------------------------------------------------------
+
+GRAPH_FILES = {
+    "vision_encoder": "onnx/vision_encoder.onnx",
+    "embed_tokens": "onnx/embed_tokens.onnx",
+    "decoder": "onnx/decoder.onnx",
+    "seg_projector": "onnx/seg_projector.onnx",
+    "sam_image_encoder": "onnx/sam_image_encoder.onnx",
+    "sam_mask_decoder": "onnx/sam_mask_decoder.onnx",
+}
+
+
+def build_manifest(bundle: Path, lisa: Lisa, layout: str, tokens: dict, weights: str, source: dict) -> dict:
+    cfg = lisa.llm.config
+    H, L = cfg.hidden_size, cfg.num_hidden_layers
+    D = getattr(cfg, "head_dim", None) or H // cfg.num_attention_heads
+    graphs = {}
+    for name, rel in GRAPH_FILES.items():
+        ins, outs = _graph_io(bundle / rel)
+        spec = {"file": rel, "inputs": ins, "outputs": outs}
+        data = bundle / (rel + "_data")
+        if data.exists():
+            spec["external_data"] = [rel + "_data"]
+        graphs[name] = spec
+    files = {}
+    for p in sorted(bundle.rglob("*")):
+        if p.is_file() and p.name != MANIFEST:
+            rel = p.relative_to(bundle).as_posix()
+            files[rel] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+    return {
+        "format": "lisa-onnx/1",
+        "variant": source.get("variant") or LAYOUT_VARIANT[layout],
+        "layout": layout,
+        "llm": {"hidden_size": H, "num_layers": L, "num_heads": cfg.num_attention_heads,
+                "num_kv_heads": cfg.num_key_value_heads, "head_dim": D, "vocab_size": cfg.vocab_size,
+                "max_positions": cfg.max_position_embeddings, "rms_norm_eps": cfg.rms_norm_eps, "weights": weights},
+        "sam": {"prompt_dim": lisa.sam_dims.out_chans, "mask_index": 0, "threshold": 0.0},
+        "tokens": tokens,
+        "prompt": {"template": "llava_v1", "system": SYSTEM, "roles": ["USER", "ASSISTANT"], "sep": " ",
+                   "sep2": "</s>", "image_text": "<im_start><image><im_end>\n"},
+        "generation": {"strategy": "greedy", "max_new_tokens": 512, "stop_ids": [2]},
+        "clip_preprocess": {"shortest_edge": 224, "resample": "bicubic", "crop": [224, 224],
+                            "rescale": 1 / 255, "mean": CLIP_MEAN, "std": CLIP_STD},
+        "sam_preprocess": {"long_side": 1024, "resample": "bilinear", "mean": SAM_MEAN, "std": SAM_STD,
+                           "pad": "bottom-right-zero"},
+        "graphs": graphs,
+        "files": files,
+        "source": {"checkpoint": source.get("checkpoint", ""), "clip": source.get("clip", ""),
+                   "exporter": f"lisa_export {__version__}", "torch": torch.__version__.split("+")[0],
+                   "opset": OPSET},
+    }
+
+
+def validate_manifest(manifest: dict) -> None:
+    from .schema import validate
+
+    schema = json.loads(SCHEMA_PATH.read_text())
+    validate(manifest, schema)
+
+
+README = """# {variant} ({weights}) - Reason Segment bundle
+
+Format `lisa-onnx/1` (see docs/bundle-format.md in the Reason Segment repository). Exported by `{exporter}` from
+`{checkpoint}` with CLIP from `{clip}`; layout `{layout}` ([SEG] = {seg}).
+
+- LLM: hidden {H}, {L} layers, {nh} heads ({kv} key/value heads), vocab {V}; weights {weights}.
+- SAM prompt dim {C}; masks are the logits of mask index 0 at the original image size, thresholded at 0.
+- `lisa.manifest.json` lists every file with its sha256; the host refuses a bundle whose files do not match.
+
+Open it in Reason Segment by pointing the model setting at this folder.
+"""
+
+
+def write_readme(bundle: Path, lisa: Lisa, layout: str, tokens: dict, weights: str, source: dict) -> None:
+    cfg = lisa.llm.config
+    (bundle / "README.md").write_text(README.format(
+        variant=source.get("variant") or LAYOUT_VARIANT[layout], weights=weights,
+        exporter=f"lisa_export {__version__}", checkpoint=source.get("checkpoint", ""), clip=source.get("clip", ""),
+        layout=layout, seg=tokens["seg"], H=cfg.hidden_size, L=cfg.num_hidden_layers, nh=cfg.num_attention_heads,
+        kv=cfg.num_key_value_heads, V=cfg.vocab_size, C=lisa.sam_dims.out_chans))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The whole export
+# ---------------------------------------------------------------------------------------------------------------------
+
+def export_bundle(checkpoint: str | Path, clip: str | Path, out: str | Path, layout: str | None = None,
+                  weights: str = "float32", variant: str | None = None, force: bool = False,
+                  source_names: dict | None = None,
+                  extra: Callable[[Path, Lisa, object, str, dict], None] | None = None, log=print) -> Path:
+    """Export; ``extra(tmp_bundle, lisa, tokenizer, layout, tokens)`` may add files (goldens) before the manifest."""
+    from .tokenizer import load_slow_tokenizer, write_tokenizer_json
+
+    if weights not in WEIGHTS:
+        raise ValueError(f"--weights must be one of {', '.join(WEIGHTS)}")
+    out = Path(out).absolute()
+    if out.exists() and not force:
+        raise FileExistsError(f"{out} exists; pass --force to replace it")
+    folder = resolve_folder(checkpoint)
+    if not (folder / "tokenizer.model").exists():
+        raise CheckpointError(f"{folder}: missing tokenizer.model (LISA checkpoints ship their slow LLaMA tokenizer)")
+    tokenizer = load_slow_tokenizer(folder)
+    found = detect_layout(tokenizer)
+    if layout is not None and layout != found:
+        raise CheckpointError(f"--layout {layout} expects added tokens {LAYOUT_ADDED_TOKENS[layout]}; the "
+                              f"checkpoint's tokenizer has the {found} layout {LAYOUT_ADDED_TOKENS[found]}")
+    layout = found
+    tokens = token_spec(tokenizer, layout)
+    lisa, folder = load_lisa(folder, clip, layout=layout, tokenizer_len=len(tokenizer))
+    names = {"checkpoint": str(checkpoint), "clip": str(clip), "variant": variant}
+    names.update(source_names or {})
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        export_graphs(lisa, tmp / "onnx", log=log)
+        if weights != "float32":
+            quantize_language_model(tmp / "onnx", weights, log=log)
+        (tmp / "tokenizer").mkdir()
+        for f in TOKENIZER_FILES:
+            if (folder / f).exists():
+                shutil.copyfile(folder / f, tmp / "tokenizer" / f)
+        write_tokenizer_json(folder, tmp / "tokenizer.json")
+        write_readme(tmp, lisa, layout, tokens, weights, names)
+        if extra is not None:
+            extra(tmp, lisa, tokenizer, layout, tokens)
+        manifest = build_manifest(tmp, lisa, layout, tokens, weights, names)
+        validate_manifest(manifest)
+        write_json(tmp / MANIFEST, manifest)
+        os.chmod(tmp, 0o755)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"wrote {out}")
+    return out

@@ -1,0 +1,127 @@
+"""The six exported graphs as torch modules (docs/bundle-format.md, "Graphs").
+
+Each wrapper calls the real submodules of the rebuilt LISA; nothing here re-implements a layer's arithmetic except
+the attention core of the decoder, which takes explicit past key/value tensors instead of a transformers Cache object
+(whose tracing changes between releases).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+
+from .model import SAM_GRID, Lisa, postprocess_masks
+
+
+class VisionEncoder(nn.Module):
+    """CLIP up to hidden_states[-2] (the last encoder layer is not run), CLS dropped, then mm_projector."""
+
+    def __init__(self, lisa: Lisa):
+        super().__init__()
+        self.vm = lisa.clip.vision_model
+        self.proj = lisa.mm_projector
+
+    def forward(self, pixel_values):
+        h = self.vm.embeddings(pixel_values)
+        h = self.vm.pre_layrnorm(h)
+        for layer in self.vm.encoder.layers[:-1]:
+            out = layer(h, None, None)
+            h = out[0] if isinstance(out, tuple) else out
+        return self.proj(h[:, 1:])
+
+
+class EmbedTokens(nn.Module):
+    def __init__(self, lisa: Lisa):
+        super().__init__()
+        self.embed = lisa.llm.model.embed_tokens
+
+    def forward(self, input_ids):
+        return self.embed(input_ids)
+
+
+class Decoder(nn.Module):
+    """LLaMA with explicit KV cache.  Inputs: inputs_embeds [1,S,H], attention_mask [1,P+S] (0 = masked key),
+    position_ids [1,S], then past key/value per layer [1,KV,P,D].  Outputs: logits, post-norm last_hidden_state,
+    present key/value per layer [1,KV,P+S,D]."""
+
+    def __init__(self, lisa: Lisa):
+        super().__init__()
+        self.model = lisa.llm.model
+        self.lm_head = lisa.llm.lm_head
+        cfg = lisa.llm.config
+        self.num_layers = cfg.num_hidden_layers
+
+    def forward(self, inputs_embeds, attention_mask, position_ids, *past):
+        h = inputs_embeds
+        cos, sin = self.model.rotary_emb(h, position_ids)
+        # additive mask [1,1,S,P+S]: key j visible to query i iff j <= P+i and attention_mask[j] == 1
+        s = inputs_embeds.shape[1]
+        t = attention_mask.shape[1]
+        key_idx = torch.arange(t, dtype=torch.int64).unsqueeze(0)  # [1,T]
+        q_idx = (torch.arange(s, dtype=torch.int64) + (t - s)).unsqueeze(1)  # [S,1]
+        allowed = (key_idx <= q_idx) & (attention_mask[:, None, :] != 0)  # [1,S,T]
+        neg = torch.finfo(torch.float32).min
+        mask = torch.where(allowed, torch.zeros((), dtype=torch.float32),
+                           torch.full((), neg, dtype=torch.float32)).unsqueeze(1)  # [1,1,S,T]
+        presents = []
+        for i, layer in enumerate(self.model.layers):
+            attn = layer.self_attn
+            residual = h
+            x = layer.input_layernorm(h)
+            b, q_len, _ = x.shape
+            q = attn.q_proj(x).view(b, q_len, -1, attn.head_dim).transpose(1, 2)
+            k = attn.k_proj(x).view(b, q_len, -1, attn.head_dim).transpose(1, 2)
+            v = attn.v_proj(x).view(b, q_len, -1, attn.head_dim).transpose(1, 2)
+            q, k = apply_rotary_pos_emb(q, k, cos, sin)
+            k = torch.cat([past[2 * i], k], dim=2)
+            v = torch.cat([past[2 * i + 1], v], dim=2)
+            presents += [k, v]
+            kr = repeat_kv(k, attn.num_key_value_groups)
+            vr = repeat_kv(v, attn.num_key_value_groups)
+            w = torch.matmul(q, kr.transpose(2, 3)) * attn.scaling + mask
+            w = torch.softmax(w, dim=-1, dtype=torch.float32)
+            o = torch.matmul(w, vr).transpose(1, 2).reshape(b, q_len, -1)
+            h = residual + attn.o_proj(o)
+            h = h + layer.mlp(layer.post_attention_layernorm(h))
+        h = self.model.norm(h)
+        return (self.lm_head(h), h, *presents)
+
+
+class SegProjector(nn.Module):
+    def __init__(self, lisa: Lisa):
+        super().__init__()
+        self.fc = lisa.text_hidden_fcs[0]
+
+    def forward(self, seg_hidden):
+        return self.fc(seg_hidden)
+
+
+class SamImageEncoder(nn.Module):
+    def __init__(self, lisa: Lisa):
+        super().__init__()
+        self.enc = lisa.image_encoder
+
+    def forward(self, pixel_values):
+        return self.enc(pixel_values)
+
+
+class SamMaskDecoder(nn.Module):
+    """LISA's use of SAM's prompt encoder + mask decoder + sam.postprocess_masks, image_pe baked in."""
+
+    def __init__(self, lisa: Lisa):
+        super().__init__()
+        self.md = lisa.mask_decoder
+        with torch.no_grad():
+            self.register_buffer("image_pe", lisa.prompt_encoder.get_dense_pe().detach().clone())
+            self.register_buffer("no_mask", lisa.prompt_encoder.no_mask_embed.weight.detach().clone().reshape(
+                1, -1, 1, 1))
+
+    def forward(self, image_embeddings, seg_embeddings, resize_size, orig_size):
+        n = seg_embeddings.shape[0]
+        sparse = seg_embeddings.unsqueeze(1)
+        dense = self.no_mask.expand(n, -1, SAM_GRID, SAM_GRID)
+        low_res, iou = self.md(image_embeddings=image_embeddings, image_pe=self.image_pe,
+                               sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                               multimask_output=False)
+        masks = postprocess_masks(low_res, resize_size, orig_size)
+        return masks, iou, low_res

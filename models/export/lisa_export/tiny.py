@@ -1,0 +1,165 @@
+"""Tiny random-weight LISA fixtures: `npm run export:tiny -- --layout 7b --seed 1 --out DIR`.
+
+Builds a LISA with the real module classes and dimensions drawn from (layout, seed), saves it as a LISA-layout
+checkpoint folder (safetensors with LISA's key names + config.json + the slow tokenizer) and a CLIP folder, exports it
+through the same path as a real checkpoint (export.export_bundle), and writes goldens.json from the PyTorch reference
+on real photographs.  Same arguments -> bit-identical bundle.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from transformers import CLIPVisionConfig, LlamaConfig
+
+from .model import Lisa, SamDims
+
+IMAGES = [  # (name in the bundle, scikit-image loader): different sizes and aspect ratios
+    ("astronaut", "astronaut"),  # 512x512
+    ("coffee", "coffee"),  # 400x600 (landscape)
+    ("chelsea", "chelsea"),  # 300x451
+]
+
+CASES = [
+    {"name": "astronaut-en", "image": "astronaut",
+     "prompt": "Where is the astronaut's helmet in this image? Please output segmentation mask.", "history": [],
+     "assistant_prefix": ""},
+    {"name": "coffee-zh", "image": "coffee", "prompt": "请把图中的咖啡杯分割出来，并解释原因。", "history": [],
+     "assistant_prefix": ""},
+    {"name": "chelsea-history", "image": "chelsea", "prompt": "Now segment its face.",
+     "history": [["What animal is in the picture?", "It is a cat sitting on the floor."]], "assistant_prefix": ""},
+    {"name": "coffee-two-seg", "image": "coffee", "prompt": "Segment the cup and the spoon.", "history": [],
+     "assistant_prefix": "Sure, [SEG] and [SEG]."},
+]
+MAX_NEW_TOKENS = 40
+
+
+def tiny_dims(layout: str, seed: int) -> dict:
+    rng = random.Random(f"lisa-tiny/{layout}/{seed}")
+    heads = rng.choice([2, 4])
+    head_dim = 32
+    hidden = heads * head_dim
+    kv = rng.choice([heads, heads // 2])
+    C = rng.choice([32, 64])
+    return {
+        "llm": {"hidden_size": hidden, "num_attention_heads": heads, "num_key_value_heads": kv,
+                "num_hidden_layers": rng.choice([2, 3]), "intermediate_size": rng.choice([2, 3]) * hidden,
+                "rms_norm_eps": 1e-6 if layout == "7b" else 1e-5,
+                "max_position_embeddings": 2048 if layout == "7b" else 4096},
+        "vocab_base": rng.choice([768, 1024]),
+        "clip": {"hidden_size": rng.choice([32, 64]), "num_hidden_layers": rng.choice([2, 3]),
+                 "num_attention_heads": 2, "image_size": 224, "patch_size": 14},
+        "sam": SamDims(embed_dim=rng.choice([32, 64]), depth=2, num_heads=2, mlp_ratio=rng.choice([2.0, 4.0]),
+                       out_chans=C, window_size=14, global_attn_indexes=[1], qkv_bias=True, use_abs_pos=True,
+                       use_rel_pos=True, mask_in_chans=16, dec_depth=2, dec_mlp_dim=rng.choice([64, 128]),
+                       dec_heads=8, num_multimask_outputs=3, iou_head_depth=3,
+                       iou_head_hidden_dim=rng.choice([32, 64])),
+    }
+
+
+def build_tiny_checkpoint(layout: str, seed: int, root: Path) -> tuple[Path, Path]:
+    """Write <root>/lisa (LISA checkpoint folder with tokenizer) and <root>/clip; return both."""
+    from .tokenizer import load_slow_tokenizer, train_tiny_tokenizer
+
+    dims = tiny_dims(layout, seed)
+    ckpt, clip_dir = root / "lisa", root / "clip"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    clip_dir.mkdir(parents=True, exist_ok=True)
+    tok_dir = Path(train_tiny_tokenizer(root / "tokenizer", layout, seed, dims["vocab_base"]))
+    for f in tok_dir.iterdir():
+        if f.is_file():
+            shutil.copyfile(f, ckpt / f.name)
+    vocab = len(load_slow_tokenizer(ckpt))
+    d = dims["llm"]
+    llm_cfg = LlamaConfig(vocab_size=vocab, **d, initializer_range=0.05, pad_token_id=0, bos_token_id=1,
+                          eos_token_id=2, tie_word_embeddings=False)
+    c = dims["clip"]
+    clip_cfg = CLIPVisionConfig(hidden_size=c["hidden_size"], intermediate_size=4 * c["hidden_size"],
+                                num_hidden_layers=c["num_hidden_layers"], num_attention_heads=c["num_attention_heads"],
+                                image_size=224, patch_size=14, projection_dim=c["hidden_size"])
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        lisa = Lisa(llm_cfg, clip_cfg, dims["sam"])
+        # SAM's defaults zero the position tables; give them values so the export carries real numbers
+        for name, p in lisa.image_encoder.named_parameters():
+            if "rel_pos" in name or name == "pos_embed":
+                p.normal_(0, 0.02)
+    sd = {k: v.contiguous() for k, v in lisa.state_dict_lisa().items()}
+    save_file(sd, str(ckpt / "model.safetensors"), metadata={"format": "pt"})
+    cfg = llm_cfg.to_dict()
+    cfg.update({"architectures": ["LISAForCausalLM"], "model_type": "llava", "mm_vision_select_layer": -2,
+                "mm_use_im_start_end": True, "out_dim": dims["sam"].out_chans, "vision_tower": "tiny-clip"})
+    for k in ("transformers_version", "_name_or_path"):
+        cfg.pop(k, None)
+    (ckpt / "config.json").write_text(json.dumps(cfg, indent=1, sort_keys=True))
+    clip_sd = {"vision_model." + k[len("vision_model."):]: v.contiguous()
+               for k, v in lisa.clip.state_dict().items() if k.startswith("vision_model.")}
+    save_file(clip_sd, str(clip_dir / "model.safetensors"), metadata={"format": "pt"})
+    ccfg = clip_cfg.to_dict()
+    ccfg.pop("transformers_version", None)
+    (clip_dir / "config.json").write_text(json.dumps(ccfg, indent=1, sort_keys=True))
+    return ckpt, clip_dir
+
+
+def write_images(images_dir: Path) -> dict[str, Path]:
+    from PIL import Image
+    from skimage import data
+
+    images_dir.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name, loader in IMAGES:
+        arr = getattr(data, loader)()
+        p = images_dir / f"{name}.png"
+        Image.fromarray(np.asarray(arr)).convert("RGB").save(p, format="PNG", optimize=False, compress_level=9)
+        out[name] = p
+    return out
+
+
+def goldens_writer(bundle: Path, lisa, tokenizer, layout: str, tokens: dict) -> None:
+    from .export import write_json
+    from .reference import run_case
+
+    images = write_images(bundle / "images")
+    cases = []
+    for case in CASES:
+        r = run_case(lisa, tokenizer, tokens, images[case["image"]], case["prompt"],
+                     [tuple(h) for h in case["history"]], case["assistant_prefix"], MAX_NEW_TOKENS)
+        cases.append({"name": case["name"], "image": f"images/{case['image']}.png", **r})
+    write_json(bundle / "goldens.json", {"format": "lisa-goldens/1", "cases": cases})
+
+
+def export_tiny(layout: str, seed: int, out: Path, weights: str = "float32", goldens: bool = True, log=print) -> Path:
+    from .export import export_bundle
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    with tempfile.TemporaryDirectory(prefix="lisa-tiny-") as t:
+        ckpt, clip_dir = build_tiny_checkpoint(layout, seed, Path(t))
+        name = f"tiny-{layout}-seed{seed}"
+        return export_bundle(ckpt, clip_dir, out, layout=layout, weights=weights, force=True,
+                             source_names={"checkpoint": name, "clip": f"tiny-clip-seed{seed}", "variant": name},
+                             extra=goldens_writer if goldens else None, log=log)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="lisa_export.tiny", description=__doc__.split("\n")[0])
+    ap.add_argument("--layout", choices=["7b", "13b"], required=True)
+    ap.add_argument("--seed", type=int, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--weights", choices=["float32", "int8", "int4"], default="float32")
+    ap.add_argument("--no-goldens", action="store_true")
+    a = ap.parse_args(argv)
+    # goldens are the fp32 PyTorch reference's outputs: written for float32 bundles only
+    export_tiny(a.layout, a.seed, a.out, a.weights, goldens=not a.no_goldens and a.weights == "float32")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
