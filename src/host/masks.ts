@@ -23,6 +23,11 @@ export function masksFromLogits(logits: Float32Array, n: number, h: number, w: n
   return out;
 }
 
+/** RGB PNG of row-major RGB pixels. */
+export function rgbPng(rgb: Uint8Array, w: number, h: number): Promise<Buffer> {
+  return sharp(rgb, { raw: { width: w, height: h, channels: 3 } }).png().toBuffer();
+}
+
 /** Single-channel 8-bit PNG (0 outside, 255 inside) of a row-major mask. */
 export async function maskPng(mask: Uint8Array, h: number, w: number): Promise<Buffer> {
   const g = Buffer.allocUnsafe(h * w);
@@ -84,7 +89,7 @@ export async function overlayPng(
   masks: readonly (Uint8Array | CocoRle)[],
   palette: readonly Rgb[] = PALETTE,
 ): Promise<Buffer> {
-  return sharp(overlayRgb(rgb, w, h, masks, palette), { raw: { width: w, height: h, channels: 3 } }).png().toBuffer();
+  return rgbPng(overlayRgb(rgb, w, h, masks, palette), w, h);
 }
 
 /** The overlay's pixels (RGB, row-major), without PNG encoding. */

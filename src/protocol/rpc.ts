@@ -140,6 +140,8 @@ export interface SegmentParams {
   includeImage?: boolean;
   /** Put a PNG of each mask in `result.masks[i].png`. Default false (RLE only). */
   includePng?: boolean;
+  /** Put the image with all masks blended in (PNG) in `result.overlayPng`. Default false. */
+  includeOverlay?: boolean;
 }
 
 export type SegmentResponse = SegmentResult;

@@ -1,0 +1,194 @@
+// Opens a LISA ONNX bundle (docs/bundle-format.md): the manifest is checked against models/bundle.schema.json, every
+// path must stay inside the bundle folder (symlinks resolved), every file must exist and match its sha256. Hashing a
+// multi-GB bundle takes a while, so a verified file is remembered by (path, size, mtime, inode) and not hashed again.
+import { createHash } from 'node:crypto';
+import { createReadStream, promises as fs } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import Ajv2020 from 'ajv/dist/2020';
+import { HostError } from './errors';
+import type { ClipPreprocessSpec, SamPreprocessSpec } from './image/preprocess';
+
+export const MANIFEST_FILE = 'lisa.manifest.json';
+export const BUNDLE_FORMAT = 'lisa-onnx/1';
+
+export type GraphName =
+  | 'vision_encoder'
+  | 'embed_tokens'
+  | 'decoder'
+  | 'seg_projector'
+  | 'sam_image_encoder'
+  | 'sam_mask_decoder';
+export const GRAPH_NAMES: GraphName[] = [
+  'vision_encoder', 'embed_tokens', 'decoder', 'seg_projector', 'sam_image_encoder', 'sam_mask_decoder',
+];
+
+export interface TensorSpec { dtype: string; shape: Array<number | string> }
+export interface GraphSpec {
+  file: string;
+  external_data?: string[];
+  inputs: Record<string, TensorSpec>;
+  outputs: Record<string, TensorSpec>;
+}
+
+// A type alias, not an interface, so it is assignable to the tokenizer's open-ended TokenIds.
+export type TokenSpec = {
+  bos: number; eos: number; unk: number; pad: number; seg: number; im_start: number; im_end: number;
+  im_patch?: number; image_placeholder: number; num_image_tokens: number; mask_attention_for_ids: number[];
+};
+
+export interface PromptSpec {
+  template: string; system: string; roles: [string, string]; sep: string; sep2: string; image_text: string;
+}
+
+export interface Manifest {
+  format: string;
+  variant: string;
+  layout: string;
+  llm: {
+    hidden_size: number; num_layers: number; num_heads: number; num_kv_heads: number; head_dim: number;
+    vocab_size: number; max_positions: number; rms_norm_eps: number; weights: string;
+  };
+  sam: { prompt_dim: number; mask_index: number; threshold: number };
+  tokens: TokenSpec;
+  prompt: PromptSpec;
+  generation: { strategy: string; max_new_tokens: number; stop_ids: number[] };
+  clip_preprocess: ClipPreprocessSpec;
+  sam_preprocess: SamPreprocessSpec;
+  graphs: Record<GraphName, GraphSpec>;
+  files: Record<string, { sha256: string; bytes: number }>;
+  source?: Record<string, unknown>;
+}
+
+export interface Bundle {
+  dir: string;
+  manifest: Manifest;
+  /** Absolute path of a file named in the manifest. */
+  resolve(rel: string): string;
+}
+
+export interface OpenBundleOptions {
+  /** Where verified-file records live; undefined turns the cache off. */
+  verifyCacheFile?: string;
+  onProgress?: (message: string, loaded: number, total: number) => void;
+}
+
+export const defaultVerifyCacheFile = (): string =>
+  path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'reason-segment', 'verified-files.json');
+
+let validateManifest: ((m: unknown) => boolean) & { errors?: unknown } | undefined;
+
+async function schemaValidator() {
+  if (!validateManifest) {
+    const schemaPath = path.join(__dirname, '..', '..', '..', 'models', 'bundle.schema.json');
+    const schema = JSON.parse(await fs.readFile(schemaPath, 'utf8'));
+    validateManifest = new Ajv2020({ allErrors: true, strict: false }).compile(schema);
+  }
+  return validateManifest;
+}
+
+export async function openBundle(dir: string, opts: OpenBundleOptions = {}): Promise<Bundle> {
+  let root: string;
+  try {
+    root = await fs.realpath(dir);
+  } catch {
+    throw new HostError('BundleMissingFile', `Model folder ${dir} does not exist: point the model setting at a folder holding ${MANIFEST_FILE}.`);
+  }
+  const manifestPath = path.join(root, MANIFEST_FILE);
+  let manifest: Manifest;
+  try {
+    manifest = JSON.parse(await fs.readFile(manifestPath, 'utf8'));
+  } catch (e) {
+    const missing = (e as NodeJS.ErrnoException).code === 'ENOENT';
+    throw new HostError(missing ? 'BundleMissingFile' : 'BundleInvalid', missing
+      ? `${dir} is not a Reason Segment model: it has no ${MANIFEST_FILE}. Export one with models/export or pick another folder.`
+      : `${manifestPath} is not valid JSON (${(e as Error).message}); re-export or re-download the model.`);
+  }
+  if (manifest?.format !== BUNDLE_FORMAT) {
+    throw new HostError('BundleInvalid', `${dir} has model format ${JSON.stringify(manifest?.format)}; this version reads ${BUNDLE_FORMAT}. Re-export the model with this version's exporter.`);
+  }
+  const validate = await schemaValidator();
+  if (!validate(manifest)) {
+    const first = (validate.errors as Array<{ instancePath: string; message: string }>)[0];
+    throw new HostError('BundleInvalid', `${manifestPath} does not match the bundle schema at ${first.instancePath || '/'}: ${first.message}. Re-export the model.`);
+  }
+
+  const resolve = (rel: string) => path.join(root, rel);
+  const named = new Set<string>(Object.keys(manifest.files));
+  for (const g of GRAPH_NAMES) {
+    const spec = manifest.graphs[g];
+    for (const f of [spec.file, ...(spec.external_data ?? [])]) {
+      if (!named.has(f)) throw new HostError('BundleInvalid', `${MANIFEST_FILE} names ${f} for graph ${g} but gives no checksum for it; re-export the model.`);
+    }
+  }
+  if (!named.has('tokenizer.json')) throw new HostError('BundleInvalid', `${MANIFEST_FILE} lists no tokenizer.json; re-export the model.`);
+
+  await verifyFiles(root, manifest.files, opts);
+  return { dir: root, manifest, resolve };
+}
+
+interface VerifiedRecord { size: number; mtimeMs: number; ino: number; sha256: string }
+
+async function verifyFiles(root: string, files: Manifest['files'], opts: OpenBundleOptions): Promise<void> {
+  const cache = opts.verifyCacheFile ? await readCache(opts.verifyCacheFile) : {};
+  let dirty = false;
+  const entries = Object.entries(files);
+  const total = entries.reduce((n, [, f]) => n + f.bytes, 0);
+  let done = 0;
+  for (const [rel, expect] of entries) {
+    const abs = await insideBundle(root, rel);
+    const st = await fs.stat(abs);
+    const known = cache[abs];
+    const unchanged = known && known.size === st.size && known.mtimeMs === st.mtimeMs && known.ino === st.ino;
+    const sha = unchanged ? known.sha256 : await sha256File(abs);
+    if (sha !== expect.sha256) {
+      throw new HostError('BundleChecksum', `${rel} in ${root} is damaged or was changed (sha256 ${sha.slice(0, 12)}…, expected ${expect.sha256.slice(0, 12)}…); download or export the model again.`);
+    }
+    if (!unchanged) {
+      cache[abs] = { size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, sha256: sha };
+      dirty = true;
+    }
+    done += expect.bytes;
+    opts.onProgress?.(`verified ${rel}`, done, total);
+  }
+  if (dirty && opts.verifyCacheFile) await writeCache(opts.verifyCacheFile, cache);
+}
+
+/** Resolves a manifest path and proves it stays inside the bundle, following symlinks. */
+async function insideBundle(root: string, rel: string): Promise<string> {
+  if (path.isAbsolute(rel) || rel.split(/[\\/]/).includes('..')) {
+    throw new HostError('BundlePathEscape', `${MANIFEST_FILE} names ${rel}, which points outside the model folder; refusing to load it.`);
+  }
+  let real: string;
+  try {
+    real = await fs.realpath(path.join(root, rel));
+  } catch {
+    throw new HostError('BundleMissingFile', `${rel} is missing from ${root}; download or export the model again.`);
+  }
+  if (real !== root && !real.startsWith(root + path.sep)) {
+    throw new HostError('BundlePathEscape', `${rel} in ${root} links to ${real}, outside the model folder; refusing to load it.`);
+  }
+  return real;
+}
+
+export function sha256File(file: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const h = createHash('sha256');
+    createReadStream(file).on('data', (c) => h.update(c)).on('error', reject).on('end', () => resolve(h.digest('hex')));
+  });
+}
+
+async function readCache(file: string): Promise<Record<string, VerifiedRecord>> {
+  try {
+    return JSON.parse(await fs.readFile(file, 'utf8'));
+  } catch {
+    return {};
+  }
+}
+
+async function writeCache(file: string, cache: Record<string, VerifiedRecord>): Promise<void> {
+  await fs.mkdir(path.dirname(file), { recursive: true });
+  const tmp = `${file}.${process.pid}.tmp`;
+  await fs.writeFile(tmp, JSON.stringify(cache));
+  await fs.rename(tmp, file);
+}

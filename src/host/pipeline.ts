@@ -1,0 +1,255 @@
+// One loaded model and the whole request path: image -> (cached) encoders -> prompt -> generate -> [SEG] masks ->
+// result payload. Requests run one at a time; the CPU (or GPU) is the bottleneck and sessions are not re-entrant.
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import type { ChatTurn, SegmentResult } from '../protocol/result';
+import { RESULT_FORMAT } from '../protocol/result';
+import { type Bundle, defaultVerifyCacheFile, openBundle } from './bundle';
+import { EmbeddingCache, type ImageEmbeddings } from './embedding-cache';
+import { HostError } from './errors';
+import { assertPromptFits, generate } from './generate';
+import { decodeImage, type DecodedImage, DEFAULT_MAX_PIXELS } from './image/decode';
+import { clipPixelValues, samPixelValues } from './image/preprocess';
+import { buildResultMasks, masksFromLogits, overlayPng, rgbPng } from './masks';
+import { buildPrompt, cleanAnswer } from './prompt';
+import { chooseProvider, type Device, f32, GraphSessions, i64 } from './sessions';
+import { LisaTokenizer } from './tokenizer';
+
+export interface LoadOptions {
+  device?: Device;
+  allowFallback?: boolean;
+  verifyCacheFile?: string | null;
+  onProgress?: (message: string, loaded?: number, total?: number) => void;
+}
+
+export type ImageSource = { path: string } | { data: Buffer } | { sha256: string };
+
+export interface SegmentRequest {
+  image: ImageSource;
+  prompt: string;
+  history?: ChatTurn[];
+  /** Text forced at the start of the answer (after "ASSISTANT: "); goldens use it to make random weights emit [SEG]. */
+  assistantPrefix?: string;
+  maxNewTokens?: number;
+  includePng?: boolean;
+  /** Also return the image with all masks blended in, as PNG. */
+  includeOverlay?: boolean;
+  /** Put the image itself (the file's bytes, or a PNG when only pixels are at hand) in the result. */
+  includeImage?: boolean;
+  onText?: (delta: string, tokenIndex: number) => void;
+  isCancelled?: () => boolean;
+}
+
+export interface Counters {
+  visionEncoderRuns: number;
+  samEncoderRuns: number;
+  imageDecodes: number;
+  cacheHits: number;
+}
+
+export const DEFAULT_CACHE_BYTES = 512 * 1024 * 1024;
+
+export const newCounters = (): Counters => ({ visionEncoderRuns: 0, samEncoderRuns: 0, imageDecodes: 0, cacheHits: 0 });
+
+export class LisaPipeline {
+  readonly cache: EmbeddingCache;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  private constructor(
+    readonly bundle: Bundle,
+    readonly sessions: GraphSessions,
+    readonly tokenizer: LisaTokenizer,
+    readonly loadMs: number,
+    cacheBytes: number,
+    readonly maxPixels: number,
+    /** Shared with the caller so counts survive a model reload (the host reports them). */
+    readonly counters: Counters,
+  ) {
+    this.cache = new EmbeddingCache(cacheBytes);
+  }
+
+  static async load(dir: string, opts: LoadOptions & { cacheBytes?: number; maxPixels?: number; counters?: Counters } = {}): Promise<LisaPipeline> {
+    const t0 = performance.now();
+    const provider = chooseProvider(opts.device ?? 'cpu', opts.allowFallback ?? false);
+    const verifyCacheFile = opts.verifyCacheFile === null ? undefined : opts.verifyCacheFile ?? defaultVerifyCacheFile();
+    const bundle = await openBundle(dir, {
+      verifyCacheFile,
+      onProgress: (msg, loaded, total) => opts.onProgress?.(msg, loaded, total),
+    });
+    const tokenizer = new LisaTokenizer(JSON.parse(await fs.readFile(bundle.resolve('tokenizer.json'), 'utf8')), bundle.manifest.tokens);
+    const sessions = await GraphSessions.create(bundle, provider, (g, i, n) => opts.onProgress?.(`loading ${g}`, i, n));
+    return new LisaPipeline(bundle, sessions, tokenizer, performance.now() - t0,
+      opts.cacheBytes ?? DEFAULT_CACHE_BYTES, opts.maxPixels ?? DEFAULT_MAX_PIXELS, opts.counters ?? newCounters());
+  }
+
+  get provider(): string {
+    return this.sessions.provider.provider;
+  }
+
+  async dispose(): Promise<void> {
+    await this.queue.catch(() => undefined);
+    await this.sessions.release();
+    this.cache.clear();
+  }
+
+  /** Runs requests strictly one after another. */
+  segment(req: SegmentRequest): Promise<SegmentResult> {
+    const run = this.queue.then(() => this.segmentNow(req));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async segmentNow(req: SegmentRequest): Promise<SegmentResult> {
+    const m = this.bundle.manifest;
+    const clock = this.sessions.clock;
+    clock.reset();
+    const t0 = performance.now();
+    const timings = { decodeImageMs: 0, preprocessMs: 0, clipMs: 0, samEncoderMs: 0, prefillMs: 0, decodeMs: 0, maskDecoderMs: 0 };
+
+    const prompt = buildPrompt(m.prompt, req.history ?? [], req.prompt, req.assistantPrefix ?? '');
+    const inputIds = this.tokenizer.encodePrompt(prompt);
+    assertPromptFits(m, inputIds);
+
+    const { emb, cacheHit } = await this.embeddings(req.image, timings);
+
+    const promptIds = inputIds.filter((t) => t !== m.tokens.image_placeholder);
+    const stream = this.tokenizer.createStreamDecoder(promptIds);
+    const gen = await generate(this.sessions, m, {
+      inputIds,
+      imageFeatures: emb.clipFeatures,
+      maxNewTokens: req.maxNewTokens ?? m.generation.max_new_tokens,
+      isCancelled: req.isCancelled,
+      onToken: (id, index) => {
+        const delta = stream.push(id);
+        if (delta) req.onText?.(delta, index);
+      },
+    });
+    if (gen.stopReason === 'cancelled') throw new HostError('Cancelled', 'The request was cancelled.');
+    const tail = stream.finish();
+    if (tail) req.onText?.(tail, gen.outputIds.length - 1);
+    timings.prefillMs = gen.prefillMs;
+    timings.decodeMs = gen.decodeMs;
+
+    const tMask = performance.now();
+    const binary = gen.seg.length === 0 ? { masks: [], scores: [] } : await this.decodeMasks(emb, gen.seg.map((s) => s.hidden));
+    const masks = await buildResultMasks(binary.masks, emb.height, emb.width, binary.scores, gen.seg.map((s) => s.tokenIndex), { png: req.includePng ?? true });
+    const overlay = req.includeOverlay ? (await overlayPng(emb.rgb, emb.width, emb.height, binary.masks)).toString('base64') : undefined;
+    timings.maskDecoderMs = performance.now() - tMask;
+
+    const fullIds = promptIds.concat(gen.outputIds);
+    return {
+      format: RESULT_FORMAT,
+      model: { variant: m.variant, bundle: this.bundle.dir },
+      provider: this.provider,
+      prompt: req.prompt,
+      history: req.history ?? [],
+      text: cleanAnswer(this.tokenizer.decode(fullIds)),
+      outputIds: gen.outputIds,
+      image: { width: emb.width, height: emb.height, sha256: emb.sha256, source: 'path' in req.image ? req.image.path : undefined, ...(req.includeImage ? await imagePayload(req.image, emb) : {}) },
+      masks,
+      overlayPng: overlay,
+      timings: { ...timings, totalMs: performance.now() - t0, onnxMs: clock.onnxMs, newTokens: gen.outputIds.length, cacheHit },
+      stopReason: gen.stopReason,
+    };
+  }
+
+  /** CLIP features and SAM embedding for an image, from the cache when this image (or this file) was seen before. */
+  private async embeddings(image: SegmentRequest['image'], timings: Record<string, number>): Promise<{ emb: ImageEmbeddings; cacheHit: boolean }> {
+    if ('sha256' in image) {
+      const known = this.cache.get(image.sha256);
+      if (!known) throw new HostError('ImageUnreadable', 'That image is no longer in the host\'s cache (the host restarted or evicted it); send the image again.');
+      this.counters.cacheHits++;
+      return { emb: known, cacheHit: true };
+    }
+    const fileKey = 'path' in image ? await fileIdentity(image.path) : undefined;
+    const byFile = fileKey ? this.cache.getByFile(fileKey) : undefined;
+    if (byFile) {
+      this.counters.cacheHits++;
+      return { emb: byFile, cacheHit: true };
+    }
+    let t = performance.now();
+    const decoded: DecodedImage = await decodeImage('path' in image ? image.path : image.data, { maxPixels: this.maxPixels });
+    this.counters.imageDecodes++;
+    timings.decodeImageMs = performance.now() - t;
+    const cached = this.cache.get(decoded.sha256);
+    if (cached) {
+      if (fileKey) this.cache.put(cached, fileKey);
+      this.counters.cacheHits++;
+      return { emb: cached, cacheHit: true };
+    }
+    const m = this.bundle.manifest;
+    t = performance.now();
+    const clipPixels = clipPixelValues(decoded, m.clip_preprocess);
+    const sam = samPixelValues(decoded, m.sam_preprocess);
+    timings.preprocessMs = performance.now() - t;
+
+    t = performance.now();
+    const clipOut = await this.sessions.run('vision_encoder', { pixel_values: f32(clipPixels.data, clipPixels.dims) });
+    this.counters.visionEncoderRuns++;
+    timings.clipMs = performance.now() - t;
+    t = performance.now();
+    const samOut = await this.sessions.run('sam_image_encoder', { pixel_values: f32(sam.data, sam.dims) });
+    this.counters.samEncoderRuns++;
+    timings.samEncoderMs = performance.now() - t;
+
+    const emb: ImageEmbeddings = {
+      sha256: decoded.sha256,
+      width: decoded.width,
+      height: decoded.height,
+      clipFeatures: clipOut.image_features.data as Float32Array,
+      samEmbedding: samOut.image_embeddings.data as Float32Array,
+      resizeSize: sam.resizeSize,
+      rgb: decoded.data,
+    };
+    this.cache.put(emb, fileKey);
+    return { emb, cacheHit: false };
+  }
+
+  /** [SEG] hidden states -> text_hidden_fcs -> SAM mask decoder (all [SEG]s in one batch) -> binary masks. */
+  private async decodeMasks(emb: ImageEmbeddings, hidden: Float32Array[]): Promise<{ masks: Uint8Array[]; scores: number[] }> {
+    const m = this.bundle.manifest;
+    const n = hidden.length;
+    const H = m.llm.hidden_size;
+    const segHidden = new Float32Array(n * H);
+    hidden.forEach((h, i) => segHidden.set(h, i * H));
+    const proj = await this.sessions.run('seg_projector', { seg_hidden: f32(segHidden, [n, H]) });
+    const C = m.sam.prompt_dim;
+    const out = await this.sessions.run('sam_mask_decoder', {
+      image_embeddings: f32(emb.samEmbedding, [1, C, 64, 64]),
+      seg_embeddings: f32(proj.seg_embeddings.data as Float32Array, [n, C]),
+      resize_size: i64(BigInt64Array.from(emb.resizeSize, BigInt), [2]),
+      orig_size: i64(BigInt64Array.from([emb.height, emb.width], BigInt), [2]),
+    });
+    return {
+      masks: masksFromLogits(out.masks.data as Float32Array, n, emb.height, emb.width, m.sam.threshold),
+      scores: Array.from(out.iou_predictions.data as Float32Array),
+    };
+  }
+}
+
+/** The image as the surfaces show it: the original file's bytes when we have them, else the decoded pixels as PNG. */
+async function imagePayload(image: ImageSource, emb: ImageEmbeddings): Promise<{ data: string; mimeType: string }> {
+  const bytes = 'path' in image ? await fs.readFile(image.path) : 'data' in image ? image.data : undefined;
+  const sniffed = bytes && sniffMime(bytes);
+  if (bytes && sniffed) return { data: bytes.toString('base64'), mimeType: sniffed };
+  return { data: (await rgbPng(emb.rgb, emb.width, emb.height)).toString('base64'), mimeType: 'image/png' };
+}
+
+/** Formats a browser shows by itself; anything else (TIFF, 16-bit oddities) is re-encoded as PNG. */
+function sniffMime(b: Buffer): string | undefined {
+  if (b[0] === 0x89 && b[1] === 0x50 && b[2] === 0x4e && b[3] === 0x47) return 'image/png';
+  if (b[0] === 0xff && b[1] === 0xd8) return 'image/jpeg';
+  if (b.subarray(0, 4).toString('latin1') === 'RIFF' && b.subarray(8, 12).toString('latin1') === 'WEBP') return 'image/webp';
+  if (b.subarray(0, 3).toString('latin1') === 'GIF') return 'image/gif';
+  return undefined;
+}
+
+/** A file's identity for the "don't decode it again" cache: same path, size and modification time. */
+async function fileIdentity(file: string): Promise<string | undefined> {
+  try {
+    const st = await fs.stat(file);
+    return `${path.resolve(file)}\0${st.size}\0${st.mtimeMs}`;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,186 @@
+// The inference host as a JSON-RPC server on stdio (LSP framing, via vscode-languageserver so that the extension's
+// vscode-languageclient drives it with restart, tracing and cancellation for free). Logs go to stderr only: stdout
+// carries framed messages and nothing else.
+import {
+  type CancellationToken,
+  createConnection,
+  ResponseError,
+  StreamMessageReader,
+  StreamMessageWriter,
+} from 'vscode-languageserver/node';
+import * as ort from 'onnxruntime-node';
+import {
+  DEVICES,
+  type Device,
+  errorResponse,
+  type HostCapabilities,
+  type LoadModelParams,
+  type LoadModelResult,
+  Methods,
+  type ModelInfo,
+  Notifications,
+  PROTOCOL_VERSION,
+  RpcErrorCode,
+  type SegmentParams,
+  type StatusResult,
+} from '../protocol/rpc';
+import { RESULT_FORMAT } from '../protocol/result';
+import { validateLoadModelParams, validateSegmentParams } from '../protocol/validate';
+import { HostError, isHostError } from './errors';
+import { DEFAULT_MAX_PIXELS } from './image/decode';
+import { LisaPipeline, newCounters } from './pipeline';
+
+const VERSION: string = require('../../../package.json').version;
+
+export function log(message: string): void {
+  process.stderr.write(`[reason-segment host ${new Date().toISOString()}] ${message}\n`);
+}
+
+/** Maps anything a handler throws to a JSON-RPC error with a code from the protocol table and a one-line message. */
+export function toResponseError(e: unknown): ResponseError<unknown> {
+  if (isHostError(e)) {
+    const { code, data } = errorResponse(RpcErrorCode[e.kind], e.message);
+    return new ResponseError(code, e.message, data);
+  }
+  log(`internal error: ${(e as Error)?.stack ?? e}`);
+  const { code, message, data } = errorResponse(RpcErrorCode.Internal, (e as Error)?.message ?? String(e));
+  return new ResponseError(code, message, data);
+}
+
+function modelInfo(p: LisaPipeline): ModelInfo {
+  const m = p.bundle.manifest;
+  return {
+    bundle: p.bundle.dir, variant: m.variant, provider: p.provider as Device, layers: m.llm.num_layers,
+    hiddenSize: m.llm.hidden_size, vocabSize: m.llm.vocab_size, contextLength: m.llm.max_positions,
+    imageTokens: m.tokens.num_image_tokens, bundleFormat: m.format,
+  };
+}
+
+export function startServer(opts: { maxPixels?: number; cacheBytes?: number } = {}): void {
+  const connection = createConnection(new StreamMessageReader(process.stdin), new StreamMessageWriter(process.stdout));
+  const maxPixels = opts.maxPixels ?? DEFAULT_MAX_PIXELS;
+  let pipeline: LisaPipeline | undefined;
+  let loading: Promise<unknown> = Promise.resolve();
+  let requests = 0;
+  const counters = newCounters();
+  let busy = false;
+  const started = Date.now();
+
+  const guarded = <P, R>(handler: (params: P, token: CancellationToken) => Promise<R>) =>
+    async (params: P, token: CancellationToken): Promise<R | ResponseError<unknown>> => {
+      try {
+        return await handler(params, token);
+      } catch (e) {
+        return toResponseError(e);
+      }
+    };
+
+  const invalid = (problems: string[]) => {
+    if (problems.length) throw new HostError('ParamsInvalid', problems.slice(0, 3).join('; '));
+  };
+
+  connection.onInitialize(() => {
+    const capabilities: HostCapabilities = {
+      protocol: PROTOCOL_VERSION,
+      resultFormat: RESULT_FORMAT,
+      version: VERSION,
+      providers: DEVICES.filter((d) => d === 'cpu' || ort.listSupportedBackends().some((b) => b.name === d && b.bundled)),
+      maxImagePixels: maxPixels,
+    };
+    return { capabilities: { experimental: { reasonSegment: capabilities } }, serverInfo: { name: 'reason-segment-host', version: VERSION } };
+  });
+
+  connection.onRequest(Methods.loadModel, guarded(async (params: LoadModelParams): Promise<LoadModelResult> => {
+    invalid(validateLoadModelParams(params));
+    const load = loading.then(async () => {
+      const old = pipeline;
+      pipeline = undefined;
+      await old?.dispose();
+      const verifyStart = performance.now();
+      let hashed = false;
+      const p = await LisaPipeline.load(params.bundle, {
+        device: params.device,
+        allowFallback: params.allowFallback,
+        maxPixels,
+        cacheBytes: opts.cacheBytes,
+        counters,
+        onProgress: (message, loaded, total) => {
+          if (message.startsWith('verified')) hashed = hashed || performance.now() - verifyStart > 50;
+          connection.sendNotification(Notifications.progress, {
+            requestId: params.requestId, stage: message.startsWith('loading') ? 'load' : 'verify', loaded, total, message,
+          });
+        },
+      });
+      pipeline = p;
+      log(`loaded ${p.bundle.manifest.variant} from ${p.bundle.dir} on ${p.provider} in ${p.loadMs.toFixed(0)} ms`);
+      return {
+        ...modelInfo(p), requestedDevice: params.device, fellBack: p.provider !== params.device,
+        fallbackReason: p.sessions.provider.fallbackReason, checksums: hashed ? 'verified' : 'cached', loadMs: p.loadMs,
+      } satisfies LoadModelResult;
+    });
+    loading = load.catch(() => undefined);
+    return load;
+  }));
+
+  connection.onRequest(Methods.unloadModel, guarded(async () => {
+    const old = pipeline;
+    pipeline = undefined;
+    await old?.dispose();
+    return { unloaded: Boolean(old) };
+  }));
+
+  connection.onRequest(Methods.segment, guarded(async (params: SegmentParams, token: CancellationToken) => {
+    invalid(validateSegmentParams(params, { maxPromptChars: 100_000 }));
+    await loading;
+    const p = pipeline;
+    if (!p) throw new HostError('ModelNotLoaded', 'No model is loaded; load one with reasonSegment/loadModel first.');
+    const image = 'path' in params.image ? { path: params.image.path }
+      : 'data' in params.image ? { data: Buffer.from(params.image.data, 'base64') }
+      : { sha256: params.image.sha256 };
+    busy = true;
+    try {
+      const result = await p.segment({
+        image,
+        prompt: params.prompt,
+        history: params.history,
+        maxNewTokens: params.maxNewTokens,
+        includePng: params.includePng ?? false,
+        includeOverlay: params.includeOverlay ?? false,
+        includeImage: params.includeImage ?? false,
+        isCancelled: () => token.isCancellationRequested,
+        onText: (text, tokenIndex) => {
+          if (params.requestId) connection.sendNotification(Notifications.textDelta, { requestId: params.requestId, text, tokenIndex });
+        },
+      });
+      requests++;
+      return result;
+    } finally {
+      busy = false;
+    }
+  }));
+
+  connection.onRequest(Methods.status, guarded(async (): Promise<StatusResult> => ({
+    state: busy ? 'busy' : pipeline ? 'ready' : 'idle',
+    model: pipeline ? modelInfo(pipeline) : undefined,
+    provider: pipeline?.provider as Device | undefined,
+    counters: { ...counters, cacheBytes: pipeline?.cache.sizeBytes ?? 0, requests },
+    pid: process.pid,
+    uptimeMs: Date.now() - started,
+  })));
+
+  const shutdown = async () => {
+    await pipeline?.dispose().catch(() => undefined);
+    pipeline = undefined;
+  };
+  connection.onRequest(Methods.shutdown, guarded(async () => {
+    await shutdown();
+    setImmediate(() => process.exit(0));
+    return {};
+  }));
+  connection.onShutdown(shutdown);
+  connection.onExit(() => process.exit(0));
+  connection.listen();
+  log(`listening on stdio (pid ${process.pid}, version ${VERSION})`);
+}
+
+if (require.main === module) startServer();

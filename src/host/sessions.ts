@@ -1,0 +1,78 @@
+// ONNX Runtime sessions for a bundle's six graphs, created by file path (so external data resolves) on one explicitly
+// chosen execution provider. onnxruntime-node does not fall back by itself: asking for a provider it lacks throws, so
+// the choice, and any fallback, is made here and reported.
+import * as ort from 'onnxruntime-node';
+import type { Bundle, GraphName } from './bundle';
+import { GRAPH_NAMES } from './bundle';
+import { HostError } from './errors';
+
+export type Device = 'cpu' | 'cuda' | 'webgpu';
+
+export interface ProviderChoice {
+  provider: Device;
+  /** Set when the asked-for device was unavailable and cpu ran instead. */
+  fallbackReason?: string;
+}
+
+export function chooseProvider(device: Device, allowFallback: boolean): ProviderChoice {
+  if (device === 'cpu') return { provider: 'cpu' };
+  const backend = ort.listSupportedBackends().find((b) => b.name === device);
+  if (backend?.bundled) return { provider: device };
+  const why = device === 'cuda'
+    ? 'the CUDA provider libraries are not installed (onnxruntime-node downloads them at npm install on Linux x64; see docs/gpu.md)'
+    : `onnxruntime-node on this platform has no ${device} provider`;
+  if (allowFallback) return { provider: 'cpu', fallbackReason: `${device} unavailable: ${why}; running on cpu` };
+  throw new HostError('ProviderUnavailable', `Cannot run on ${device}: ${why}. Choose the cpu device or allow fallback.`);
+}
+
+/** Accumulates time spent inside ONNX Runtime, so overhead can be measured as total / onnx. */
+export class RunClock {
+  onnxMs = 0;
+  byGraph: Partial<Record<GraphName, number>> = {};
+  reset(): void {
+    this.onnxMs = 0;
+    this.byGraph = {};
+  }
+}
+
+export class GraphSessions {
+  private constructor(
+    private readonly sessions: Record<GraphName, ort.InferenceSession>,
+    readonly provider: ProviderChoice,
+    readonly clock: RunClock,
+  ) {}
+
+  static async create(bundle: Bundle, provider: ProviderChoice, onProgress?: (g: GraphName, i: number, n: number) => void): Promise<GraphSessions> {
+    const options: ort.InferenceSession.SessionOptions = {
+      executionProviders: [provider.provider],
+      graphOptimizationLevel: 'all',
+    };
+    const sessions = {} as Record<GraphName, ort.InferenceSession>;
+    try {
+      for (const [i, g] of GRAPH_NAMES.entries()) {
+        onProgress?.(g, i, GRAPH_NAMES.length);
+        sessions[g] = await ort.InferenceSession.create(bundle.resolve(bundle.manifest.graphs[g].file), options);
+      }
+    } catch (e) {
+      await Promise.all(Object.values(sessions).map((s) => s.release()));
+      throw new HostError('BundleInvalid', `ONNX Runtime could not load the model in ${bundle.dir}: ${(e as Error).message.split('\n')[0]}`);
+    }
+    return new GraphSessions(sessions, provider, new RunClock());
+  }
+
+  async run(graph: GraphName, feeds: Record<string, ort.Tensor>): Promise<ort.InferenceSession.OnnxValueMapType> {
+    const t0 = performance.now();
+    const out = await this.sessions[graph].run(feeds);
+    const ms = performance.now() - t0;
+    this.clock.onnxMs += ms;
+    this.clock.byGraph[graph] = (this.clock.byGraph[graph] ?? 0) + ms;
+    return out;
+  }
+
+  async release(): Promise<void> {
+    await Promise.all(Object.values(this.sessions).map((s) => s.release()));
+  }
+}
+
+export const f32 = (data: Float32Array, dims: number[]) => new ort.Tensor('float32', data, dims);
+export const i64 = (data: BigInt64Array, dims: number[]) => new ort.Tensor('int64', data, dims);
