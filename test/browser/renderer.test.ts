@@ -275,6 +275,20 @@ describe('notebook renderer in Chromium', function () {
     assert.equal(await page.evaluate(() => (window as any).__messages.length), 2, 'nothing posted without messaging');
   });
 
+  it('follows the VS Code theme through its CSS variables', async () => {
+    await render(page, payload);
+    const colours = () => page.evaluate(() => [
+      getComputedStyle(document.querySelector('.rs-view')!).color,
+      getComputedStyle(document.querySelector('.rs-stage')!).backgroundColor,
+    ]);
+    assert.deepEqual(await colours(), ['rgb(59, 59, 59)', 'rgb(255, 255, 255)']);
+    await page.evaluate(() => {
+      document.documentElement.style.setProperty('--vscode-foreground', '#cccccc');
+      document.documentElement.style.setProperty('--vscode-editor-background', '#1f1f1f');
+    });
+    assert.deepEqual(await colours(), ['rgb(204, 204, 204)', 'rgb(31, 31, 31)']);
+  });
+
   it('shows a message box for broken payloads and unknown formats instead of throwing', async () => {
     const cases: [unknown, RegExp][] = [
       ['{"format": "reason-segment-result/1", "text": ', /not valid JSON/],
