@@ -299,23 +299,57 @@ USE_REFERENCE_VENV = os.environ.get("LISA_TOKENIZER_INPROCESS", "") != "1"
 # tokenizer.json for the TypeScript host
 
 
+def _strip_flags_431(slow_folder: Path) -> dict[str, tuple[bool, bool]]:
+    """(lstrip, rstrip) of every token that transformers 4.31's slow tokenizer never splits, as its ``tokenize`` applies
+    them: bos/eos/unk given as AddedToken objects keep their own flags; special tokens given as plain strings and every
+    token of added_tokens.json (LISA's <im_start>, <im_end>, <im_patch>, [SEG]) strip the whitespace on both sides."""
+    folder = Path(slow_folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    smap_path = folder / "special_tokens_map.json"
+    smap = json.loads(smap_path.read_text(encoding="utf-8")) if smap_path.is_file() else {}
+    flags: dict[str, tuple[bool, bool]] = {}
+    extended: dict[str, tuple[bool, bool]] = {}
+    for key in ("bos_token", "eos_token", "unk_token", "pad_token"):
+        value = smap.get(key, config.get(key))
+        if isinstance(value, dict):
+            extended[value["content"]] = (bool(value.get("lstrip")), bool(value.get("rstrip")))
+        elif isinstance(value, str):
+            flags.setdefault(value, (True, True))
+    for value in smap.get("additional_special_tokens", []) or []:
+        if isinstance(value, dict):
+            extended[value["content"]] = (bool(value.get("lstrip")), bool(value.get("rstrip")))
+        else:
+            flags.setdefault(value, (True, True))
+    added_path = folder / "added_tokens.json"
+    if added_path.is_file():
+        for tok in json.loads(added_path.read_text(encoding="utf-8")):
+            flags.setdefault(tok, (True, True))
+    flags.update(extended)  # an AddedToken object wins (4.31 looks the token up among the extended specials first)
+    return flags
+
+
 def write_tokenizer_json(slow_folder: Path, out_path: Path) -> None:
     """Convert the slow tokenizer to the Hugging Face tokenizers JSON (LlamaConverter, legacy) with the layout's added
-    tokens. The TypeScript host uses its vocab, merges and added tokens and reproduces the 4.31 slow tokenizer's
-    splitting itself (docs/tokenizer.md)."""
+    tokens. ``lstrip``/``rstrip`` of each added token say what 4.31's slow ``tokenize`` strips next to it; the
+    TypeScript host uses the vocab, merges and added tokens and reproduces the 4.31 slow tokenizer itself
+    (docs/tokenizer.md)."""
     from transformers.convert_slow_tokenizer import LlamaConverter
     from tokenizers import AddedToken
 
     slow = load_slow_tokenizer(Path(slow_folder))
     fast = LlamaConverter(slow).converted()
+    flags = _strip_flags_431(Path(slow_folder))
     added = json.loads(Path(slow_folder, "added_tokens.json").read_text(encoding="utf-8"))
-    specials = [AddedToken(t, lstrip=False, rstrip=False, normalized=False, special=True)
-                for t in ("<unk>", "<s>", "</s>")]
+    specials = []
+    for tok in ("<unk>", "<s>", "</s>"):
+        lstrip, rstrip = flags.get(tok, (False, False))
+        specials.append(AddedToken(tok, lstrip=lstrip, rstrip=rstrip, normalized=False, special=True))
     fast.add_special_tokens(specials)
     for tok, idx in sorted(added.items(), key=lambda kv: kv[1]):
-        got = fast.add_tokens([AddedToken(tok, lstrip=False, rstrip=False, normalized=False, special=False)])
+        lstrip, rstrip = flags.get(tok, (True, True))
+        fast.add_tokens([AddedToken(tok, lstrip=lstrip, rstrip=rstrip, normalized=False, special=False)])
         if fast.token_to_id(tok) != idx:
-            raise RuntimeError(f"added token {tok} got id {fast.token_to_id(tok)}, expected {idx} ({got})")
+            raise RuntimeError(f"added token {tok} got id {fast.token_to_id(tok)}, expected {idx}")
     data = json.loads(fast.to_str())
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     Path(out_path).write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
