@@ -193,7 +193,7 @@ async function chatCommand(args: Args): Promise<number> {
       try {
         const result = await pipeline.segment(req);
         process.stdout.write('\n');
-        history.push({ user: text, assistant: answerForHistory(result) });
+        history.push({ user: text, assistant: result.answer });
         const note = result.timings.cacheHit ? ', image encoders skipped' : '';
         process.stderr.write(`(${result.masks.length} mask(s)${note})\n`);
         if (args.out) await writeOutputs(args.out, result, `turn-${history.length}-`);
@@ -207,11 +207,6 @@ async function chatCommand(args: Args): Promise<number> {
     await pipeline.dispose();
   }
   return 0;
-}
-
-/** The assistant's words as they are re-fed in the next turn: without the trailing </s>, which the template adds. */
-export function answerForHistory(result: SegmentResult): string {
-  return result.text.replace(/<\/s>\s*$/, '').trim();
 }
 
 interface CocoOutput {

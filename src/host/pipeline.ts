@@ -127,6 +127,9 @@ export class LisaPipeline {
     if (gen.stopReason === 'cancelled') throw new HostError('Cancelled', 'The request was cancelled.');
     const tail = stream.finish();
     if (tail) req.onText?.(tail, gen.outputIds.length - 1);
+    const decodedAll = this.tokenizer.decode(promptIds.concat(gen.outputIds));
+    const marker = `${m.prompt.roles[1]}:`;
+    const answer = decodedAll.slice(decodedAll.lastIndexOf(marker) + marker.length).replace(/<\/s>\s*$/, '').trim();
     timings.prefillMs = gen.prefillMs;
     timings.decodeMs = gen.decodeMs;
 
@@ -136,14 +139,14 @@ export class LisaPipeline {
     const overlay = req.includeOverlay ? (await overlayPng(emb.rgb, emb.width, emb.height, binary.masks)).toString('base64') : undefined;
     timings.maskDecoderMs = performance.now() - tMask;
 
-    const fullIds = promptIds.concat(gen.outputIds);
     return {
       format: RESULT_FORMAT,
       model: { variant: m.variant, bundle: this.bundle.dir },
       provider: this.provider,
       prompt: req.prompt,
       history: req.history ?? [],
-      text: cleanAnswer(this.tokenizer.decode(fullIds)),
+      text: cleanAnswer(decodedAll),
+      answer,
       outputIds: gen.outputIds,
       image: { width: emb.width, height: emb.height, sha256: emb.sha256, source: 'path' in req.image ? req.image.path : undefined, ...(req.includeImage ? await imagePayload(req.image, emb) : {}) },
       masks,

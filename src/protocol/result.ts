@@ -63,6 +63,8 @@ export interface SegmentResult {
   history: ChatTurn[];
   /** The answer as LISA's app.py shows it (newlines dropped, double spaces collapsed), [SEG] kept literally. */
   text: string;
+  /** Just this turn's answer, decoded in context (what was streamed), without the closing </s>; what history re-feeds. */
+  answer: string;
   outputIds: number[];
   image: ResultImage;
   masks: ResultMask[];

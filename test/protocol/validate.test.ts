@@ -24,6 +24,7 @@ function goodResult(): SegmentResult {
     prompt: 'Please segment the cat.',
     history: [{ user: 'What is this?', assistant: 'A cat.' }],
     text: 'Sure, it is [SEG] and [SEG].',
+    answer: 'Sure, it is [SEG] and [SEG].',
     outputIds: [1, 2, 3, 32000, 5, 32000, 2],
     image: { width: w, height: h, sha256: 'a'.repeat(64), source: 'cat.png' },
     masks,

@@ -8,6 +8,10 @@
 // neww = int(W * scale + 0.5), PIL resize (bilinear, antialiased), uint8 kept; then float32 (v - mean) / std in 0..255
 // units; zeros to the right and bottom up to L x L, after normalisation; NCHW.
 
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
 import type { DecodedImage } from './decode';
 import { ResampleFilter, RgbImage, resizeRgb } from './resample';
 
@@ -149,4 +153,75 @@ export function preprocessImage(img: DecodedImage, clip: ClipPreprocessSpec, sam
     origSize: [img.height, img.width],
     sha256: img.sha256,
   };
+}
+
+// ---- both tensors at once on two threads ----
+
+interface WorkerReply {
+  id: number;
+  data?: Float32Array;
+  dims?: [1, 3, number, number];
+  error?: string;
+}
+
+let worker: Worker | null | undefined; // undefined: not tried yet; null: unavailable, run on this thread
+const pending = new Map<number, { resolve: (r: ClipPixelValues) => void; reject: (e: Error) => void }>();
+let nextId = 1;
+
+function clipWorker(): Worker | null {
+  if (worker !== undefined) return worker;
+  worker = null;
+  const file = path.join(__dirname, 'preprocess-worker.js');
+  if (os.cpus().length < 2 || !fs.existsSync(file)) return null;
+  try {
+    const w = new Worker(file);
+    w.unref(); // never keeps the host process alive
+    w.on('message', (m: WorkerReply) => {
+      const p = pending.get(m.id);
+      if (!p) return;
+      pending.delete(m.id);
+      if (m.error !== undefined || !m.data || !m.dims) p.reject(new Error(`CLIP pre-processing worker: ${m.error}`));
+      else p.resolve({ data: m.data, dims: m.dims });
+    });
+    const fail = (e: Error) => {
+      if (worker === w) worker = undefined; // the next call starts a fresh worker
+      for (const p of pending.values()) p.reject(e);
+      pending.clear();
+    };
+    w.on('error', fail);
+    w.on('exit', (code) => fail(new Error(`CLIP pre-processing worker exited (${code})`)));
+    worker = w;
+  } catch {
+    worker = null;
+  }
+  return worker;
+}
+
+/** Stops the helper thread (tests, shutdown). A later call starts a new one. */
+export async function stopPreprocessWorker(): Promise<void> {
+  const w = worker;
+  worker = undefined;
+  if (w) await w.terminate();
+}
+
+/**
+ * preprocessImage with the CLIP tensor computed on a worker thread while this thread computes the SAM tensor. Same
+ * results bit for bit; falls back to one thread when no worker can run (one CPU, bundled without the worker file).
+ */
+export async function preprocessImageParallel(
+  img: DecodedImage, clip: ClipPreprocessSpec, sam: SamPreprocessSpec,
+): Promise<PreprocessedImage> {
+  const w = img.data.buffer instanceof SharedArrayBuffer ? clipWorker() : null;
+  if (!w) return preprocessImage(img, clip, sam);
+  const id = nextId++;
+  const clipDone = new Promise<ClipPixelValues>((resolve, reject) => pending.set(id, { resolve, reject }));
+  w.postMessage({ id, width: img.width, height: img.height, data: img.data, spec: clip });
+  let samOut: SamPixelValues;
+  try {
+    samOut = samPixelValues(img, sam);
+  } catch (e) {
+    await clipDone.catch(() => undefined);
+    throw e;
+  }
+  return { clip: await clipDone, sam: samOut, origSize: [img.height, img.width], sha256: img.sha256 };
 }
