@@ -7,7 +7,8 @@ import * as path from 'node:path';
 import { decodeImage, DecodedImage } from '../../src/host/image/decode';
 import { ResampleFilter, RgbImage, resizeRgb } from '../../src/host/image/resample';
 import {
-  ClipPreprocessSpec, clipPixelValues, clipResizedCrop, SamPreprocessSpec, samPixelValues, samResized,
+  ClipPreprocessSpec, clipPixelValues, clipResizedCrop, preprocessImage, preprocessImageParallel, SamPreprocessSpec,
+  samPixelValues, samResized, stopPreprocessWorker,
 } from '../../src/host/image/preprocess';
 import { diffStats, IMAGES, Job, readF32, readU8, runPillow, tempDir } from '../helpers/pillow_ref';
 
@@ -57,7 +58,8 @@ describe('image resample: Pillow parity on real photographs', function () {
     decoded.set('astronaut-3000x2250', { ...big, sha256: '', format: 'raw' });
   });
 
-  after(() => {
+  after(async () => {
+    await stopPreprocessWorker();
     console.log(`      resize parity (max |ours - Pillow| over every pixel and channel):\n        ${report.join('\n        ')}`);
     console.log(`      worst: bicubic ${worst.bicubic}, bilinear ${worst.bilinear}`);
     fs.rmSync(dir, { recursive: true, force: true });
@@ -148,5 +150,23 @@ describe('image resample: Pillow parity on real photographs', function () {
       assert.ok(ds.max <= 1e-5, `${name} sam tensor max diff ${ds.max}`);
     }
     console.log(`      tensors vs numpy+Pillow:\n        ${lines.join('\n        ')}\n      worst: clip ${worstClip}, sam ${worstSam}`);
+  });
+
+  it('preprocessImageParallel (CLIP on a worker thread) gives the same tensors as preprocessImage', async () => {
+    for (const name of ['rocket-portrait.jpg', 'coffee-wide.png']) {
+      const img = decoded.get(name) as DecodedImage;
+      assert.ok(img.data.buffer instanceof SharedArrayBuffer, 'decodeImage returns shareable bytes');
+      const a = preprocessImage(img, CLIP_SPEC, SAM_SPEC);
+      const b = await preprocessImageParallel(img, CLIP_SPEC, SAM_SPEC);
+      assert.deepEqual(b.clip.dims, a.clip.dims);
+      assert.deepEqual(b.clip.data, a.clip.data);
+      assert.deepEqual(b.sam.resizeSize, a.sam.resizeSize);
+      assert.deepEqual(b.sam.data, a.sam.data);
+      assert.deepEqual(b.origSize, [img.height, img.width]);
+    }
+    await assert.rejects(
+      preprocessImageParallel(decoded.get('coffee.jpg') as DecodedImage, { ...CLIP_SPEC, resample: 'lanczos' as never }, SAM_SPEC),
+      /resample "lanczos" is not supported/,
+    );
   });
 });
