@@ -180,6 +180,7 @@ function clipWorker(): Worker | null {
       const p = pending.get(m.id);
       if (!p) return;
       pending.delete(m.id);
+      if (pending.size === 0) w.unref();
       if (m.error !== undefined || !m.data || !m.dims) p.reject(new Error(`CLIP pre-processing worker: ${m.error}`));
       else p.resolve({ data: m.data, dims: m.dims });
     });
@@ -215,6 +216,7 @@ export async function preprocessImageParallel(
   if (!w) return preprocessImage(img, clip, sam);
   const id = nextId++;
   const clipDone = new Promise<ClipPixelValues>((resolve, reject) => pending.set(id, { resolve, reject }));
+  w.ref(); // keep the process alive while a job is out; unref'd again when the last reply arrives
   w.postMessage({ id, width: img.width, height: img.height, data: img.data, spec: clip });
   let samOut: SamPixelValues;
   try {
