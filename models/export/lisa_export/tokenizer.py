@@ -520,11 +520,34 @@ def _random_decode_cases(vocab: int, seed: int, n: int = 60) -> list[list[int]]:
     return cases
 
 
+def compare_inprocess_with_reference(folder: Path, goldens: dict) -> dict:
+    """How the exporter venv's transformers (4.57) slow LlamaTokenizer(legacy=True) differs from the 4.31 goldens, on
+    a copy of the folder as a LISA checkpoint has it (no tokenizer.json: with one, 4.57 reads the added tokens' strip
+    flags from it)."""
+    import shutil
+    import tempfile
+
+    import transformers
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"):
+            shutil.copy(Path(folder) / name, Path(tmp) / name)
+        tok = load_slow_tokenizer(Path(tmp))
+        cases = goldens["cases"]
+        diff = [c["text"] for c in cases if tokenize_prompt_inprocess(tok, c["text"]) != c["prompt_ids"]]
+        ddiff = [c for c in cases if tok.decode(c["ids"]) != c["decode"]]
+        rdiff = [c for c in goldens["decode_cases"] if tok.decode(c["ids"]) != c["text"]]
+        return {"transformers": transformers.__version__, "strings": len(cases), "prompt_ids_differ": len(diff),
+                "examples": diff[:8], "decode_differ": len(ddiff), "decode_examples": [
+                    {"ids": c["ids"], "4.31": c["decode"], "inprocess": tok.decode(c["ids"])} for c in ddiff[:3]],
+                "random_decode_cases": len(goldens["decode_cases"]), "random_decode_differ": len(rdiff),
+                "random_decode_examples": [{"ids": c["ids"], "4.31": c["text"], "inprocess": tok.decode(c["ids"])}
+                                           for c in rdiff[:3]]}
+
+
 def write_fixtures(out_dir: Path, compare_inprocess: bool = True) -> dict:
     """Write test/fixtures/tokenizer/: strings.json, prompts.json and, per layout, the slow tokenizer folder, its
     tokenizer.json and goldens.json from transformers 4.31.0. Returns a summary of the 4.31 vs in-process comparison."""
-    import transformers
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     strings = fixture_strings()
@@ -560,12 +583,8 @@ def write_fixtures(out_dir: Path, compare_inprocess: bool = True) -> dict:
         }
         _write_json(folder / "goldens.json", goldens)
         if compare_inprocess:
-            tok = load_slow_tokenizer(folder)
-            diff = [s for s, c in zip(strings, cases) if tokenize_prompt_inprocess(tok, s) != c["prompt_ids"]]
-            ddiff = [c["ids"] for c in goldens["decode_cases"] if tok.decode(c["ids"]) != c["text"]]
-            summary[layout] = {"strings": len(strings), "prompt_ids_differ": len(diff), "examples": diff[:8],
-                               "decode_differ": len(ddiff), "transformers": transformers.__version__,
-                               "vocab": vocab + n_added}
+            summary[layout] = compare_inprocess_with_reference(folder, goldens)
+            summary[layout]["vocab"] = vocab + n_added
     return summary
 
 
