@@ -70,6 +70,24 @@ class OrtBundle:
             (0, self.manifest["llm"]["hidden_size"]), np.float32)
         return out_ids, seg_pos, seg_hidden.astype(np.float32)
 
+    def teacher_forced(self, input_ids: list[int], clip_pv: np.ndarray, output_ids: list[int]) -> list[int]:
+        """One prefill over prompt + given answer; the argmax at each answer position (no compounding errors)."""
+        tok = self.manifest["tokens"]
+        feats = self.run("vision_encoder", pixel_values=clip_pv)["image_features"]
+        seq = input_ids + output_ids[:-1]
+        k = seq.index(IMAGE_TOKEN_INDEX)
+        ids = np.array([[t if t != IMAGE_TOKEN_INDEX else 0 for t in seq]], np.int64)
+        emb = self.run("embed_tokens", input_ids=ids)["inputs_embeds"]
+        emb = np.concatenate([emb[:, :k], feats, emb[:, k + 1:]], axis=1)
+        mask = []
+        for i, t in enumerate(seq):
+            mask += [1] * NUM_IMAGE_TOKENS if t == IMAGE_TOKEN_INDEX else [
+                0 if (t in tok["mask_attention_for_ids"] and i < len(input_ids)) else 1]
+        o = self.run("decoder", inputs_embeds=emb, attention_mask=np.array([mask], np.int64),
+                     position_ids=np.arange(emb.shape[1], dtype=np.int64)[None], **self.empty_past())
+        start = emb.shape[1] - len(output_ids)
+        return [int(v) for v in np.argmax(o["logits"][0, start:], axis=-1)]
+
     def masks(self, sam_pv: np.ndarray, seg_hidden: np.ndarray, resize_size, orig_size):
         if seg_hidden.shape[0] == 0:
             return np.zeros((0, orig_size[0], orig_size[1]), bool), None

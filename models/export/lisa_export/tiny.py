@@ -57,7 +57,7 @@ def tiny_dims(layout: str, seed: int) -> dict:
         "vocab_base": rng.choice([768, 1024]),
         "clip": {"hidden_size": rng.choice([32, 64]), "num_hidden_layers": rng.choice([2, 3]),
                  "num_attention_heads": 2, "image_size": 224, "patch_size": 14},
-        "sam": SamDims(embed_dim=rng.choice([32, 64]), depth=2, num_heads=2, mlp_ratio=rng.choice([2.0, 4.0]),
+        "sam": SamDims(embed_dim=rng.choice([32, 48]), depth=2, num_heads=2, mlp_ratio=rng.choice([2.0, 4.0]),
                        out_chans=C, window_size=14, global_attn_indexes=[1], qkv_bias=True, use_abs_pos=True,
                        use_rel_pos=True, mask_in_chans=16, dec_depth=2, dec_mlp_dim=rng.choice([64, 128]),
                        dec_heads=8, num_multimask_outputs=3, iou_head_depth=3,
@@ -92,6 +92,11 @@ def build_tiny_checkpoint(layout: str, seed: int, root: Path) -> tuple[Path, Pat
         for name, p in lisa.image_encoder.named_parameters():
             if "rel_pos" in name or name == "pos_embed":
                 p.normal_(0, 0.02)
+        # default init gives mask logits of ~1e-2 that are positive almost everywhere; scale the hypernetworks'
+        # last layer so masks have structure (some pixels in, some out) and logits of order 0.1-1
+        for mlp in lisa.mask_decoder.output_hypernetworks_mlps:
+            mlp.layers[-1].weight.mul_(10)
+            mlp.layers[-1].bias.zero_()
     sd = {k: v.contiguous() for k, v in lisa.state_dict_lisa().items()}
     save_file(sd, str(ckpt / "model.safetensors"), metadata={"format": "pt"})
     cfg = llm_cfg.to_dict()

@@ -50,7 +50,22 @@ def fresh_bundles(tmp_path_factory):
     return {layout: export_tiny(layout, 7, root / f"tiny-{layout}-7", log=lambda m: None) for layout in ("7b", "13b")}
 
 
+FIGURES: list[str] = []
+
+
 def report(msg: str) -> None:
-    """Figures the README quotes: printed to the terminal even under -q (pytest -s not needed)."""
-    sys.__stdout__.write(f"\n[figure] {msg}")
-    sys.__stdout__.flush()
+    """Figures the README quotes: printed at the end of the run, even under -q."""
+    FIGURES.append(msg)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if FIGURES:
+        terminalreporter.section("measured figures")
+        for f in FIGURES:
+            terminalreporter.write_line(f)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: re-exports the committed fixtures (about a minute)")
+    config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning")
+    config.addinivalue_line("filterwarnings", "ignore::UserWarning")
