@@ -418,6 +418,10 @@ def export_bundle(checkpoint: str | Path, clip: str | Path, out: str | Path, lay
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         export_graphs(lisa, tmp / "onnx", log=log)
+        if extra is None:
+            # nothing needs the PyTorch LLM any more: give its weights back before the quantiser loads the graph
+            lisa.llm.to("meta")
+            gc.collect()
         if weights != "float32":
             quantize_language_model(tmp / "onnx", weights, log=log)
         (tmp / "tokenizer").mkdir()

@@ -36,6 +36,9 @@ CASES = [
      "assistant_prefix": ""},
     {"name": "chelsea-history", "image": "chelsea", "prompt": "Now segment its face.",
      "history": [["What animal is in the picture?", "It is a cat sitting on the floor."]], "assistant_prefix": ""},
+    # a literal <unk> in the prompt tokenizes to id 0, whose attention-mask entry must be 0 for the whole generation
+    {"name": "astronaut-unk-mask", "image": "astronaut", "prompt": "Is there a <unk> on the left? Segment it.",
+     "history": [], "assistant_prefix": ""},
     {"name": "coffee-two-seg", "image": "coffee", "prompt": "Segment the cup and the spoon.", "history": [],
      "assistant_prefix": "Sure, [SEG] and [SEG]."},
 ]
@@ -65,11 +68,13 @@ def tiny_dims(layout: str, seed: int) -> dict:
     }
 
 
-def build_tiny_checkpoint(layout: str, seed: int, root: Path) -> tuple[Path, Path]:
-    """Write <root>/lisa (LISA checkpoint folder with tokenizer) and <root>/clip; return both."""
+def build_tiny_checkpoint(layout: str, seed: int, root: Path, llm_overrides: dict | None = None) -> tuple[Path, Path]:
+    """Write <root>/lisa (LISA checkpoint folder with tokenizer) and <root>/clip; return both.  ``llm_overrides``
+    replaces LLM dims (bench_memory.py builds a >1B-parameter model this way)."""
     from .tokenizer import load_slow_tokenizer, train_tiny_tokenizer
 
     dims = tiny_dims(layout, seed)
+    dims["llm"].update(llm_overrides or {})
     ckpt, clip_dir = root / "lisa", root / "clip"
     ckpt.mkdir(parents=True, exist_ok=True)
     clip_dir.mkdir(parents=True, exist_ok=True)
