@@ -286,6 +286,10 @@ def quantize_language_model(onnx_dir: Path, weights: str, log=print) -> None:
     quantiser, block 32, symmetric; 8 or 4 bits.  SAM, CLIP, the embedding table and the projector stay fp32."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
+    import logging
+
+    for name in ("onnxruntime.quantization.matmul_nbits_quantizer", "onnxruntime.quantization"):
+        logging.getLogger(name).setLevel(logging.WARNING)  # it logs every node at INFO
     bits = {"int8": 8, "int4": 4}[weights]
     path = onnx_dir / "decoder.onnx"
     model = onnx.load(str(path))  # external data loaded
