@@ -215,3 +215,38 @@ def test_hub_id_offline_says_so_in_one_line(tmp_path):
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [f"lisa_export: {HUB_MESSAGE}"], r.stderr
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("fmt", ["sharded-bin", "sharded-safetensors"])
+def test_sharded_checkpoints_export_the_same_graphs(tmp_path, fmt):
+    """A real checkpoint comes sharded with an index json (.bin or .safetensors); the CLI must give the very graphs
+    the single-file tiny checkpoint gives."""
+    _, _, _, ckpt, clip = tiny_model("13b", 2)
+    src = tmp_path / "ckpt"
+    src.mkdir()
+    for f in ckpt.iterdir():
+        if f.suffix != ".safetensors":
+            shutil.copyfile(f, src / f.name)
+    sd = load_file(str(ckpt / "model.safetensors"))
+    keys = sorted(sd)
+    halves = [keys[: len(keys) // 2], keys[len(keys) // 2:]]
+    weight_map = {}
+    for i, ks in enumerate(halves):
+        if fmt == "sharded-bin":
+            name = f"pytorch_model-0000{i + 1}-of-00002.bin"
+            torch.save({k: sd[k] for k in ks}, src / name)
+        else:
+            name = f"model-0000{i + 1}-of-00002.safetensors"
+            save_file({k: sd[k] for k in ks}, str(src / name), metadata={"format": "pt"})
+        weight_map.update({k: name for k in ks})
+    index = "pytorch_model.bin.index.json" if fmt == "sharded-bin" else "model.safetensors.index.json"
+    (src / index).write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    out = tmp_path / "bundle"
+    r = subprocess.run([str(EXPORT_DIR / "venv"), "run", "-m", "lisa_export", "export", "--checkpoint", str(src),
+                        "--clip", str(clip), "--out", str(out), "--layout", "13b"], cwd=REPO, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got, want = tree(out), tree(FIXTURES / "tiny-13b")
+    for rel, h in got.items():
+        if rel.startswith("onnx/") or rel.startswith("tokenizer"):
+            assert want[rel] == h, rel
