@@ -75,23 +75,58 @@ def corpus_lines(seed: int) -> list[str]:
     return lines
 
 
-def _character_coverage(lines: Sequence[str], vocab_size: int) -> float:
-    """LLaMA uses 0.99995, which with Chinese text needs more single-character pieces than a tiny vocab has. Use the
-    largest coverage (sentencepiece accepts 0.98 to 1) whose required characters leave at least a quarter of the
-    pieces (after the 3 specials and 256 byte pieces) for merges; rarer characters go through byte fallback, as in
-    LLaMA."""
+def _char_counts(lines: Sequence[str]):
     from collections import Counter
 
     counts: Counter = Counter()
     for line in lines:
         counts.update(line.replace(" ", "\u2581"))
         counts["\u2581"] += 1  # dummy prefix
+    return counts
+
+
+def _required_chars(counts, coverage: float) -> int:
+    """How many characters sentencepiece keeps as pieces for a coverage (most frequent first)."""
+    total = sum(counts.values())
+    acc, n = 0, 0
+    for v in sorted(counts.values(), reverse=True):
+        acc += v
+        if acc > coverage * total:
+            break
+        n += 1
+    return n
+
+
+def _character_coverage(lines: Sequence[str], vocab_size: int) -> float:
+    """LLaMA uses 0.99995, which with Chinese text needs more single-character pieces than a tiny vocab has. Use the
+    largest coverage (sentencepiece accepts 0.98 to 1) whose required characters leave at least a quarter of the
+    pieces (after the 3 specials and 256 byte pieces) for merges; rarer characters go through byte fallback, as in
+    LLaMA."""
+    counts = _char_counts(lines)
     total = sum(counts.values())
     budget = max(1, (vocab_size - 259) * 3 // 4)
     ordered = sorted(counts.values(), reverse=True)
     covered = sum(ordered[:budget])
     cov = min(0.99995, (covered / total) - 1e-6)
     return max(0.98, float(f"{cov:.6f}"))
+
+
+def _fit_lines(lines: list[str], vocab_size: int) -> list[str]:
+    """For the smallest vocabularies, where even 0.98 coverage needs more character pieces than there is room for,
+    drop the lines that contain the rarest characters (deterministically) until the required characters fit with a
+    margin for merges. Only used when training on every line fails."""
+    margin = 32
+    k = 0
+    while True:
+        counts = _char_counts(lines)
+        need = _required_chars(counts, _character_coverage(lines, vocab_size))
+        if need + 259 + margin <= vocab_size:
+            return lines
+        k += 1
+        rare = {ch for ch, c in counts.items() if c <= k}
+        lines = [line for line in lines if not any(ch in rare for ch in line)]
+        if not lines or k > 10000:
+            raise ValueError(f"vocab_size {vocab_size} is too small for a byte-fallback LLaMA tokenizer")
 
 
 def train_tiny_tokenizer(out_dir: Path, layout: str, seed: int, vocab_size: int) -> Path:
@@ -103,6 +138,25 @@ def train_tiny_tokenizer(out_dir: Path, layout: str, seed: int, vocab_size: int)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = corpus_lines(seed)
+    try:
+        model = _train_sentencepiece(lines, seed, vocab_size)
+    except RuntimeError as e:
+        if "required_chars" not in str(e):
+            raise
+        # the smallest vocabularies: train on the lines without the rarest characters (deterministic)
+        model = _train_sentencepiece(_fit_lines(lines, vocab_size), seed, vocab_size)
+    (out_dir / "tokenizer.model").write_bytes(model.getvalue())
+    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    base = sp.get_piece_size()
+    if base != vocab_size:
+        raise RuntimeError(f"sentencepiece made {base} pieces, asked for {vocab_size}")
+    _write_slow_files(out_dir, {tok: base + i for i, tok in enumerate(added)})
+    return out_dir
+
+
+def _train_sentencepiece(lines: list[str], seed: int, vocab_size: int) -> io.BytesIO:
+    import sentencepiece as spm
+
     model = io.BytesIO()
     spm.set_random_generator_seed(seed)
     spm.SentencePieceTrainer.train(
@@ -139,13 +193,7 @@ def train_tiny_tokenizer(out_dir: Path, layout: str, seed: int, vocab_size: int)
         num_threads=1,
         minloglevel=2,
     )
-    (out_dir / "tokenizer.model").write_bytes(model.getvalue())
-    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
-    base = sp.get_piece_size()
-    if base != vocab_size:
-        raise RuntimeError(f"sentencepiece made {base} pieces, asked for {vocab_size}")
-    _write_slow_files(out_dir, {tok: base + i for i, tok in enumerate(added)})
-    return out_dir
+    return model
 
 
 def _added_token(content: str) -> dict:

@@ -110,3 +110,14 @@ def test_fixtures_regenerate_identically(tmp_path):
                 "13b/tokenizer.model", "13b/tokenizer.json", "13b/goldens.json", "13b/added_tokens.json"):
         assert filecmp.cmp(tmp_path / rel, FIXTURES / rel, shallow=False), rel
     assert len(json.loads((tmp_path / "strings.json").read_text())) >= 200
+
+
+@pytest.mark.parametrize("seed", [184, 185])
+def test_small_vocabularies_train(tmp_path, seed):
+    """export:tiny draws vocab sizes down to 768 with any seed: where 0.98 coverage of every line needs more
+    character pieces than that, the lines with the rarest characters are left out instead of failing."""
+    for vocab in (600, 768):
+        folder = T.train_tiny_tokenizer(tmp_path / f"{vocab}", "7b", seed, vocab)
+        sp = spm.SentencePieceProcessor(model_file=str(folder / "tokenizer.model"))
+        assert sp.get_piece_size() == vocab
+        assert sp.decode(sp.encode("床前明月光 ok")) == "床前明月光 ok"
