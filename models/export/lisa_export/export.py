@@ -292,14 +292,40 @@ def quantize_language_model(onnx_dir: Path, weights: str, log=print) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)  # it logs every node at INFO
     bits = {"int8": 8, "int4": 4}[weights]
     path = onnx_dir / "decoder.onnx"
-    model = onnx.load(str(path))  # external data loaded
+    # Stream: the graph is loaded without its data; MatMul weights stay in the fp32 file and the quantiser reads them
+    # one at a time (numpy_helper.to_array resolves the relative location against the working folder), so memory
+    # holds the quantised weights plus one fp32 tensor, not the whole fp32 decoder.
+    fp32_data = onnx_dir / "decoder.onnx_data.fp32"
+    os.replace(onnx_dir / "decoder.onnx_data", fp32_data)
+    model = onnx.load(str(path), load_external_data=False)
+    matmul_b = {n.input[1] for n in model.graph.node if n.op_type == "MatMul"}
+
+    def tensors(m):
+        yield from m.graph.initializer
+        for node in m.graph.node:
+            for a in node.attribute:
+                if a.type == onnx.AttributeProto.TENSOR:
+                    yield a.t
+
+    from onnx.external_data_helper import load_external_data_for_tensor
+
+    for t in tensors(model):
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            for e in t.external_data:
+                if e.key == "location":
+                    e.value = fp32_data.name
+            if t.name not in matmul_b:
+                load_external_data_for_tensor(t, str(onnx_dir))
     q = MatMulNBitsQuantizer(model, bits=bits, block_size=32, is_symmetric=True, accuracy_level=None)
-    with _quiet():
+    with _quiet(), contextlib.chdir(onnx_dir):
         q.process()
     qmodel = q.model.model
-    (onnx_dir / "decoder.onnx_data").unlink()
+    for t in tensors(qmodel):  # anything the quantiser skipped comes into memory before the fp32 file goes
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            load_external_data_for_tensor(t, str(onnx_dir))
     onnx.save_model(qmodel, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location="decoder.onnx_data", size_threshold=0)
+    fp32_data.unlink()
     n = sum(1 for nd in qmodel.graph.node if nd.op_type == "MatMulNBits")
     log(f"quantised {n} MatMuls of the decoder to {bits} bits")
 
