@@ -1,5 +1,5 @@
 """A small JSON Schema (draft 2020-12) validator for the keywords models/bundle.schema.json uses: type, enum, const,
-properties, required, additionalProperties, patternProperties, items, prefixItems, minItems, maxItems, minimum,
+properties, required, additionalProperties, patternProperties, minProperties, items, prefixItems, minItems, maxItems, minimum,
 pattern, minLength, $ref (local #/$defs), anyOf/oneOf.  The host validates with ajv against the same schema."""
 from __future__ import annotations
 
@@ -56,6 +56,8 @@ def validate(value, schema, root=None, path="") -> None:
         if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
             raise SchemaError(f"{where}: {value} <= {schema['exclusiveMinimum']}")
     if isinstance(value, dict):
+        if len(value) < schema.get("minProperties", 0):
+            raise SchemaError(f"{where}: fewer than {schema['minProperties']} properties")
         for k in schema.get("required", []):
             if k not in value:
                 raise SchemaError(f"{where}: missing required property {k!r}")
