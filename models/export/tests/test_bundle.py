@@ -205,13 +205,18 @@ def test_failure_during_export_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_hub_id_offline_says_so_in_one_line(tmp_path):
+def test_hub_id_offline_says_so_in_one_line(tmp_path, monkeypatch):
+    """The hub is pointed at a closed local port, so this stays offline on machines that can reach the hub."""
+    import huggingface_hub.constants
+
     _, _, _, _, clip = tiny_model("7b", 1)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
     with pytest.raises(HubUnreachable, match=HUB_MESSAGE):
         export_bundle("xinlai/LISA-7B-v1", clip, tmp_path / "b", log=lambda m: None)
     r = subprocess.run([str(EXPORT_DIR / "venv"), "run", "-m", "lisa_export", "export", "--checkpoint",
                         "xinlai/LISA-7B-v1", "--clip", str(clip), "--out", str(tmp_path / "b")],
-                       cwd=REPO, capture_output=True, text=True, timeout=120)
+                       cwd=REPO, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_ETAG_TIMEOUT": "5"})
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [f"lisa_export: {HUB_MESSAGE}"], r.stderr
     assert not (tmp_path / "b").exists()
