@@ -107,6 +107,8 @@ export async function openBundle(dir: string, opts: OpenBundleOptions = {}): Pro
   if (manifest?.format !== BUNDLE_FORMAT) {
     throw new HostError('BundleInvalid', `${dir} has model format ${JSON.stringify(manifest?.format)}; this version reads ${BUNDLE_FORMAT}. Re-export the model with this version's exporter.`);
   }
+  // Before the schema, so a path that climbs out is reported as what it is rather than as a schema mismatch.
+  for (const rel of namedPaths(manifest)) assertNoClimb(rel);
   const validate = await schemaValidator();
   if (!validate(manifest)) {
     const first = (validate.errors as Array<{ instancePath: string; message: string }>)[0];
@@ -154,11 +156,23 @@ async function verifyFiles(root: string, files: Manifest['files'], opts: OpenBun
   if (dirty && opts.verifyCacheFile) await writeCache(opts.verifyCacheFile, cache);
 }
 
-/** Resolves a manifest path and proves it stays inside the bundle, following symlinks. */
-async function insideBundle(root: string, rel: string): Promise<string> {
+/** Every path a manifest names, read defensively: this runs before the schema has vouched for its shape. */
+function namedPaths(manifest: Manifest): string[] {
+  const files = manifest.files && typeof manifest.files === 'object' ? Object.keys(manifest.files) : [];
+  const graphs = manifest.graphs && typeof manifest.graphs === 'object' ? Object.values(manifest.graphs) : [];
+  const graphFiles = graphs.flatMap((g) => [g?.file, ...(Array.isArray(g?.external_data) ? g.external_data : [])]);
+  return [...files, ...graphFiles].filter((f): f is string => typeof f === 'string');
+}
+
+function assertNoClimb(rel: string): void {
   if (path.isAbsolute(rel) || rel.split(/[\\/]/).includes('..')) {
     throw new HostError('BundlePathEscape', `${MANIFEST_FILE} names ${rel}, which points outside the model folder; refusing to load it.`);
   }
+}
+
+/** Resolves a manifest path and proves it stays inside the bundle, following symlinks. */
+async function insideBundle(root: string, rel: string): Promise<string> {
+  assertNoClimb(rel);
   let real: string;
   try {
     real = await fs.realpath(path.join(root, rel));

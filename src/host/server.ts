@@ -174,7 +174,8 @@ export function startServer(opts: { maxPixels?: number; cacheBytes?: number } = 
   };
   connection.onRequest(Methods.shutdown, guarded(async () => {
     await shutdown();
-    setImmediate(() => process.exit(0));
+    // Exit once the response has been flushed: stdout to a pipe is asynchronous and exit() would drop it.
+    setImmediate(() => process.stdout.write('', () => process.exit(0)));
     return {};
   }));
   connection.onShutdown(shutdown);

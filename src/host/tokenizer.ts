@@ -85,6 +85,9 @@ export class LisaTokenizer {
   private readonly idToPiece: string[] = [];
   /** Priority of each mergeable piece (the index of the first merge producing it: lower merges first). */
   private readonly pieceRank = new Map<string, number>();
+  /** True when no piece holds a ▁ after other characters, so BPE never merges across a word start (see spEncode). */
+  private wordLocalMerges = true;
+  private readonly wordCache = new Map<string, string[]>();
   private readonly byteIds: number[] = new Array(256).fill(-1);
   private readonly byteOfId = new Map<number, number>();
   private readonly added = new Map<string, AddedTokenSpec>();
@@ -119,6 +122,7 @@ export class LisaTokenizer {
       }
       const piece = a + b;
       if (!this.pieceRank.has(piece)) this.pieceRank.set(piece, rank);
+      if (/[^\u2581]\u2581/u.test(piece)) this.wordLocalMerges = false;
     });
     for (const t of json.added_tokens ?? []) {
       // 4.31 strips both sides of every added token that is not one of the AddedToken specials (<s>, </s>, <unk>
@@ -256,20 +260,17 @@ export class LisaTokenizer {
   /** SentencePiece encode of one chunk: identity normalisation, dummy prefix, BPE by piece score, byte fallback. */
   private spEncode(text: string, out: number[]): void {
     const normalized = SPIECE + text.replace(/ /g, SPIECE);
-    const symbols = Array.from(normalized);
-    // merge the adjacent pair whose concatenation has the best score (lowest rank); leftmost on ties
-    for (;;) {
-      let best = -1;
-      let bestRank = Infinity;
-      for (let k = 0; k + 1 < symbols.length; k++) {
-        const r = this.pieceRank.get(symbols[k] + symbols[k + 1]);
-        if (r !== undefined && r < bestRank) {
-          bestRank = r;
-          best = k;
-        }
+    // With whitespace-split training no merge crosses the start of a word (a run of ▁ and what follows it), so
+    // words are merged one by one and cached: same ids, and linear rather than quadratic in the text's length.
+    const words = this.wordLocalMerges ? normalized.match(/\u2581*[^\u2581]*/gu)!.filter((w) => w) : [normalized];
+    const symbols: string[] = [];
+    for (const word of words) {
+      let merged = this.wordCache.get(word);
+      if (!merged) {
+        merged = this.bpe(word);
+        if (this.wordCache.size < 50_000) this.wordCache.set(word, merged);
       }
-      if (best < 0) break;
-      symbols.splice(best, 2, symbols[best] + symbols[best + 1]);
+      symbols.push(...merged);
     }
     for (const sym of symbols) {
       const id = this.pieceToId.get(sym);
@@ -285,6 +286,24 @@ export class LisaTokenizer {
         }
         out.push(bid);
       }
+    }
+  }
+
+  /** Merge the adjacent pair whose concatenation ranks best (lowest rank), leftmost on ties, until none is left. */
+  private bpe(word: string): string[] {
+    const symbols = Array.from(word);
+    for (;;) {
+      let best = -1;
+      let bestRank = Infinity;
+      for (let k = 0; k + 1 < symbols.length; k++) {
+        const r = this.pieceRank.get(symbols[k] + symbols[k + 1]);
+        if (r !== undefined && r < bestRank) {
+          bestRank = r;
+          best = k;
+        }
+      }
+      if (best < 0) return symbols;
+      symbols.splice(best, 2, symbols[best] + symbols[best + 1]);
     }
   }
 
