@@ -120,7 +120,10 @@ export interface PickImageMessage { type: 'pickImage' }
  * extension must resolve it itself, check it is an image file it may read, and never trust it as a write target.
  */
 export interface SetImageMessage { type: 'setImage'; path: string }
-/** Ask in a conversation. `retryOf` names a failed/cancelled turn this one repeats (the extension may drop it). */
+/**
+ * Ask in a conversation. `retryOf` names a failed or cancelled turn this ask repeats: the extension removes that turn
+ * from the conversation (the webview drops it when turnStarted or turnFailed for the new ask arrives).
+ */
 export interface AskMessage { type: 'ask'; conversationId: string; prompt: string; retryOf?: string }
 /** Stop the running turn of a conversation. */
 export interface StopMessage { type: 'stop'; conversationId: string }
