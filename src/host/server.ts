@@ -147,6 +147,7 @@ export function startServer(opts: { maxPixels?: number; cacheBytes?: number } = 
         includePng: params.includePng ?? false,
         includeOverlay: params.includeOverlay ?? false,
         includeImage: params.includeImage ?? false,
+        assistantPrefix: params.assistantPrefix,
         isCancelled: () => token.isCancellationRequested,
         onText: (text, tokenIndex) => {
           if (params.requestId) connection.sendNotification(Notifications.textDelta, { requestId: params.requestId, text, tokenIndex });

@@ -142,6 +142,8 @@ export interface SegmentParams {
   includePng?: boolean;
   /** Put the image with all masks blended in (PNG) in `result.overlayPng`. Default false. */
   includeOverlay?: boolean;
+  /** Text placed after "ASSISTANT:" before decoding starts (its [SEG] tokens yield masks with tokenIndex -1). */
+  assistantPrefix?: string;
 }
 
 export type SegmentResponse = SegmentResult;

@@ -1,0 +1,317 @@
+"""The ``%%segment`` cell magic and its companions.
+
+    %load_ext reason_segment
+
+    %%segment photos/kitchen.jpg --model ~/bundles/lisa-7b
+    Which object here would keep food coldest? Explain why.
+
+    %segment_followup Now segment only its door.
+
+One host process per kernel, started on first use and reused by every cell, stopped when the kernel exits. Errors
+show as one line (the host's own message) and leave the magic ready for the next cell; a host that died is started
+again by the next cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import os
+import sys
+import threading
+import time
+import uuid
+from typing import Any, Dict, List, Optional
+
+from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from .host import ErrorCode, Host, HostCrashed, HostError, Methods, RpcError, find_server_js
+from .result import SegmentResult
+
+DEVICES = ("cpu", "cuda", "webgpu")
+
+
+class SegmentError(Exception):
+    """An error a cell shows as one line (no traceback): IPython prints what ``_render_traceback_`` returns."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
+
+    def _render_traceback_(self) -> List[str]:
+        return [f"\x1b[0;31mReason Segment:\x1b[0m {self}"]
+
+
+class _Session:
+    """State shared by the magics of one kernel: settings, the host process, the last conversation."""
+
+    def __init__(self) -> None:
+        self.config: Dict[str, Any] = {"host": None, "node": None, "model": None, "device": None,
+                                       "max_new_tokens": None}
+        self.host: Optional[Host] = None
+        self.lock = threading.Lock()
+        self.last: Optional[Dict[str, Any]] = None  # image path, history, model, device, result
+
+    # ---- settings --------------------------------------------------------------------------------------------------
+    def model(self, override: Optional[str]) -> str:
+        m = override or self.config["model"] or os.environ.get("REASON_SEGMENT_MODEL")
+        if not m:
+            raise SegmentError("No model is configured: pass --model BUNDLE_FOLDER, run %segment_config --model "
+                               "BUNDLE_FOLDER, or set REASON_SEGMENT_MODEL (the extension sets it from its settings).")
+        path = os.path.abspath(os.path.expanduser(m))
+        if not os.path.isdir(path):
+            raise SegmentError(f"The model bundle folder {m} does not exist: pass the folder that holds "
+                               "lisa.manifest.json.")
+        return path
+
+    def device(self, override: Optional[str]) -> str:
+        d = (override or self.config["device"] or os.environ.get("REASON_SEGMENT_DEVICE") or "cpu").lower()
+        if d not in DEVICES:
+            raise SegmentError(f"Unknown device {d!r}: use one of {', '.join(DEVICES)}.")
+        return d
+
+    # ---- host ------------------------------------------------------------------------------------------------------
+    def ensure_host(self, explicit_host: Optional[str] = None, say=None) -> Host:
+        server_js = find_server_js(explicit_host or self.config["host"])
+        if server_js is None:
+            raise SegmentError("The Reason Segment host was not found: set REASON_SEGMENT_HOST to the host's "
+                               "server.js (out/src/host/server.js), or run %segment_config --host PATH.")
+        node = self.config["node"] or os.environ.get("REASON_SEGMENT_NODE") or "node"
+        h = self.host
+        if h is not None and h.alive and h.server_js == server_js and h.node == node:
+            return h
+        if h is not None:
+            h.close(timeout=3)
+            self.host = None
+        if say:
+            say("Starting the Reason Segment host\u2026")
+        h = Host(server_js, node=node, cwd=os.getcwd())
+        try:
+            h.start()
+        except HostError as e:
+            h.kill()
+            raise SegmentError(str(e)) from None
+        self.host = h
+        return h
+
+    def ensure_model(self, h: Host, bundle: str, device: str, say=None) -> None:
+        if h.loaded == (bundle, device):
+            return
+        if say:
+            say(f"Loading {os.path.basename(bundle)} on {device}\u2026")
+        h.loaded = None
+        h.request(Methods.loadModel, {"bundle": bundle, "device": device})
+        h.loaded = (bundle, device)
+
+    def stop(self) -> None:
+        h, self.host = self.host, None
+        if h is not None:
+            h.close(timeout=5)
+
+    # ---- one turn ------------------------------------------------------------------------------------------------
+    def run(self, image: str, prompt: str, history: List[Dict[str, str]], *, model: Optional[str],
+            device: Optional[str], max_new_tokens: Optional[int], host_path: Optional[str],
+            assistant_prefix: Optional[str], stream: bool) -> SegmentResult:
+        from IPython.display import clear_output
+
+        if not prompt.strip():
+            raise SegmentError("The instruction is empty: write it in the cell body, below the %%segment line.")
+        bundle = self.model(model)
+        dev = self.device(device)
+        path = os.path.abspath(os.path.expanduser(image))
+        printed = [False]
+
+        def say(line: str) -> None:
+            if stream:
+                print(line, flush=True)
+                printed[0] = True
+
+        with self.lock:
+            h = self.ensure_host(host_path, say)
+            request_id = f"cell-{uuid.uuid4().hex[:12]}"
+            streamed: List[str] = []
+            last_flush = [0.0]
+
+            def on_notification(method: str, params: Dict[str, Any]) -> None:
+                if method != Methods.textDelta or not stream:
+                    return
+                text = params.get("text", "")
+                if not text:
+                    return
+                streamed.append(text)
+                sys.stdout.write(text)
+                printed[0] = True
+                now = time.monotonic()
+                if now - last_flush[0] > 0.05:
+                    sys.stdout.flush()
+                    last_flush[0] = now
+
+            params: Dict[str, Any] = {
+                "requestId": request_id, "image": {"path": path}, "prompt": prompt, "history": history,
+                "includeOverlay": True, "includeImage": True,
+            }
+            mnt = max_new_tokens or self.config["max_new_tokens"]
+            if mnt:
+                params["maxNewTokens"] = int(mnt)
+            if assistant_prefix:
+                params["assistantPrefix"] = assistant_prefix
+            try:
+                self.ensure_model(h, bundle, dev, say)
+                payload = h.request(Methods.segment, params, request_id=request_id, on_notification=on_notification)
+            except RpcError as e:
+                sys.stdout.flush()
+                if printed[0]:
+                    print(flush=True)
+                if e.cancelled:
+                    raise SegmentError("Cancelled: the model stopped answering; run the cell again for a result.") from None
+                raise SegmentError(str(e)) from None
+            except HostCrashed as e:
+                sys.stdout.flush()
+                if printed[0]:
+                    print(flush=True)
+                self.host = None
+                raise SegmentError(str(e)) from None
+            except HostError as e:
+                raise SegmentError(str(e)) from None
+            finally:
+                sys.stdout.flush()
+        if printed[0]:
+            clear_output(wait=True)
+        result = SegmentResult(payload, image_path=path)
+        said = f"{assistant_prefix} {result.answer}".strip() if assistant_prefix else result.answer
+        self.last = {"image": path, "history": list(history) + [{"user": prompt, "assistant": said}],
+                     "model": bundle, "device": dev, "result": result}
+        return result
+
+
+_SESSION = _Session()
+
+
+def session() -> _Session:
+    """The kernel's magic state (host process, settings, last conversation)."""
+    return _SESSION
+
+
+def _atexit() -> None:
+    try:
+        _SESSION.stop()
+    except Exception:
+        pass
+
+
+atexit.register(_atexit)
+
+
+@magics_class
+class SegmentMagics(Magics):
+    def _publish(self, result: SegmentResult, out: Optional[str]) -> SegmentResult:
+        from IPython.display import display
+
+        display(result)
+        ns = self.shell.user_ns
+        ns["_segment"] = result
+        if out:
+            if not out.isidentifier():
+                raise SegmentError(f"--out needs a Python name, not {out!r}.")
+            ns[out] = result
+        # The result becomes `_` (and Out[n]) as if the cell had returned it, without showing it a second time.
+        try:
+            self.shell.displayhook.update_user_ns(result)
+        except Exception:
+            pass
+        return result
+
+    @magic_arguments()
+    @argument("image", help="image file (PNG, JPEG, WebP, GIF, TIFF, BMP) on the kernel's machine")
+    @argument("--model", "-m", default=None, help="model bundle folder (default: %%segment_config or "
+              "$REASON_SEGMENT_MODEL)")
+    @argument("--device", "-d", default=None, choices=DEVICES, help="cpu, cuda or webgpu (default: "
+              "$REASON_SEGMENT_DEVICE or cpu)")
+    @argument("--max-new-tokens", "-n", type=int, default=None, help="longest answer in tokens (host default 512)")
+    @argument("--out", "-o", default=None, help="also store the result in this variable")
+    @argument("--host", default=None, help="path of the host's server.js (default: $REASON_SEGMENT_HOST)")
+    @argument("--quiet", "-q", action="store_true", help="do not stream the answer while it is generated")
+    @argument("--assistant-prefix", default=None, help=argparse.SUPPRESS)
+    @cell_magic
+    def segment(self, line: str, cell: str):
+        """Segment IMAGE following the instruction in the cell body; shows the answer and masks and returns a
+        SegmentResult (also in `_`, `_segment` and --out NAME)."""
+        args = parse_argstring(self.segment, line)
+        result = _SESSION.run(args.image, cell.strip(), [], model=args.model, device=args.device,
+                              max_new_tokens=args.max_new_tokens, host_path=args.host,
+                              assistant_prefix=args.assistant_prefix, stream=not args.quiet)
+        self._publish(result, args.out)
+
+    @magic_arguments()
+    @argument("--max-new-tokens", "-n", type=int, default=None, help="longest answer in tokens")
+    @argument("--out", "-o", default=None, help="also store the result in this variable")
+    @argument("--quiet", "-q", action="store_true", help="do not stream the answer")
+    @line_cell_magic
+    def segment_followup(self, line: str, cell: Optional[str] = None):
+        """Continue the conversation on the last %%segment image; the earlier turns are re-fed and the host's
+        embedding cache skips both image encoders. Line form: `%segment_followup TEXT`; cell form: options on the
+        %%segment_followup line, the text in the body."""
+        if cell is None:
+            text, opts = line, argparse.Namespace(max_new_tokens=None, out=None, quiet=False)
+        else:
+            text, opts = cell, parse_argstring(self.segment_followup, line)
+        last = _SESSION.last
+        if last is None:
+            raise SegmentError("There is no conversation to continue: run a %%segment cell first.")
+        result = _SESSION.run(last["image"], text.strip(), last["history"], model=last["model"],
+                              device=last["device"], max_new_tokens=opts.max_new_tokens, host_path=None,
+                              assistant_prefix=None, stream=not opts.quiet)
+        self._publish(result, opts.out)
+
+    @magic_arguments()
+    @argument("--host", default=None, help="path of the host's server.js")
+    @argument("--node", default=None, help="node binary")
+    @argument("--model", "-m", default=None, help="default model bundle folder")
+    @argument("--device", "-d", default=None, choices=DEVICES, help="default device")
+    @argument("--max-new-tokens", "-n", type=int, default=None, help="default longest answer in tokens")
+    @argument("--reset", action="store_true", help="forget every setting made here (environment variables apply)")
+    @line_magic
+    def segment_config(self, line: str):
+        """Show or change the magic's settings for this kernel. With no options, shows them."""
+        args = parse_argstring(self.segment_config, line)
+        cfg = _SESSION.config
+        if args.reset:
+            for k in cfg:
+                cfg[k] = None
+        for key in ("host", "node", "model", "device", "max_new_tokens"):
+            v = getattr(args, key)
+            if v is not None:
+                cfg[key] = os.path.abspath(os.path.expanduser(v)) if key in ("host", "model") else v
+        h = _SESSION.host
+        shown = {
+            "host": find_server_js(cfg["host"]),
+            "node": cfg["node"] or os.environ.get("REASON_SEGMENT_NODE") or "node",
+            "model": cfg["model"] or os.environ.get("REASON_SEGMENT_MODEL"),
+            "device": cfg["device"] or os.environ.get("REASON_SEGMENT_DEVICE") or "cpu",
+            "max_new_tokens": cfg["max_new_tokens"],
+            "host_pid": h.pid if h is not None and h.alive else None,
+        }
+        if not line.strip():
+            for k, v in shown.items():
+                print(f"{k:>15}: {v}")
+            return None
+        return None
+
+    @line_magic
+    def segment_status(self, line: str):
+        """The host's status (state, model, counters such as visionEncoderRuns), or None when no host runs."""
+        h = _SESSION.host
+        if h is None or not h.alive:
+            return None
+        try:
+            return h.request(Methods.status, None, timeout=30)
+        except HostError as e:
+            raise SegmentError(str(e)) from None
+
+    @line_magic
+    def segment_stop(self, line: str):
+        """Stop the host (frees the model's memory); the next cell starts it again."""
+        _SESSION.stop()
+
+
+__all__ = ["SegmentMagics", "SegmentError", "session", "ErrorCode"]
