@@ -93,10 +93,11 @@ async function loadModel(args: Args, quiet: boolean): Promise<LisaPipeline> {
   const pipeline = await LisaPipeline.load(required(args, 'model'), {
     device,
     allowFallback: args['allow-fallback'],
-    onProgress: quiet ? undefined : (msg, loaded, total) =>
+    // Progress redraws one line, which only makes sense on a terminal.
+    onProgress: quiet || !process.stderr.isTTY ? undefined : (msg, loaded, total) =>
       process.stderr.write(`\r\x1b[Kloading model: ${msg}${total ? ` (${Math.round((100 * (loaded ?? 0)) / total)}%)` : ''}`),
   });
-  if (!quiet) process.stderr.write(`\r\x1b[Kloaded ${pipeline.bundle.manifest.variant} on ${pipeline.provider}${pipeline.sessions.provider.fallbackReason ? ` (${pipeline.sessions.provider.fallbackReason})` : ''} in ${(pipeline.loadMs / 1000).toFixed(1)} s\n`);
+  if (!quiet) process.stderr.write(`${process.stderr.isTTY ? '\r\x1b[K' : ''}loaded ${pipeline.bundle.manifest.variant} on ${pipeline.provider}${pipeline.sessions.provider.fallbackReason ? ` (${pipeline.sessions.provider.fallbackReason})` : ''} in ${(pipeline.loadMs / 1000).toFixed(1)} s\n`);
   return pipeline;
 }
 

@@ -9,7 +9,7 @@ import { EmbeddingCache, type ImageEmbeddings } from './embedding-cache';
 import { HostError } from './errors';
 import { assertPromptFits, generate } from './generate';
 import { decodeImage, type DecodedImage, DEFAULT_MAX_PIXELS } from './image/decode';
-import { clipPixelValues, samPixelValues } from './image/preprocess';
+import { preprocessImageParallel } from './image/preprocess';
 import { buildResultMasks, masksFromLogits, overlayPng, rgbPng } from './masks';
 import { buildPrompt, cleanAnswer } from './prompt';
 import { chooseProvider, type Device, f32, GraphSessions, i64 } from './sessions';
@@ -182,8 +182,7 @@ export class LisaPipeline {
     }
     const m = this.bundle.manifest;
     t = performance.now();
-    const clipPixels = clipPixelValues(decoded, m.clip_preprocess);
-    const sam = samPixelValues(decoded, m.sam_preprocess);
+    const { clip: clipPixels, sam } = await preprocessImageParallel(decoded, m.clip_preprocess, m.sam_preprocess);
     timings.preprocessMs = performance.now() - t;
 
     t = performance.now();

@@ -1,0 +1,92 @@
+"""The PyTorch side of `npm run bench`: builds (once, cached) a random-weight LISA whose language model has >= 1B
+parameters, exports it with the project's exporter, and times the reference runner on it.
+
+    models/export/venv run bench/reference_1b.py build --root DIR          -> prints {"bundle", "checkpoint", "clip"}
+    models/export/venv run bench/reference_1b.py time --root DIR --image F --prompt P --new-tokens N
+        -> prints {"cached_s", "no_cache_s", "output_ids", ...}
+
+Timing covers what one request costs the reference: pre-processing, both image encoders, greedy decoding and the
+mask decoder, with torch on 2 threads (the machine's cores; ONNX Runtime uses the same number).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+LLM = {"hidden_size": 2048, "num_hidden_layers": 20, "intermediate_size": 5504, "num_attention_heads": 16,
+       "num_key_value_heads": 16}
+
+
+def build(root: Path) -> dict:
+    from lisa_export.tiny import build_tiny_checkpoint
+
+    bundle = root / "bundle"
+    done = root / "ready.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    ckpt, clip = build_tiny_checkpoint("7b", 1, root, llm_overrides=LLM)
+    subprocess.run([sys.executable, "-m", "lisa_export", "export", "--checkpoint", str(ckpt), "--clip", str(clip),
+                    "--out", str(bundle), "--force"], check=True)
+    info = {"bundle": str(bundle), "checkpoint": str(ckpt), "clip": str(clip)}
+    done.write_text(json.dumps(info))
+    return info
+
+
+@torch.no_grad()
+def time_reference(info: dict, image: str, prompt: str, new_tokens: int) -> dict:
+    from lisa_export import reference as R
+    from lisa_export.model import load_lisa
+    from lisa_export.tokenizer import load_slow_tokenizer, tokenize_prompt
+
+    lisa, folder = load_lisa(info["checkpoint"], info["clip"])
+    lisa.eval()
+    tok = load_slow_tokenizer(Path(folder))
+    seg_id = tok.convert_tokens_to_ids("[SEG]")
+    ids = list(tokenize_prompt(tok, R.build_prompt(prompt)))
+    params = sum(p.numel() for p in lisa.llm.parameters())
+
+    def request(use_cache: bool, n: int) -> tuple[float, list[int]]:
+        t0 = time.perf_counter()
+        img = R.load_image(image)
+        clip_pv = R.clip_preprocess(img)
+        sam_pv, resize_size, orig_size = R.sam_preprocess(img)
+        gen = R.generate(lisa, ids, clip_pv, seg_id, n, eos_id=2, use_cache=use_cache)
+        seg = lisa.seg_project(gen.seg_hidden)
+        R.masks_for(lisa, sam_pv, seg, resize_size, orig_size)
+        return time.perf_counter() - t0, gen.output_ids
+
+    request(True, 2)  # warm-up: first-call allocations and thread pools
+    cached_s, out_ids = request(True, new_tokens)
+    no_cache_s, no_cache_ids = request(False, new_tokens)
+    return {"cached_s": cached_s, "no_cache_s": no_cache_s, "no_cache_output_ids": no_cache_ids,
+            "new_tokens": new_tokens, "output_ids": out_ids, "prompt_tokens": len(ids) - 1 + 256,
+            "llm_parameters": params, "torch_threads": torch.get_num_threads()}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("command", choices=["build", "time"])
+    ap.add_argument("--root", required=True)
+    ap.add_argument("--image")
+    ap.add_argument("--prompt")
+    ap.add_argument("--new-tokens", type=int, default=16)
+    a = ap.parse_args()
+    torch.set_num_threads(2)
+    root = Path(a.root)
+    root.mkdir(parents=True, exist_ok=True)
+    info = build(root)
+    if a.command == "build":
+        print(json.dumps(info))
+    else:
+        print(json.dumps(time_reference(info, a.image, a.prompt, a.new_tokens)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

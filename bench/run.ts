@@ -1,0 +1,111 @@
+// `npm run bench`: every speed figure the project reports, each measured side by side in this one run.
+//   1. host overhead: end-to-end request time / time inside ONNX Runtime, per request (tiny and 1B models);
+//   2. ours vs the PyTorch reference runner on the same >= 1B-parameter random-weight model, same prompt and tokens,
+//      against the reference with its KV cache and without (how LISA's chat.py decodes);
+//   3. pre-processing a 12 MP JPEG vs sharp's own decode and resize;
+//   4. decode-step time vs this machine's measured memory bandwidth for the decoder's weight bytes.
+// The 1B model is built and exported once (several GB, cached under ~/.cache/reason-segment/bench-1b).
+// Options: --quick skips the 1B comparison; --new-tokens N (default 16).
+import { execFileSync } from 'node:child_process';
+import { statSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { LisaPipeline } from '../src/host/pipeline';
+import { stopPreprocessWorker } from '../src/host/image/preprocess';
+import { benchPreprocess } from './preprocess';
+
+const REPO = path.resolve(__dirname, '..', '..');
+const VENV = path.join(REPO, 'models', 'export', 'venv');
+const CACHE = path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'reason-segment', 'bench-1b');
+const TINY = path.join(REPO, 'test', 'fixtures', 'bundles', 'tiny-7b');
+const IMAGE = path.join(TINY, 'images', 'coffee.png');
+const PROMPT = 'Which object in this picture would keep a drink warm the longest? Please output segmentation mask.';
+
+const arg = (name: string) => {
+  const i = process.argv.indexOf(name);
+  return i < 0 ? undefined : process.argv[i + 1];
+};
+const f1 = (x: number) => x.toFixed(1);
+const f2 = (x: number) => x.toFixed(2);
+
+/** memcpy bandwidth (bytes read + bytes written per second) over a buffer far larger than the caches. */
+function memoryBandwidth(): number {
+  const n = 512 * 1024 * 1024;
+  const a = Buffer.alloc(n, 1);
+  const b = Buffer.alloc(n);
+  a.copy(b);
+  let best = Infinity;
+  for (let i = 0; i < 5; i++) {
+    const t0 = performance.now();
+    a.copy(b);
+    best = Math.min(best, performance.now() - t0);
+  }
+  return (2 * n) / (best / 1000);
+}
+
+interface RequestFigures { totalMs: number; onnxMs: number; decodeMs: number; newTokens: number; outputIds: number[] }
+
+async function timeOurs(bundle: string, newTokens: number, runs: number): Promise<RequestFigures[]> {
+  const p = await LisaPipeline.load(bundle, { verifyCacheFile: null });
+  try {
+    const out: RequestFigures[] = [];
+    for (let i = 0; i < runs; i++) {
+      p.cache.clear(); // every request pays for both image encoders, as the reference does
+      const r = await p.segment({ image: { path: IMAGE }, prompt: PROMPT, maxNewTokens: newTokens, includePng: true });
+      out.push({ totalMs: r.timings.totalMs, onnxMs: r.timings.onnxMs, decodeMs: r.timings.decodeMs, newTokens: r.timings.newTokens, outputIds: r.outputIds });
+    }
+    return out;
+  } finally {
+    await p.dispose();
+  }
+}
+
+function overheadLine(label: string, runs: RequestFigures[]): void {
+  const ratios = runs.map((r) => r.totalMs / r.onnxMs);
+  console.log(`  ${label}: end-to-end / onnxruntime = ${ratios.map(f2).join(', ')} (goal <= 1.10); ` +
+    `end-to-end ${runs.map((r) => f1(r.totalMs)).join(', ')} ms`);
+}
+
+async function main(): Promise<void> {
+  const newTokens = Number(arg('--new-tokens') ?? 16);
+  const quick = process.argv.includes('--quick');
+  console.log(`Reason Segment benchmark on ${os.cpus().length} x ${os.cpus()[0]?.model ?? 'cpu'}, ${f1(os.totalmem() / 2 ** 30)} GiB, node ${process.version}\n`);
+
+  const bw = memoryBandwidth();
+  console.log(`memory bandwidth (memcpy, read + write): ${f1(bw / 1e9)} GB/s\n`);
+
+  console.log('1. host overhead, tiny-7b bundle (first request includes warm-up):');
+  overheadLine('tiny-7b, 40 tokens', await timeOurs(TINY, 40, 4));
+
+  if (!quick) {
+    console.log(`\n2. ours vs the PyTorch reference, >= 1B-parameter random LISA, ${newTokens} new tokens (building it once may take minutes):`);
+    const info = JSON.parse(execFileSync(VENV, ['run', path.join(REPO, 'bench', 'reference_1b.py'), 'build', '--root', CACHE], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim().split('\n').pop()!);
+    const ours = await timeOurs(info.bundle, newTokens, 2);
+    const best = ours.reduce((a, b) => (b.totalMs < a.totalMs ? b : a));
+    const ref = JSON.parse(execFileSync(VENV, ['run', path.join(REPO, 'bench', 'reference_1b.py'), 'time', '--root', CACHE, '--image', IMAGE, '--prompt', PROMPT, '--new-tokens', String(newTokens)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim().split('\n').pop()!);
+    const sameTokens = JSON.stringify(ref.output_ids) === JSON.stringify(best.outputIds);
+    console.log(`  model: ${(ref.llm_parameters / 1e9).toFixed(2)} B LLM parameters, prompt ${ref.prompt_tokens} positions with the image; torch threads ${ref.torch_threads}`);
+    console.log(`  tokens identical to the reference: ${sameTokens} (${best.outputIds.length} vs ${ref.output_ids.length})`);
+    console.log(`  ours (TypeScript host, onnxruntime-node cpu):   ${f2(best.totalMs / 1000)} s`);
+    console.log(`  reference, KV cache on:                         ${f2(ref.cached_s)} s   ratio ours/reference = ${f2(best.totalMs / 1000 / ref.cached_s)} (goal <= 0.5)`);
+    console.log(`  reference, no KV cache (LISA chat.py):          ${f2(ref.no_cache_s)} s   ratio ours/reference = ${f2(best.totalMs / 1000 / ref.no_cache_s)}`);
+    overheadLine('1B model', ours);
+
+    const weightBytes = statSync(path.join(info.bundle, 'onnx', 'decoder.onnx_data')).size;
+    const stepMs = best.decodeMs / Math.max(1, best.newTokens - 1);
+    const achieved = weightBytes / (stepMs / 1000);
+    console.log(`\n4. decode step: ${f1(stepMs)} ms for ${f2(weightBytes / 1e9)} GB of decoder weights = ${f1(achieved / 1e9)} GB/s, ` +
+      `${f2(achieved / bw)} of the measured memcpy bandwidth (read+write), ${f2(achieved / (bw / 2))} of its read half`);
+  }
+
+  console.log('\n3. pre-processing a 12 MP JPEG:');
+  const pre = await benchPreprocess(5);
+  console.log(`  ours ${f1(pre.ours.total)} ms (decode ${f1(pre.ours.decode)}, tensors ${f1(pre.ours.tensors)}) vs sharp decode-once + resizes ${f1(pre.sharpDecodeOnce)} ms: ratio ${f2(pre.ratioVsSharpDecodeOnce)} (goal <= 1.5); ` +
+    `vs sharp shrink-on-load ${f1(pre.sharpFromFile)} ms: ratio ${f2(pre.ratioVsSharpFromFile)}`);
+  await stopPreprocessWorker();
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exitCode = 1;
+});
