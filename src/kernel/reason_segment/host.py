@@ -299,21 +299,27 @@ class Host:
             self._send(msg)
             while True:
                 try:
-                    kind, item = q.get(timeout=0.1)
-                except queue.Empty:
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise HostError(f"The Reason Segment host did not answer {method} within {timeout:.0f} s.")
-                    if self.proc.poll() is not None and self._closed.is_set():
-                        raise HostCrashed(self._crash_message())
-                    continue
+                    try:
+                        kind, item = q.get(timeout=0.1)
+                    except queue.Empty:
+                        if deadline is not None and time.monotonic() > deadline:
+                            raise HostError(f"The Reason Segment host did not answer {method} within {timeout:.0f} s.")
+                        if self.proc.poll() is not None and self._closed.is_set():
+                            raise HostCrashed(self._crash_message())
+                        continue
+                    if kind == "notification":
+                        if on_notification is not None:
+                            on_notification(item.get("method", ""), item.get("params") or {})
+                        continue
                 except KeyboardInterrupt:
+                    # A kernel interrupt: ask the host to stop this request and wait for its (Cancelled) answer.
                     if cancelled:
                         raise
                     cancelled = True
                     try:
                         self.notify(Methods.cancel, {"id": mid})
                     except HostError:
-                        raise KeyboardInterrupt
+                        raise KeyboardInterrupt from None
                     continue
                 if kind == "eof":
                     # Let the process finish exiting so the message can name its exit code.
@@ -322,10 +328,6 @@ class Host:
                     except subprocess.TimeoutExpired:
                         pass
                     raise HostCrashed(self._crash_message())
-                if kind == "notification":
-                    if on_notification is not None:
-                        on_notification(item.get("method", ""), item.get("params") or {})
-                    continue
                 if "error" in item and item["error"] is not None:
                     err = item["error"]
                     raise RpcError(int(err.get("code", ErrorCode.Internal)),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
+import shlex
 import sys
 import threading
 import time
@@ -24,7 +25,7 @@ import uuid
 from typing import Any, Dict, List, Optional
 
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 
 from .host import ErrorCode, Host, HostCrashed, HostError, Methods, RpcError, find_server_js
 from .result import SegmentResult
@@ -40,6 +41,20 @@ class SegmentError(Exception):
 
     def _render_traceback_(self) -> List[str]:
         return [f"\x1b[0;31mReason Segment:\x1b[0m {self}"]
+
+
+def parse_argstring(magic_func, line: str):
+    """Like IPython's parse_argstring, but quotes group words and are removed (`--x 'a b'` gives `a b`), so
+    paths with spaces and texts work as in a shell."""
+    try:
+        if os.name == "nt":  # keep backslashes of Windows paths
+            argv = [a[1:-1] if len(a) > 1 and a[0] == a[-1] and a[0] in "'\"" else a
+                    for a in shlex.split(line, posix=False)]
+        else:
+            argv = shlex.split(line, posix=True)
+    except ValueError as e:
+        raise SegmentError(f"Cannot read the options ({e}): check the quotes.") from None
+    return magic_func.parser.parse_args(argv)
 
 
 class _Session:
