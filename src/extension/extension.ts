@@ -1,0 +1,141 @@
+// Entry point (bundled by esbuild.mjs to dist/extension.js). Activation only registers things: no host process, no
+// model. The host starts on the first request that needs it (see host.ts). Activation time is logged to the
+// "Reason Segment" output channel ("activated in N ms").
+import * as vscode from 'vscode';
+import { validateWebviewMessage } from '../protocol/chat';
+import { ChatViewProvider, saveFileWithDialog } from './chatView';
+import { HostManager } from './host';
+import { applyKernelEnvironment, enableKernelMagic } from './kernel';
+import { addModel, selectModel, watchModelSettings } from './models';
+import { exportConversation, openResultNotebook } from './notebookExport';
+import { pushRecent } from './settings';
+import { StatusBar } from './statusBar';
+
+const t0 = performance.now();
+const RECENT_KEY = 'reasonSegment.recentInstructions';
+export const RENDERER_ID = 'reason-segment.renderer';
+
+export interface ExtensionApi {
+  activationMs: number;
+  host: HostManager;
+}
+
+export function activate(context: vscode.ExtensionContext): ExtensionApi {
+  const log = vscode.window.createOutputChannel('Reason Segment');
+  const hostLog = vscode.window.createOutputChannel('Reason Segment Host');
+  const host = new HostManager(context, hostLog, log);
+  const chat = new ChatViewProvider(context, host, log, (c, overlays) => exportConversation(c, overlays).then(() => undefined));
+  const status = new StatusBar(host);
+  context.subscriptions.push(log, hostLog, host, chat, status, watchModelSettings(host));
+  context.subscriptions.push(vscode.window.registerWebviewViewProvider(ChatViewProvider.viewId, chat, { webviewOptions: { retainContextWhenHidden: true } }));
+
+  const cmd = (id: string, f: (...a: any[]) => unknown) => context.subscriptions.push(vscode.commands.registerCommand(id, f));
+
+  cmd('reasonSegment.segmentImage', async (uri?: vscode.Uri) => {
+    const target = uri instanceof vscode.Uri ? uri : await activeImage();
+    if (!target) return;
+    const recent = context.globalState.get<string[]>(RECENT_KEY, []);
+    const prompt = await askInstruction(recent);
+    if (!prompt) return;
+    await context.globalState.update(RECENT_KEY, pushRecent(recent, prompt));
+    const where = host.settings().openResultsIn;
+    if (where === 'notebook') {
+      const result = await vscode.window.withProgress(
+        { location: vscode.ProgressLocation.Notification, title: vscode.l10n.t('Reason Segment: segmenting {0}', target.path.split('/').pop() ?? ''), cancellable: true },
+        (_p, token) => host.segment({ requestId: `nb-${Date.now()}`, image: { path: target.fsPath }, prompt, history: [], includeOverlay: true, includeImage: true }, token),
+      ).then(undefined, (e) => {
+        void vscode.window.showErrorMessage((e as Error).message);
+        return undefined;
+      });
+      if (result) await openResultNotebook(target.fsPath, prompt, result);
+      return;
+    }
+    await chat.segmentFile(target, prompt);
+  });
+  cmd('reasonSegment.selectModel', selectModel);
+  cmd('reasonSegment.addModel', addModel);
+  cmd('reasonSegment.restartHost', async () => {
+    try {
+      await host.restart();
+      void vscode.window.showInformationMessage(vscode.l10n.t('The Reason Segment host was restarted.'));
+    } catch (e) {
+      void vscode.window.showErrorMessage(vscode.l10n.t('The host could not be started: {0}', (e as Error).message));
+    }
+  });
+  cmd('reasonSegment.showHostLog', () => hostLog.show(true));
+  cmd('reasonSegment.showHostStatus', async () => {
+    const s = await host.status().catch((e) => ({ error: (e as Error).message }));
+    log.appendLine(`[status] ${JSON.stringify({ hostState: host.state, starts: host.starts, activationMs: Math.round(activationMs), status: s ?? null })}`);
+    log.show(true);
+    return s;
+  });
+  cmd('reasonSegment.enableKernelMagic', () => enableKernelMagic(context));
+  cmd('reasonSegment.exportNotebook', () => exportConversation(chat.active(), new Map()));
+  cmd('reasonSegment.openChat', () => vscode.commands.executeCommand(`${ChatViewProvider.viewId}.focus`));
+
+  // Saves from the notebook renderer: validated like the chat panel's save message before anything is written.
+  const messaging = vscode.notebooks.createRendererMessaging(RENDERER_ID);
+  context.subscriptions.push(messaging.onDidReceiveMessage(async (e) => {
+    const m = e.message as Record<string, unknown> | null;
+    const problems = m && typeof m === 'object' && m.type === 'save'
+      ? validateWebviewMessage({ ...m, conversationId: 'notebook', turnId: 'output' })
+      : ['not a save message'];
+    if (problems.length) {
+      log.appendLine(`[renderer] ignored an invalid message: ${problems.slice(0, 3).join('; ')}`);
+      return;
+    }
+    try {
+      await saveFileWithDialog(m as unknown as Parameters<typeof saveFileWithDialog>[0]);
+    } catch (err) {
+      void vscode.window.showErrorMessage((err as Error).message);
+    }
+  }));
+
+  // Terminals (and kernels started from them) can find the host for the %%segment magic.
+  applyKernelEnvironment(context);
+
+  const activationMs = performance.now() - t0;
+  log.appendLine(`[activation] activated in ${activationMs.toFixed(1)} ms (host not started, no model loaded)`);
+  return { activationMs, host };
+}
+
+export function deactivate(): void {
+  /* HostManager.dispose (in subscriptions) stops the host */
+}
+
+async function activeImage(): Promise<vscode.Uri | undefined> {
+  const tab = vscode.window.tabGroups.activeTabGroup.activeTab?.input;
+  if (tab instanceof vscode.TabInputCustom || tab instanceof vscode.TabInputText) return tab.uri;
+  const picked = await vscode.window.showOpenDialog({
+    canSelectMany: false, openLabel: vscode.l10n.t('Segment'),
+    filters: { [vscode.l10n.t('Images')]: ['png', 'jpg', 'jpeg', 'webp', 'bmp', 'gif', 'tif', 'tiff'] },
+  });
+  return picked?.[0];
+}
+
+/** An input box with the recent instructions offered as quick picks (typing a new one works too). */
+function askInstruction(recent: string[]): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const qp = vscode.window.createQuickPick();
+    qp.title = vscode.l10n.t('Segment Image');
+    qp.placeholder = vscode.l10n.t('What should be segmented? e.g. "the animal someone could pet"');
+    qp.ignoreFocusOut = true;
+    const recentItems = recent.map((r) => ({ label: r, description: vscode.l10n.t('recent') }));
+    qp.items = recentItems;
+    qp.onDidChangeValue((v) => {
+      qp.items = v.trim() ? [{ label: v, alwaysShow: true }, ...recentItems.filter((i) => i.label !== v)] : recentItems;
+    });
+    let done = false;
+    qp.onDidAccept(() => {
+      done = true;
+      const value = qp.selectedItems[0]?.label ?? qp.value;
+      qp.hide();
+      resolve(value?.trim() || undefined);
+    });
+    qp.onDidHide(() => {
+      if (!done) resolve(undefined);
+      qp.dispose();
+    });
+    qp.show();
+  });
+}
