@@ -239,4 +239,39 @@ describe('chat panel webview (Chromium, strict CSP, real host via a stand-in ext
     assert.equal(ext.results.at(-1)!.prompt, 'Tell me a very long story about this cat.');
     assert.equal(ext.rejected.length, 0);
   });
+  it('works from the keyboard alone, with every control labelled', async () => {
+    const unlabelled = await page.evaluate(() => Array.from(document.querySelectorAll('button, select, textarea, input'))
+      .filter((e) => !(e as HTMLElement).hidden && (e as HTMLElement).offsetParent !== null)
+      .filter((e) => {
+        const label = e.getAttribute('aria-label') ?? (e.id ? document.querySelector(`label[for="${e.id}"]`)?.textContent : '') ??
+          e.closest('label')?.textContent ?? '';
+        return !(label || e.textContent || '').trim();
+      }).map((e) => e.outerHTML.slice(0, 80)));
+    assert.deepEqual(unlabelled, []);
+    // Tab from the top of the page to the prompt.
+    await page.evaluate(() => (document.activeElement as HTMLElement | null)?.blur());
+    let reached = false;
+    for (let i = 0; i < 60 && !reached; i++) {
+      await page.keyboard.press('Tab');
+      reached = await page.evaluate(() => document.activeElement?.id === 'rs-prompt');
+    }
+    assert.ok(reached, 'Tab reaches the prompt');
+    ext.maxNewTokens = 300;
+    await page.keyboard.type('Describe the floor.');
+    await page.keyboard.press('Shift+Enter');
+    await page.keyboard.type('And the wall.');
+    assert.equal(await page.locator('#rs-prompt').inputValue(), 'Describe the floor.\nAnd the wall.', 'Shift+Enter is a new line');
+    await page.keyboard.press('Enter');
+    await page.waitForFunction(() => (document.querySelector('.rs-turn[data-status="streaming"] .rs-answer')?.textContent ?? '').length > 0);
+    await page.keyboard.press('Escape'); // stops, focus still in the prompt
+    await page.waitForSelector('.rs-turn[data-status="cancelled"]');
+    // Shift+Tab back from the prompt lands on the stopped turn's Retry; Enter retries it.
+    ext.maxNewTokens = 8;
+    await page.keyboard.press('Shift+Tab');
+    assert.equal(await page.evaluate(() => document.activeElement?.textContent), 'Retry');
+    await page.keyboard.press('Enter');
+    await page.waitForFunction(() => document.querySelectorAll('.rs-turn[data-status="done"]').length === 5);
+    assert.equal(await turnCount(page, 'cancelled'), 1, 'only the turn stopped in (c) is left; the retried one was replaced');
+    assert.equal(ext.results.at(-1)!.prompt, 'Describe the floor.\nAnd the wall.');
+  });
 });
