@@ -246,7 +246,8 @@ class SegmentMagics(Magics):
     @argument("--out", "-o", default=None, help="also store the result in this variable")
     @argument("--host", default=None, help="path of the host's server.js (default: $REASON_SEGMENT_HOST)")
     @argument("--quiet", "-q", action="store_true", help="do not stream the answer while it is generated")
-    @argument("--assistant-prefix", default=None, help=argparse.SUPPRESS)
+    @argument("--assistant-prefix", default=None, help="text the answer starts with, e.g. 'Sure, [SEG].' "
+              "(steers the model; [SEG]s in it yield masks)")
     @cell_magic
     def segment(self, line: str, cell: str):
         """Segment IMAGE following the instruction in the cell body; shows the answer and masks and returns a
