@@ -16,6 +16,7 @@ import type { SegmentResult } from '../protocol/result';
 import { createSegmentView, type SaveFile, type SegmentView } from '../overlay/view';
 import { activeConversation, apply, type ChatState, emptyState, fromCached, isBusy, type Notice, toCached } from './state';
 import { ensureChatStyles } from './styles';
+import { translator, type Translate } from './l10n';
 
 /** The object `acquireVsCodeApi()` returns in a webview. */
 export interface VsCodeApi {
@@ -41,6 +42,7 @@ const HOST_STATE_TEXT: Record<ChatState['hostState'], string> = {
 
 export function createChatApp(root: HTMLElement, api: VsCodeApi, opts: { nonce?: string } = {}): ChatApp {
   const doc = root.ownerDocument;
+  const tr = translator(doc.documentElement.lang);
   ensureChatStyles(doc, opts.nonce);
   const abort = new AbortController();
   const on = <K extends keyof HTMLElementEventMap>(t: HTMLElement, type: K, fn: (e: HTMLElementEventMap[K]) => void) =>
@@ -64,53 +66,53 @@ export function createChatApp(root: HTMLElement, api: VsCodeApi, opts: { nonce?:
   // ---- shell (built once; parts are updated in place so focus and typed text survive updates) ----
   const app = el('div', 'rs-chat');
   app.setAttribute('role', 'region');
-  app.setAttribute('aria-label', 'Reason Segment chat');
+  app.setAttribute('aria-label', tr('Reason Segment chat'));
 
   const header = el('section', 'rs-header');
-  header.setAttribute('aria-label', 'Image');
+  header.setAttribute('aria-label', tr('Image'));
   const thumb = el('img', 'rs-thumb');
   thumb.alt = '';
   const thumbEmpty = el('span', 'rs-thumb rs-thumb-empty');
   thumbEmpty.setAttribute('aria-hidden', 'true');
   const imageName = el('div', 'rs-image-name');
   imageName.id = 'rs-image-name';
-  const chooseBtn = button('Choose image…', 'rs-secondary');
-  chooseBtn.title = 'Choose an image file to ask about';
+  const chooseBtn = button(tr('Choose image…'), 'rs-secondary');
+  chooseBtn.title = tr('Choose an image file to ask about');
   header.append(thumbEmpty, imageName, chooseBtn);
 
-  const drop = el('div', 'rs-drop', 'Drop an image from the Explorer here (hold Shift while dragging)');
-  drop.setAttribute('aria-label', 'Drop zone for an image file');
+  const drop = el('div', 'rs-drop', tr('Drop an image from the Explorer here (hold Shift while dragging)'));
+  drop.setAttribute('aria-label', tr('Drop zone for an image file'));
 
   const toolbar = el('div', 'rs-toolbar-row');
-  const convLabel = el('label', 'rs-sr', 'Conversation');
+  const convLabel = el('label', 'rs-sr', tr('Conversation'));
   convLabel.htmlFor = 'rs-conversation';
   const convSelect = el('select');
   convSelect.id = 'rs-conversation';
-  const newBtn = button('New conversation', 'rs-secondary');
-  const exportBtn = button('Export to notebook', 'rs-secondary');
+  const newBtn = button(tr('New conversation'), 'rs-secondary');
+  const exportBtn = button(tr('Export to notebook'), 'rs-secondary');
   const hostStatus = el('span', 'rs-status');
   hostStatus.setAttribute('role', 'status');
   toolbar.append(convLabel, convSelect, newBtn, exportBtn, hostStatus);
 
   const log = el('ol', 'rs-log');
-  log.setAttribute('aria-label', 'Conversation');
+  log.setAttribute('aria-label', tr('Conversation'));
   const empty = el('p', 'rs-empty');
 
   const composer = el('form', 'rs-composer');
-  composer.setAttribute('aria-label', 'Ask');
-  const inputLabel = el('label', 'rs-sr', 'Ask about the image');
+  composer.setAttribute('aria-label', tr('Ask'));
+  const inputLabel = el('label', 'rs-sr', tr('Ask about the image'));
   inputLabel.htmlFor = 'rs-prompt';
   const input = el('textarea');
   input.id = 'rs-prompt';
   input.rows = 2;
-  input.placeholder = 'Ask about the image (Enter to send, Shift+Enter for a new line)';
+  input.placeholder = tr('Ask about the image (Enter to send, Shift+Enter for a new line)');
   const actions = el('div', 'rs-composer-actions');
   const hint = el('span', 'rs-hint');
   hint.id = 'rs-hint';
   input.setAttribute('aria-describedby', 'rs-hint');
-  const stopBtn = button('Stop', 'rs-secondary');
-  stopBtn.title = 'Stop the answer (Esc)';
-  const sendBtn = button('Send');
+  const stopBtn = button(tr('Stop'), 'rs-secondary');
+  stopBtn.title = tr('Stop the answer (Esc)');
+  const sendBtn = button(tr('Send'));
   sendBtn.type = 'submit';
   actions.append(hint, stopBtn, sendBtn);
   composer.append(inputLabel, input, actions);
@@ -154,7 +156,7 @@ export function createChatApp(root: HTMLElement, api: VsCodeApi, opts: { nonce?:
     drop.classList.remove('rs-dragover');
     const path = droppedPath(e.dataTransfer);
     if (path) post({ type: 'setImage', path });
-    else drop.textContent = 'That drop held no file path: drag an image from the Explorer (hold Shift), or use Choose image…';
+    else drop.textContent = tr('That drop held no file path: drag an image from the Explorer (hold Shift), or use Choose image…');
   });
 
   function send(): void {
@@ -192,7 +194,7 @@ export function createChatApp(root: HTMLElement, api: VsCodeApi, opts: { nonce?:
     if (img && c) {
       const src = `data:${img.mimeType};base64,${img.data}`;
       if (thumb.getAttribute('src') !== src) thumb.src = src;
-      thumb.alt = `Thumbnail of ${c.image?.name ?? img.name}`;
+      thumb.alt = tr('Thumbnail of {0}', c.image?.name ?? img.name);
       if (!thumb.isConnected) thumbEmpty.replaceWith(thumb);
     } else if (thumb.isConnected) {
       thumb.replaceWith(thumbEmpty);
@@ -200,7 +202,7 @@ export function createChatApp(root: HTMLElement, api: VsCodeApi, opts: { nonce?:
     const im = c?.image;
     imageName.textContent = im
       ? `${im.name}${im.width && im.height ? ` (${im.width}×${im.height})` : ''}`
-      : 'No image chosen';
+      : tr('No image chosen');
     imageName.title = im?.path ?? '';
   }
 
@@ -208,10 +210,10 @@ export function createChatApp(root: HTMLElement, api: VsCodeApi, opts: { nonce?:
     const convs = [...state.conversations].sort((a, b) => b.createdAt - a.createdAt);
     convSelect.hidden = convs.length < 2;
     convLabel.hidden = convs.length < 2;
-    const want = convs.map((x) => `${x.id}\u0000${conversationTitle(x)}`).join('\u0001');
+    const want = convs.map((x) => `${x.id}\u0000${conversationTitle(x, tr)}`).join('\u0001');
     if (convSelect.dataset.key !== want) {
       convSelect.replaceChildren(...convs.map((x) => {
-        const o = el('option', undefined, conversationTitle(x));
+        const o = el('option', undefined, conversationTitle(x, tr));
         o.value = x.id;
         return o;
       }));
@@ -220,7 +222,7 @@ export function createChatApp(root: HTMLElement, api: VsCodeApi, opts: { nonce?:
     if (c) convSelect.value = c.id;
     exportBtn.disabled = !c || !c.turns.some((t) => t.status === 'done');
     const model = state.model ? ` · ${state.model.variant} (${state.model.provider})` : '';
-    hostStatus.textContent = `${HOST_STATE_TEXT[state.hostState]}${model}`;
+    hostStatus.textContent = `${tr(HOST_STATE_TEXT[state.hostState])}${model}`;
   }
 
   function renderLog(c: Conversation | undefined): void {
@@ -259,8 +261,8 @@ export function createChatApp(root: HTMLElement, api: VsCodeApi, opts: { nonce?:
     while (log.children.length > wanted.length) log.lastElementChild!.remove();
     empty.hidden = turns.length > 0 || !!state.pending;
     empty.textContent = !c?.image
-      ? 'Choose an image (button above, drag and drop, or "Segment Image…" in the Explorer), then ask about it.'
-      : 'Ask about the image: for example "Segment the object a driver reads the speed from."';
+      ? tr('Choose an image (button above, drag and drop, or "Segment Image…" in the Explorer), then ask about it.')
+      : tr('Ask about the image: for example "Segment the object a driver reads the speed from."');
   }
 
   function renderComposer(c: Conversation | undefined): void {
@@ -269,7 +271,7 @@ export function createChatApp(root: HTMLElement, api: VsCodeApi, opts: { nonce?:
     stopBtn.hidden = !busy;
     stopBtn.disabled = !streaming;
     sendBtn.disabled = busy || !c?.image;
-    hint.textContent = !c?.image ? 'Choose an image first.' : busy ? 'Answering… (Esc to stop)' : '';
+    hint.textContent = !c?.image ? tr('Choose an image first.') : busy ? tr('Answering… (Esc to stop)') : '';
   }
 
   function turnKey(c: Conversation, t: Turn): string {
@@ -282,9 +284,9 @@ export function createChatApp(root: HTMLElement, api: VsCodeApi, opts: { nonce?:
     li.dataset.turnId = t.id;
     li.dataset.status = t.status;
     const user = el('div', 'rs-bubble rs-user');
-    user.append(el('span', 'rs-who', 'You'), el('div', 'rs-msg', t.prompt));
+    user.append(el('span', 'rs-who', tr('You')), el('div', 'rs-msg', t.prompt));
     const bot = el('div', 'rs-bubble rs-assistant');
-    bot.append(el('span', 'rs-who', 'Reason Segment'));
+    bot.append(el('span', 'rs-who', tr('Reason Segment')));
     li.append(user, bot);
     const entry: TurnEntry = { key, li };
 
@@ -292,7 +294,7 @@ export function createChatApp(root: HTMLElement, api: VsCodeApi, opts: { nonce?:
       const answer = el('div', 'rs-answer', t.answer);
       answer.setAttribute('aria-live', 'polite');
       answer.setAttribute('aria-busy', 'true');
-      answer.setAttribute('aria-label', 'Answer, streaming');
+      answer.setAttribute('aria-label', tr('Answer, streaming'));
       bot.append(answer);
       entry.answer = answer;
       return entry;
@@ -308,17 +310,17 @@ export function createChatApp(root: HTMLElement, api: VsCodeApi, opts: { nonce?:
             save: (file: SaveFile) => post({ type: 'save', conversationId: c.id, turnId: t.id, ...file }),
           });
         } catch (e) {
-          holder.append(el('div', 'rs-answer', t.answer), el('div', 'rs-turn-error', `The masks cannot be shown: ${(e as Error).message}`));
+          holder.append(el('div', 'rs-answer', t.answer), el('div', 'rs-turn-error', tr('The masks cannot be shown: {0}', (e as Error).message)));
         }
       } else {
         bot.append(el('div', 'rs-answer', t.answer));
-        if (result.masks.length > 0) bot.append(el('div', 'rs-turn-note', `${result.masks.length} mask(s); the image is loading…`));
+        if (result.masks.length > 0) bot.append(el('div', 'rs-turn-note', tr('{0} mask(s); the image is loading…', result.masks.length)));
       }
       const n = t.result.masks.length;
       const ms = t.result.timings?.totalMs;
       bot.append(el('div', 'rs-turn-note',
-        `${n === 0 ? 'No masks' : `${n} mask${n === 1 ? '' : 's'}`}${typeof ms === 'number' ? ` · ${(ms / 1000).toFixed(1)} s` : ''}` +
-        `${t.result.timings?.cacheHit ? ' · image encoders skipped (cached)' : ''}`));
+        `${n === 0 ? tr('No masks') : n === 1 ? tr('1 mask') : tr('{0} masks', n)}${typeof ms === 'number' ? ` · ${(ms / 1000).toFixed(1)} s` : ''}` +
+        `${t.result.timings?.cacheHit ? ` · ${tr('image encoders skipped (cached)')}` : ''}`));
       return entry;
     }
     if (t.status === 'done') {
@@ -328,11 +330,11 @@ export function createChatApp(root: HTMLElement, api: VsCodeApi, opts: { nonce?:
     // failed or cancelled
     if (t.answer) bot.append(el('div', 'rs-answer', t.answer));
     const msg = el('div', t.status === 'failed' ? 'rs-turn-error' : 'rs-turn-note',
-      t.status === 'cancelled' ? 'Stopped.' : t.error ?? 'The answer failed.');
+      t.status === 'cancelled' ? tr('Stopped.') : t.error ?? tr('The answer failed.'));
     if (t.status === 'failed') msg.setAttribute('role', 'alert');
     bot.append(msg);
     const row = el('div', 'rs-turn-actions');
-    const retry = button('Retry', 'rs-secondary', `Retry: ${t.prompt.slice(0, 80)}`);
+    const retry = button(tr('Retry'), 'rs-secondary', tr('Retry: {0}', t.prompt.slice(0, 80)));
     on(retry, 'click', () => {
       if (!isBusy(state, c.id) && t.prompt) ask({ type: 'ask', conversationId: c.id, prompt: t.prompt, retryOf: t.id });
     });
@@ -348,9 +350,9 @@ export function createChatApp(root: HTMLElement, api: VsCodeApi, opts: { nonce?:
       pendingNode.dataset.prompt = prompt;
       pendingNode.dataset.status = 'pending';
       const user = el('div', 'rs-bubble rs-user');
-      user.append(el('span', 'rs-who', 'You'), el('div', 'rs-msg', prompt));
+      user.append(el('span', 'rs-who', tr('You')), el('div', 'rs-msg', prompt));
       const bot = el('div', 'rs-bubble rs-assistant');
-      bot.append(el('span', 'rs-who', 'Reason Segment'), el('div', 'rs-turn-note', 'Waiting for the host…'));
+      bot.append(el('span', 'rs-who', tr('Reason Segment')), el('div', 'rs-turn-note', tr('Waiting for the host…')));
       pendingNode.append(user, bot);
     }
     return pendingNode;
@@ -379,6 +381,9 @@ export function createChatApp(root: HTMLElement, api: VsCodeApi, opts: { nonce?:
 
   function changed(ch: ReturnType<typeof apply>): void {
     if (ch.kind === 'none') return;
+    // Follow the newest text while the reader is at the bottom; leave them where they are if they scrolled up.
+    const se = doc.scrollingElement;
+    const atBottom = !!se && se.scrollHeight - se.scrollTop - se.clientHeight < 60;
     if (ch.kind === 'text') {
       const entry = turnEls.get(`${ch.conversationId}/${ch.turnId}`);
       const turn = state.conversations.find((x) => x.id === ch.conversationId)?.turns.find((x) => x.id === ch.turnId);
@@ -387,6 +392,7 @@ export function createChatApp(root: HTMLElement, api: VsCodeApi, opts: { nonce?:
     } else {
       render();
     }
+    if (atBottom && se) se.scrollTop = se.scrollHeight;
     persist();
   }
 
@@ -422,11 +428,11 @@ function withImage(result: SegmentResult, image: { data: string; mimeType: strin
   return { ...result, image: { ...result.image, data: image.data, mimeType: image.mimeType } };
 }
 
-function conversationTitle(c: Conversation): string {
+function conversationTitle(c: Conversation, tr: Translate): string {
   const first = c.turns[0]?.prompt.trim();
   const when = new Date(c.createdAt);
   const time = Number.isFinite(when.getTime()) ? when.toLocaleString() : '';
-  const what = first ? (first.length > 40 ? `${first.slice(0, 40)}…` : first) : c.image?.name ?? 'New conversation';
+  const what = first ? (first.length > 40 ? `${first.slice(0, 40)}…` : first) : c.image?.name ?? tr('New conversation');
   return time ? `${what} (${time})` : what;
 }
 

@@ -11,6 +11,7 @@ import {
   WEBVIEW_MESSAGE_TYPES,
 } from '../../src/protocol/chat';
 import type { SegmentResult } from '../../src/protocol/result';
+import { translator } from '../../src/webview/l10n';
 import { apply, emptyState, fromCached, isBusy, toCached } from '../../src/webview/state';
 
 const VALID = [
@@ -142,5 +143,14 @@ describe('chat protocol (no browser)', () => {
     assert.equal(back?.images.c1.data, 'AAAA');
     assert.equal(fromCached({ version: 2 }), null);
     assert.equal(fromCached('junk'), null);
+  });
+
+  it('UI text in English and Simplified Chinese, picked by <html lang>', () => {
+    assert.equal(translator('en')('Choose image…'), 'Choose image…');
+    assert.equal(translator('zh-cn')('Choose image…'), '选择图像…');
+    assert.equal(translator('zh-CN')('{0} masks', 3), '3 个掩码');
+    assert.equal(translator('en')('{0} masks', 3), '3 masks');
+    assert.equal(translator('zh-tw')('Stop'), 'Stop', 'traditional Chinese falls back to English');
+    assert.equal(translator('zh-cn')('An unknown string'), 'An unknown string');
   });
 });

@@ -1,0 +1,59 @@
+// UI text of the chat panel in English and Simplified Chinese. The extension writes the display language into
+// `<html lang>` (vscode.env.language); English strings are the keys, as with vscode-l10n, and {0}, {1} are arguments.
+
+const ZH_CN: Readonly<Record<string, string>> = {
+  'Host not started': '推理进程未启动',
+  'Host starting…': '推理进程启动中…',
+  'Host ready': '推理进程就绪',
+  'Host busy': '推理进程忙',
+  'Host crashed': '推理进程已崩溃',
+  'Reason Segment chat': 'Reason Segment 对话',
+  'Image': '图像',
+  'Choose image…': '选择图像…',
+  'Choose an image file to ask about': '选择要提问的图像文件',
+  'Drop an image from the Explorer here (hold Shift while dragging)': '将资源管理器中的图像拖放到此处（拖动时按住 Shift）',
+  'Drop zone for an image file': '图像文件拖放区',
+  'That drop held no file path: drag an image from the Explorer (hold Shift), or use Choose image…':
+    '拖放的内容中没有文件路径：请从资源管理器拖动图像（按住 Shift），或使用“选择图像…”',
+  'Conversation': '对话',
+  'New conversation': '新对话',
+  'Export to notebook': '导出到笔记本',
+  'Ask': '提问',
+  'Ask about the image': '针对图像提问',
+  'Ask about the image (Enter to send, Shift+Enter for a new line)': '针对图像提问（Enter 发送，Shift+Enter 换行）',
+  'Stop': '停止',
+  'Stop the answer (Esc)': '停止回答（Esc）',
+  'Send': '发送',
+  'No image chosen': '未选择图像',
+  'Thumbnail of {0}': '{0} 的缩略图',
+  'Choose an image (button above, drag and drop, or "Segment Image…" in the Explorer), then ask about it.':
+    '先选择图像（上方按钮、拖放，或资源管理器中的“分割图像…”），然后提问。',
+  'Ask about the image: for example "Segment the object a driver reads the speed from."':
+    '针对图像提问，例如：“分割出司机读取车速的物体。”',
+  'Choose an image first.': '请先选择图像。',
+  'Answering… (Esc to stop)': '正在回答…（Esc 停止）',
+  'You': '你',
+  'Reason Segment': 'Reason Segment',
+  'Answer, streaming': '回答（生成中）',
+  'The masks cannot be shown: {0}': '无法显示掩码：{0}',
+  '{0} mask(s); the image is loading…': '{0} 个掩码；图像加载中…',
+  'No masks': '没有掩码',
+  '1 mask': '1 个掩码',
+  '{0} masks': '{0} 个掩码',
+  'image encoders skipped (cached)': '已跳过图像编码器（缓存）',
+  'Stopped.': '已停止。',
+  'The answer failed.': '回答失败。',
+  'Retry': '重试',
+  'Retry: {0}': '重试：{0}',
+  'Waiting for the host…': '等待推理进程…',
+};
+
+export type Translate = (message: string, ...args: (string | number)[]) => string;
+
+export function translator(lang: string | null | undefined): Translate {
+  const table = /^zh(-cn|-hans|$)/i.test(lang ?? '') ? ZH_CN : undefined;
+  return (message, ...args) => {
+    const s = table?.[message] ?? message;
+    return args.length ? s.replace(/\{(\d+)\}/g, (m, i: string) => (args[Number(i)] !== undefined ? String(args[Number(i)]) : m)) : s;
+  };
+}
