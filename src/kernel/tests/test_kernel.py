@@ -106,6 +106,23 @@ def test_followup_runs_no_image_encoder(kernel):
     assert kernel.status()["counters"]["visionEncoderRuns"] == before["visionEncoderRuns"]
 
 
+def test_another_model_per_cell_matches_its_goldens(kernel):
+    bundle = os.path.join(os.path.dirname(BUNDLE), "tiny-13b")
+    golden = next(c for c in goldens(bundle) if c["masks"])
+    ex = kernel.execute(f"%%segment {os.path.join(bundle, golden['image'])} --model {bundle} -q "
+                        f"--assistant-prefix '{golden['assistant_prefix']}' -n {golden['max_new_tokens']}\n"
+                        f"{golden['prompt']}")
+    assert ex.status == "ok", ex.error_lines()
+    payload = next(d["data"][RESULT_MIME] for d in ex.displays if RESULT_MIME in d["data"])
+    assert payload["model"]["variant"].startswith("tiny-13b")
+    assert payload["outputIds"] == golden["output_ids"]
+    for got, want in zip(payload["masks"], golden["masks"], strict=True):
+        a = cocomask.decode({"size": got["rle"]["size"], "counts": got["rle"]["counts"].encode()}).astype(bool)
+        b = cocomask.decode({"size": want["rle"]["size"], "counts": want["rle"]["counts"].encode()}).astype(bool)
+        assert iou(a, b) >= 0.999
+    assert "stream" not in [m["msg_type"] for m in ex.messages], "--quiet streams nothing"
+
+
 @pytest.mark.parametrize("name,fragments", [
     ("no-such-file.png", ["no-such-file.png", "does not exist"]),
     ("truncated.png", ["truncated.png", "damaged or truncated"]),
