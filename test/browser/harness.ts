@@ -119,7 +119,8 @@ export async function startHarness(extraRoots: Record<string, string> = {}): Pro
     async newPage() {
       const page = await context.newPage();
       await page.goto(server.url);
-      await page.waitForFunction(() => (window as any).__harnessReady === true);
+      // Generous: on a loaded 2-core machine the first module load has taken over 30 s.
+      await page.waitForFunction(() => (window as any).__harnessReady === true, undefined, { timeout: 90_000 });
       return page;
     },
     async close() {
