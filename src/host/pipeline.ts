@@ -77,7 +77,10 @@ export class LisaPipeline {
       onProgress: (msg, loaded, total) => opts.onProgress?.(msg, loaded, total),
     });
     const tokenizer = new LisaTokenizer(JSON.parse(await fs.readFile(bundle.resolve('tokenizer.json'), 'utf8')), bundle.manifest.tokens);
-    const sessions = await GraphSessions.create(bundle, provider, (g, i, n) => opts.onProgress?.(`loading ${g}`, i, n));
+    const sessions = await GraphSessions.create(bundle, provider, {
+      allowFallback: opts.allowFallback,
+      onProgress: (g, i, n) => opts.onProgress?.(`loading ${g}`, i, n),
+    });
     return new LisaPipeline(bundle, sessions, tokenizer, performance.now() - t0,
       opts.cacheBytes ?? DEFAULT_CACHE_BYTES, opts.maxPixels ?? DEFAULT_MAX_PIXELS, opts.counters ?? newCounters());
   }

@@ -42,22 +42,21 @@ export class GraphSessions {
     readonly clock: RunClock,
   ) {}
 
-  static async create(bundle: Bundle, provider: ProviderChoice, onProgress?: (g: GraphName, i: number, n: number) => void): Promise<GraphSessions> {
-    const options: ort.InferenceSession.SessionOptions = {
-      executionProviders: [provider.provider],
-      graphOptimizationLevel: 'all',
-    };
-    const sessions = {} as Record<GraphName, ort.InferenceSession>;
+  /**
+   * Sessions for all six graphs. A GPU provider that is bundled but cannot start here (no adapter, no driver) is
+   * reported as unavailable, or replaced by cpu when the caller allows fallback.
+   */
+  static async create(bundle: Bundle, provider: ProviderChoice, opts: { allowFallback?: boolean; onProgress?: (g: GraphName, i: number, n: number) => void } = {}): Promise<GraphSessions> {
     try {
-      for (const [i, g] of GRAPH_NAMES.entries()) {
-        onProgress?.(g, i, GRAPH_NAMES.length);
-        sessions[g] = await ort.InferenceSession.create(bundle.resolve(bundle.manifest.graphs[g].file), options);
-      }
+      return new GraphSessions(await createAll(bundle, provider.provider, opts.onProgress), provider, new RunClock());
     } catch (e) {
-      await Promise.all(Object.values(sessions).map((s) => s.release()));
-      throw new HostError('BundleInvalid', `ONNX Runtime could not load the model in ${bundle.dir}: ${(e as Error).message.split('\n')[0]}`);
+      if (provider.provider === 'cpu') {
+        throw new HostError('BundleInvalid', `ONNX Runtime could not load the model in ${bundle.dir}: ${firstLine(e)}. Re-export or re-download it.`);
+      }
+      const why = `the ${provider.provider} provider failed to start (${firstLine(e)})`;
+      if (!opts.allowFallback) throw new HostError('ProviderUnavailable', `Cannot run on ${provider.provider}: ${why}. Choose the cpu device or allow fallback.`);
+      return GraphSessions.create(bundle, { provider: 'cpu', fallbackReason: `${why}; running on cpu` }, opts);
     }
-    return new GraphSessions(sessions, provider, new RunClock());
   }
 
   async run(graph: GraphName, feeds: Record<string, ort.Tensor>): Promise<ort.InferenceSession.OnnxValueMapType> {
@@ -73,6 +72,23 @@ export class GraphSessions {
     await Promise.all(Object.values(this.sessions).map((s) => s.release()));
   }
 }
+
+async function createAll(bundle: Bundle, provider: Device, onProgress?: (g: GraphName, i: number, n: number) => void): Promise<Record<GraphName, ort.InferenceSession>> {
+  const options: ort.InferenceSession.SessionOptions = { executionProviders: [provider], graphOptimizationLevel: 'all' };
+  const sessions = {} as Record<GraphName, ort.InferenceSession>;
+  try {
+    for (const [i, g] of GRAPH_NAMES.entries()) {
+      onProgress?.(g, i, GRAPH_NAMES.length);
+      sessions[g] = await ort.InferenceSession.create(bundle.resolve(bundle.manifest.graphs[g].file), options);
+    }
+    return sessions;
+  } catch (e) {
+    await Promise.all(Object.values(sessions).map((s) => s.release()));
+    throw e;
+  }
+}
+
+const firstLine = (e: unknown) => String((e as Error)?.message ?? e).split('\n')[0];
 
 export const f32 = (data: Float32Array, dims: number[]) => new ort.Tensor('float32', data, dims);
 export const i64 = (data: BigInt64Array, dims: number[]) => new ort.Tensor('int64', data, dims);

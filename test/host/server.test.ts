@@ -60,6 +60,25 @@ describe('inference host over JSON-RPC', function () {
     assert.ok(info.fallbackReason);
   });
 
+  it('webgpu either runs or is refused with the reason, and falls back to cpu only when allowed', async () => {
+    let strict: { provider?: string } | { code: number; message: string };
+    try {
+      strict = await host.request(Methods.loadModel, { bundle: BUNDLE, device: 'webgpu' });
+    } catch (e) {
+      strict = e as { code: number; message: string };
+    }
+    if ('code' in strict) {
+      assert.equal(strict.code, RpcErrorCode.ProviderUnavailable);
+      assert.match(strict.message, /webgpu/);
+      const info = await host.request(Methods.loadModel, { bundle: BUNDLE, device: 'webgpu', allowFallback: true });
+      assert.equal(info.provider, 'cpu');
+      assert.match(info.fallbackReason ?? '', /webgpu/);
+    } else {
+      assert.equal(strict.provider, 'webgpu');
+    }
+    await host.request(Methods.loadModel, { bundle: BUNDLE, device: 'cpu' });
+  });
+
   it('streams the answer as text deltas whose concatenation is the answer', async () => {
     host.deltas.length = 0;
     const result = await segment({ requestId: 'stream-1', maxNewTokens: 12 });
