@@ -325,6 +325,17 @@ class SegmentMagics(Magics):
             raise SegmentError(str(e)) from None
 
     @line_magic
+    def segment_log(self, line: str):
+        """Print the host's last log lines (its stderr), e.g. `%segment_log 50`."""
+        h = _SESSION.host
+        if h is None:
+            print("No Reason Segment host has run in this kernel yet.")
+            return
+        n = int(line.strip() or 20)
+        for ln in list(h.stderr_lines)[-n:]:
+            print(ln)
+
+    @line_magic
     def segment_stop(self, line: str):
         """Stop the host (frees the model's memory); the next cell starts it again."""
         _SESSION.stop()

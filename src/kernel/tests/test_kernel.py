@@ -91,6 +91,7 @@ def test_followup_runs_no_image_encoder(kernel):
     ex = kernel.execute("%segment_followup Now segment only the spoon.")
     assert ex.status == "ok", ex.error_lines()
     after = kernel.status()["counters"]
+    assert "listening on stdio" in kernel.execute("%segment_log 200").stdout
     assert after["visionEncoderRuns"] == before["visionEncoderRuns"] >= 1
     assert after["samEncoderRuns"] == before["samEncoderRuns"] >= 1
     assert after["requests"] == before["requests"] + 1
