@@ -135,6 +135,12 @@ def test_image_errors_are_one_line_and_the_next_cell_works(kernel, name, fragmen
     assert_works(kernel)
 
 
+def test_a_folder_that_is_not_a_bundle(kernel):
+    ex = kernel.execute(f"%%segment {CHELSEA} --model {HOSTILE}\nWhat is here?")
+    one_line_error(ex, "lisa.manifest.json")
+    assert_works(kernel)
+
+
 def test_host_not_found_then_found_again(kernel):
     pid = kernel.host_pid()
     assert kernel.execute("%segment_config --host /nonexistent/server.js").status == "ok"
