@@ -12,6 +12,11 @@ export interface GenerateRequest {
   /** Projected CLIP patch features [num_image_tokens, H]. */
   imageFeatures: Float32Array;
   maxNewTokens: number;
+  /**
+   * Prompt [SEG]s before this index of inputIds are not masked (0, the reference's rule, masks every [SEG] in prompt
+   * and answer). The pipeline passes the start of this turn's answer, so [SEG]s re-fed from history are not masked again.
+   */
+  promptSegFrom?: number;
   onToken?: (id: number, index: number) => void;
   isCancelled?: () => boolean;
 }
@@ -59,7 +64,7 @@ export async function generate(sessions: GraphSessions, m: Manifest, req: Genera
   const segs: SegHidden[] = [];
   // A [SEG] typed in the prompt (an assistant prefix) is picked up too, exactly as the reference's mask over output_ids.
   const promptPositions: number[] = [];
-  for (let i = 0; i + 1 < req.inputIds.length; i++) {
+  for (let i = Math.max(0, (req.promptSegFrom ?? 0) - 1); i + 1 < req.inputIds.length; i++) {
     if (req.inputIds[i + 1] === seg) promptPositions.push(i < k ? i : i + num_image_tokens - 1);
   }
 

@@ -111,6 +111,10 @@ export class LisaPipeline {
 
     const prompt = buildPrompt(m.prompt, req.history ?? [], req.prompt, req.assistantPrefix ?? '');
     const inputIds = this.tokenizer.encodePrompt(prompt);
+    // Where this turn's answer starts: [SEG]s before it (typed by the user, or re-fed from history) get no mask.
+    const answerStart = req.assistantPrefix
+      ? this.tokenizer.encodePrompt(buildPrompt(m.prompt, req.history ?? [], req.prompt, '')).length
+      : inputIds.length;
     assertPromptFits(m, inputIds);
 
     const { emb, cacheHit } = await this.embeddings(req.image, timings);
@@ -119,6 +123,7 @@ export class LisaPipeline {
     const stream = this.tokenizer.createStreamDecoder(promptIds);
     const gen = await generate(this.sessions, m, {
       inputIds,
+      promptSegFrom: answerStart,
       imageFeatures: emb.clipFeatures,
       maxNewTokens: req.maxNewTokens ?? m.generation.max_new_tokens,
       isCancelled: req.isCancelled,

@@ -1,0 +1,47 @@
+// Pipeline behaviour beyond the goldens: which [SEG]s get masks in a conversation, and the embedding cache.
+import * as assert from 'node:assert/strict';
+import * as path from 'node:path';
+import { LisaPipeline } from '../../src/host/pipeline';
+import { FIXTURE_BUNDLES, goldens } from '../helpers/bundles';
+
+const BUNDLE = path.join(FIXTURE_BUNDLES, 'tiny-13b');
+
+describe('pipeline conversations', function () {
+  this.timeout(120_000);
+  let p: LisaPipeline;
+  const twoSeg = goldens(BUNDLE).find((c) => c.masks.length === 2)!;
+  const image = { path: path.join(BUNDLE, twoSeg.image) };
+  before(async () => {
+    p = await LisaPipeline.load(BUNDLE, { verifyCacheFile: null });
+  });
+  after(async () => p?.dispose());
+
+  it('masks the [SEG]s of this answer only, not those re-fed from history or typed by the user', async () => {
+    const first = await p.segment({ image, prompt: twoSeg.prompt, assistantPrefix: twoSeg.assistant_prefix, maxNewTokens: 4 });
+    assert.equal(first.masks.length, 2);
+    assert.ok(first.masks.every((m) => m.tokenIndex === -1), 'both [SEG]s stood in the assistant prefix');
+    const seg = p.bundle.manifest.tokens.seg;
+    const followUp = await p.segment({
+      image, prompt: 'And what about [SEG] here?', maxNewTokens: 6,
+      history: [{ user: twoSeg.prompt, assistant: first.answer }],
+    });
+    assert.match(first.answer, /\[SEG\]/);
+    assert.equal(followUp.masks.length, followUp.outputIds.filter((t) => t === seg).length);
+    assert.equal(followUp.timings.cacheHit, true);
+  });
+
+  it('a bounded cache evicts the oldest image and re-encodes it when asked again', async () => {
+    const small = await LisaPipeline.load(BUNDLE, { verifyCacheFile: null, cacheBytes: 1 });
+    try {
+      const a = { path: path.join(BUNDLE, 'images', 'astronaut.png') };
+      await small.segment({ image: a, prompt: 'x', maxNewTokens: 1 });
+      await small.segment({ image, prompt: 'x', maxNewTokens: 1 });
+      const again = await small.segment({ image: a, prompt: 'x', maxNewTokens: 1 });
+      assert.equal(again.timings.cacheHit, false);
+      assert.equal(small.counters.visionEncoderRuns, 3);
+      assert.ok(small.cache.sizeBytes > 0);
+    } finally {
+      await small.dispose();
+    }
+  });
+});
