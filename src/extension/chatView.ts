@@ -62,10 +62,10 @@ export function chatHtml(webview: vscode.Webview, extensionUri: vscode.Uri, lang
 <html lang="${lang}"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="${csp}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="rs-style-nonce" content="${n}">
+<meta name="reason-segment-nonce" content="${n}">
 <title>Reason Segment</title>
 </head><body>
-<div id="app" data-style-nonce="${n}"></div>
+<div id="root"></div>
 <script nonce="${n}" src="${script.toString()}"></script>
 </body></html>`;
 }

@@ -13,6 +13,7 @@ import { StatusBar } from './statusBar';
 
 const t0 = performance.now();
 const RECENT_KEY = 'reasonSegment.recentInstructions';
+let statusSeq = 0;
 export const RENDERER_ID = 'reason-segment.renderer';
 
 export interface ExtensionApi {
@@ -65,7 +66,7 @@ export function activate(context: vscode.ExtensionContext): ExtensionApi {
   cmd('reasonSegment.showHostLog', () => hostLog.show(true));
   cmd('reasonSegment.showHostStatus', async () => {
     const s = await host.status().catch((e) => ({ error: (e as Error).message }));
-    log.appendLine(`[status] ${JSON.stringify({ hostState: host.state, starts: host.starts, activationMs: Math.round(activationMs), status: s ?? null })}`);
+    log.appendLine(`[status] ${JSON.stringify({ seq: ++statusSeq, hostState: host.state, starts: host.starts, activationMs: Math.round(activationMs), status: s ?? null })}`);
     log.show(true);
     return s;
   });

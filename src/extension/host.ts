@@ -261,7 +261,7 @@ export class HostManager implements vscode.Disposable {
     const client = await this.start();
     const s = this.settings();
     try {
-      const p: SegmentParams = { maxNewTokens: s.maxNewTokens, ...params };
+      const p: SegmentParams = { maxNewTokens: s.maxNewTokens, ...(s.assistantPrefix ? { assistantPrefix: s.assistantPrefix } : {}), ...params };
       return (await (token ? client.sendRequest(Methods.segment, p, token) : client.sendRequest(Methods.segment, p))) as SegmentResult;
     } catch (e) {
       throw describeError(e);

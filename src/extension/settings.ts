@@ -15,6 +15,8 @@ export interface Settings {
   openResultsIn: OpenResultsIn;
   /** Bundles the user added (Add Model), offered by Select Model. */
   models: string[];
+  /** Text every answer starts with (SegmentParams.assistantPrefix); '' for none. */
+  assistantPrefix: string;
 }
 
 export const DEFAULTS: Settings = {
@@ -26,6 +28,7 @@ export const DEFAULTS: Settings = {
   overlayOpacity: 0.5,
   openResultsIn: 'chat',
   models: [],
+  assistantPrefix: '',
 };
 
 const DEVICES: readonly Device[] = ['cpu', 'cuda', 'webgpu'];
@@ -50,6 +53,7 @@ export function readSettings(get: (key: string) => unknown): Settings {
     cacheSizeMB: num(get('cacheSizeMB'), DEFAULTS.cacheSizeMB, 0, 1 << 20, true),
     overlayOpacity: num(get('overlayOpacity'), DEFAULTS.overlayOpacity, 0, 1),
     openResultsIn: open === 'notebook' ? 'notebook' : 'chat',
+    assistantPrefix: typeof get('assistantPrefix') === 'string' ? (get('assistantPrefix') as string).slice(0, 10_000) : '',
     models: Array.isArray(models) ? [...new Set(models.filter((m): m is string => typeof m === 'string' && m.trim() !== '').map((m) => m.trim()))] : [],
   };
 }

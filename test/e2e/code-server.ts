@@ -1,0 +1,176 @@
+// A real VS Code for the end-to-end test: code-server 4.139.1 (VS Code 1.139) installed once per machine by
+// install-code-server.sh, started on 127.0.0.1 with a fresh user-data and extensions folder, driven by Debian's
+// Chromium through playwright-core.
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { chromium, type BrowserContext, type Frame, type Page } from 'playwright-core';
+
+export const ROOT = path.resolve(__dirname, '../../..');
+export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+export const CHROMIUM_ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync',
+];
+
+/** Runs the install script (fast when cached); returns the launcher path, or throws with the script's output. */
+export function installCodeServer(): string {
+  const out = execFileSync('bash', [path.join(ROOT, 'test/e2e/install-code-server.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 15 * 60_000 });
+  const bin = out.trim().split('\n').pop()!;
+  if (!existsSync(bin)) throw new Error(`install-code-server.sh printed ${bin}, which does not exist`);
+  return bin;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export interface CodeServer {
+  url: string;
+  workspace: string;
+  userDataDir: string;
+  child: ChildProcess;
+  log: () => string;
+  stop(): Promise<void>;
+}
+
+export function installExtension(bin: string, vsix: string, dirs: { userDataDir: string; extensionsDir: string }): string {
+  return execFileSync(bin, ['--user-data-dir', dirs.userDataDir, '--extensions-dir', dirs.extensionsDir, '--install-extension', vsix, '--force'],
+    { encoding: 'utf8', timeout: 180_000 });
+}
+
+export async function startCodeServer(bin: string, opts: { workspace: string; userDataDir: string; extensionsDir: string; settings: Record<string, unknown> }): Promise<CodeServer> {
+  // code-server is a remote window: machine-scoped settings (reasonSegment.model is one, a path on the host's
+  // machine) are read from the Machine settings, the rest from the User settings. Both get the same file.
+  for (const scope of ['User', 'Machine']) {
+    mkdirSync(path.join(opts.userDataDir, scope), { recursive: true });
+    writeFileSync(path.join(opts.userDataDir, scope, 'settings.json'), JSON.stringify(opts.settings, null, 2));
+  }
+  const port = await freePort();
+  let log = '';
+  const child = spawn(bin, [
+    '--auth', 'none', '--bind-addr', `127.0.0.1:${port}`, '--user-data-dir', opts.userDataDir, '--extensions-dir', opts.extensionsDir,
+    '--disable-telemetry', '--disable-update-check', '--disable-workspace-trust', opts.workspace,
+  ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, VSCODE_PROXY_URI: '' }, detached: true });
+  child.stdout!.on('data', (d) => { log += d; });
+  child.stderr!.on('data', (d) => { log += d; });
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`code-server exited (${child.exitCode}):\n${log}`);
+    try {
+      const r = await fetch(`${url}/healthz`);
+      if (r.ok) break;
+    } catch {
+      /* not yet */
+    }
+    if (Date.now() > deadline) throw new Error(`code-server did not answer /healthz in 60 s:\n${log}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  return {
+    url, workspace: opts.workspace, userDataDir: opts.userDataDir, child, log: () => log,
+    async stop() {
+      if (child.exitCode === null && child.pid) {
+        const exited = new Promise((r) => child.once('exit', r));
+        try {
+          process.kill(-child.pid, 'SIGTERM');
+        } catch {
+          /* gone */
+        }
+        await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+        if (child.exitCode === null) {
+          try {
+            process.kill(-child.pid, 'SIGKILL');
+          } catch {
+            /* gone */
+          }
+        }
+      }
+    },
+  };
+}
+
+export async function launchBrowser(): Promise<{ context: BrowserContext; page: Page; close(): Promise<void> }> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'rs-e2e-chromium-'));
+  const context = await chromium.launchPersistentContext(dir, {
+    executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true, viewport: { width: 1400, height: 900 },
+  });
+  const page = context.pages()[0] ?? (await context.newPage());
+  return {
+    context, page,
+    async close() {
+      await context.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The chat panel's inner webview frame (the one holding the app's #root). */
+export async function chatFrame(page: Page, timeoutMs = 60_000): Promise<Frame> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    for (const f of page.frames()) {
+      if (f === page.mainFrame()) continue;
+      try {
+        if (await f.evaluate(() => !!document.querySelector('#root [aria-label="Reason Segment chat"]') || !!document.querySelector('#root'))) {
+          if (await f.evaluate(() => !!document.querySelector('meta[name="reason-segment-nonce"]'))) return f;
+        }
+      } catch {
+        /* detached or cross-origin not ready */
+      }
+    }
+    if (Date.now() > deadline) throw new Error('the chat panel webview did not appear');
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+/** Runs a command through the command palette (F1 + its title). */
+export async function runCommand(page: Page, title: string): Promise<void> {
+  await page.keyboard.press('F1');
+  const input = page.locator('.quick-input-widget input');
+  await input.waitFor({ state: 'visible' });
+  await input.fill(`>${title}`);
+  const row = page.locator('.quick-input-widget .monaco-list-row', { hasText: title }).first();
+  await row.waitFor({ state: 'visible' });
+  await input.press('Enter');
+}
+
+/** Text of the visible output channel editor (the Output panel). */
+export async function outputText(page: Page): Promise<string> {
+  return page.evaluate(() => {
+    const ed = document.querySelector('.part.panel .output-view .view-lines, .part.panel .monaco-editor .view-lines') as HTMLElement | null;
+    if (!ed) return '';
+    // Monaco positions lines absolutely and wraps long ones: order by position and join without separators.
+    const lines = Array.from(ed.querySelectorAll('.view-line')) as HTMLElement[];
+    lines.sort((a, b) => parseFloat(a.style.top) - parseFloat(b.style.top));
+    return lines.map((l) => l.innerText.replace(/\u00a0/g, ' ')).join('');
+  });
+}
+
+/** The last `[status] {...}` JSON the extension wrote to its output channel. */
+export function lastStatus(text: string): any {
+  const at = text.lastIndexOf('[status] {');
+  if (at < 0) return undefined;
+  let depth = 0;
+  let inStr = false;
+  const start = at + '[status] '.length;
+  for (let i = start; i < text.length; i++) {
+    const ch = text[i];
+    if (inStr) {
+      if (ch === '\\') i++;
+      else if (ch === '"') inStr = false;
+    } else if (ch === '"') inStr = true;
+    else if (ch === '{') depth++;
+    else if (ch === '}' && --depth === 0) return JSON.parse(text.slice(start, i + 1));
+  }
+  return undefined;
+}

@@ -1,0 +1,224 @@
+// End to end in a real VS Code (code-server 4.139.1, VS Code 1.139) driven by Debian's Chromium: the built .vsix is
+// installed with `code-server --install-extension`, a workspace holds a real photograph, the model setting points at
+// the committed tiny bundle. Right-click the photo -> "Segment Image…" -> instruction -> answer and overlay in the chat
+// panel; a second turn in the panel runs no image encoder (host counters); the host is killed mid-answer and the panel
+// keeps its history while the host restarts. Skipped (with the reason) only when code-server cannot be installed.
+import * as assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { Frame, Page } from 'playwright-core';
+import {
+  chatFrame, type CodeServer, installCodeServer, installExtension, lastStatus, launchBrowser, outputText, ROOT, runCommand, startCodeServer,
+} from './code-server';
+
+const BUNDLE = path.join(ROOT, 'test/fixtures/bundles/tiny-7b');
+const PHOTO = path.join(BUNDLE, 'images/chelsea.png');
+
+function buildVsix(outDir: string): string {
+  if (process.env.REASON_SEGMENT_VSIX) return path.resolve(process.env.REASON_SEGMENT_VSIX);
+  execFileSync(process.execPath, [path.join(ROOT, 'src/extension/package.mjs'), '--target', 'linux-x64', '--out', outDir], { cwd: ROOT, stdio: 'pipe', timeout: 300_000 });
+  const pkg = require(path.join(ROOT, 'package.json'));
+  return path.join(outDir, `${pkg.name}-${pkg.version}-linux-x64.vsix`);
+}
+
+let lastSeq = 0;
+/** Runs "Reason Segment: Show Host Status" and reads the new `[status] {...}` line from the output channel. */
+async function hostStatus(page: Page): Promise<any> {
+  await runCommand(page, 'Reason Segment: Show Host Status');
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const text = await outputText(page);
+    const s = lastStatus(text);
+    if (s && s.seq > lastSeq) {
+      lastSeq = s.seq;
+      return { ...s, text };
+    }
+    if (Date.now() > deadline) throw new Error(`no new status in the output channel:\n${text.slice(-2000)}`);
+    await page.waitForTimeout(250);
+  }
+}
+
+async function turns(frame: Frame): Promise<{ status: string; prompt: string; answer: string }[]> {
+  return frame.evaluate(() => Array.from(document.querySelectorAll('li.rs-turn')).map((li) => ({
+    status: (li as HTMLElement).dataset.status ?? '',
+    prompt: li.querySelector('.rs-user .rs-msg')?.textContent ?? '',
+    answer: li.querySelector('.rs-assistant')?.textContent ?? '',
+  })));
+}
+
+async function ask(frame: Frame, prompt: string): Promise<void> {
+  const input = frame.locator('textarea').first();
+  await input.fill(prompt);
+  await frame.locator('button', { hasText: /^Send$/ }).click();
+}
+
+describe('extension end to end in code-server', function () {
+  this.timeout(600_000);
+  let bin: string | undefined;
+  let skipReason = '';
+  let server: CodeServer | undefined;
+  let browser: Awaited<ReturnType<typeof launchBrowser>> | undefined;
+  let page: Page;
+  let tmp: string;
+  let vsix: string;
+  const timings: Record<string, number> = {};
+
+  before(async function () {
+    try {
+      bin = installCodeServer();
+    } catch (e) {
+      skipReason = `code-server could not be installed: ${((e as any).stderr || (e as Error).message).toString().split('\n').slice(-5).join(' | ')}`;
+      console.log(`      SKIPPED: ${skipReason}`);
+      this.skip();
+    }
+    tmp = mkdtempSync(path.join(os.tmpdir(), 'rs-e2e-'));
+    const t0 = Date.now();
+    vsix = buildVsix(tmp);
+    timings.packageMs = Date.now() - t0;
+    const dirs = { userDataDir: path.join(tmp, 'user'), extensionsDir: path.join(tmp, 'extensions') };
+    const t1 = Date.now();
+    const installed = installExtension(bin!, vsix, dirs);
+    timings.installMs = Date.now() - t1;
+    assert.match(installed, /successfully installed/i, installed);
+    const workspace = path.join(tmp, 'workspace');
+    mkdirSync(workspace);
+    copyFileSync(PHOTO, path.join(workspace, 'chelsea.png'));
+    server = await startCodeServer(bin!, {
+      workspace, ...dirs,
+      settings: {
+        'reasonSegment.model': BUNDLE,
+        // The random-weight tiny model never writes [SEG] on its own: start every answer with one (one mask).
+        'reasonSegment.assistantPrefix': 'Sure, [SEG].',
+        'reasonSegment.maxNewTokens': 1200,
+        'security.workspace.trust.enabled': false,
+        'workbench.startupEditor': 'none',
+        'workbench.tips.enabled': false,
+        'extensions.autoCheckUpdates': false,
+        'extensions.autoUpdate': false,
+        'telemetry.telemetryLevel': 'off',
+        'workbench.enableExperiments': false,
+        'update.mode': 'none',
+      },
+    });
+    browser = await launchBrowser();
+    page = browser.page;
+    const t2 = Date.now();
+    await page.goto(`${server.url}/?folder=${encodeURIComponent(workspace)}`);
+    await page.locator('.monaco-workbench').waitFor({ timeout: 60_000 });
+    timings.workbenchMs = Date.now() - t2;
+  });
+
+  afterEach(async function () {
+    if (this.currentTest?.state === 'failed' && page) {
+      const shot = path.join(os.tmpdir(), `rs-e2e-failure-${Date.now()}.png`);
+      await page.screenshot({ path: shot }).catch(() => undefined);
+      console.log(`      screenshot of the failure: ${shot}`);
+      if (server) console.log(`      code-server log (tail): ${server.log().slice(-1500)}`);
+    }
+  });
+
+  after(async () => {
+    if (Object.keys(timings).length) console.log(`      timings: ${JSON.stringify(timings)}`);
+    await browser?.close().catch(() => undefined);
+    await server?.stop();
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('packs only linux-x64 native binaries in the .vsix', () => {
+    const list = execFileSync('unzip', ['-Z1', vsix], { encoding: 'utf8' }).split('\n');
+    const ort = list.filter((f) => f.includes('onnxruntime-node/bin/'));
+    assert.ok(ort.length > 0 && ort.every((f) => f.includes('/linux/x64/')), ort.join('\n'));
+    assert.ok(list.some((f) => f.includes('@img/sharp-linux-x64/')) && list.some((f) => f.includes('@img/sharp-libvips-linux-x64/')));
+    for (const must of ['extension/dist/extension.js', 'extension/dist/renderer.js', 'extension/dist/webview.js', 'extension/out/src/host/server.js', 'extension/models/bundle.schema.json', 'extension/l10n/bundle.l10n.zh-cn.json', 'extension/package.nls.zh-cn.json']) {
+      assert.ok(list.includes(must), `${must} is missing from the .vsix`);
+    }
+    assert.ok(!list.some((f) => /^extension\/(test|src\/(host|extension|protocol|webview|renderer))\//.test(f) || f.endsWith('.ts') || f.endsWith('.map')), 'sources, tests or maps in the .vsix');
+    console.log(`      vsix ${(statSync(vsix).size / 1048576).toFixed(1)} MB, ${list.length} files`);
+  });
+
+  it('right-click a photo -> Segment Image… -> the answer and its overlay in the chat panel', async () => {
+    const row = page.locator('.explorer-folders-view .monaco-list-row', { hasText: 'chelsea.png' }).first();
+    await row.waitFor({ timeout: 60_000 });
+    // Extension menus join the context menu once the extension host has read the manifests: retry until then.
+    const item = page.locator('.context-view .monaco-menu .action-item', { hasText: 'Segment Image…' }).first();
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      await row.click({ button: 'right' });
+      if (await item.waitFor({ timeout: 3000 }).then(() => true, () => false)) break;
+      await page.keyboard.press('Escape');
+      if (Date.now() > deadline) throw new Error('"Segment Image…" never appeared in the explorer context menu');
+    }
+    await item.click();
+    const input = page.locator('.quick-input-widget input');
+    await input.waitFor({ state: 'visible' });
+    await input.fill('the animal someone could pet');
+    await input.press('Enter');
+    const frame = await chatFrame(page);
+    await frame.locator('li.rs-turn[data-status="done"]').first().waitFor({ timeout: 120_000 });
+    const canvas = frame.locator('li.rs-turn[data-status="done"] .rs-result canvas').first();
+    await canvas.waitFor({ timeout: 30_000 });
+    const drawn = await canvas.evaluate((c: HTMLCanvasElement) => {
+      const d = c.getContext('2d')!.getImageData(0, 0, c.width, c.height).data;
+      let n = 0;
+      for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
+      return { w: c.width, h: c.height, opaque: n };
+    });
+    assert.ok(drawn.w > 0 && drawn.opaque > 0, `overlay canvas is empty: ${JSON.stringify(drawn)}`);
+    const t = await turns(frame);
+    assert.equal(t.length, 1);
+    assert.equal(t[0].prompt, 'the animal someone could pet');
+    assert.ok(t[0].answer.length > 10, t[0].answer);
+
+    const s = await hostStatus(page);
+    const m = /activated in ([\d.]+) ms/.exec(s.text);
+    assert.ok(m, 'activation time is logged');
+    timings.activationMs = Number(m![1]);
+    console.log(`      activation ${m![1]} ms; host status after turn 1: ${JSON.stringify(s.status.counters)}`);
+    assert.equal(s.status.counters.visionEncoderRuns, 1);
+    assert.equal(s.status.counters.samEncoderRuns, 1);
+  });
+
+  it('a follow-up in the panel runs no image encoder', async () => {
+    const frame = await chatFrame(page);
+    await ask(frame, 'and its left ear?');
+    await frame.locator('li.rs-turn[data-status="done"]').nth(1).waitFor({ timeout: 120_000 });
+    const s = await hostStatus(page);
+    console.log(`      host status after turn 2: ${JSON.stringify(s.status.counters)}`);
+    assert.equal(s.status.counters.visionEncoderRuns, 1, 'CLIP ran again');
+    assert.equal(s.status.counters.samEncoderRuns, 1, 'SAM encoder ran again');
+    assert.ok(s.status.counters.requests >= 2);
+    assert.equal(s.status.counters.imageDecodes, 1, 'the image file was decoded again');
+    const t = await turns(frame);
+    assert.deepEqual(t.map((x) => x.status), ['done', 'done']);
+  });
+
+  it('killing the host mid-answer: the panel keeps its history and the host restarts', async () => {
+    const before = await hostStatus(page);
+    const pid = before.status.pid as number;
+    assert.ok(pid > 0);
+    const frame = await chatFrame(page);
+    await ask(frame, 'describe everything you see in great detail');
+    // Wait for streamed text, then kill the host.
+    await frame.waitForFunction(() => {
+      const li = document.querySelector('li.rs-turn[data-status="streaming"] .rs-answer');
+      return !!li && (li.textContent ?? '').length > 0;
+    }, undefined, { timeout: 60_000 });
+    process.kill(pid, 'SIGKILL');
+    await frame.locator('li.rs-turn[data-status="failed"]').first().waitFor({ timeout: 60_000 });
+    await frame.locator('[data-notice="crashed"], [data-notice="restarted"]').first().waitFor({ timeout: 60_000 });
+    const t = await turns(frame);
+    assert.deepEqual(t.map((x) => x.status), ['done', 'done', 'failed']);
+    assert.equal(t[0].prompt, 'the animal someone could pet');
+    assert.equal(t[1].prompt, 'and its left ear?');
+    // The host comes back (a new pid) and the panel answers again.
+    await ask(frame, 'the cat again');
+    await frame.locator('li.rs-turn[data-status="done"]').nth(2).waitFor({ timeout: 120_000 });
+    const after = await hostStatus(page);
+    assert.ok(after.status.pid && after.status.pid !== pid, `host pid ${after.status.pid} after killing ${pid}`);
+    assert.ok(after.starts >= 2, `host starts ${after.starts}`);
+    const notice = await page.locator('.notifications-toasts, .notification-toast').allInnerTexts();
+    console.log(`      after the kill: pid ${pid} -> ${after.status.pid}; notification: ${notice.join(' ').slice(0, 160)}`);
+  });
+});
