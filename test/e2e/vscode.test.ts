@@ -91,7 +91,8 @@ describe('extension end to end in code-server', function () {
         'reasonSegment.model': BUNDLE,
         // The random-weight tiny model never writes [SEG] on its own: start every answer with one (one mask).
         'reasonSegment.assistantPrefix': 'Sure, [SEG].',
-        'reasonSegment.maxNewTokens': 1200,
+        // Three turns of history must fit the tiny model's 2048-token context; 400 tokens stream for about 2-3 s.
+        'reasonSegment.maxNewTokens': 400,
         'security.workspace.trust.enabled': false,
         'workbench.startupEditor': 'none',
         'workbench.tips.enabled': false,
