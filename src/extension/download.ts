@@ -46,6 +46,8 @@ export class DownloadError extends Error {
 }
 
 interface Response {
+  /** The URL that answered (after redirects). */
+  url: string;
   status: number;
   headers: http.IncomingHttpHeaders;
   stream: http.IncomingMessage;
@@ -80,13 +82,13 @@ function request(url: string, headers: Record<string, string>, signal: AbortSign
         request(new URL(res.headers.location, u).toString(), headers, signal, redirects - 1).then(resolve, reject);
         return;
       }
-      resolve({ status, headers: res.headers, stream: res });
+      resolve({ url: u.toString(), status, headers: res.headers, stream: res });
     });
     req.on('error', (e) => reject(signal?.aborted ? new DownloadError('Download cancelled', 'cancelled') : new DownloadError(`${url}: ${e.message}`)));
   });
 }
 
-async function fetchText(url: string, opts: DownloadOptions): Promise<string> {
+async function fetchText(url: string, opts: DownloadOptions): Promise<{ text: string; url: string }> {
   const res = await request(url, {}, opts.signal, opts.maxRedirects ?? 5);
   if (res.status !== 200) {
     res.stream.resume();
@@ -94,7 +96,7 @@ async function fetchText(url: string, opts: DownloadOptions): Promise<string> {
   }
   const chunks: Buffer[] = [];
   for await (const c of res.stream) chunks.push(c as Buffer);
-  return Buffer.concat(chunks).toString('utf8');
+  return { text: Buffer.concat(chunks).toString('utf8'), url: res.url };
 }
 
 async function hashFile(file: string): Promise<{ hash: ReturnType<typeof createHash>; size: number }> {
@@ -111,7 +113,7 @@ async function hashFile(file: string): Promise<{ hash: ReturnType<typeof createH
 /**
  * Fetches `url` into `dest`, resuming from `dest + '.part'` when the server honours Range. Verifies size and sha256
  * when given; on a mismatch the partial file is deleted (a resumed corrupt prefix is never kept). Returns the bytes
- * that were resumed.
+ * that were resumed from a `.part` file (0 when it started from scratch or `dest` was already complete and verified).
  */
 export async function downloadFile(
   url: string, dest: string,
@@ -122,7 +124,7 @@ export async function downloadFile(
   fs.mkdirSync(path.dirname(dest), { recursive: true });
   if (fs.existsSync(dest) && expect.sha256) {
     const { hash, size } = await hashFile(dest);
-    if (hash.digest('hex') === expect.sha256.toLowerCase() && (expect.bytes === undefined || size === expect.bytes)) return size;
+    if (hash.digest('hex') === expect.sha256.toLowerCase() && (expect.bytes === undefined || size === expect.bytes)) return 0;
     fs.rmSync(dest);
   }
   let { hash, size: have } = await hashFile(part);
@@ -298,7 +300,8 @@ export async function downloadBundle(url: string, destDir: string, opts: Downloa
   fs.mkdirSync(destDir, { recursive: true });
   const bare = url.replace(/#.*$/, '');
   if (isManifestUrl(bare)) {
-    const text = await fetchText(bare, opts);
+    // Files are fetched relative to where the manifest really is (after redirects).
+    const { text, url: manifestUrl } = await fetchText(bare, opts);
     let manifest: { files?: Record<string, { sha256?: string; bytes?: number }> };
     try {
       manifest = JSON.parse(text);
@@ -319,7 +322,7 @@ export async function downloadBundle(url: string, destDir: string, opts: Downloa
     let resumed = 0;
     for (const [rel, f] of entries) {
       const target = safeJoin(destDir, rel);
-      const fileUrl = new URL(rel.split('/').map(encodeURIComponent).join('/'), bare).toString();
+      const fileUrl = new URL(rel.split('/').map(encodeURIComponent).join('/'), manifestUrl).toString();
       resumed += await downloadFile(fileUrl, target, { sha256: f.sha256, bytes: f.bytes }, {
         ...opts, label: rel, progressBase: done, progressTotal: total || undefined,
       });

@@ -3,24 +3,7 @@
 // where the host is (REASON_SEGMENT_HOST: server.js; REASON_SEGMENT_NODE: a Node to run it with).
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-
-/** Environment the magic needs to find and run the host (pure, tested). */
-export function kernelEnvironment(extensionPath: string, execPath: string, electron: boolean): Record<string, string> {
-  const env: Record<string, string> = {
-    REASON_SEGMENT_HOST: path.join(extensionPath, 'out', 'src', 'host', 'server.js'),
-    REASON_SEGMENT_NODE: execPath,
-  };
-  // VS Code desktop's extension host runs on Electron, which behaves as Node only with this variable.
-  if (electron) env.REASON_SEGMENT_NODE_ENV = 'ELECTRON_RUN_AS_NODE=1';
-  return env;
-}
-
-/** The shell line that installs the magic (quoted for POSIX shells and PowerShell alike). */
-export function pipInstallCommand(python: string, kernelDir: string, windows: boolean): string {
-  const q = (s: string) => (windows ? `& "${s}"` : `'${s.replace(/'/g, `'\\''`)}'`);
-  const qa = (s: string) => (windows ? `"${s}"` : `'${s.replace(/'/g, `'\\''`)}'`);
-  return `${q(python)} -m pip install --upgrade ${qa(kernelDir)}`;
-}
+import { kernelEnvironment, pipInstallCommand } from './kernelEnv';
 
 export function applyKernelEnvironment(context: vscode.ExtensionContext): void {
   const env = kernelEnvironment(context.extensionPath, process.execPath, Boolean(process.versions.electron));

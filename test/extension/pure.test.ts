@@ -1,0 +1,152 @@
+// The extension's pure parts in plain Node (no VS Code): settings, notebook JSON, the %%segment install line, and the
+// manifest/l10n consistency that VS Code itself would only reveal at run time.
+import * as assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { RESULT_MIME, type SegmentResult } from '../../src/protocol/result';
+import { buildNotebook, segmentCellSource, sourceLines } from '../../src/extension/notebook';
+import { isImagePath, isInside, pushRecent, readSettings, resolveModelPath, DEFAULTS } from '../../src/extension/settings';
+import { kernelEnvironment, pipInstallCommand } from '../../src/extension/kernelEnv';
+
+const ROOT = path.resolve(__dirname, '../../..');
+const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
+
+describe('extension: settings', () => {
+  it('reads defaults, clamps numbers and rejects unknown enum values', () => {
+    assert.deepEqual(readSettings(() => undefined), DEFAULTS);
+    const s = readSettings((k) => ({ device: 'tpu', maxNewTokens: 1e9, overlayOpacity: -1, openResultsIn: 'notebook', model: ' /m ', cacheSizeMB: '64', models: ['/a', '/a', 3, ''] } as Record<string, unknown>)[k]);
+    assert.equal(s.device, 'cpu');
+    assert.equal(s.maxNewTokens, 4096);
+    assert.equal(s.overlayOpacity, 0);
+    assert.equal(s.openResultsIn, 'notebook');
+    assert.equal(s.model, '/m');
+    assert.equal(s.cacheSizeMB, 64);
+    assert.deepEqual(s.models, ['/a']);
+  });
+
+  it('every contributed setting has a default equal to the parser default', () => {
+    const props = pkg.contributes.configuration.properties as Record<string, { default: unknown }>;
+    for (const [key, value] of Object.entries(DEFAULTS)) {
+      const p = props[`reasonSegment.${key}`];
+      assert.ok(p, `reasonSegment.${key} is not contributed`);
+      assert.deepEqual(p.default, value, key);
+    }
+    assert.equal(Object.keys(props).length, Object.keys(DEFAULTS).length);
+  });
+
+  it('resolves the model path (~, absolute, workspace-relative) and checks containment', () => {
+    assert.equal(resolveModelPath('~/m', '/home/u', undefined, path.join, path.isAbsolute), '/home/u/m');
+    assert.equal(resolveModelPath('/abs', '/home/u', '/ws', path.join, path.isAbsolute), '/abs');
+    assert.equal(resolveModelPath('models/x', '/home/u', '/ws', path.join, path.isAbsolute), '/ws/models/x');
+    assert.equal(resolveModelPath('models/x', '/home/u', undefined, path.join, path.isAbsolute), undefined);
+    assert.equal(resolveModelPath('', '/home/u', '/ws', path.join, path.isAbsolute), undefined);
+    assert.ok(isInside('/ws/m', '/ws'));
+    assert.ok(isInside('/ws', '/ws'));
+    assert.ok(!isInside('/ws2/m', '/ws'));
+  });
+
+  it('keeps recent instructions most recent first, unique, bounded', () => {
+    let r: string[] = [];
+    for (const x of ['a', 'b', 'a', ' ', 'c']) r = pushRecent(r, x, 2);
+    assert.deepEqual(r, ['c', 'a']);
+  });
+
+  it('knows the image types of the menus', () => {
+    for (const f of ['a.png', 'b.JPG', 'c.jpeg', 'd.webp', 'e.bmp', 'f.gif', 'g.tif', 'h.TIFF']) assert.ok(isImagePath(f), f);
+    for (const f of ['a.txt', 'png', 'a.png.zip']) assert.ok(!isImagePath(f), f);
+    const when: string = pkg.contributes.menus['explorer/context'][0].when;
+    for (const e of ['png', 'jpg', 'jpeg', 'webp', 'bmp', 'gif', 'tif', 'tiff']) assert.ok(when.includes(`resourceExtname == .${e}`), e);
+  });
+});
+
+describe('extension: notebook export JSON', () => {
+  const payload = JSON.parse(readFileSync(path.join(ROOT, 'test/fixtures/payloads/astronaut-3masks.json'), 'utf8')) as SegmentResult;
+
+  it('builds nbformat 4.5 with the result MIME type, image/png and text/plain in each output', () => {
+    const withOverlay = { ...payload, overlayPng: 'iVBORw0KGgo=' };
+    const nb = buildNotebook({ image: 'my photo.png', model: '/m' }, [
+      { prompt: 'the astronaut', result: withOverlay },
+      { prompt: 'stopped one', error: 'Stopped.' },
+    ]) as any;
+    assert.equal(nb.nbformat, 4);
+    assert.equal(nb.nbformat_minor, 5);
+    assert.equal(nb.cells.length, 3);
+    assert.equal(nb.cells[0].cell_type, 'markdown');
+    const code = nb.cells[1];
+    assert.equal(code.source.join(''), '%%segment "my photo.png"\nthe astronaut');
+    const out = code.outputs[0];
+    assert.equal(out.output_type, 'display_data');
+    assert.deepEqual(out.data[RESULT_MIME], withOverlay);
+    assert.equal(out.data['image/png'], 'iVBORw0KGgo=');
+    assert.equal(out.data['text/plain'].join(''), payload.text);
+    assert.equal(nb.cells[2].outputs[0].output_type, 'stream');
+    for (const c of nb.cells) assert.match(c.id, /^[A-Za-z0-9-_]{1,64}$/);
+    assert.equal(new Set(nb.cells.map((c: any) => c.id)).size, 3);
+    JSON.parse(JSON.stringify(nb));
+  });
+
+  it('splits sources like nbformat and quotes image paths only when needed', () => {
+    assert.deepEqual(sourceLines('a\nb\n'), ['a\n', 'b\n']);
+    assert.deepEqual(sourceLines(''), []);
+    assert.equal(segmentCellSource('/x/y.png', 'p'), '%%segment /x/y.png\np');
+  });
+});
+
+describe('extension: %%segment enabling', () => {
+  it('points the magic at the host and a Node', () => {
+    const env = kernelEnvironment('/ext', '/usr/bin/node', false);
+    assert.deepEqual(env, { REASON_SEGMENT_HOST: '/ext/out/src/host/server.js', REASON_SEGMENT_NODE: '/usr/bin/node' });
+    assert.equal(kernelEnvironment('/ext', '/code', true).REASON_SEGMENT_NODE_ENV, 'ELECTRON_RUN_AS_NODE=1');
+  });
+
+  it('quotes the pip line for POSIX shells and PowerShell', () => {
+    assert.equal(pipInstallCommand('/v/bin/python', "/ext dir/it's/src/kernel", false), `'/v/bin/python' -m pip install --upgrade '/ext dir/it'\\''s/src/kernel'`);
+    assert.equal(pipInstallCommand('C:\\py\\python.exe', 'C:\\ext\\src\\kernel', true), '& "C:\\py\\python.exe" -m pip install --upgrade "C:\\ext\\src\\kernel"');
+  });
+});
+
+describe('extension: manifest and translations', () => {
+  const nls = JSON.parse(readFileSync(path.join(ROOT, 'package.nls.json'), 'utf8'));
+  const zh = JSON.parse(readFileSync(path.join(ROOT, 'package.nls.zh-cn.json'), 'utf8'));
+  const bundle = JSON.parse(readFileSync(path.join(ROOT, 'l10n/bundle.l10n.zh-cn.json'), 'utf8'));
+  const sources = readdirSync(path.join(ROOT, 'src/extension')).filter((f) => f.endsWith('.ts')).map((f) => readFileSync(path.join(ROOT, 'src/extension', f), 'utf8'));
+
+  it('every %key% of package.json has English and Chinese text', () => {
+    const keys = [...JSON.stringify(pkg).matchAll(/"%([\w.]+)%"/g)].map((m) => m[1]);
+    assert.ok(keys.length > 30);
+    for (const k of keys) {
+      assert.ok(typeof nls[k] === 'string', `package.nls.json lacks ${k}`);
+      assert.ok(typeof zh[k] === 'string', `package.nls.zh-cn.json lacks ${k}`);
+    }
+    assert.deepEqual(Object.keys(zh).sort(), Object.keys(nls).sort());
+  });
+
+  it('every vscode.l10n.t string has a Chinese translation with the same placeholders', () => {
+    const strings = new Set<string>();
+    for (const s of sources) for (const m of s.matchAll(/l10n\.t\(\s*'((?:[^'\\]|\\.)*)'/g)) strings.add(m[1].replace(/\\'/g, "'"));
+    assert.ok(strings.size > 40);
+    for (const s of strings) {
+      assert.ok(typeof bundle[s] === 'string', `l10n/bundle.l10n.zh-cn.json lacks ${JSON.stringify(s)}`);
+      const ph = (x: string) => [...x.matchAll(/\{\d+\}/g)].map((m) => m[0]).sort().join();
+      assert.equal(ph(bundle[s]), ph(s), s);
+    }
+  });
+
+  it('contributes the renderer, view, commands and trust/kind declarations the code relies on', () => {
+    const c = pkg.contributes;
+    assert.deepEqual(c.notebookRenderer[0].mimeTypes, [RESULT_MIME]);
+    assert.equal(c.notebookRenderer[0].id, 'reason-segment.renderer');
+    assert.equal(c.notebookRenderer[0].entrypoint, './dist/renderer.js');
+    assert.equal(c.views.reasonSegment[0].id, 'reasonSegment.chat');
+    assert.equal(c.views.reasonSegment[0].type, 'webview');
+    assert.deepEqual(pkg.extensionKind, ['workspace']);
+    assert.equal(pkg.capabilities.untrustedWorkspaces.supported, 'limited');
+    assert.ok(pkg.capabilities.untrustedWorkspaces.restrictedConfigurations.includes('reasonSegment.model'));
+    const registered = new Set<string>();
+    for (const s of sources) for (const m of s.matchAll(/cmd\('([\w.]+)'/g)) registered.add(m[1]);
+    const contributed = new Set<string>(c.commands.map((x: { command: string }) => x.command));
+    assert.deepEqual([...registered].sort(), [...contributed].sort());
+    assert.equal(pkg.main, './dist/extension.js');
+    assert.ok(!('activationEvents' in pkg) || !pkg.activationEvents.includes('*'), 'no eager activation');
+  });
+});
