@@ -185,4 +185,10 @@ export function startServer(opts: { maxPixels?: number; cacheBytes?: number } = 
   log(`listening on stdio (pid ${process.pid}, version ${VERSION})`);
 }
 
-if (require.main === module) startServer();
+/** Settings the extension and the magic pass by environment (a number of megabytes; anything else is ignored). */
+function cacheBytesFromEnv(): number | undefined {
+  const mb = Number(process.env.REASON_SEGMENT_CACHE_MB);
+  return Number.isFinite(mb) && mb > 0 ? mb * 1024 * 1024 : undefined;
+}
+
+if (require.main === module) startServer({ cacheBytes: cacheBytesFromEnv() });

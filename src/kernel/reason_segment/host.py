@@ -139,6 +139,12 @@ class Host:
                 f"Node.js was not found ({self.node!r}): install Node.js 20 or set REASON_SEGMENT_NODE (or "
                 "%segment_config --node) to the node binary.")
         env = dict(os.environ)
+        # KEY=VALUE pairs the VS Code extension asks for, e.g. ELECTRON_RUN_AS_NODE=1 when the "node" it points at is
+        # VS Code's own Electron binary.
+        for pair in os.environ.get("REASON_SEGMENT_NODE_ENV", "").split():
+            key, sep, value = pair.partition("=")
+            if sep:
+                env[key] = value
         if self.env:
             env.update(self.env)
         try:
