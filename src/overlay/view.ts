@@ -14,16 +14,9 @@ import { ensureStyles } from './styles';
 
 export type ViewMode = 'fill' | 'outline' | 'box';
 
-export interface SaveFile {
-  kind: 'mask-png' | 'coco-json' | 'overlay-png';
-  fileName: string;
-  mimeType: string;
-  /** How `data` is written: base64 bytes or UTF-8 text. */
-  encoding: 'base64' | 'utf8';
-  data: string;
-  /** For kind 'mask-png'. */
-  segIndex?: number;
-}
+// The shape of a saved file is the protocol's, so the renderer and the chat panel post the same thing.
+import type { SaveFile } from '../protocol/chat';
+export type { SaveFile };
 
 export interface ViewOptions {
   opacity?: number;

@@ -23,7 +23,7 @@
 // `result.image.data` out (the `image` message carries the bytes once per conversation).
 
 import type { ChatTurn, SegmentResult } from './result';
-import { validateChatTurns } from './validate';
+import { describe, validateChatTurns } from './validate';
 
 export type { ChatTurn, SegmentResult } from './result';
 
@@ -95,8 +95,8 @@ export function historyOf(conversation: Pick<Conversation, 'turns'>): ChatTurn[]
 }
 
 /**
- * A file made from a result, as the shared overlay view (src/overlay/view.ts `SaveFile`) produces it; the same shape
- * the notebook renderer posts (src/renderer/messages.ts). Repeated here because protocol imports only its own files.
+ * A file made from a result: what the shared overlay view (src/overlay/view.ts) produces and both the notebook renderer
+ * (src/renderer/messages.ts) and the chat panel post. Defined here, once, since browser code may import protocol.
  */
 export interface SaveFile {
   kind: 'mask-png' | 'coco-json' | 'overlay-png';
@@ -218,13 +218,6 @@ const SAVE_MIME: Readonly<Record<SaveFile['kind'], string>> = {
   'overlay-png': 'image/png',
 };
 
-function describe(v: unknown): string {
-  if (v === null) return 'null';
-  if (Array.isArray(v)) return 'an array';
-  if (typeof v === 'string') return v.length > 40 ? `a string (${JSON.stringify(v.slice(0, 40))}...)` : `the string ${JSON.stringify(v)}`;
-  if (typeof v === 'number') return String(v);
-  return typeof v;
-}
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);

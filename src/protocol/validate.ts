@@ -93,7 +93,8 @@ class Problems {
   }
 }
 
-function describe(v: unknown): string {
+/** A value as a problem message names it. */
+export function describe(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'an array';
   if (typeof v === 'string') return v.length > 40 ? `a string (${JSON.stringify(v.slice(0, 40))}...)` : `the string ${JSON.stringify(v)}`;
