@@ -64,7 +64,8 @@ async function serve(dir: string, extra: Record<string, Buffer> = {}): Promise<S
     const cut = s.cutAfter.get(rel);
     if (cut !== undefined) {
       s.cutAfter.delete(rel);
-      res.write(body.subarray(start, start + cut), () => setTimeout(() => res.destroy(), 20));
+      // A clean FIN once the bytes are flushed: the client sees exactly `cut` bytes, then a premature end.
+      res.write(body.subarray(start, start + cut), () => res.socket?.end());
       return;
     }
     res.end(body.subarray(start));
@@ -130,12 +131,15 @@ describe('extension: model download (real http server)', () => {
     const dest = path.join(tmp, 'm3');
     srv.cutAfter.set('onnx/sam_image_encoder.onnx', 300_000);
     await assert.rejects(downloadBundle(`${srv.url}${MANIFEST}`, dest), (e: Error) => e instanceof DownloadError && /partial file is kept/.test(e.message));
-    assert.equal(statSync(path.join(dest, 'onnx/sam_image_encoder.onnx.part')).size, 300_000);
+    // Node drops what it had buffered but not yet delivered when a response ends early, so the partial file holds
+    // at most the bytes sent; the resume must start exactly where it ends.
+    const kept = statSync(path.join(dest, 'onnx/sam_image_encoder.onnx.part')).size;
+    assert.ok(kept > 0 && kept <= 300_000, `partial file of ${kept} bytes`);
     srv.requests.length = 0;
     const r = await downloadBundle(`${srv.url}${MANIFEST}`, dest);
-    assert.equal(r.resumedBytes, 300_000);
+    assert.equal(r.resumedBytes, kept);
     const ranged = srv.requests.find((q) => q.path === 'onnx/sam_image_encoder.onnx');
-    assert.equal(ranged?.range, 'bytes=300000-');
+    assert.equal(ranged?.range, `bytes=${kept}-`);
     // Files finished before the cut are not fetched again.
     assert.ok(!srv.requests.some((q) => q.path === 'README.md'));
     assert.equal(sha(path.join(dest, 'onnx/sam_image_encoder.onnx')), sha(path.join(BUNDLE, 'onnx/sam_image_encoder.onnx')));
@@ -189,7 +193,7 @@ describe('extension: model download (real http server)', () => {
     srv.cutAfter.set('tiny-7b.tar', 1_000_000);
     await assert.rejects(downloadBundle(`${srv.url}tiny-7b.tar`, dest, { sha256: sha(tarBytes) }));
     const r = await downloadBundle(`${srv.url}tiny-7b.tar`, dest, { sha256: sha(tarBytes) });
-    assert.equal(r.resumedBytes, 1_000_000);
+    assert.ok(r.resumedBytes > 0 && r.resumedBytes <= 1_000_000, `resumed from ${r.resumedBytes} bytes`);
     await assert.rejects(downloadBundle(`${srv.url}tiny-7b.tar`, path.join(tmp, 't3'), { sha256: '0'.repeat(64) }), (e: Error) => (e as DownloadError).kind === 'checksum');
     await assert.rejects(downloadBundle(`${srv.url}tiny-7b.tar`, path.join(tmp, 't4')), /checksum is needed/);
     await assert.rejects(downloadBundle('ftp://example.invalid/x.tar#sha256=' + 'a'.repeat(64), path.join(tmp, 't5')), /http and https/);
