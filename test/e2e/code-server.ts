@@ -135,6 +135,7 @@ export async function chatFrame(page: Page, timeoutMs = 60_000): Promise<Frame> 
 
 /** Runs a command through the command palette (F1 + its title). */
 export async function runCommand(page: Page, title: string): Promise<void> {
+  await page.keyboard.press('Escape'); // a menu or widget left open would make the palette inert
   await page.keyboard.press('F1');
   const input = page.locator('.quick-input-widget input');
   await input.waitFor({ state: 'visible' });

@@ -142,18 +142,21 @@ describe('extension end to end in code-server', function () {
   it('right-click a photo -> Segment Image… -> the answer and its overlay in the chat panel', async () => {
     const row = page.locator('.explorer-folders-view .monaco-list-row', { hasText: 'chelsea.png' }).first();
     await row.waitFor({ timeout: 60_000 });
-    // Extension menus join the context menu once the extension host has read the manifests: retry until then.
+    // Extension menus join the context menu once the extension host has read the manifests, and a click can land
+    // while the menu is still settling (it then stays open): retry the whole gesture until the input box shows.
     const item = page.locator('.context-view .monaco-menu .action-item', { hasText: 'Segment Image…' }).first();
-    const deadline = Date.now() + 60_000;
+    const input = page.locator('.quick-input-widget input');
+    const deadline = Date.now() + 90_000;
     for (;;) {
       await row.click({ button: 'right' });
-      if (await item.waitFor({ timeout: 3000 }).then(() => true, () => false)) break;
+      if (await item.waitFor({ timeout: 3000 }).then(() => true, () => false)) {
+        await item.hover();
+        await page.keyboard.press('Enter');
+        if (await input.waitFor({ state: 'visible', timeout: 10_000 }).then(() => true, () => false)) break;
+      }
       await page.keyboard.press('Escape');
-      if (Date.now() > deadline) throw new Error('"Segment Image…" never appeared in the explorer context menu');
+      if (Date.now() > deadline) throw new Error('"Segment Image…" never opened its input box from the explorer context menu');
     }
-    await item.click();
-    const input = page.locator('.quick-input-widget input');
-    await input.waitFor({ state: 'visible' });
     await input.fill('the animal someone could pet');
     await input.press('Enter');
     const frame = await chatFrame(page);
