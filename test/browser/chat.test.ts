@@ -264,7 +264,8 @@ describe('chat panel webview (Chromium, strict CSP, real host via a stand-in ext
     await page.keyboard.press('Enter');
     await page.waitForFunction(() => (document.querySelector('.rs-turn[data-status="streaming"] .rs-answer')?.textContent ?? '').length > 0);
     await page.keyboard.press('Escape'); // stops, focus still in the prompt
-    await page.waitForSelector('.rs-turn[data-status="cancelled"]');
+    // The turn stopped in (c) is already there: wait for this one to join it, or Shift+Tab could reach the old Retry.
+    await page.waitForFunction(() => document.querySelectorAll('.rs-turn[data-status="cancelled"]').length === 2);
     // Shift+Tab back from the prompt lands on the stopped turn's Retry; Enter retries it.
     ext.maxNewTokens = 8;
     await page.keyboard.press('Shift+Tab');
