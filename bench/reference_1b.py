@@ -1,7 +1,7 @@
 """The PyTorch side of `npm run bench`: builds (once, cached) a random-weight LISA whose language model has >= 1B
 parameters, exports it with the project's exporter, and times the reference runner on it.
 
-    models/export/venv run bench/reference_1b.py build --root DIR          -> prints {"bundle", "checkpoint", "clip"}
+    models/export/venv run bench/reference_1b.py build --root DIR [--weights int8]  -> prints {"bundle", "checkpoint", "clip"}
     models/export/venv run bench/reference_1b.py time --root DIR --image F --prompt P --new-tokens N
         -> prints {"cached_s", "no_cache_s", "output_ids", ...}
 
@@ -23,19 +23,23 @@ LLM = {"hidden_size": 2048, "num_hidden_layers": 20, "intermediate_size": 5504, 
        "num_key_value_heads": 16}
 
 
-def build(root: Path) -> dict:
+def build(root: Path, weights: str = "float32") -> dict:
+    """The checkpoint (once) and its bundle with the given weight type (once per type)."""
     from lisa_export.tiny import build_tiny_checkpoint
 
-    bundle = root / "bundle"
     done = root / "ready.json"
     if done.exists():
-        return json.loads(done.read_text())
-    ckpt, clip = build_tiny_checkpoint("7b", 1, root, llm_overrides=LLM)
-    subprocess.run([sys.executable, "-m", "lisa_export", "export", "--checkpoint", str(ckpt), "--clip", str(clip),
-                    "--out", str(bundle), "--force"], check=True)
-    info = {"bundle": str(bundle), "checkpoint": str(ckpt), "clip": str(clip)}
+        info = json.loads(done.read_text())
+    else:
+        ckpt, clip = build_tiny_checkpoint("7b", 1, root, llm_overrides=LLM)
+        info = {"checkpoint": str(ckpt), "clip": str(clip)}
+    bundle = root / ("bundle" if weights == "float32" else f"bundle-{weights}")
+    if not (bundle / "lisa.manifest.json").exists():
+        subprocess.run([sys.executable, "-m", "lisa_export", "export", "--checkpoint", info["checkpoint"], "--clip",
+                        info["clip"], "--out", str(bundle), "--weights", weights, "--force"], check=True)
+    info[f"bundle-{weights}"] = str(bundle)
     done.write_text(json.dumps(info))
-    return info
+    return {**info, "bundle": str(bundle)}
 
 
 @torch.no_grad()
@@ -76,11 +80,12 @@ def main() -> int:
     ap.add_argument("--image")
     ap.add_argument("--prompt")
     ap.add_argument("--new-tokens", type=int, default=16)
+    ap.add_argument("--weights", default="float32", choices=["float32", "int8", "int4"])
     a = ap.parse_args()
     torch.set_num_threads(2)
     root = Path(a.root)
     root.mkdir(parents=True, exist_ok=True)
-    info = build(root)
+    info = build(root, a.weights)
     if a.command == "build":
         print(json.dumps(info))
     else:

@@ -5,7 +5,8 @@
 //   3. pre-processing a 12 MP JPEG vs sharp's own decode and resize;
 //   4. decode-step time vs this machine's measured memory bandwidth for the decoder's weight bytes.
 // The 1B model is built and exported once (several GB, cached under ~/.cache/reason-segment/bench-1b).
-// Options: --quick skips the 1B comparison; --new-tokens N (default 16).
+// Options: --quick skips the 1B comparison; --new-tokens N (default 16); --weights int8|int4 also times our host on a
+// weight-quantised export of the same model (the reference stays fp32, so tokens may differ: agreement is printed).
 import { execFileSync } from 'node:child_process';
 import { statSync } from 'node:fs';
 import * as os from 'node:os';
@@ -90,6 +91,16 @@ async function main(): Promise<void> {
     console.log(`  reference, KV cache on:                         ${f2(ref.cached_s)} s   ratio ours/reference = ${f2(best.totalMs / 1000 / ref.cached_s)} (goal <= 0.5)`);
     console.log(`  reference, no KV cache (LISA chat.py):          ${f2(ref.no_cache_s)} s   ratio ours/reference = ${f2(best.totalMs / 1000 / ref.no_cache_s)}`);
     overheadLine('1B model', ours);
+
+    const quantised = arg('--weights');
+    if (quantised && quantised !== 'float32') {
+      const q = JSON.parse(execFileSync(VENV, ['run', path.join(REPO, 'bench', 'reference_1b.py'), 'build', '--root', CACHE, '--weights', quantised], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim().split('\n').pop()!);
+      const runs = await timeOurs(q.bundle, newTokens, 2);
+      const qb = runs.reduce((a, b) => (b.totalMs < a.totalMs ? b : a));
+      const agree = qb.outputIds.filter((t, i) => t === ref.output_ids[i]).length;
+      console.log(`  ours with ${quantised} weights:                    ${f2(qb.totalMs / 1000)} s   ratio ours/reference (cached, fp32) = ${f2(qb.totalMs / 1000 / ref.cached_s)}; ` +
+        `tokens agreeing with fp32: ${agree}/${ref.output_ids.length}`);
+    }
 
     const weightBytes = statSync(path.join(info.bundle, 'onnx', 'decoder.onnx_data')).size;
     const stepMs = best.decodeMs / Math.max(1, best.newTokens - 1);
