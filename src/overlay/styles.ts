@@ -2,6 +2,8 @@
 // documents) with fallbacks for any other page. Injected once per document by `ensureStyles`; a webview with a
 // strict CSP passes its style nonce.
 
+import { injectStyle } from './dom';
+
 export const STYLE_ID = 'reason-segment-overlay-style';
 
 export const OVERLAY_CSS = `
@@ -45,10 +47,5 @@ export const OVERLAY_CSS = `
 `;
 
 export function ensureStyles(doc: Document, nonce?: string): void {
-  if (doc.getElementById(STYLE_ID)) return;
-  const style = doc.createElement('style');
-  style.id = STYLE_ID;
-  if (nonce) style.nonce = nonce;
-  style.textContent = OVERLAY_CSS;
-  (doc.head ?? doc.documentElement).appendChild(style);
+  injectStyle(doc, STYLE_ID, OVERLAY_CSS, nonce);
 }

@@ -16,6 +16,7 @@ export type ViewMode = 'fill' | 'outline' | 'box';
 
 // The shape of a saved file is the protocol's, so the renderer and the chat panel post the same thing.
 import type { SaveFile } from '../protocol/chat';
+import { domHelpers } from './dom';
 export type { SaveFile };
 
 export interface ViewOptions {
@@ -50,14 +51,7 @@ export function createSegmentView(container: HTMLElement, result: SegmentResult,
   ensureStyles(doc, options.styleNonce);
   const uid = `rs${++viewCounter}`;
   const abort = new AbortController();
-  const on = <K extends keyof HTMLElementEventMap>(el: HTMLElement, type: K, fn: (e: HTMLElementEventMap[K]) => void) =>
-    el.addEventListener(type, fn as EventListener, { signal: abort.signal });
-  const el = <K extends keyof HTMLElementTagNameMap>(tag: K, cls?: string, text?: string): HTMLElementTagNameMap[K] => {
-    const e = doc.createElement(tag);
-    if (cls) e.className = cls;
-    if (text !== undefined) e.textContent = text;
-    return e;
-  };
+  const { on, el } = domHelpers(doc, abort.signal);
 
   const W = result.image.width;
   const H = result.image.height;

@@ -17,6 +17,7 @@ import { createSegmentView, type SaveFile, type SegmentView } from '../overlay/v
 import { activeConversation, apply, type ChatState, emptyState, fromCached, isBusy, type Notice, toCached } from './state';
 import { ensureChatStyles } from './styles';
 import { translator, type Translate } from './l10n';
+import { domHelpers } from '../overlay/dom';
 
 /** The object `acquireVsCodeApi()` returns in a webview. */
 export interface VsCodeApi {
@@ -45,14 +46,7 @@ export function createChatApp(root: HTMLElement, api: VsCodeApi, opts: { nonce?:
   const tr = translator(doc.documentElement.lang);
   ensureChatStyles(doc, opts.nonce);
   const abort = new AbortController();
-  const on = <K extends keyof HTMLElementEventMap>(t: HTMLElement, type: K, fn: (e: HTMLElementEventMap[K]) => void) =>
-    t.addEventListener(type, fn as EventListener, { signal: abort.signal });
-  const el = <K extends keyof HTMLElementTagNameMap>(tag: K, cls?: string, text?: string): HTMLElementTagNameMap[K] => {
-    const e = doc.createElement(tag);
-    if (cls) e.className = cls;
-    if (text !== undefined) e.textContent = text;
-    return e;
-  };
+  const { on, el } = domHelpers(doc, abort.signal);
   const button = (text: string, cls = '', label?: string): HTMLButtonElement => {
     const b = el('button', cls, text);
     b.type = 'button';

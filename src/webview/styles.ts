@@ -1,6 +1,8 @@
 // The chat panel's stylesheet, injected once with the page's style nonce (the webview's CSP allows no inline
 // styles). Colours and fonts are VS Code's theme variables, so light, dark and high-contrast themes just work.
 
+import { injectStyle } from '../overlay/dom';
+
 export const CHAT_STYLE_ID = 'reason-segment-chat-style';
 
 export const CHAT_CSS = `
@@ -57,10 +59,5 @@ body { margin: 0; padding: 0; color: var(--vscode-foreground); background: var(-
 `;
 
 export function ensureChatStyles(doc: Document, nonce?: string): void {
-  if (doc.getElementById(CHAT_STYLE_ID)) return;
-  const style = doc.createElement('style');
-  style.id = CHAT_STYLE_ID;
-  if (nonce) style.nonce = nonce;
-  style.textContent = CHAT_CSS;
-  (doc.head ?? doc.documentElement).appendChild(style);
+  injectStyle(doc, CHAT_STYLE_ID, CHAT_CSS, nonce);
 }
