@@ -1,0 +1,102 @@
+// WebAssembly SIMD kernels of the Pillow-exact resampler (AssemblyScript; built into out/src/host/image/resample.wasm
+// by build-wasm.mjs). They compute exactly what Pillow's 8-bit ImagingResample computes: int32 accumulators that start
+// at 1 << 21, `acc >> 22` clipped to 0..255. resample.ts computes the fixed-point coefficients (PRECISION_BITS 22) and
+// drives these kernels row by row; see the top of resample.ts.
+//
+// Memory is imported (shared, so that the CLIP worker thread can read the same pixels); all pointers are byte offsets
+// into it. Loads may read up to 15 bytes past a row or buffer (resample.ts leaves that slack); stores never write
+// outside their row.
+
+const HALF: i32 = 1 << 21;
+
+// Horizontal pass of one row of 8-bit RGB.
+//
+// `pb` holds 3 i32 per output pixel: the byte offset of its first tap in `src`, its number of tap pairs, and the byte
+// offset of its coefficients. Each tap pair (a, b) has 32 bytes of coefficients: two i16x8 vectors
+// [ka_hi kb_hi ka_hi kb_hi ka_hi kb_hi 0 0] and the same with the low parts, where k = (k >> 8) * 256 + (k & 255), so
+// sum(p * k) = (sum(p * k_hi) << 8) + sum(p * k_lo) exactly (wrapping int32 arithmetic, as Pillow's). A pair's two
+// pixels are rearranged to i16 lanes [Ra Rb Ga Gb Ba Bb 0 0] and multiplied-and-added pairwise by i32x4.dot_i16x8_s,
+// giving the R, G, B partial sums in lanes 0..2. An odd last tap has kb = 0.
+export function hrow(src: usize, pb: usize, outW: i32, dst: usize): void {
+  const zero = i32x4.splat(0);
+  const half = i32x4.splat(HALF);
+  // swizzle masks: pixels 0,1 and 2,3 of a 16-byte load, channel-major, zero-extended to i16 (lanes >= 16 give 0)
+  const m01 = v128(0, -128, 3, -128, 1, -128, 4, -128, 2, -128, 5, -128, -128, -128, -128, -128);
+  const m23 = v128(6, -128, 9, -128, 7, -128, 10, -128, 8, -128, 11, -128, -128, -128, -128, -128);
+  let o = dst;
+  const last = outW - 1;
+  for (let x = 0; x < outW; x++) {
+    const e = pb + <usize>(x * 12);
+    let p = src + <usize>load<i32>(e);
+    const np = load<i32>(e, 4);
+    let cp = <usize>load<i32>(e, 8);
+    let hi = zero;
+    let lo = zero;
+    let t = 0;
+    for (; t + 1 < np; t += 2) {
+      const v = v128.load(p);
+      const ab = i8x16.swizzle(v, m01);
+      const cd = i8x16.swizzle(v, m23);
+      hi = i32x4.add(hi, i32x4.add(i32x4.dot_i16x8_s(ab, v128.load(cp)), i32x4.dot_i16x8_s(cd, v128.load(cp, 32))));
+      lo = i32x4.add(lo, i32x4.add(i32x4.dot_i16x8_s(ab, v128.load(cp, 16)), i32x4.dot_i16x8_s(cd, v128.load(cp, 48))));
+      p += 12;
+      cp += 64;
+    }
+    if (t < np) {
+      const ab = i8x16.swizzle(v128.load(p), m01);
+      hi = i32x4.add(hi, i32x4.dot_i16x8_s(ab, v128.load(cp)));
+      lo = i32x4.add(lo, i32x4.dot_i16x8_s(ab, v128.load(cp, 16)));
+    }
+    const acc = i32x4.shr_s(i32x4.add(i32x4.add(i32x4.shl(hi, 8), lo), half), 22);
+    const w = i16x8.narrow_i32x4_s(acc, acc);
+    const b = i8x16.narrow_i16x8_u(w, w);
+    if (x < last) {
+      v128.store32_lane(o, b, 0); // the 4th byte is overwritten by the next pixel
+    } else {
+      v128.store16_lane(o, b, 0);
+      v128.store8_lane(o, b, 2, 2);
+    }
+    o += 3;
+  }
+}
+
+// Vertical pass producing one output row of `rowBytes` bytes: dst[i] = clip8((HALF + sum_t rows[t][i] * k[t]) >> 22).
+// `rows` holds n i32 byte offsets (one per tap), `k` the n i32 fixed-point coefficients.
+export function vrow(rows: usize, k: usize, n: i32, rowBytes: i32, dst: usize): void {
+  if (rowBytes < 16) {
+    for (let i = 0; i < rowBytes; i++) {
+      let s = HALF;
+      for (let t = 0; t < n; t++) {
+        s += <i32>load<u8>(<usize>load<i32>(rows + (<usize>t << 2)) + <usize>i) * load<i32>(k + (<usize>t << 2));
+      }
+      s >>= 22;
+      store<u8>(dst + <usize>i, <u8>(s < 0 ? 0 : s > 255 ? 255 : s));
+    }
+    return;
+  }
+  const half = i32x4.splat(HALF);
+  const end = rowBytes - 16;
+  let c = 0;
+  while (true) {
+    if (c > end) c = end; // the last block overlaps the one before: same values written twice, nothing past the row
+    let a0 = half;
+    let a1 = half;
+    let a2 = half;
+    let a3 = half;
+    for (let t = 0; t < n; t++) {
+      const kv = v128.load32_splat(k + (<usize>t << 2));
+      const v = v128.load(<usize>load<i32>(rows + (<usize>t << 2)) + <usize>c);
+      const l = i16x8.extend_low_i8x16_u(v);
+      const h = i16x8.extend_high_i8x16_u(v);
+      a0 = i32x4.add(a0, i32x4.mul(i32x4.extend_low_i16x8_u(l), kv));
+      a1 = i32x4.add(a1, i32x4.mul(i32x4.extend_high_i16x8_u(l), kv));
+      a2 = i32x4.add(a2, i32x4.mul(i32x4.extend_low_i16x8_u(h), kv));
+      a3 = i32x4.add(a3, i32x4.mul(i32x4.extend_high_i16x8_u(h), kv));
+    }
+    const w0 = i16x8.narrow_i32x4_s(i32x4.shr_s(a0, 22), i32x4.shr_s(a1, 22));
+    const w1 = i16x8.narrow_i32x4_s(i32x4.shr_s(a2, 22), i32x4.shr_s(a3, 22));
+    v128.store(dst + <usize>c, i8x16.narrow_i16x8_u(w0, w1));
+    if (c === end) break;
+    c += 16;
+  }
+}
