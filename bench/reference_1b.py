@@ -2,8 +2,8 @@
 parameters, exports it with the project's exporter, and times the reference runner on it.
 
     models/export/venv run bench/reference_1b.py build --root DIR [--weights int8]  -> prints {"bundle", "checkpoint", "clip"}
-    models/export/venv run bench/reference_1b.py time --root DIR --image F --prompt P --new-tokens N
-        -> prints {"cached_s", "no_cache_s", "output_ids", ...}
+    models/export/venv run bench/reference_1b.py time --root DIR --image F --prompt P --new-tokens N [--w8a8]
+        -> prints {"cached_s", "no_cache_s", "output_ids", ["w8a8_cached_s", "w8a8_output_ids"], ...}
 
 Timing covers what one request costs the reference: pre-processing, both image encoders, greedy decoding and the
 mask decoder, with torch on 2 threads (the machine's cores; ONNX Runtime uses the same number).
@@ -43,7 +43,7 @@ def build(root: Path, weights: str = "float32") -> dict:
 
 
 @torch.no_grad()
-def time_reference(info: dict, image: str, prompt: str, new_tokens: int) -> dict:
+def time_reference(info: dict, image: str, prompt: str, new_tokens: int, w8a8: bool = False) -> dict:
     from lisa_export import reference as R
     from lisa_export.model import load_lisa
     from lisa_export.tokenizer import load_slow_tokenizer, tokenize_prompt
@@ -68,9 +68,16 @@ def time_reference(info: dict, image: str, prompt: str, new_tokens: int) -> dict
     request(True, 2)  # warm-up: first-call allocations and thread pools
     cached_s, out_ids = request(True, new_tokens)
     no_cache_s, no_cache_ids = request(False, new_tokens)
-    return {"cached_s": cached_s, "no_cache_s": no_cache_s, "no_cache_output_ids": no_cache_ids,
-            "new_tokens": new_tokens, "output_ids": out_ids, "prompt_tokens": len(ids) - 1 + 256,
-            "llm_parameters": params, "torch_threads": torch.get_num_threads()}
+    result = {"cached_s": cached_s, "no_cache_s": no_cache_s, "no_cache_output_ids": no_cache_ids,
+              "new_tokens": new_tokens, "output_ids": out_ids, "prompt_tokens": len(ids) - 1 + 256,
+              "llm_parameters": params, "torch_threads": torch.get_num_threads()}
+    if w8a8:
+        # torch's own int8 path for the like-for-like comparison with our w8a8 bundle: every Linear of the LLM
+        # (lm_head included) with int8 weights per channel and activations quantised at run time (fbgemm)
+        lisa.llm = torch.ao.quantization.quantize_dynamic(lisa.llm, {torch.nn.Linear}, dtype=torch.qint8)
+        request(True, 2)
+        result["w8a8_cached_s"], result["w8a8_output_ids"] = request(True, new_tokens)
+    return result
 
 
 def main() -> int:
@@ -80,7 +87,8 @@ def main() -> int:
     ap.add_argument("--image")
     ap.add_argument("--prompt")
     ap.add_argument("--new-tokens", type=int, default=16)
-    ap.add_argument("--weights", default="float32", choices=["float32", "int8", "int4"])
+    ap.add_argument("--w8a8", action="store_true", help="also time the LLM quantised by torch's quantize_dynamic")
+    ap.add_argument("--weights", default="float32", choices=["float32", "int8", "int4", "w8a8"])
     a = ap.parse_args()
     torch.set_num_threads(2)
     root = Path(a.root)
@@ -89,7 +97,7 @@ def main() -> int:
     if a.command == "build":
         print(json.dumps(info))
     else:
-        print(json.dumps(time_reference(info, a.image, a.prompt, a.new_tokens)))
+        print(json.dumps(time_reference(info, a.image, a.prompt, a.new_tokens, a.w8a8)))
     return 0
 
 

@@ -1,12 +1,13 @@
 // `npm run bench`: every speed figure the project reports, each measured side by side in this one run.
 //   1. host overhead: end-to-end request time / time inside ONNX Runtime, per request (tiny and 1B models);
 //   2. ours vs the PyTorch reference runner on the same >= 1B-parameter random-weight model, same prompt and tokens,
-//      against the reference with its KV cache and without (how LISA's chat.py decodes);
+//      against the reference with its KV cache and without (how LISA's chat.py decodes), for the fp32 bundle and the
+//      w8a8 bundle (int8 weights and activations); the reference is also timed with torch's own dynamic int8;
 //   3. pre-processing a 12 MP JPEG vs sharp's own decode and resize;
 //   4. decode-step time vs this machine's measured memory bandwidth for the decoder's weight bytes.
-// The 1B model is built and exported once (several GB, cached under ~/.cache/reason-segment/bench-1b).
+// The 1B model is built and exported once per weight type (GBs, cached under ~/.cache/reason-segment/bench-1b).
 // Options: --quick skips the 1B comparison; --new-tokens N (default 16); --weights int8|int4 also times our host on a
-// weight-quantised export of the same model (the reference stays fp32, so tokens may differ: agreement is printed).
+// MatMulNBits export of the same model (tokens may differ from fp32: agreement is printed).
 import { execFileSync } from 'node:child_process';
 import { statSync } from 'node:fs';
 import * as os from 'node:os';
@@ -44,7 +45,7 @@ function memoryBandwidth(): number {
   return (2 * n) / (best / 1000);
 }
 
-interface RequestFigures { totalMs: number; onnxMs: number; decodeMs: number; newTokens: number; outputIds: number[] }
+interface RequestFigures { totalMs: number; onnxMs: number; prefillMs: number; decodeMs: number; newTokens: number; outputIds: number[] }
 
 async function timeOurs(bundle: string, newTokens: number, runs: number): Promise<RequestFigures[]> {
   const p = await LisaPipeline.load(bundle, { verifyCacheFile: null });
@@ -53,7 +54,7 @@ async function timeOurs(bundle: string, newTokens: number, runs: number): Promis
     for (let i = 0; i < runs; i++) {
       p.cache.clear(); // every request pays for both image encoders, as the reference does
       const r = await p.segment({ image: { path: IMAGE }, prompt: PROMPT, maxNewTokens: newTokens, includePng: true });
-      out.push({ totalMs: r.timings.totalMs, onnxMs: r.timings.onnxMs, decodeMs: r.timings.decodeMs, newTokens: r.timings.newTokens, outputIds: r.outputIds });
+      out.push({ totalMs: r.timings.totalMs, onnxMs: r.timings.onnxMs, prefillMs: r.timings.prefillMs, decodeMs: r.timings.decodeMs, newTokens: r.timings.newTokens, outputIds: r.outputIds });
     }
     return out;
   } finally {
@@ -80,33 +81,46 @@ async function main(): Promise<void> {
 
   if (!quick) {
     console.log(`\n2. ours vs the PyTorch reference, >= 1B-parameter random LISA, ${newTokens} new tokens (building it once may take minutes):`);
-    const info = JSON.parse(execFileSync(VENV, ['run', path.join(REPO, 'bench', 'reference_1b.py'), 'build', '--root', CACHE], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim().split('\n').pop()!);
-    const ours = await timeOurs(info.bundle, newTokens, 2);
-    const best = ours.reduce((a, b) => (b.totalMs < a.totalMs ? b : a));
-    const ref = JSON.parse(execFileSync(VENV, ['run', path.join(REPO, 'bench', 'reference_1b.py'), 'time', '--root', CACHE, '--image', IMAGE, '--prompt', PROMPT, '--new-tokens', String(newTokens)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim().split('\n').pop()!);
-    const sameTokens = JSON.stringify(ref.output_ids) === JSON.stringify(best.outputIds);
+    const reference = (...args: string[]) => JSON.parse(execFileSync(VENV, ['run', path.join(REPO, 'bench', 'reference_1b.py'), ...args, '--root', CACHE],
+      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 26 }).trim().split('\n').pop()!);
+    const fastest = (runs: RequestFigures[]) => runs.reduce((a, b) => (b.totalMs < a.totalMs ? b : a));
+    const fp32Bundle: string = reference('build').bundle;
+    const w8a8Bundle: string = reference('build', '--weights', 'w8a8').bundle;
+    const fp32Runs = await timeOurs(fp32Bundle, newTokens, 2);
+    const w8a8Runs = await timeOurs(w8a8Bundle, newTokens, 2);
+    const fp32 = fastest(fp32Runs);
+    const w8a8 = fastest(w8a8Runs);
+    const ref = reference('time', '--image', IMAGE, '--prompt', PROMPT, '--new-tokens', String(newTokens), '--w8a8');
+    const agreeing = (ids: number[], want: number[]) => `${ids.filter((t, i) => t === want[i]).length}/${want.length}`;
+    const s = (ms: number) => `${f2(ms / 1000)} s`;
     console.log(`  model: ${(ref.llm_parameters / 1e9).toFixed(2)} B LLM parameters, prompt ${ref.prompt_tokens} positions with the image; torch threads ${ref.torch_threads}`);
-    console.log(`  tokens identical to the reference: ${sameTokens} (${best.outputIds.length} vs ${ref.output_ids.length})`);
-    console.log(`  ours (TypeScript host, onnxruntime-node cpu):   ${f2(best.totalMs / 1000)} s`);
-    console.log(`  reference, KV cache on:                         ${f2(ref.cached_s)} s   ratio ours/reference = ${f2(best.totalMs / 1000 / ref.cached_s)} (goal <= 0.5)`);
-    console.log(`  reference, no KV cache (LISA chat.py):          ${f2(ref.no_cache_s)} s   ratio ours/reference = ${f2(best.totalMs / 1000 / ref.no_cache_s)}`);
-    overheadLine('1B model', ours);
+    console.log(`  reference fp32, KV cache on:                    ${f2(ref.cached_s)} s`);
+    console.log(`  reference fp32, no KV cache (LISA chat.py):     ${f2(ref.no_cache_s)} s`);
+    console.log(`  reference w8a8 (torch quantize_dynamic), cache: ${f2(ref.w8a8_cached_s)} s   tokens agreeing with reference fp32 ${agreeing(ref.w8a8_output_ids, ref.output_ids)}`);
+    console.log(`  ours fp32:  ${s(fp32.totalMs)}   / reference fp32 cached = ${f2(fp32.totalMs / 1000 / ref.cached_s)}, / no cache = ${f2(fp32.totalMs / 1000 / ref.no_cache_s)}; ` +
+      `tokens agreeing with reference fp32 ${agreeing(fp32.outputIds, ref.output_ids)}`);
+    console.log(`  ours w8a8:  ${s(w8a8.totalMs)}   / reference fp32 cached = ${f2(w8a8.totalMs / 1000 / ref.cached_s)} (goal <= 0.5), / no cache = ${f2(w8a8.totalMs / 1000 / ref.no_cache_s)}, ` +
+      `/ reference w8a8 cached = ${f2(w8a8.totalMs / 1000 / ref.w8a8_cached_s)}; tokens agreeing with reference fp32 ${agreeing(w8a8.outputIds, ref.output_ids)}, ` +
+      `with reference w8a8 ${agreeing(w8a8.outputIds, ref.w8a8_output_ids)}`);
+    overheadLine('1B fp32', fp32Runs);
+    overheadLine('1B w8a8', w8a8Runs);
 
     const quantised = arg('--weights');
-    if (quantised && quantised !== 'float32') {
-      const q = JSON.parse(execFileSync(VENV, ['run', path.join(REPO, 'bench', 'reference_1b.py'), 'build', '--root', CACHE, '--weights', quantised], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim().split('\n').pop()!);
-      const runs = await timeOurs(q.bundle, newTokens, 2);
-      const qb = runs.reduce((a, b) => (b.totalMs < a.totalMs ? b : a));
-      const agree = qb.outputIds.filter((t, i) => t === ref.output_ids[i]).length;
-      console.log(`  ours with ${quantised} weights:                    ${f2(qb.totalMs / 1000)} s   ratio ours/reference (cached, fp32) = ${f2(qb.totalMs / 1000 / ref.cached_s)}; ` +
-        `tokens agreeing with fp32: ${agree}/${ref.output_ids.length}`);
+    if (quantised && quantised !== 'float32' && quantised !== 'w8a8') {
+      const runs = await timeOurs(reference('build', '--weights', quantised).bundle, newTokens, 2);
+      const qb = fastest(runs);
+      console.log(`  ours ${quantised}:  ${s(qb.totalMs)}   / reference fp32 cached = ${f2(qb.totalMs / 1000 / ref.cached_s)}; ` +
+        `tokens agreeing with reference fp32 ${agreeing(qb.outputIds, ref.output_ids)}`);
     }
 
-    const weightBytes = statSync(path.join(info.bundle, 'onnx', 'decoder.onnx_data')).size;
-    const stepMs = best.decodeMs / Math.max(1, best.newTokens - 1);
-    const achieved = weightBytes / (stepMs / 1000);
-    console.log(`\n4. decode step: ${f1(stepMs)} ms for ${f2(weightBytes / 1e9)} GB of decoder weights = ${f1(achieved / 1e9)} GB/s, ` +
-      `${f2(achieved / bw)} of the measured memcpy bandwidth (read+write), ${f2(achieved / (bw / 2))} of its read half`);
+    console.log('\n4. decode step vs memory bandwidth:');
+    for (const [label, bundle, r] of [['fp32', fp32Bundle, fp32], ['w8a8', w8a8Bundle, w8a8]] as const) {
+      const weightBytes = statSync(path.join(bundle, 'onnx', 'decoder.onnx_data')).size;
+      const stepMs = r.decodeMs / Math.max(1, r.newTokens - 1);
+      const achieved = weightBytes / (stepMs / 1000);
+      console.log(`  ${label}: ${f1(stepMs)} ms for ${f2(weightBytes / 1e9)} GB of decoder weights = ${f1(achieved / 1e9)} GB/s, ` +
+        `${f2(achieved / bw)} of the measured memcpy bandwidth (read+write), ${f2(achieved / (bw / 2))} of its read half; prefill ${s(r.prefillMs)}`);
+    }
   }
 
   console.log('\n3. pre-processing a 12 MP JPEG:');

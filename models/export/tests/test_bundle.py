@@ -79,7 +79,8 @@ def test_committed_fixture_regenerates_bit_for_bit(name, tmp_path):
 # "forced": argmax agreement with the fp32 greedy tokens when the fp32 answer is fed (teacher forcing: no compounding);
 # "free": position-wise agreement of free-running greedy decoding (one early flip changes everything after it).
 QUANT_BOUNDS = {"int8": {"forced": 0.90, "free": 0.40, "iou": 0.99},
-                "int4": {"forced": 0.50, "free": 0.0, "iou": 0.95}}
+                "int4": {"forced": 0.50, "free": 0.0, "iou": 0.95},
+                "w8a8": {"forced": 0.90, "free": 0.40, "iou": 0.99}}
 
 
 @pytest.fixture(scope="module")
@@ -88,10 +89,10 @@ def quantised(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("quant")
     return {w: export_tiny("7b", 1, root / f"tiny-7b-{w}", weights=w, goldens=False, log=lambda m: None)
-            for w in ("int8", "int4")}
+            for w in QUANT_BOUNDS}
 
 
-@pytest.mark.parametrize("weights", ["int8", "int4"])
+@pytest.mark.parametrize("weights", list(QUANT_BOUNDS))
 def test_quantised_bundle_agrees_with_fp32(quantised, weights):
     from lisa_export.ort_run import OrtBundle
 
