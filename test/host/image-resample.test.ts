@@ -112,7 +112,7 @@ describe('image resample: Pillow parity on real photographs', function () {
     }
   });
 
-  it('CLIP and SAM tensors equal a numpy reimplementation fed Pillow (max abs diff <= 1e-5)', () => {
+  it('CLIP and SAM tensors equal a numpy reimplementation fed Pillow (max abs diff <= 1e-5), on one thread and on two', async () => {
     const jobs: Job[] = [];
     const names = [...decoded.keys()];
     for (const name of names) {
@@ -148,6 +148,15 @@ describe('image resample: Pillow parity on real photographs', function () {
       assert.equal(samU8.max, 0, `${name} sam uint8`);
       assert.ok(dc.max <= 1e-5, `${name} clip tensor max diff ${dc.max}`);
       assert.ok(ds.max <= 1e-5, `${name} sam tensor max diff ${ds.max}`);
+      // the production path (preprocessImageParallel: bands of rows on two threads) against the same references
+      const par = await preprocessImageParallel(img, CLIP_SPEC, SAM_SPEC);
+      assert.deepEqual(par.sam.resizeSize, meta.resize_size, name);
+      assert.deepEqual([par.clip.dims, par.sam.dims], [clip.dims, sam.dims], name);
+      const pc = diffStats(par.clip.data, readF32(`${base}.clip.f32`)).max;
+      const ps = diffStats(par.sam.data, readF32(`${base}.sam.f32`)).max;
+      assert.ok(pc <= 1e-5 && ps <= 1e-5, `${name} two-thread tensors max diff clip ${pc}, sam ${ps}`);
+      assert.deepEqual(par.clip.data, clip.data, `${name} clip: two threads = one thread`);
+      assert.deepEqual(par.sam.data, sam.data, `${name} sam: two threads = one thread`);
     }
     console.log(`      tensors vs numpy+Pillow:\n        ${lines.join('\n        ')}\n      worst: clip ${worstClip}, sam ${worstSam}`);
   });
@@ -155,7 +164,6 @@ describe('image resample: Pillow parity on real photographs', function () {
   it('preprocessImageParallel (CLIP on a worker thread) gives the same tensors as preprocessImage', async () => {
     for (const name of ['rocket-portrait.jpg', 'coffee-wide.png']) {
       const img = decoded.get(name) as DecodedImage;
-      assert.ok(img.data.buffer instanceof SharedArrayBuffer, 'decodeImage returns shareable bytes');
       const a = preprocessImage(img, CLIP_SPEC, SAM_SPEC);
       const b = await preprocessImageParallel(img, CLIP_SPEC, SAM_SPEC);
       assert.deepEqual(b.clip.dims, a.clip.dims);

@@ -1,20 +1,12 @@
-// Worker thread for preprocessImageParallel: computes the CLIP tensor while the main thread computes the SAM tensor.
-// The RGB bytes arrive in a SharedArrayBuffer (no copy); the result's buffer is transferred back.
+// Worker thread for preprocessImageParallel: computes its band of the CLIP and SAM resizes in the arena it shares with
+// the main thread, and both tensors, which it transfers back (see preprocess.ts, "both tensors at once").
 import { parentPort } from 'node:worker_threads';
-import { ClipPreprocessSpec, clipPixelValues } from './preprocess';
+import { runWorkerJob, WorkerJob } from './preprocess';
 
-interface Job {
-  id: number;
-  width: number;
-  height: number;
-  data: Uint8Array;
-  spec: ClipPreprocessSpec;
-}
-
-parentPort?.on('message', (job: Job) => {
+parentPort?.on('message', (job: WorkerJob) => {
   try {
-    const r = clipPixelValues({ width: job.width, height: job.height, data: job.data }, job.spec);
-    parentPort?.postMessage({ id: job.id, data: r.data, dims: r.dims }, [r.data.buffer as ArrayBuffer]);
+    const r = runWorkerJob(job);
+    parentPort?.postMessage({ id: job.id, clip: r.clip, sam: r.sam }, [r.clip.buffer as ArrayBuffer, r.sam.buffer as ArrayBuffer]);
   } catch (e) {
     parentPort?.postMessage({ id: job.id, error: (e as Error).message ?? String(e) });
   }

@@ -12,8 +12,12 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
+import { acquireArena, Arena, releaseArena } from './arena';
 import type { DecodedImage } from './decode';
-import { ResampleFilter, RgbImage, resizeRgb } from './resample';
+import {
+  checkResize, OutputWindow, planResize, ResampleFilter, ResizePlan, resizeRgb, RgbImage, runPlan, runPlanBytes, sourceRows,
+  stagedRows,
+} from './resample';
 
 export interface ClipPreprocessSpec {
   shortest_edge: number;
@@ -69,29 +73,35 @@ export function samResizeSize(h: number, w: number, longSide: number): [number, 
   return [Math.trunc(h * scale + 0.5), Math.trunc(w * scale + 0.5)];
 }
 
-/** The resized and centre-cropped uint8 image that the CLIP tensor is made from. */
-export function clipResizedCrop(img: RgbImage, spec: ClipPreprocessSpec): RgbImage {
+function clipGeometry(h: number, w: number, spec: ClipPreprocessSpec): { size: [number, number]; win: OutputWindow; filter: ResampleFilter } {
   const filter = checkFilter(spec.resample, 'clip_preprocess');
   const [ch, cw] = spec.crop;
-  const [rh, rw] = clipResizeSize(img.height, img.width, spec.shortest_edge);
+  const [rh, rw] = clipResizeSize(h, w, spec.shortest_edge);
   if (rh < ch || rw < cw) {
     // transformers would pad here; with shortest_edge >= crop it never happens
     throw new Error(`clip_preprocess: crop ${ch}x${cw} is larger than the resized ${rh}x${rw}`);
   }
   const top = Math.floor((rh - ch) / 2);
   const left = Math.floor((rw - cw) / 2);
-  return resizeRgb(img, rw, rh, filter, { x: left, y: top, width: cw, height: ch });
+  return { size: [rh, rw], win: { x: left, y: top, width: cw, height: ch }, filter };
 }
 
-/** CLIP `pixel_values` [1, 3, crop_h, crop_w], float32, RGB. */
-export function clipPixelValues(img: RgbImage, spec: ClipPreprocessSpec): ClipPixelValues {
+/** The resized and centre-cropped uint8 image that the CLIP tensor is made from. */
+export function clipResizedCrop(img: RgbImage, spec: ClipPreprocessSpec): RgbImage {
+  const g = clipGeometry(img.height, img.width, spec);
+  return resizeRgb(img, g.size[1], g.size[0], g.filter, g.win);
+}
+
+function checkClip(spec: ClipPreprocessSpec): void {
   check3(spec.mean, 'clip_preprocess.mean');
   check3(spec.std, 'clip_preprocess.std');
-  const crop = clipResizedCrop(img, spec);
-  const plane = crop.width * crop.height;
+}
+
+/** CLIP `pixel_values` from the uint8 crop (w x h RGB at `src`). */
+function clipTensor(src: Uint8Array, w: number, h: number, spec: ClipPreprocessSpec): ClipPixelValues {
+  const plane = w * h;
   const out = new Float32Array(3 * plane);
   const f = Math.fround;
-  const src = crop.data;
   for (let c = 0; c < 3; c++) {
     const mean = f(spec.mean[c]);
     const std = f(spec.std[c]);
@@ -101,39 +111,60 @@ export function clipPixelValues(img: RgbImage, spec: ClipPreprocessSpec): ClipPi
     const base = c * plane;
     for (let i = 0; i < plane; i++) out[base + i] = lut[src[i * 3 + c]];
   }
-  return { data: out, dims: [1, 3, crop.height, crop.width] };
+  return { data: out, dims: [1, 3, h, w] };
+}
+
+/** CLIP `pixel_values` [1, 3, crop_h, crop_w], float32, RGB. */
+export function clipPixelValues(img: RgbImage, spec: ClipPreprocessSpec): ClipPixelValues {
+  checkClip(spec);
+  const crop = clipResizedCrop(img, spec);
+  return clipTensor(crop.data, crop.width, crop.height, spec);
+}
+
+function samGeometry(h: number, w: number, spec: SamPreprocessSpec): { size: [number, number]; filter: ResampleFilter } {
+  return { size: samResizeSize(h, w, spec.long_side), filter: checkFilter(spec.resample, 'sam_preprocess') };
 }
 
 /** The resized uint8 image that the SAM tensor is made from, and its size. */
 export function samResized(img: RgbImage, spec: SamPreprocessSpec): RgbImage {
-  const filter = checkFilter(spec.resample, 'sam_preprocess');
-  const [nh, nw] = samResizeSize(img.height, img.width, spec.long_side);
+  const { size: [nh, nw], filter } = samGeometry(img.height, img.width, spec);
   return resizeRgb(img, nw, nh, filter);
 }
 
-/** SAM `pixel_values` [1, 3, L, L], float32, RGB, normalised then zero-padded bottom/right. */
-export function samPixelValues(img: RgbImage, spec: SamPreprocessSpec): SamPixelValues {
+function checkSam(spec: SamPreprocessSpec): void {
   check3(spec.mean, 'sam_preprocess.mean');
   check3(spec.std, 'sam_preprocess.std');
   if (spec.pad !== 'bottom-right-zero') throw new Error(`sam_preprocess.pad "${spec.pad}" is not supported`);
+}
+
+/**
+ * Rows [a, b) of the SAM tensor `out` ([3, L, L], zeros beyond the image) from the uint8 resize (`rw` wide, row y at
+ * src[y * rw * 3]).
+ */
+function samTensorRows(src: Uint8Array, rw: number, a: number, b: number, out: Float32Array, spec: SamPreprocessSpec): void {
   const L = spec.long_side;
-  const r = samResized(img, spec);
-  const out = new Float32Array(3 * L * L); // zeros: the padding
   const f = Math.fround;
-  const src = r.data;
-  const rw = r.width;
   for (let c = 0; c < 3; c++) {
     const mean = f(spec.mean[c]);
     const std = f(spec.std[c]);
     const lut = new Float32Array(256);
     for (let v = 0; v < 256; v++) lut[v] = f(f(v - mean) / std);
     const base = c * L * L;
-    for (let y = 0; y < r.height; y++) {
+    for (let y = a; y < b; y++) {
       const o = base + y * L;
       let s = y * rw * 3 + c;
       for (let x = 0; x < rw; x++, s += 3) out[o + x] = lut[src[s]];
     }
   }
+}
+
+/** SAM `pixel_values` [1, 3, L, L], float32, RGB, normalised then zero-padded bottom/right. */
+export function samPixelValues(img: RgbImage, spec: SamPreprocessSpec): SamPixelValues {
+  checkSam(spec);
+  const L = spec.long_side;
+  const r = samResized(img, spec);
+  const out = new Float32Array(3 * L * L); // zeros: the padding
+  samTensorRows(r.data, r.width, 0, r.height, out, spec);
   return { data: out, dims: [1, 3, L, L], resizeSize: [r.height, r.width] };
 }
 
@@ -145,7 +176,7 @@ export interface PreprocessedImage {
   sha256: string;
 }
 
-/** Both tensors from one decoded image. */
+/** Both tensors from one decoded image, on this thread. */
 export function preprocessImage(img: DecodedImage, clip: ClipPreprocessSpec, sam: SamPreprocessSpec): PreprocessedImage {
   return {
     clip: clipPixelValues(img, clip),
@@ -156,19 +187,85 @@ export function preprocessImage(img: DecodedImage, clip: ClipPreprocessSpec, sam
 }
 
 // ---- both tensors at once on two threads ----
+//
+// Both threads work in one shared arena (./arena.ts). The main thread writes the coefficient tables, posts the job,
+// copies the image rows into the arena and raises the STAGED flag, then computes its band: the lower rows of the CLIP
+// crop and of the SAM resize, and raises DONE. The worker meanwhile allocates the SAM tensor and touches its pages
+// (a fresh 12 MB array costs ~5 ms of page faults), waits for STAGED, computes the upper rows of both resizes,
+// normalises its SAM rows, waits for DONE, normalises the rest and the CLIP crop, and transfers both tensors back.
+// Each thread writes only its own rows, so the results are those of preprocessImage bit for bit.
+
+/** Share of the output rows the worker computes: it also does all of the normalisation, the main thread the copy. */
+const WORKER_SHARE = 0.5;
+const FLAG_STAGED = 0;
+const FLAG_DONE = 1;
+/** Flag values */
+const PENDING = 0;
+const GO = 1;
+const ABORT = 2;
+
+export interface WorkerTask {
+  plan: ResizePlan;
+  /** window rows [a, b) */
+  a: number;
+  b: number;
+  dst: number;
+}
+
+export interface WorkerJob {
+  id: number;
+  memory: WebAssembly.Memory;
+  /** i32 flags (FLAG_STAGED, FLAG_DONE) at this byte offset */
+  flags: number;
+  /** the image's rows [r0, ...) at `base`, `width` pixels wide */
+  staged: { base: number; r0: number; width: number };
+  /** the worker's working memory starts here (runPlanBytes of its largest task is reserved) */
+  scratch: number;
+  tasks: WorkerTask[];
+  clip: { spec: ClipPreprocessSpec; src: number; width: number; height: number };
+  sam: { spec: SamPreprocessSpec; src: number; width: number; height: number; workerRows: number };
+}
 
 interface WorkerReply {
   id: number;
-  data?: Float32Array;
-  dims?: [1, 3, number, number];
+  clip?: Float32Array;
+  sam?: Float32Array;
   error?: string;
 }
 
+const WAIT_MS = 60_000;
+
+function waitFlag(flags: Int32Array, i: number, what: string): void {
+  if (Atomics.wait(flags, i, PENDING, WAIT_MS) === 'timed-out') throw new Error(`timed out waiting for the main thread (${what})`);
+  if (Atomics.load(flags, i) !== GO) throw new Error('cancelled');
+}
+
+/** The worker's side of a job (runs in preprocess-worker.js). */
+export function runWorkerJob(job: WorkerJob): { clip: Float32Array; sam: Float32Array } {
+  const arena = new Arena(job.memory);
+  const flags = new Int32Array(job.memory.buffer, job.flags, 2);
+  const L = job.sam.spec.long_side;
+  const sam = new Float32Array(3 * L * L);
+  for (let c = 0; c < 3; c++) sam.fill(0, c * L * L, c * L * L + job.sam.height * L); // map the pages now, not later
+  waitFlag(flags, FLAG_STAGED, 'image rows');
+  for (const t of job.tasks) {
+    runPlan(arena, arena.bump(job.scratch), t.plan, stagedRows(job.staged.base, job.staged.r0, job.staged.width, t.plan), t.a, t.b, t.dst);
+  }
+  const u8 = () => arena.u8;
+  const samSrc = () => u8().subarray(job.sam.src, job.sam.src + job.sam.width * job.sam.height * 3);
+  samTensorRows(samSrc(), job.sam.width, 0, job.sam.workerRows, sam, job.sam.spec);
+  waitFlag(flags, FLAG_DONE, 'its rows');
+  samTensorRows(samSrc(), job.sam.width, job.sam.workerRows, job.sam.height, sam, job.sam.spec);
+  const c = job.clip;
+  const clip = clipTensor(u8().subarray(c.src, c.src + c.width * c.height * 3), c.width, c.height, c.spec).data;
+  return { clip, sam };
+}
+
 let worker: Worker | null | undefined; // undefined: not tried yet; null: unavailable, run on this thread
-const pending = new Map<number, { resolve: (r: ClipPixelValues) => void; reject: (e: Error) => void }>();
+const pending = new Map<number, { resolve: (r: WorkerReply) => void; reject: (e: Error) => void }>();
 let nextId = 1;
 
-function clipWorker(): Worker | null {
+function preprocessWorker(): Worker | null {
   if (worker !== undefined) return worker;
   worker = null;
   const file = path.join(__dirname, 'preprocess-worker.js');
@@ -181,8 +278,8 @@ function clipWorker(): Worker | null {
       if (!p) return;
       pending.delete(m.id);
       if (pending.size === 0) w.unref();
-      if (m.error !== undefined || !m.data || !m.dims) p.reject(new Error(`CLIP pre-processing worker: ${m.error}`));
-      else p.resolve({ data: m.data, dims: m.dims });
+      if (m.error !== undefined || !m.clip || !m.sam) p.reject(new Error(`pre-processing worker: ${m.error}`));
+      else p.resolve(m);
     });
     const fail = (e: Error) => {
       if (worker === w) worker = undefined; // the next call starts a fresh worker
@@ -190,7 +287,7 @@ function clipWorker(): Worker | null {
       pending.clear();
     };
     w.on('error', fail);
-    w.on('exit', (code) => fail(new Error(`CLIP pre-processing worker exited (${code})`)));
+    w.on('exit', (code) => fail(new Error(`pre-processing worker exited (${code})`)));
     worker = w;
   } catch {
     worker = null;
@@ -206,24 +303,85 @@ export async function stopPreprocessWorker(): Promise<void> {
 }
 
 /**
- * preprocessImage with the CLIP tensor computed on a worker thread while this thread computes the SAM tensor. Same
- * results bit for bit; falls back to one thread when no worker can run (one CPU, bundled without the worker file).
+ * preprocessImage on two threads (see above). Same results bit for bit; runs on this thread alone when no worker can
+ * run (one CPU, no worker file). A call made while another one is out works in a temporary arena.
  */
 export async function preprocessImageParallel(
   img: DecodedImage, clip: ClipPreprocessSpec, sam: SamPreprocessSpec,
 ): Promise<PreprocessedImage> {
-  const w = img.data.buffer instanceof SharedArrayBuffer ? clipWorker() : null;
+  checkClip(clip);
+  checkSam(sam);
+  const cg = clipGeometry(img.height, img.width, clip);
+  const sg = samGeometry(img.height, img.width, sam);
+  const [nh, nw] = sg.size;
+  checkResize(img, cg.size[1], cg.size[0], cg.win);
+  checkResize(img, nw, nh, undefined);
+  const w = preprocessWorker();
   if (!w) return preprocessImage(img, clip, sam);
-  const id = nextId++;
-  const clipDone = new Promise<ClipPixelValues>((resolve, reject) => pending.set(id, { resolve, reject }));
-  w.ref(); // keep the process alive while a job is out; unref'd again when the last reply arrives
-  w.postMessage({ id, width: img.width, height: img.height, data: img.data, spec: clip });
-  let samOut: SamPixelValues;
+  const arena = acquireArena();
+  let flags: Int32Array | undefined;
+  let reply: Promise<WorkerReply> | undefined;
   try {
-    samOut = samPixelValues(img, sam);
+    const bump = arena.bump();
+    const flagsPtr = bump.alloc(8);
+    const W = img.width;
+    const clipPlan = planResize(arena, bump, W, img.height, cg.size[1], cg.size[0], cg.filter, cg.win);
+    const samPlan = planResize(arena, bump, W, img.height, nw, nh, sg.filter, { x: 0, y: 0, width: nw, height: nh });
+    const ch = cg.win.height;
+    const clipDst = bump.alloc(cg.win.width * ch * 3);
+    const samDst = bump.alloc(nw * nh * 3);
+    const staged = bump.alloc(img.data.length + 16);
+    const cSplit = Math.round(ch * WORKER_SHARE);
+    const sSplit = Math.round(nh * WORKER_SHARE);
+    const scratch = Math.max(runPlanBytes(clipPlan, false), runPlanBytes(samPlan, false));
+    const workerScratch = bump.alloc(scratch);
+    const mainScratch = bump.alloc(scratch);
+    flags = arena.i32(flagsPtr, 2);
+    flags.fill(PENDING);
+
+    const job: WorkerJob = {
+      id: nextId++, memory: arena.memory, flags: flagsPtr, staged: { base: staged, r0: 0, width: W }, scratch: workerScratch,
+      tasks: [{ plan: clipPlan, a: 0, b: cSplit, dst: clipDst }, { plan: samPlan, a: 0, b: sSplit, dst: samDst }],
+      clip: { spec: clip, src: clipDst, width: cg.win.width, height: ch },
+      sam: { spec: sam, src: samDst, width: nw, height: nh, workerRows: sSplit },
+    };
+    reply = new Promise<WorkerReply>((resolve, reject) => pending.set(job.id, { resolve, reject }));
+    w.ref(); // keep the process alive while a job is out; unref'd again when the last reply arrives
+    w.postMessage(job);
+
+    // only the rows that the two plans read
+    const [c0, c1] = sourceRows(clipPlan, 0, ch);
+    const [s0, s1] = sourceRows(samPlan, 0, nh);
+    const r0 = Math.min(c0, s0);
+    const r1 = Math.max(c1, s1);
+    arena.u8.set(img.data.subarray(r0 * W * 3, r1 * W * 3), staged + r0 * W * 3);
+    Atomics.store(flags, FLAG_STAGED, GO);
+    Atomics.notify(flags, FLAG_STAGED);
+
+    runPlan(arena, arena.bump(mainScratch), clipPlan, stagedRows(staged, 0, W, clipPlan), cSplit, ch, clipDst);
+    runPlan(arena, arena.bump(mainScratch), samPlan, stagedRows(staged, 0, W, samPlan), sSplit, nh, samDst);
+    Atomics.store(flags, FLAG_DONE, GO);
+    Atomics.notify(flags, FLAG_DONE);
+
+    const r = await reply;
+    const L = sam.long_side;
+    return {
+      clip: { data: r.clip as Float32Array, dims: [1, 3, ch, cg.win.width] },
+      sam: { data: r.sam as Float32Array, dims: [1, 3, L, L], resizeSize: [nh, nw] },
+      origSize: [img.height, img.width],
+      sha256: img.sha256,
+    };
   } catch (e) {
-    await clipDone.catch(() => undefined);
+    if (flags) {
+      // release the worker if it waits on us, and let it finish before the arena is reused
+      Atomics.compareExchange(flags, FLAG_STAGED, PENDING, ABORT);
+      Atomics.compareExchange(flags, FLAG_DONE, PENDING, ABORT);
+      Atomics.notify(flags, FLAG_STAGED);
+      Atomics.notify(flags, FLAG_DONE);
+    }
+    await reply?.catch(() => undefined);
     throw e;
+  } finally {
+    releaseArena(arena);
   }
-  return { clip: await clipDone, sam: samOut, origSize: [img.height, img.width], sha256: img.sha256 };
 }
