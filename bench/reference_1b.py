@@ -34,7 +34,9 @@ def build(root: Path, weights: str = "float32") -> dict:
         ckpt, clip = build_tiny_checkpoint("7b", 1, root, llm_overrides=LLM)
         info = {"checkpoint": str(ckpt), "clip": str(clip)}
     bundle = root / ("bundle" if weights == "float32" else f"bundle-{weights}")
-    if not (bundle / "lisa.manifest.json").exists():
+    manifest = bundle / "lisa.manifest.json"
+    # re-export a bundle made before the decoder had its new_key_values outputs (the host's fast KV path needs them)
+    if not manifest.exists() or "new_key_values.0.key" not in json.loads(manifest.read_text())["graphs"]["decoder"]["outputs"]:
         subprocess.run([sys.executable, "-m", "lisa_export", "export", "--checkpoint", info["checkpoint"], "--clip",
                         info["clip"], "--out", str(bundle), "--weights", weights, "--force"], check=True)
     info[f"bundle-{weights}"] = str(bundle)

@@ -4,6 +4,7 @@
 import type * as ort from 'onnxruntime-node';
 import type { Manifest } from './bundle';
 import { HostError } from './errors';
+import { KvCache } from './kv-cache';
 import { f32, GraphSessions, i64 } from './sessions';
 
 export interface GenerateRequest {
@@ -68,16 +69,12 @@ export async function generate(sessions: GraphSessions, m: Manifest, req: Genera
     if (req.inputIds[i + 1] === seg) promptPositions.push(i < k ? i : i + num_image_tokens - 1);
   }
 
-  let past: ort.Tensor[] = [];
-  for (let i = 0; i < L; i++) {
-    past.push(f32(new Float32Array(0), [1, KV, 0, D]), f32(new Float32Array(0), [1, KV, 0, D]));
-  }
+  const cache = new KvCache(L, KV, D, KvCache.supports(sessions.outputNames('decoder')));
 
   const outputIds: number[] = [];
   let stopReason: GenerateResult['stopReason'] = 'max_new_tokens';
   let inputs: Float32Array = prefill;
-  let seqLen = prefillLen;
-  let pastLen = 0;
+  let stepMask: bigint[] = attention;
   let prefillMs = 0;
   const t0 = performance.now();
   for (let step = 0; step < maxNew; step++) {
@@ -85,16 +82,13 @@ export async function generate(sessions: GraphSessions, m: Manifest, req: Genera
       stopReason = 'cancelled';
       break;
     }
+    const seqLen = stepMask.length;
     const feeds: Record<string, ort.Tensor> = {
+      ...cache.feeds(stepMask),
       inputs_embeds: f32(inputs, [1, seqLen, H]),
-      attention_mask: i64(BigInt64Array.from(attention), [1, pastLen + seqLen]),
-      position_ids: i64(BigInt64Array.from({ length: seqLen }, (_, j) => BigInt(pastLen + j)), [1, seqLen]),
+      position_ids: i64(BigInt64Array.from({ length: seqLen }, (_, j) => BigInt(cache.length + j)), [1, seqLen]),
     };
-    for (let i = 0; i < L; i++) {
-      feeds[`past_key_values.${i}.key`] = past[2 * i];
-      feeds[`past_key_values.${i}.value`] = past[2 * i + 1];
-    }
-    const out = await sessions.run('decoder', feeds);
+    const out = await sessions.run('decoder', feeds, ['logits', 'last_hidden_state', ...cache.fetches()]);
     const logits = out.logits.data as Float32Array;
     const hidden = out.last_hidden_state.data as Float32Array;
     if (step === 0) {
@@ -105,17 +99,14 @@ export async function generate(sessions: GraphSessions, m: Manifest, req: Genera
     outputIds.push(next);
     req.onToken?.(next, outputIds.length - 1);
 
-    past = [];
-    for (let i = 0; i < L; i++) past.push(out[`present.${i}.key`], out[`present.${i}.value`]);
-    pastLen += seqLen;
+    cache.append(out, stepMask);
     if (step === 0) prefillMs = performance.now() - t0;
     if (m.generation.stop_ids.includes(next)) {
       stopReason = 'eos';
       break;
     }
     inputs = await embed(sessions, [next]);
-    seqLen = 1;
-    attention.push(1n);
+    stepMask = [1n];
   }
   const decodeMs = performance.now() - t0 - prefillMs;
   return { outputIds, seg: segs, stopReason, prefillMs, decodeMs };

@@ -59,13 +59,18 @@ export class GraphSessions {
     }
   }
 
-  async run(graph: GraphName, feeds: Record<string, ort.Tensor>): Promise<ort.InferenceSession.OnnxValueMapType> {
+  /** Runs a graph; `fetches` names the outputs to bring back (default all: each one is copied into JS memory). */
+  async run(graph: GraphName, feeds: Record<string, ort.Tensor>, fetches?: readonly string[]): Promise<ort.InferenceSession.OnnxValueMapType> {
     const t0 = performance.now();
-    const out = await this.sessions[graph].run(feeds);
+    const out = await (fetches ? this.sessions[graph].run(feeds, fetches) : this.sessions[graph].run(feeds));
     const ms = performance.now() - t0;
     this.clock.onnxMs += ms;
     this.clock.byGraph[graph] = (this.clock.byGraph[graph] ?? 0) + ms;
     return out;
+  }
+
+  outputNames(graph: GraphName): readonly string[] {
+    return this.sessions[graph].outputNames;
   }
 
   async release(): Promise<void> {

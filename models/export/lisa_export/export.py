@@ -182,6 +182,7 @@ def contract_shapes(lisa: Lisa) -> dict[str, dict[str, list]]:
         for kv in ("key", "value"):
             dec[f"past_key_values.{i}.{kv}"] = [1, KV, "P", D]
             dec[f"present.{i}.{kv}"] = [1, KV, "P+S", D]
+            dec[f"new_key_values.{i}.{kv}"] = [1, KV, "S", D]
     return {
         "vision_encoder": {"pixel_values": [1, 3, 224, 224], "image_features": [1, 256, H]},
         "embed_tokens": {"input_ids": [1, "S"], "inputs_embeds": [1, "S", H]},
@@ -254,6 +255,10 @@ def export_graphs(lisa: Lisa, onnx_dir: Path, log=print) -> None:
             names_out.append(f"present.{i}.{kv}")
             dyn[f"past_key_values.{i}.{kv}"] = {2: "P"}
             dyn[f"present.{i}.{kv}"] = {2: "P+S"}
+    for i in range(L):
+        for kv in ("key", "value"):
+            names_out.append(f"new_key_values.{i}.{kv}")
+            dyn[f"new_key_values.{i}.{kv}"] = {2: "S"}
     dec_path = onnx_dir / "decoder.onnx"
     _torch_export(Decoder(lisa), [torch.randn(1, S, H, generator=g), torch.ones(1, P + S, dtype=torch.int64),
                                   torch.arange(P, P + S).unsqueeze(0), *past], dec_path, names_in, names_out, dyn)

@@ -42,7 +42,8 @@ class EmbedTokens(nn.Module):
 class Decoder(nn.Module):
     """LLaMA with explicit KV cache.  Inputs: inputs_embeds [1,S,H], attention_mask [1,P+S] (0 = masked key),
     position_ids [1,S], then past key/value per layer [1,KV,P,D].  Outputs: logits, post-norm last_hidden_state,
-    present key/value per layer [1,KV,P+S,D]."""
+    present key/value per layer [1,KV,P+S,D], then this step's key/value rows per layer [1,KV,S,D] (new_key_values:
+    what a caller that keeps its own cache appends, so it need not fetch the whole present cache every step)."""
 
     def __init__(self, lisa: Lisa):
         super().__init__()
@@ -63,7 +64,7 @@ class Decoder(nn.Module):
         neg = torch.finfo(torch.float32).min
         mask = torch.where(allowed, torch.zeros((), dtype=torch.float32),
                            torch.full((), neg, dtype=torch.float32)).unsqueeze(1)  # [1,1,S,T]
-        presents = []
+        presents, news = [], []
         for i, layer in enumerate(self.model.layers):
             attn = layer.self_attn
             residual = h
@@ -73,6 +74,7 @@ class Decoder(nn.Module):
             k = attn.k_proj(x).view(b, q_len, -1, attn.head_dim).transpose(1, 2)
             v = attn.v_proj(x).view(b, q_len, -1, attn.head_dim).transpose(1, 2)
             q, k = apply_rotary_pos_emb(q, k, cos, sin)
+            news += [k, v]
             k = torch.cat([past[2 * i], k], dim=2)
             v = torch.cat([past[2 * i + 1], v], dim=2)
             presents += [k, v]
@@ -84,7 +86,7 @@ class Decoder(nn.Module):
             h = residual + attn.o_proj(o)
             h = h + layer.mlp(layer.post_attention_layernorm(h))
         h = self.model.norm(h)
-        return (self.lm_head(h), h, *presents)
+        return (self.lm_head(h), h, *presents, *news)
 
 
 class SegProjector(nn.Module):
