@@ -6,11 +6,19 @@
 // One arena per thread is kept between calls (its pages are already mapped: copying a 12 MP image into fresh memory
 // costs 3x more than into warm memory) and dropped after ARENA_IDLE_MS without use. A call that finds it busy (a
 // parallel job awaiting its worker) works in a temporary arena.
+//
+// decodeImage stages the image it returns in the kept arena while hashing it (stageWhileHashing): each chunk is copied
+// and then hashed while it is still in cache, which costs little more than the hash alone. preprocessImageParallel
+// then finds the rows in place. Other users of the arena allocate above the staged image and leave it there.
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 export interface Kernels {
+  /** Pillow's resampling coefficients; see resample.as. */
+  coeffs(inSize: number, outSize: number, cubic: number, from: number, count: number, ksize: number, bounds: number, kk: number, w: number): void;
+  /** hrow's table; see resample.as. */
+  htable(bounds: number, kk: number, ksize: number, count: number, x0: number, pb: number, cp: number): number;
   /** Horizontal pass of one RGB row; see resample.as. */
   hrow(src: number, pb: number, outW: number, dst: number): void;
   /** Vertical pass producing one row; see resample.as. */
@@ -22,6 +30,9 @@ const MAX_PAGES = 65536; // wasm32: 4 GiB
 /** Bytes after any buffer that a kernel may read past it (one v128 load). */
 export const SLACK = 16;
 const ARENA_IDLE_MS = 30_000;
+/** Largest image staged in an arena (a wasm32 memory holds 4 GiB; the resizes need a few MB besides). */
+export const STAGE_MAX_BYTES = 2 ** 30;
+const STAGE_CHUNK = 256 * 1024;
 
 let compiled: WebAssembly.Module | undefined;
 
@@ -38,10 +49,18 @@ function kernelModule(): WebAssembly.Module {
   return compiled;
 }
 
+/** An image's RGB bytes copied into an arena. */
+export interface Staged {
+  image: WeakRef<Uint8Array>;
+  base: number;
+  bytes: number;
+}
+
 export class Arena {
   readonly memory: WebAssembly.Memory;
   readonly k: Kernels;
   private view: Uint8Array;
+  staged: Staged | undefined;
 
   /** A fresh memory of at least `bytes`, or the kernels over a memory another thread shared with this one. */
   constructor(memory: WebAssembly.Memory | number) {
@@ -77,8 +96,32 @@ export class Arena {
     this.memory.grow(pages);
   }
 
-  bump(start = 64): Bump {
+  /** Allocations start above the staged image, if any. */
+  bump(start = this.staged ? this.staged.base + this.staged.bytes + SLACK : 64): Bump {
     return new Bump(this, start);
+  }
+
+  /** Where `data` is staged in this arena, if it is. */
+  stagedAt(data: Uint8Array): number | undefined {
+    const s = this.staged;
+    return s && s.image.deref() === data && s.bytes === data.length ? s.base : undefined;
+  }
+
+  /**
+   * Copies `data` in at the bottom of the arena (replacing the staged image), calling `each(chunk)` on every chunk just
+   * after it is copied (hashing it while it is in cache).
+   */
+  stage(data: Uint8Array, each?: (chunk: Uint8Array) => void): number {
+    this.staged = undefined;
+    const base = this.bump(64).alloc(data.length + SLACK);
+    const u8 = this.u8;
+    for (let o = 0; o < data.length; o += STAGE_CHUNK) {
+      const chunk = data.subarray(o, Math.min(o + STAGE_CHUNK, data.length));
+      u8.set(chunk, base + o);
+      each?.(chunk);
+    }
+    this.staged = { image: new WeakRef(data), base, bytes: data.length };
+    return base;
   }
 }
 
@@ -115,6 +158,23 @@ export function releaseArena(a: Arena): void {
     if (!busy) kept = undefined;
   }, ARENA_IDLE_MS);
   idle.unref();
+}
+
+/**
+ * Stages a decoded image in this thread's kept arena for preprocessImageParallel, feeding every chunk to `each` (the
+ * hash) on the way; when the arena is busy or the image too large, only feeds the chunks.
+ */
+export function stageWhileHashing(data: Uint8Array, each: (chunk: Uint8Array) => void): void {
+  if (busy || data.length > STAGE_MAX_BYTES) {
+    each(data);
+    return;
+  }
+  const a = acquireArena();
+  try {
+    a.stage(data, each);
+  } finally {
+    releaseArena(a);
+  }
 }
 
 /** Runs `fn` with an arena (synchronously). */

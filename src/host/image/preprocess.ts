@@ -12,10 +12,10 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { acquireArena, Arena, releaseArena } from './arena';
+import { acquireArena, Arena, releaseArena, SLACK, STAGE_MAX_BYTES } from './arena';
 import type { DecodedImage } from './decode';
 import {
-  checkResize, OutputWindow, planResize, ResampleFilter, ResizePlan, resizeRgb, RgbImage, runPlan, runPlanBytes, sourceRows,
+  checkResize, OutputWindow, planResize, ResampleFilter, ResizePlan, resizeRgb, RgbImage, RowSource, runPlan, runPlanBytes,
   stagedRows,
 } from './resample';
 
@@ -188,21 +188,28 @@ export function preprocessImage(img: DecodedImage, clip: ClipPreprocessSpec, sam
 
 // ---- both tensors at once on two threads ----
 //
-// Both threads work in one shared arena (./arena.ts). The main thread writes the coefficient tables, posts the job,
-// copies the image rows into the arena and raises the STAGED flag, then computes its band: the lower rows of the CLIP
-// crop and of the SAM resize, and raises DONE. The worker meanwhile allocates the SAM tensor and touches its pages
-// (a fresh 12 MB array costs ~5 ms of page faults), waits for STAGED, computes the upper rows of both resizes,
-// normalises its SAM rows, waits for DONE, normalises the rest and the CLIP crop, and transfers both tensors back.
-// Each thread writes only its own rows, so the results are those of preprocessImage bit for bit.
+// Both threads work in one shared arena (./arena.ts), where decodeImage normally left the image's rows. The main
+// thread asks the worker to allocate the SAM tensor and touch its pages (a fresh 12 MB array costs ~5 ms of page
+// faults), writes the coefficient tables and posts the job (if the image is not in the arena, it then copies its rows
+// in, a few at a time, counting them in the STAGED flag); then it computes its own band (the lower rows of the CLIP
+// crop, then of the SAM resize), counting finished rows in the CLIP and SAM flags. The worker meanwhile computes the
+// upper rows of both resizes as their source rows arrive, normalises its SAM rows, then the CLIP crop and the main
+// thread's SAM rows as they are finished, and transfers both tensors back. Each thread writes only its own rows, so the results are those
+// of preprocessImage bit for bit.
 
-/** Share of the output rows the worker computes: it also does all of the normalisation, the main thread the copy. */
-const WORKER_SHARE = 0.5;
+/** Share of the output rows the worker computes (it also does the normalisation) when the image is staged already. */
+const WORKER_SHARE = 0.4;
+/** ... and when the main thread copies the image in first */
+const WORKER_SHARE_COPYING = 0.45;
+/** Rows copied (STAGED) or resized (SAM) between two updates of the flag */
+const STAGE_ROWS = 32;
+const SAM_ROWS = 16;
+/** i32 flags, each the end of the rows that are ready, or ABORT */
 const FLAG_STAGED = 0;
-const FLAG_DONE = 1;
-/** Flag values */
-const PENDING = 0;
-const GO = 1;
-const ABORT = 2;
+const FLAG_CLIP = 1;
+const FLAG_SAM = 2;
+const FLAGS = 3;
+const ABORT = -1;
 
 export interface WorkerTask {
   plan: ResizePlan;
@@ -215,10 +222,10 @@ export interface WorkerTask {
 export interface WorkerJob {
   id: number;
   memory: WebAssembly.Memory;
-  /** i32 flags (FLAG_STAGED, FLAG_DONE) at this byte offset */
+  /** the i32 flags (FLAG_STAGED, FLAG_CLIP, FLAG_SAM) at this byte offset */
   flags: number;
-  /** the image's rows [r0, ...) at `base`, `width` pixels wide */
-  staged: { base: number; r0: number; width: number };
+  /** the image's rows [0, STAGED) at `base`, `width` pixels wide */
+  staged: { base: number; width: number };
   /** the worker's working memory starts here (runPlanBytes of its largest task is reserved) */
   scratch: number;
   tasks: WorkerTask[];
@@ -235,29 +242,65 @@ interface WorkerReply {
 
 const WAIT_MS = 60_000;
 
-function waitFlag(flags: Int32Array, i: number, what: string): void {
-  if (Atomics.wait(flags, i, PENDING, WAIT_MS) === 'timed-out') throw new Error(`timed out waiting for the main thread (${what})`);
-  if (Atomics.load(flags, i) !== GO) throw new Error('cancelled');
+/** Waits until flag i reaches `end`; returns its value. */
+function waitFor(flags: Int32Array, i: number, end: number): number {
+  for (;;) {
+    const v = Atomics.load(flags, i);
+    if (v === ABORT) throw new Error('cancelled');
+    if (v >= end) return v;
+    if (Atomics.wait(flags, i, v, WAIT_MS) === 'timed-out') throw new Error(`timed out waiting for the main thread (flag ${i})`);
+  }
+}
+
+/** stagedRows that waits until the main thread has copied the row in. */
+function arrivingRows(job: WorkerJob, flags: Int32Array, plan: ResizePlan): RowSource {
+  const rows = stagedRows(job.staged.base, 0, job.staged.width, plan);
+  let ready = 0;
+  return {
+    row(r) {
+      if (r >= ready) ready = waitFor(flags, FLAG_STAGED, r + 1);
+      return rows.row(r);
+    },
+  };
 }
 
 /** The worker's side of a job (runs in preprocess-worker.js). */
+/** The first message of a job, sent before the main thread plans it: the SAM tensor's size. */
+export interface WorkerPrepare {
+  prepare: number;
+  long_side: number;
+  rows: number;
+}
+
+let prepared: { id: number; sam: Float32Array } | undefined;
+
+/** Allocates the SAM tensor of job `m.prepare` and maps the pages of its image rows (the rest stays zero, unmapped). */
+export function prepareWorkerJob(m: WorkerPrepare): void {
+  const L = m.long_side;
+  const sam = new Float32Array(3 * L * L);
+  for (let c = 0; c < 3; c++) sam.fill(0, c * L * L, c * L * L + m.rows * L);
+  prepared = { id: m.prepare, sam };
+}
+
 export function runWorkerJob(job: WorkerJob): { clip: Float32Array; sam: Float32Array } {
   const arena = new Arena(job.memory);
-  const flags = new Int32Array(job.memory.buffer, job.flags, 2);
+  const flags = new Int32Array(job.memory.buffer, job.flags, FLAGS);
   const L = job.sam.spec.long_side;
-  const sam = new Float32Array(3 * L * L);
-  for (let c = 0; c < 3; c++) sam.fill(0, c * L * L, c * L * L + job.sam.height * L); // map the pages now, not later
-  waitFlag(flags, FLAG_STAGED, 'image rows');
-  for (const t of job.tasks) {
-    runPlan(arena, arena.bump(job.scratch), t.plan, stagedRows(job.staged.base, job.staged.r0, job.staged.width, t.plan), t.a, t.b, t.dst);
-  }
+  if (prepared?.id !== job.id) prepareWorkerJob({ prepare: job.id, long_side: L, rows: job.sam.height });
+  const sam = (prepared as { sam: Float32Array }).sam;
+  prepared = undefined;
+  for (const t of job.tasks) runPlan(arena, arena.bump(job.scratch), t.plan, arrivingRows(job, flags, t.plan), t.a, t.b, t.dst);
   const u8 = () => arena.u8;
   const samSrc = () => u8().subarray(job.sam.src, job.sam.src + job.sam.width * job.sam.height * 3);
   samTensorRows(samSrc(), job.sam.width, 0, job.sam.workerRows, sam, job.sam.spec);
-  waitFlag(flags, FLAG_DONE, 'its rows');
-  samTensorRows(samSrc(), job.sam.width, job.sam.workerRows, job.sam.height, sam, job.sam.spec);
   const c = job.clip;
+  waitFor(flags, FLAG_CLIP, c.height);
   const clip = clipTensor(u8().subarray(c.src, c.src + c.width * c.height * 3), c.width, c.height, c.spec).data;
+  for (let y = job.sam.workerRows; y < job.sam.height;) {
+    const end = waitFor(flags, FLAG_SAM, y + 1);
+    samTensorRows(samSrc(), job.sam.width, y, end, sam, job.sam.spec);
+    y = end;
+  }
   return { clip, sam };
 }
 
@@ -316,31 +359,41 @@ export async function preprocessImageParallel(
   const [nh, nw] = sg.size;
   checkResize(img, cg.size[1], cg.size[0], cg.win);
   checkResize(img, nw, nh, undefined);
-  const w = preprocessWorker();
+  const w = img.data.length <= STAGE_MAX_BYTES ? preprocessWorker() : null;
   if (!w) return preprocessImage(img, clip, sam);
+  const id = nextId++;
+  w.postMessage({ prepare: id, long_side: sam.long_side, rows: nh } satisfies WorkerPrepare);
   const arena = acquireArena();
   let flags: Int32Array | undefined;
   let reply: Promise<WorkerReply> | undefined;
   try {
+    // the image's rows: staged by decodeImage, or copied in below while the worker starts on the first ones
+    let base = arena.stagedAt(img.data);
+    const prestaged = base !== undefined;
+    if (!prestaged) arena.staged = undefined;
     const bump = arena.bump();
-    const flagsPtr = bump.alloc(8);
+    if (base === undefined) base = bump.alloc(img.data.length + SLACK);
+    const flagsPtr = bump.alloc(FLAGS * 4);
     const W = img.width;
-    const clipPlan = planResize(arena, bump, W, img.height, cg.size[1], cg.size[0], cg.filter, cg.win);
-    const samPlan = planResize(arena, bump, W, img.height, nw, nh, sg.filter, { x: 0, y: 0, width: nw, height: nh });
+    const H = img.height;
+    const clipPlan = planResize(arena, bump, W, H, cg.size[1], cg.size[0], cg.filter, cg.win);
+    const samPlan = planResize(arena, bump, W, H, nw, nh, sg.filter, { x: 0, y: 0, width: nw, height: nh });
     const ch = cg.win.height;
     const clipDst = bump.alloc(cg.win.width * ch * 3);
     const samDst = bump.alloc(nw * nh * 3);
-    const staged = bump.alloc(img.data.length + 16);
-    const cSplit = Math.round(ch * WORKER_SHARE);
-    const sSplit = Math.round(nh * WORKER_SHARE);
+    const share = prestaged ? WORKER_SHARE : WORKER_SHARE_COPYING;
+    const cSplit = Math.round(ch * share);
+    const sSplit = Math.round(nh * share);
     const scratch = Math.max(runPlanBytes(clipPlan, false), runPlanBytes(samPlan, false));
     const workerScratch = bump.alloc(scratch);
     const mainScratch = bump.alloc(scratch);
-    flags = arena.i32(flagsPtr, 2);
-    flags.fill(PENDING);
+    flags = arena.i32(flagsPtr, FLAGS);
+    flags[FLAG_STAGED] = prestaged ? H : 0;
+    flags[FLAG_CLIP] = cSplit;
+    flags[FLAG_SAM] = sSplit;
 
     const job: WorkerJob = {
-      id: nextId++, memory: arena.memory, flags: flagsPtr, staged: { base: staged, r0: 0, width: W }, scratch: workerScratch,
+      id, memory: arena.memory, flags: flagsPtr, staged: { base, width: W }, scratch: workerScratch,
       tasks: [{ plan: clipPlan, a: 0, b: cSplit, dst: clipDst }, { plan: samPlan, a: 0, b: sSplit, dst: samDst }],
       clip: { spec: clip, src: clipDst, width: cg.win.width, height: ch },
       sam: { spec: sam, src: samDst, width: nw, height: nh, workerRows: sSplit },
@@ -349,19 +402,28 @@ export async function preprocessImageParallel(
     w.ref(); // keep the process alive while a job is out; unref'd again when the last reply arrives
     w.postMessage(job);
 
-    // only the rows that the two plans read
-    const [c0, c1] = sourceRows(clipPlan, 0, ch);
-    const [s0, s1] = sourceRows(samPlan, 0, nh);
-    const r0 = Math.min(c0, s0);
-    const r1 = Math.max(c1, s1);
-    arena.u8.set(img.data.subarray(r0 * W * 3, r1 * W * 3), staged + r0 * W * 3);
-    Atomics.store(flags, FLAG_STAGED, GO);
-    Atomics.notify(flags, FLAG_STAGED);
+    if (!prestaged) {
+      const u8 = arena.u8;
+      const stride = W * 3;
+      for (let r = 0; r < H; r += STAGE_ROWS) {
+        const e = Math.min(r + STAGE_ROWS, H);
+        u8.set(img.data.subarray(r * stride, e * stride), base + r * stride);
+        Atomics.store(flags, FLAG_STAGED, e);
+        Atomics.notify(flags, FLAG_STAGED);
+      }
+      arena.staged = { image: new WeakRef(img.data), base, bytes: img.data.length };
+    }
 
-    runPlan(arena, arena.bump(mainScratch), clipPlan, stagedRows(staged, 0, W, clipPlan), cSplit, ch, clipDst);
-    runPlan(arena, arena.bump(mainScratch), samPlan, stagedRows(staged, 0, W, samPlan), sSplit, nh, samDst);
-    Atomics.store(flags, FLAG_DONE, GO);
-    Atomics.notify(flags, FLAG_DONE);
+    const f = flags;
+    const publish = (i: number, end: number) => {
+      Atomics.store(f, i, end);
+      Atomics.notify(f, i);
+    };
+    runPlan(arena, arena.bump(mainScratch), clipPlan, stagedRows(base, 0, W, clipPlan), cSplit, ch, clipDst);
+    publish(FLAG_CLIP, ch);
+    runPlan(arena, arena.bump(mainScratch), samPlan, stagedRows(base, 0, W, samPlan), sSplit, nh, samDst, (end) => {
+      if (end === nh || (end - sSplit) % SAM_ROWS === 0) publish(FLAG_SAM, end);
+    });
 
     const r = await reply;
     const L = sam.long_side;
@@ -374,10 +436,10 @@ export async function preprocessImageParallel(
   } catch (e) {
     if (flags) {
       // release the worker if it waits on us, and let it finish before the arena is reused
-      Atomics.compareExchange(flags, FLAG_STAGED, PENDING, ABORT);
-      Atomics.compareExchange(flags, FLAG_DONE, PENDING, ABORT);
-      Atomics.notify(flags, FLAG_STAGED);
-      Atomics.notify(flags, FLAG_DONE);
+      for (let i = 0; i < FLAGS; i++) {
+        Atomics.store(flags, i, ABORT);
+        Atomics.notify(flags, i);
+      }
     }
     await reply?.catch(() => undefined);
     throw e;

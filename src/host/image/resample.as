@@ -8,6 +8,100 @@
 // outside their row.
 
 const HALF: i32 = 1 << 21;
+const ONE: f64 = <f64>(1 << 22);
+const HI_LIMIT: i32 = 32767;
+
+// ---- coefficients: Pillow's precompute_coeffs + normalize_coeffs_8bpc, in float64 exactly as Resample.c ----
+
+function bilinearFilter(x: f64): f64 {
+  if (x < 0.0) x = -x;
+  if (x < 1.0) return 1.0 - x;
+  return 0.0;
+}
+
+function bicubicFilter(x: f64): f64 {
+  // a = -0.5, written as Pillow writes it (same operation order, so the same doubles)
+  if (x < 0.0) x = -x;
+  if (x < 1.0) return ((-0.5 + 2.0) * x - (-0.5 + 3.0)) * x * x + 1;
+  if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * -0.5;
+  return 0.0;
+}
+
+// Output indices [from, from + count) of a resize inSize -> outSize (box 0..inSize): per index its first input index
+// and number of taps in `bounds` (2 i32), its fixed-point weights in `kk` (ksize i32, the unused ones left as they
+// are); `w` is room for ksize f64. Per output index: center = (i + 0.5) * scale, filterscale = max(scale, 1),
+// support = filter support * filterscale, taps from int(center - support + 0.5) to int(center + support + 0.5) clamped
+// to the image, weights filter((x + xmin - center + 0.5) / filterscale) normalised by their sum, then rounded to
+// PRECISION_BITS 22 half away from zero (C truncation of +-0.5 offsets).
+export function coeffs(
+  inSize: i32, outSize: i32, cubic: i32, from: i32, count: i32, ksize: i32, bounds: usize, kk: usize, w: usize,
+): void {
+  const scale: f64 = <f64>inSize / <f64>outSize; // (double)(in1 - in0) / outSize with in0 = 0, in1 = (float)inSize
+  const filterscale: f64 = scale < 1.0 ? 1.0 : scale;
+  const support: f64 = (cubic ? 2.0 : 1.0) * filterscale;
+  const ss: f64 = 1.0 / filterscale;
+  for (let i = 0; i < count; i++) {
+    const center: f64 = (<f64>(from + i) + 0.5) * scale;
+    let ww: f64 = 0.0;
+    let xmin = <i32>(center - support + 0.5);
+    if (xmin < 0) xmin = 0;
+    let xmax = <i32>(center + support + 0.5);
+    if (xmax > inSize) xmax = inSize;
+    xmax -= xmin;
+    for (let x = 0; x < xmax; x++) {
+      const arg: f64 = (<f64>(x + xmin) - center + 0.5) * ss;
+      const v: f64 = cubic ? bicubicFilter(arg) : bilinearFilter(arg);
+      store<f64>(w + (<usize>x << 3), v);
+      ww += v;
+    }
+    const kb = kk + (<usize>(i * ksize) << 2);
+    for (let x = 0; x < xmax; x++) {
+      const wx = load<f64>(w + (<usize>x << 3));
+      const v: f64 = ww != 0.0 ? wx / ww : wx;
+      store<i32>(kb + (<usize>x << 2), v < 0 ? <i32>(-0.5 + v * ONE) : <i32>(0.5 + v * ONE));
+    }
+    store<i32>(bounds + (<usize>i << 3), xmin);
+    store<i32>(bounds + (<usize>i << 3), xmax, 4);
+  }
+}
+
+// hrow's table (below) for `count` output pixels with coefficients (bounds, kk, ksize), offsets relative to source
+// column x0; the tap pairs go to `cp`. Returns the bytes of pairs written, or -1 if a weight's high half does not fit
+// 16 bits (normalised weights stay under ~1.2, so 2^22 * w >> 8 < 20000; this would take a weight over 2).
+export function htable(bounds: usize, kk: usize, ksize: i32, count: i32, x0: i32, pb: usize, cp: usize): i32 {
+  const cp0 = cp;
+  for (let x = 0; x < count; x++) {
+    const n = load<i32>(bounds + (<usize>x << 3), 4);
+    const np = (n + 1) >> 1;
+    const e = pb + <usize>(x * 12);
+    store<i32>(e, (load<i32>(bounds + (<usize>x << 3)) - x0) * 3);
+    store<i32>(e, np, 4);
+    store<i32>(e, <i32>cp, 8);
+    const kb = kk + (<usize>(x * ksize) << 2);
+    for (let t = 0; t < np; t++) {
+      const ka = load<i32>(kb + (<usize>(2 * t) << 2));
+      const kb2 = 2 * t + 1 < n ? load<i32>(kb + (<usize>(2 * t + 1) << 2)) : 0;
+      const ha = ka >> 8;
+      const hb = kb2 >> 8;
+      if (ha > HI_LIMIT || ha < -HI_LIMIT || hb > HI_LIMIT || hb < -HI_LIMIT) return -1;
+      // i16 lanes [ha hb ha hb ha hb 0 0] then [la lb la lb la lb 0 0]
+      const hi = (ha & 0xffff) | (hb << 16);
+      const lo = (ka & 255) | ((kb2 & 255) << 16);
+      store<i32>(cp, hi);
+      store<i32>(cp, hi, 4);
+      store<i32>(cp, hi, 8);
+      store<i32>(cp, 0, 12);
+      store<i32>(cp, lo, 16);
+      store<i32>(cp, lo, 20);
+      store<i32>(cp, lo, 24);
+      store<i32>(cp, 0, 28);
+      cp += 32;
+    }
+  }
+  return <i32>(cp - cp0);
+}
+
+// ---- the passes ----
 
 // Horizontal pass of one row of 8-bit RGB.
 //

@@ -17,8 +17,8 @@
 // Every output pixel depends only on its own row/column coefficients, so a window of the output (the CLIP centre crop),
 // or a band of its rows (one per thread), can be computed alone and is identical to cropping the full result.
 //
-// The arithmetic runs in WebAssembly SIMD (resample.as, exact same integers); this file computes the coefficients and
-// drives the kernels one row at a time, in a small working set:
+// The coefficients and the arithmetic are WebAssembly (resample.as: the same doubles, then SIMD on the same integers);
+// this file plans the passes and drives the kernels one row at a time, in a small working set:
 // - horizontal first: each source row needed is horizontally resampled into a ring of `maxTaps` rows, and each output
 //   row is the vertical pass over the ring rows it needs (rows come in order, so a row leaves the ring only when no
 //   later output row reads it);
@@ -46,70 +46,18 @@ export interface OutputWindow {
   height: number;
 }
 
-const PRECISION_BITS = 32 - 8 - 2;
-const HALF = 1 << (PRECISION_BITS - 1);
-const ONE = 1 << PRECISION_BITS;
-
-function bilinearFilter(x: number): number {
-  if (x < 0.0) x = -x;
-  if (x < 1.0) return 1.0 - x;
-  return 0.0;
-}
-
-function bicubicFilter(x: number): number {
-  // a = -0.5, written as Pillow writes it (same operation order, so the same doubles)
-  if (x < 0.0) x = -x;
-  if (x < 1.0) return ((-0.5 + 2.0) * x - (-0.5 + 3.0)) * x * x + 1;
-  if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * -0.5;
-  return 0.0;
-}
-
-export interface Coeffs {
-  ksize: number;
-  /** per output index: first input index, number of taps */
-  bounds: Int32Array;
-  /** fixed-point weights, ksize per output index */
-  kk: Int32Array;
-}
-
-/**
- * Pillow's precompute_coeffs + normalize_coeffs_8bpc for output indices [from, from + count) of a resize
- * inSize -> outSize (box 0..inSize).
- */
-export function precomputeCoeffs(inSize: number, outSize: number, filter: ResampleFilter, from: number, count: number): Coeffs {
-  const fn = filter === 'bicubic' ? bicubicFilter : bilinearFilter;
-  const baseSupport = filter === 'bicubic' ? 2.0 : 1.0;
-  const scale = inSize / outSize; // (double)(in1 - in0) / outSize with in0 = 0, in1 = (float)inSize (exact below 2^24)
-  const filterscale = scale < 1.0 ? 1.0 : scale;
-  const support = baseSupport * filterscale;
+/** Pillow's precompute_coeffs for output indices [from, from + count), computed by the kernel into the arena. */
+function coeffs(
+  arena: Arena, bump: Bump, inSize: number, outSize: number, filter: ResampleFilter, from: number, count: number,
+): { bounds: number; kk: number; ksize: number } {
+  const scale = inSize / outSize;
+  const support = (filter === 'bicubic' ? 2.0 : 1.0) * (scale < 1.0 ? 1.0 : scale);
   const ksize = Math.ceil(support) * 2 + 1;
-  const bounds = new Int32Array(count * 2);
-  const kk = new Int32Array(count * ksize);
-  const w = new Float64Array(ksize);
-  const ss = 1.0 / filterscale;
-  for (let i = 0; i < count; i++) {
-    const xx = from + i;
-    const center = (xx + 0.5) * scale;
-    let ww = 0.0;
-    let xmin = Math.trunc(center - support + 0.5);
-    if (xmin < 0) xmin = 0;
-    let xmax = Math.trunc(center + support + 0.5);
-    if (xmax > inSize) xmax = inSize;
-    xmax -= xmin;
-    for (let x = 0; x < xmax; x++) {
-      const v = fn((x + xmin - center + 0.5) * ss);
-      w[x] = v;
-      ww += v;
-    }
-    const base = i * ksize;
-    for (let x = 0; x < xmax; x++) {
-      const v = ww !== 0.0 ? w[x] / ww : w[x];
-      kk[base + x] = v < 0 ? Math.trunc(-0.5 + v * ONE) : Math.trunc(0.5 + v * ONE);
-    }
-    bounds[i * 2] = xmin;
-    bounds[i * 2 + 1] = xmax;
-  }
-  return { ksize, bounds, kk };
+  const bounds = bump.alloc(count * 8);
+  const kk = bump.alloc(count * ksize * 4);
+  const w = bump.alloc(ksize * 8);
+  arena.k.coeffs(inSize, outSize, filter === 'bicubic' ? 1 : 0, from, count, ksize, bounds, kk, w);
+  return { bounds, kk, ksize };
 }
 
 /** A pass's coefficients laid out for the kernels, in the arena. */
@@ -132,49 +80,6 @@ export interface ResizePlan {
   vMaxTaps: number;
 }
 
-const HI_LIMIT = 32767;
-
-/** Lays out hrow's table for coefficients `c`: per output pixel its first tap's byte offset from column x0. */
-function writeHTable(arena: Arena, bump: Bump, c: Coeffs, outW: number, x0: number): number {
-  let pairs = 0;
-  for (let x = 0; x < outW; x++) pairs += (c.bounds[x * 2 + 1] + 1) >> 1;
-  const pb = bump.alloc(outW * 12);
-  const cp0 = bump.alloc(pairs * 32);
-  const table = arena.i32(pb, outW * 3);
-  const k16 = new Int16Array(arena.memory.buffer, cp0, pairs * 16);
-  let j = 0; // i16 index of the next pair
-  for (let x = 0; x < outW; x++) {
-    const n = c.bounds[x * 2 + 1];
-    const np = (n + 1) >> 1;
-    table[x * 3] = (c.bounds[x * 2] - x0) * 3;
-    table[x * 3 + 1] = np;
-    table[x * 3 + 2] = cp0 + j * 2;
-    const kb = x * c.ksize;
-    for (let t = 0; t < np; t++, j += 16) {
-      const ka = c.kk[kb + 2 * t];
-      const kb2 = 2 * t + 1 < n ? c.kk[kb + 2 * t + 1] : 0;
-      const ha = ka >> 8;
-      const hb = kb2 >> 8;
-      if (ha > HI_LIMIT || ha < -HI_LIMIT || hb > HI_LIMIT || hb < -HI_LIMIT) {
-        // weights are at most ~1.2 after normalisation (2^22 * 1.2 >> 8 < 20000); this would take a weight over 2
-        throw new Error(`resizeRgb: coefficient ${Math.max(Math.abs(ka), Math.abs(kb2))} does not fit the kernel's 16-bit halves`);
-      }
-      for (let ch = 0; ch < 3; ch++) {
-        k16[j + 2 * ch] = ha;
-        k16[j + 2 * ch + 1] = hb;
-        k16[j + 8 + 2 * ch] = ka & 255;
-        k16[j + 8 + 2 * ch + 1] = kb2 & 255;
-      }
-      // lanes 6, 7 and 14, 15: no fourth channel
-      k16[j + 6] = 0;
-      k16[j + 7] = 0;
-      k16[j + 14] = 0;
-      k16[j + 15] = 0;
-    }
-  }
-  return pb;
-}
-
 /**
  * Coefficients and pass order of the resize inW x inH -> outW x outH, window `win`, written into the arena at `bump`.
  * Pillow 13's pass order (see the top of this file).
@@ -189,18 +94,22 @@ export function planResize(
   };
   if (!needH && !needV) return plan;
   if (needV) {
-    const cv = precomputeCoeffs(inH, outH, filter, win.y, win.height);
-    plan.vBounds = cv.bounds;
+    const cv = coeffs(arena, bump, inH, outH, filter, win.y, win.height);
+    plan.vBounds = arena.i32(cv.bounds, win.height * 2).slice();
     plan.vKsize = cv.ksize;
-    plan.vk = bump.alloc(cv.kk.length * 4);
-    arena.i32(plan.vk, cv.kk.length).set(cv.kk);
-    for (let i = 0; i < win.height; i++) plan.vMaxTaps = Math.max(plan.vMaxTaps, cv.bounds[i * 2 + 1]);
+    plan.vk = cv.kk;
+    for (let i = 0; i < win.height; i++) plan.vMaxTaps = Math.max(plan.vMaxTaps, plan.vBounds[i * 2 + 1]);
   }
   if (needH) {
-    const ch = precomputeCoeffs(inW, outW, filter, win.x, win.width);
-    plan.x0 = ch.bounds[0];
-    plan.x1 = ch.bounds[(win.width - 1) * 2] + ch.bounds[(win.width - 1) * 2 + 1];
-    plan.pb = writeHTable(arena, bump, ch, win.width, plan.x0);
+    const ch = coeffs(arena, bump, inW, outW, filter, win.x, win.width);
+    const b = arena.i32(ch.bounds, win.width * 2);
+    plan.x0 = b[0];
+    plan.x1 = b[(win.width - 1) * 2] + b[(win.width - 1) * 2 + 1];
+    plan.pb = bump.alloc(win.width * 12);
+    const pairs = bump.alloc(win.width * ((ch.ksize + 1) >> 1) * 32);
+    if (arena.k.htable(ch.bounds, ch.kk, ch.ksize, win.width, plan.x0, plan.pb, pairs) < 0) {
+      throw new Error(`resizeRgb: a ${filter} weight of ${inW} -> ${outW} does not fit the kernel's 16-bit halves`);
+    }
   }
   plan.order = !needV ? 'h' : !needH ? 'v' : outH < inH && inH - outH > 2 * (inW - outW) ? 'vh' : 'hv';
   return plan;
@@ -253,20 +162,28 @@ function sourceSlots(plan: ResizePlan): number {
 
 /**
  * Computes window rows [a, b) of `plan` into `dst` (the window's row 0; row y at dst + y * width * 3), reading source
- * rows from `src`; working buffers come from `bump`.
+ * rows from `src`; working buffers come from `bump`. `done(y + 1)` is called after each row y.
  */
-export function runPlan(arena: Arena, bump: Bump, plan: ResizePlan, src: RowSource, a: number, b: number, dst: number): void {
+export function runPlan(
+  arena: Arena, bump: Bump, plan: ResizePlan, src: RowSource, a: number, b: number, dst: number, done?: (end: number) => void,
+): void {
   if (a >= b) return;
   const { win, order } = plan;
   const k = arena.k;
   const rowBytes = win.width * 3;
   if (order === 'copy') {
     const u8 = arena.u8;
-    for (let y = a; y < b; y++) u8.copyWithin(dst + y * rowBytes, src.row(win.y + y), src.row(win.y + y) + rowBytes);
+    for (let y = a; y < b; y++) {
+      u8.copyWithin(dst + y * rowBytes, src.row(win.y + y), src.row(win.y + y) + rowBytes);
+      done?.(y + 1);
+    }
     return;
   }
   if (order === 'h') {
-    for (let y = a; y < b; y++) k.hrow(src.row(win.y + y), plan.pb, win.width, dst + y * rowBytes);
+    for (let y = a; y < b; y++) {
+      k.hrow(src.row(win.y + y), plan.pb, win.width, dst + y * rowBytes);
+      done?.(y + 1);
+    }
     return;
   }
   const vb = plan.vBounds;
@@ -278,6 +195,7 @@ export function runPlan(arena: Arena, bump: Bump, plan: ResizePlan, src: RowSour
       const n = vb[y * 2 + 1];
       for (let t = 0; t < n; t++) ptrs[t] = src.row(ymin + t);
       k.vrow(rowPtrs, plan.vk + y * plan.vKsize * 4, n, rowBytes, dst + y * rowBytes);
+      done?.(y + 1);
     }
     return;
   }
@@ -290,6 +208,7 @@ export function runPlan(arena: Arena, bump: Bump, plan: ResizePlan, src: RowSour
       for (let t = 0; t < n; t++) ptrs[t] = src.row(ymin + t);
       k.vrow(rowPtrs, plan.vk + y * plan.vKsize * 4, n, colBytes, tmp);
       k.hrow(tmp, plan.pb, win.width, dst + y * rowBytes);
+      done?.(y + 1);
     }
     return;
   }
@@ -304,6 +223,7 @@ export function runPlan(arena: Arena, bump: Bump, plan: ResizePlan, src: RowSour
     for (; next < ymin + n; next++) k.hrow(src.row(next), plan.pb, win.width, ring + (next % slots) * rowBytes);
     for (let t = 0; t < n; t++) ptrs[t] = ring + ((ymin + t) % slots) * rowBytes;
     k.vrow(rowPtrs, plan.vk + y * plan.vKsize * 4, n, rowBytes, dst + y * rowBytes);
+    done?.(y + 1);
   }
 }
 
