@@ -21,6 +21,8 @@ export interface Kernels {
   htable(bounds: number, kk: number, ksize: number, count: number, x0: number, pb: number, cp: number): number;
   /** Horizontal pass of one RGB row; see resample.as. */
   hrow(src: number, pb: number, outW: number, dst: number): void;
+  /** hrow on two rows. */
+  hrow2(src0: number, src1: number, pb: number, outW: number, dst0: number, dst1: number): void;
   /** Vertical pass producing one row; see resample.as. */
   vrow(rows: number, k: number, n: number, rowBytes: number, dst: number): void;
 }

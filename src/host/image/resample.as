@@ -154,6 +154,71 @@ export function hrow(src: usize, pb: usize, outW: i32, dst: usize): void {
   }
 }
 
+// hrow on two rows at once (same table): each coefficient vector is loaded once for both.
+export function hrow2(src0: usize, src1: usize, pb: usize, outW: i32, dst0: usize, dst1: usize): void {
+  const zero = i32x4.splat(0);
+  const half = i32x4.splat(HALF);
+  const m01 = v128(0, -128, 3, -128, 1, -128, 4, -128, 2, -128, 5, -128, -128, -128, -128, -128);
+  const m23 = v128(6, -128, 9, -128, 7, -128, 10, -128, 8, -128, 11, -128, -128, -128, -128, -128);
+  const last = outW - 1;
+  for (let x = 0; x < outW; x++) {
+    const e = pb + <usize>(x * 12);
+    const off = <usize>load<i32>(e);
+    let p0 = src0 + off;
+    let p1 = src1 + off;
+    const np = load<i32>(e, 4);
+    let cp = <usize>load<i32>(e, 8);
+    let hi0 = zero;
+    let lo0 = zero;
+    let hi1 = zero;
+    let lo1 = zero;
+    let t = 0;
+    for (; t + 1 < np; t += 2) {
+      const kh01 = v128.load(cp);
+      const kl01 = v128.load(cp, 16);
+      const kh23 = v128.load(cp, 32);
+      const kl23 = v128.load(cp, 48);
+      const v0 = v128.load(p0);
+      const a0 = i8x16.swizzle(v0, m01);
+      const c0 = i8x16.swizzle(v0, m23);
+      hi0 = i32x4.add(hi0, i32x4.add(i32x4.dot_i16x8_s(a0, kh01), i32x4.dot_i16x8_s(c0, kh23)));
+      lo0 = i32x4.add(lo0, i32x4.add(i32x4.dot_i16x8_s(a0, kl01), i32x4.dot_i16x8_s(c0, kl23)));
+      const v1 = v128.load(p1);
+      const a1 = i8x16.swizzle(v1, m01);
+      const c1 = i8x16.swizzle(v1, m23);
+      hi1 = i32x4.add(hi1, i32x4.add(i32x4.dot_i16x8_s(a1, kh01), i32x4.dot_i16x8_s(c1, kh23)));
+      lo1 = i32x4.add(lo1, i32x4.add(i32x4.dot_i16x8_s(a1, kl01), i32x4.dot_i16x8_s(c1, kl23)));
+      p0 += 12;
+      p1 += 12;
+      cp += 64;
+    }
+    if (t < np) {
+      const kh = v128.load(cp);
+      const kl = v128.load(cp, 16);
+      const a0 = i8x16.swizzle(v128.load(p0), m01);
+      hi0 = i32x4.add(hi0, i32x4.dot_i16x8_s(a0, kh));
+      lo0 = i32x4.add(lo0, i32x4.dot_i16x8_s(a0, kl));
+      const a1 = i8x16.swizzle(v128.load(p1), m01);
+      hi1 = i32x4.add(hi1, i32x4.dot_i16x8_s(a1, kh));
+      lo1 = i32x4.add(lo1, i32x4.dot_i16x8_s(a1, kl));
+    }
+    const acc0 = i32x4.shr_s(i32x4.add(i32x4.add(i32x4.shl(hi0, 8), lo0), half), 22);
+    const acc1 = i32x4.shr_s(i32x4.add(i32x4.add(i32x4.shl(hi1, 8), lo1), half), 22);
+    const w = i16x8.narrow_i32x4_s(acc0, acc1);
+    const b = i8x16.narrow_i16x8_u(w, w); // bytes 0..3: row 0, 4..7: row 1
+    const o = <usize>(x * 3);
+    if (x < last) {
+      v128.store32_lane(dst0 + o, b, 0);
+      v128.store32_lane(dst1 + o, b, 1);
+    } else {
+      v128.store16_lane(dst0 + o, b, 0);
+      v128.store8_lane(dst0 + o, b, 2, 2);
+      v128.store16_lane(dst1 + o, b, 2);
+      v128.store8_lane(dst1 + o, b, 6, 2);
+    }
+  }
+}
+
 // Vertical pass producing one output row of `rowBytes` bytes: dst[i] = clip8((HALF + sum_t rows[t][i] * k[t]) >> 22).
 // `rows` holds n i32 byte offsets (one per tap), `k` the n i32 fixed-point coefficients.
 export function vrow(rows: usize, k: usize, n: i32, rowBytes: i32, dst: usize): void {

@@ -155,9 +155,9 @@ function streamedRows(arena: Arena, bump: Bump, img: RgbImage, plan: ResizePlan,
   };
 }
 
-/** Rows of source ring that window rows of `plan` need at once. */
+/** Rows of source ring that window rows of `plan` need at once (the horizontal pass takes two rows at a time). */
 function sourceSlots(plan: ResizePlan): number {
-  return plan.order === 'v' || plan.order === 'vh' ? plan.vMaxTaps : 1;
+  return plan.order === 'v' || plan.order === 'vh' ? plan.vMaxTaps : 2;
 }
 
 /**
@@ -180,7 +180,12 @@ export function runPlan(
     return;
   }
   if (order === 'h') {
-    for (let y = a; y < b; y++) {
+    let y = a;
+    for (; y + 1 < b; y += 2) {
+      k.hrow2(src.row(win.y + y), src.row(win.y + y + 1), plan.pb, win.width, dst + y * rowBytes, dst + (y + 1) * rowBytes);
+      done?.(y + 2);
+    }
+    if (y < b) {
       k.hrow(src.row(win.y + y), plan.pb, win.width, dst + y * rowBytes);
       done?.(y + 1);
     }
@@ -220,7 +225,10 @@ export function runPlan(
     const ymin = vb[y * 2];
     const n = vb[y * 2 + 1];
     if (next < ymin) next = ymin;
-    for (; next < ymin + n; next++) k.hrow(src.row(next), plan.pb, win.width, ring + (next % slots) * rowBytes);
+    for (; next + 1 < ymin + n; next += 2) {
+      k.hrow2(src.row(next), src.row(next + 1), plan.pb, win.width, ring + (next % slots) * rowBytes, ring + ((next + 1) % slots) * rowBytes);
+    }
+    if (next < ymin + n) k.hrow(src.row(next), plan.pb, win.width, ring + (next++ % slots) * rowBytes);
     for (let t = 0; t < n; t++) ptrs[t] = ring + ((ymin + t) % slots) * rowBytes;
     k.vrow(rowPtrs, plan.vk + y * plan.vKsize * 4, n, rowBytes, dst + y * rowBytes);
     done?.(y + 1);
