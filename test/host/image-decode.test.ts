@@ -1,5 +1,6 @@
 // Decoding: what the host's RGB is for every kind of file it meets, checked against Pillow, and the hostile files.
 import * as assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { decodeImage, DecodedImage, ImageError, ImageErrorCode } from '../../src/host/image/decode';
@@ -163,6 +164,8 @@ describe('image decode: hostile and edge inputs', function () {
     assert.equal(a.sha256, b.sha256);
     assert.match(a.sha256, /^[0-9a-f]{64}$/);
     assert.deepEqual(a.data, b.data);
+    // the hash is taken chunk by chunk while the pixels are staged for pre-processing: same bytes, same digest
+    assert.equal(a.sha256, createHash('sha256').update(`rgb8:${a.width}x${a.height}:`).update(a.data).digest('hex'));
     const c = await decodeImage(img('coffee-exif6.jpg'), LIMIT);
     assert.notEqual(a.sha256, c.sha256);
     assert.equal(a.format, 'jpeg');

@@ -7,8 +7,8 @@ import * as path from 'node:path';
 import { decodeImage, DecodedImage } from '../../src/host/image/decode';
 import { ResampleFilter, RgbImage, resizeRgb } from '../../src/host/image/resample';
 import {
-  ClipPreprocessSpec, clipPixelValues, clipResizedCrop, preprocessImage, preprocessImageParallel, SamPreprocessSpec,
-  samPixelValues, samResized, stopPreprocessWorker,
+  ClipPreprocessSpec, clipPixelValues, clipResizedCrop, PreprocessedImage, preprocessImage, preprocessImageParallel,
+  SamPreprocessSpec, samPixelValues, samResized, stopPreprocessWorker,
 } from '../../src/host/image/preprocess';
 import { diffStats, IMAGES, Job, readF32, readU8, runPillow, tempDir } from '../helpers/pillow_ref';
 
@@ -100,6 +100,20 @@ describe('image resample: Pillow parity on real photographs', function () {
     assert.deepEqual(failures, []);
   });
 
+  it('every size pair resamples (the kernel\'s 16-bit weight halves fit: it throws if one does not)', () => {
+    // horizontal weights go through the kernel as two 16-bit halves; a weight over ~2.0 would not fit. Sweep small
+    // sizes, where clamping at the edges makes the normalised weights largest, and a few extreme factors.
+    const row = (w: number): RgbImage => ({ width: w, height: 1, data: new Uint8Array(w * 3).map((_, i) => (i * 53) & 255) });
+    let n = 0;
+    for (const filter of ['bicubic', 'bilinear'] as ResampleFilter[]) {
+      for (let w = 1; w <= 48; w++) {
+        for (let o = 1; o <= 48; o++, n++) resizeRgb(row(w), o, 1, filter);
+      }
+      for (const [w, o] of [[1, 4000], [2, 3999], [3, 1000], [4000, 1], [4001, 3], [7, 4096]]) resizeRgb(row(w), o, 1, filter);
+    }
+    assert.equal(n, 2 * 48 * 48);
+  });
+
   it('a window of the output equals the same crop of the full resize', () => {
     const img = decoded.get('rocket.jpg') as DecodedImage;
     for (const filter of ['bicubic', 'bilinear'] as ResampleFilter[]) {
@@ -161,17 +175,33 @@ describe('image resample: Pillow parity on real photographs', function () {
     console.log(`      tensors vs numpy+Pillow:\n        ${lines.join('\n        ')}\n      worst: clip ${worstClip}, sam ${worstSam}`);
   });
 
-  it('preprocessImageParallel (CLIP on a worker thread) gives the same tensors as preprocessImage', async () => {
+  it('preprocessImageParallel (two threads) gives the same tensors as preprocessImage, in every pass order, staged or not, two calls at once', async () => {
+    const same = (a: PreprocessedImage, b: PreprocessedImage, img: RgbImage, what: string) => {
+      assert.deepEqual(b.clip.dims, a.clip.dims, what);
+      assert.ok(b.clip.data.every((v, i) => v === a.clip.data[i]), `${what}: clip`);
+      assert.deepEqual(b.sam.resizeSize, a.sam.resizeSize, what);
+      assert.ok(b.sam.data.every((v, i) => v === a.sam.data[i]), `${what}: sam`);
+      assert.deepEqual(b.origSize, [img.height, img.width], what);
+    };
+    // decoded files (decodeImage leaves the last one staged in the arena) ...
     for (const name of ['rocket-portrait.jpg', 'coffee-wide.png']) {
-      const img = decoded.get(name) as DecodedImage;
-      const a = preprocessImage(img, CLIP_SPEC, SAM_SPEC);
-      const b = await preprocessImageParallel(img, CLIP_SPEC, SAM_SPEC);
-      assert.deepEqual(b.clip.dims, a.clip.dims);
-      assert.deepEqual(b.clip.data, a.clip.data);
-      assert.deepEqual(b.sam.resizeSize, a.sam.resizeSize);
-      assert.deepEqual(b.sam.data, a.sam.data);
-      assert.deepEqual(b.origSize, [img.height, img.width]);
+      const img = await decodeImage(path.join(IMAGES, name), { maxPixels: 50e6 });
+      same(preprocessImage(img, CLIP_SPEC, SAM_SPEC), await preprocessImageParallel(img, CLIP_SPEC, SAM_SPEC), img, name);
     }
+    // ... and images made here (copied in by preprocessImageParallel), sized so that the passes run in each order:
+    // 300x224: CLIP no resize at all; 1024x768: SAM no resize; 1100x3000: both vertical first; 3000x1100: both
+    // horizontal first
+    const a = decoded.get('astronaut.png') as DecodedImage;
+    for (const [w, h] of [[300, 224], [1024, 768], [1100, 3000], [3000, 1100]]) {
+      const img = { ...resizeRgb(a, w, h, 'bicubic'), sha256: '', format: 'raw' };
+      same(preprocessImage(img, CLIP_SPEC, SAM_SPEC), await preprocessImageParallel(img, CLIP_SPEC, SAM_SPEC), img, `${w}x${h}`);
+    }
+    // two at once: the second finds the arena busy and works in its own
+    const x = { ...resizeRgb(a, 1100, 3000, 'bilinear'), sha256: '', format: 'raw' };
+    const y = decoded.get('rocket.jpg') as DecodedImage;
+    const [px, py] = await Promise.all([preprocessImageParallel(x, CLIP_SPEC, SAM_SPEC), preprocessImageParallel(y, CLIP_SPEC, SAM_SPEC)]);
+    same(preprocessImage(x, CLIP_SPEC, SAM_SPEC), px, x, 'concurrent 1');
+    same(preprocessImage(y, CLIP_SPEC, SAM_SPEC), py, y, 'concurrent 2');
     await assert.rejects(
       preprocessImageParallel(decoded.get('coffee.jpg') as DecodedImage, { ...CLIP_SPEC, resample: 'lanczos' as never }, SAM_SPEC),
       /resample "lanczos" is not supported/,
