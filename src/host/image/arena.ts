@@ -7,9 +7,9 @@
 // costs 3x more than into warm memory) and dropped after ARENA_IDLE_MS without use. A call that finds it busy (a
 // parallel job awaiting its worker) works in a temporary arena.
 //
-// decodeImage stages the image it returns in the kept arena while hashing it (stageWhileHashing): each chunk is copied
-// and then hashed while it is still in cache, which costs little more than the hash alone. preprocessImageParallel
-// then finds the rows in place. Other users of the arena allocate above the staged image and leave it there.
+// decodeImage stages the image it returns in the kept arena while hashing it (preprocess.ts, stageWhileHashing), where
+// preprocessImageParallel finds the rows in place. Other users of the arena allocate above the staged image and leave
+// it there.
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -34,7 +34,6 @@ export const SLACK = 16;
 const ARENA_IDLE_MS = 30_000;
 /** Largest image staged in an arena (a wasm32 memory holds 4 GiB; the resizes need a few MB besides). */
 export const STAGE_MAX_BYTES = 2 ** 30;
-const STAGE_CHUNK = 256 * 1024;
 
 let compiled: WebAssembly.Module | undefined;
 
@@ -108,23 +107,6 @@ export class Arena {
     const s = this.staged;
     return s && s.image.deref() === data && s.bytes === data.length ? s.base : undefined;
   }
-
-  /**
-   * Copies `data` in at the bottom of the arena (replacing the staged image), calling `each(chunk)` on every chunk just
-   * after it is copied (hashing it while it is in cache).
-   */
-  stage(data: Uint8Array, each?: (chunk: Uint8Array) => void): number {
-    this.staged = undefined;
-    const base = this.bump(64).alloc(data.length + SLACK);
-    const u8 = this.u8;
-    for (let o = 0; o < data.length; o += STAGE_CHUNK) {
-      const chunk = data.subarray(o, Math.min(o + STAGE_CHUNK, data.length));
-      u8.set(chunk, base + o);
-      each?.(chunk);
-    }
-    this.staged = { image: new WeakRef(data), base, bytes: data.length };
-    return base;
-  }
 }
 
 /** Allocates 16-byte aligned regions upwards from `start`, growing the memory as needed. */
@@ -162,21 +144,9 @@ export function releaseArena(a: Arena): void {
   idle.unref();
 }
 
-/**
- * Stages a decoded image in this thread's kept arena for preprocessImageParallel, feeding every chunk to `each` (the
- * hash) on the way; when the arena is busy or the image too large, only feeds the chunks.
- */
-export function stageWhileHashing(data: Uint8Array, each: (chunk: Uint8Array) => void): void {
-  if (busy || data.length > STAGE_MAX_BYTES) {
-    each(data);
-    return;
-  }
-  const a = acquireArena();
-  try {
-    a.stage(data, each);
-  } finally {
-    releaseArena(a);
-  }
+/** Whether this thread's kept arena is in use (an acquireArena now would get a temporary one). */
+export function arenaBusy(): boolean {
+  return busy;
 }
 
 /** Runs `fn` with an arena (synchronously). */

@@ -14,12 +14,13 @@
 //   reference does. (cv2 uses (c * (255 - k)) >> 8 instead of MULDIV255: the two differ by at most one level.)
 // - Animated GIF/WebP: the first frame (sharp's default pages = 1).
 // - BMP: read by ./bmp.ts (sharp has no BMP loader).
-// The pixel limit is checked on the header's width x height before any pixel is decoded (decompression bombs).
+// The pixel limit is checked on the header's width x height before any pixel is decoded (decompression bombs), by
+// sharp's limitInputPixels and again here with the header's numbers for the message.
 
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import sharp from 'sharp';
-import { stageWhileHashing } from './arena';
+import { expectImage, stageWhileHashing } from './preprocess';
 import { decodeBmp, isBmp, readBmpHeader } from './bmp';
 import { ImageError } from './errors';
 
@@ -55,10 +56,13 @@ export function rgbSha256(width: number, height: number, data: Uint8Array): stri
   return createHash('sha256').update(`rgb8:${width}x${height}:`).update(data).digest('hex');
 }
 
-/** rgbSha256, staging the bytes for pre-processing on the way (./arena.ts: about the cost of the hash alone). */
+/**
+ * rgbSha256, staging the bytes for pre-processing on the way (about the cost of the hash alone), and pre-processing
+ * them on the idle worker thread meanwhile (preprocess.ts, "pre-processing while decodeImage hashes").
+ */
 function hashAndStage(width: number, height: number, data: Uint8Array): string {
   const h = createHash('sha256').update(`rgb8:${width}x${height}:`);
-  stageWhileHashing(data, (chunk) => h.update(chunk));
+  stageWhileHashing({ width, height, data }, (chunk) => h.update(chunk));
   return h.digest('hex');
 }
 
@@ -148,7 +152,13 @@ export async function decodeImage(input: string | Buffer, opts: DecodeOptions): 
     return finish(bmp.width, bmp.height, bmp.data, 'bmp');
   }
 
-  // Header only: format, size, colour space. limitInputPixels is off here so that a bomb gets our own message.
+  // The header (format, size, colour space) and the decode are read at once. The decode needs no header first: sharp
+  // refuses an image over the pixel limit from its header too, before decoding a pixel (the header read has no limit,
+  // so that a bomb gets our own message below). A CMYK file, rare, is decoded again with its own pipeline.
+  const pipeOpts = { limitInputPixels: maxPixels, failOn: 'truncated', pages: 1, page: 0 } as const;
+  const decoding = sharp(buf, pipeOpts).autoOrient().raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
+  decoding.catch(() => undefined); // awaited below, when the header says it is the one wanted
+  expectImage();
   let meta: sharp.Metadata;
   try {
     meta = await sharp(buf, { limitInputPixels: false }).metadata();
@@ -167,9 +177,10 @@ export async function decodeImage(input: string | Buffer, opts: DecodeOptions): 
 
   const isCmyk = meta.space === 'cmyk';
   try {
-    let pipe = sharp(buf, { limitInputPixels: maxPixels, failOn: 'truncated', pages: 1, page: 0 });
-    pipe = isCmyk ? pipe.pipelineColourspace('cmyk').autoOrient().toColourspace('cmyk') : pipe.autoOrient();
-    const { data: raw, info } = await pipe.raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
+    const { data: raw, info } = isCmyk
+      ? await sharp(buf, pipeOpts).pipelineColourspace('cmyk').autoOrient().toColourspace('cmyk').raw({ depth: 'uchar' })
+        .toBuffer({ resolveWithObject: true })
+      : await decoding;
     const pixels = info.width * info.height;
     const rgb = isCmyk && info.channels === 4 ? cmykToRgb(raw, pixels) : toRgb(raw, pixels, info.channels);
     return finish(info.width, info.height, rgb, meta.format ?? 'unknown');

@@ -12,11 +12,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { acquireArena, Arena, releaseArena, SLACK, STAGE_MAX_BYTES } from './arena';
+import { acquireArena, Arena, arenaBusy, Bump, releaseArena, SLACK, STAGE_MAX_BYTES } from './arena';
 import type { DecodedImage } from './decode';
 import {
-  checkResize, OutputWindow, planResize, ResampleFilter, ResizePlan, resizeRgb, RgbImage, RowSource, runPlan, runPlanBytes,
-  stagedRows,
+  checkResize, OutputWindow, PlanRunner, planResize, ResampleFilter, ResizePlan, resizeRgb, RgbImage, RowSource, runPlan,
+  runPlanBytes, stagedRows,
 } from './resample';
 
 export interface ClipPreprocessSpec {
@@ -201,8 +201,7 @@ export function preprocessImage(img: DecodedImage, clip: ClipPreprocessSpec, sam
 const WORKER_SHARE = 0.4;
 /** ... and when the main thread copies the image in first */
 const WORKER_SHARE_COPYING = 0.45;
-/** Rows copied (STAGED) or resized (SAM) between two updates of the flag */
-const STAGE_ROWS = 32;
+/** Rows resized (SAM) between two updates of the flag */
 const SAM_ROWS = 16;
 /** i32 flags, each the end of the rows that are ready, or ABORT */
 const FLAG_STAGED = 0;
@@ -226,7 +225,7 @@ export interface WorkerJob {
   flags: number;
   /** the image's rows [0, STAGED) at `base`, `width` pixels wide */
   staged: { base: number; width: number };
-  /** the worker's working memory starts here (runPlanBytes of its largest task is reserved) */
+  /** the worker's working memory starts here (runPlanBytes of its two tasks are reserved) */
   scratch: number;
   tasks: WorkerTask[];
   clip: { spec: ClipPreprocessSpec; src: number; width: number; height: number };
@@ -264,35 +263,56 @@ function arrivingRows(job: WorkerJob, flags: Int32Array, plan: ResizePlan): RowS
   };
 }
 
-/** The worker's side of a job (runs in preprocess-worker.js). */
-/** The first message of a job, sent before the main thread plans it: the SAM tensor's size. */
+/**
+ * Sent ahead of a job (and by decodeImage while sharp decodes, when a job is likely to follow): the worker allocates a
+ * SAM tensor of that size and maps its pages while it has nothing else to do.
+ */
 export interface WorkerPrepare {
-  prepare: number;
+  prepare: true;
   long_side: number;
-  rows: number;
 }
 
-let prepared: { id: number; sam: Float32Array } | undefined;
+let spare: Float32Array | undefined;
 
-/** Allocates the SAM tensor of job `m.prepare` and maps the pages of its image rows (the rest stays zero, unmapped). */
 export function prepareWorkerJob(m: WorkerPrepare): void {
   const L = m.long_side;
-  const sam = new Float32Array(3 * L * L);
-  for (let c = 0; c < 3; c++) sam.fill(0, c * L * L, c * L * L + m.rows * L);
-  prepared = { id: m.prepare, sam };
+  if (spare?.length === 3 * L * L) return;
+  spare = new Float32Array(3 * L * L).fill(0); // fill: map the pages now, not while the job runs
 }
 
+/** The worker's side of a job (runs in preprocess-worker.js). */
 export function runWorkerJob(job: WorkerJob): { clip: Float32Array; sam: Float32Array } {
   const arena = new Arena(job.memory);
   const flags = new Int32Array(job.memory.buffer, job.flags, FLAGS);
   const L = job.sam.spec.long_side;
-  if (prepared?.id !== job.id) prepareWorkerJob({ prepare: job.id, long_side: L, rows: job.sam.height });
-  const sam = (prepared as { sam: Float32Array }).sam;
-  prepared = undefined;
-  for (const t of job.tasks) runPlan(arena, arena.bump(job.scratch), t.plan, arrivingRows(job, flags, t.plan), t.a, t.b, t.dst);
+  const sam = spare?.length === 3 * L * L ? spare : new Float32Array(3 * L * L);
+  spare = undefined;
   const u8 = () => arena.u8;
   const samSrc = () => u8().subarray(job.sam.src, job.sam.src + job.sam.width * job.sam.height * 3);
-  samTensorRows(samSrc(), job.sam.width, 0, job.sam.workerRows, sam, job.sam.spec);
+  // both resizes advance together as the image's rows arrive (while decodeImage hashes them, they arrive over ~35 ms),
+  // and the SAM rows are normalised as they are done
+  const bump = arena.bump(job.scratch);
+  const [clipRun, samRun] = job.tasks.map((t) => new PlanRunner(arena, bump, t.plan, arrivingRows(job, flags, t.plan), t.a, t.b, t.dst));
+  let normalised = 0;
+  for (;;) {
+    const ready = Atomics.load(flags, FLAG_STAGED);
+    if (ready === ABORT) throw new Error('cancelled');
+    let moved = false;
+    for (const r of [clipRun, samRun]) {
+      let e = r.pos;
+      while (e < r.end && r.needs(e) <= ready) e++;
+      if (e > r.pos) {
+        r.advance(e);
+        moved = true;
+      }
+    }
+    if (samRun.pos > normalised) {
+      samTensorRows(samSrc(), job.sam.width, normalised, samRun.pos, sam, job.sam.spec);
+      normalised = samRun.pos;
+    }
+    if (clipRun.pos >= clipRun.end && samRun.pos >= samRun.end) break;
+    if (!moved) waitFor(flags, FLAG_STAGED, ready + 1);
+  }
   const c = job.clip;
   waitFor(flags, FLAG_CLIP, c.height);
   const clip = clipTensor(u8().subarray(c.src, c.src + c.width * c.height * 3), c.width, c.height, c.spec).data;
@@ -345,6 +365,177 @@ export async function stopPreprocessWorker(): Promise<void> {
   if (w) await w.terminate();
 }
 
+interface Job {
+  id: number;
+  w: Worker;
+  flags: Int32Array;
+  reply: Promise<WorkerReply>;
+  /** the main thread's band (none when the worker takes every row) */
+  main: () => void;
+  clipDims: [1, 3, number, number];
+  samDims: [1, 3, number, number];
+  resizeSize: [number, number];
+}
+
+/**
+ * Plans a job in `arena` (the image's rows at `base`, the first `staged` of them in place already), posts it to `w`,
+ * and returns it; the worker takes `share` of the output rows.
+ */
+function startJob(
+  w: Worker, arena: Arena, bump: Bump, img: RgbImage, base: number, staged: number,
+  clip: ClipPreprocessSpec, sam: SamPreprocessSpec, share: number,
+): Job {
+  checkClip(clip);
+  checkSam(sam);
+  const W = img.width;
+  const H = img.height;
+  const cg = clipGeometry(H, W, clip);
+  const [nh, nw] = samGeometry(H, W, sam).size;
+  checkResize(img, cg.size[1], cg.size[0], cg.win);
+  checkResize(img, nw, nh, undefined);
+  const id = nextId++;
+  w.postMessage({ prepare: true, long_side: sam.long_side } satisfies WorkerPrepare);
+  const flagsPtr = bump.alloc(FLAGS * 4);
+  const clipPlan = planResize(arena, bump, W, H, cg.size[1], cg.size[0], cg.filter, cg.win);
+  const samPlan = planResize(arena, bump, W, H, nw, nh, samGeometry(H, W, sam).filter, { x: 0, y: 0, width: nw, height: nh });
+  const ch = cg.win.height;
+  const clipDst = bump.alloc(cg.win.width * ch * 3);
+  const samDst = bump.alloc(nw * nh * 3);
+  const cSplit = Math.round(ch * share);
+  const sSplit = Math.round(nh * share);
+  const workerScratch = bump.alloc(runPlanBytes(clipPlan, false) + runPlanBytes(samPlan, false));
+  const mainScratch = share < 1 ? bump.alloc(Math.max(runPlanBytes(clipPlan, false), runPlanBytes(samPlan, false))) : 0;
+  const flags = arena.i32(flagsPtr, FLAGS);
+  flags[FLAG_STAGED] = staged;
+  flags[FLAG_CLIP] = cSplit;
+  flags[FLAG_SAM] = sSplit;
+  const job: WorkerJob = {
+    id, memory: arena.memory, flags: flagsPtr, staged: { base, width: W }, scratch: workerScratch,
+    tasks: [{ plan: clipPlan, a: 0, b: cSplit, dst: clipDst }, { plan: samPlan, a: 0, b: sSplit, dst: samDst }],
+    clip: { spec: clip, src: clipDst, width: cg.win.width, height: ch },
+    sam: { spec: sam, src: samDst, width: nw, height: nh, workerRows: sSplit },
+  };
+  const reply = new Promise<WorkerReply>((resolve, reject) => pending.set(id, { resolve, reject }));
+  w.ref(); // keep the process alive while a job is out; unref'd again when the last reply arrives
+  w.postMessage(job);
+  const publish = (i: number, end: number) => {
+    Atomics.store(flags, i, end);
+    Atomics.notify(flags, i);
+  };
+  const main = () => {
+    runPlan(arena, arena.bump(mainScratch), clipPlan, stagedRows(base, 0, W, clipPlan), cSplit, ch, clipDst);
+    publish(FLAG_CLIP, ch);
+    runPlan(arena, arena.bump(mainScratch), samPlan, stagedRows(base, 0, W, samPlan), sSplit, nh, samDst, (end) => {
+      if (end === nh || (end - sSplit) % SAM_ROWS === 0) publish(FLAG_SAM, end);
+    });
+  };
+  const L = sam.long_side;
+  return { id, w, flags, reply, main, clipDims: [1, 3, ch, cg.win.width], samDims: [1, 3, L, L], resizeSize: [nh, nw] };
+}
+
+/** Copies the image's rows into the arena at `base`, counting them in the job's STAGED flag; `each` sees every chunk. */
+function stageRows(arena: Arena, img: RgbImage, base: number, job: Job | undefined, each?: (chunk: Uint8Array) => void): void {
+  const u8 = arena.u8;
+  const data = img.data;
+  const stride = img.width * 3;
+  for (let o = 0; o < data.length; o += STAGE_CHUNK) {
+    const end = Math.min(o + STAGE_CHUNK, data.length);
+    const chunk = data.subarray(o, end);
+    u8.set(chunk, base + o);
+    if (job) {
+      Atomics.store(job.flags, FLAG_STAGED, Math.floor(end / stride));
+      Atomics.notify(job.flags, FLAG_STAGED);
+    }
+    each?.(chunk); // the hash, while the chunk is in cache
+  }
+  arena.staged = { image: new WeakRef(data), base, bytes: data.length };
+}
+
+/** Releases the worker if it waits on this thread; the job's reply then settles (with an error). */
+function abortJob(job: Job): void {
+  for (let i = 0; i < FLAGS; i++) {
+    Atomics.store(job.flags, i, ABORT);
+    Atomics.notify(job.flags, i);
+  }
+}
+
+type Tensors = Pick<PreprocessedImage, 'clip' | 'sam'>;
+
+function tensorsOf(job: Job, r: WorkerReply): Tensors {
+  return {
+    clip: { data: r.clip as Float32Array, dims: job.clipDims },
+    sam: { data: r.sam as Float32Array, dims: job.samDims, resizeSize: job.resizeSize },
+  };
+}
+
+// ---- pre-processing while decodeImage hashes ----
+//
+// decodeImage copies the pixels into the kept arena chunk by chunk, hashing each chunk right after copying it, while
+// it is in cache (about the cost of the hash alone). The worker thread is idle meanwhile; when a pre-processing has
+// run before, it is given the whole job with that call's specs (in practice a bundle's manifest, the same for every
+// image) and computes the tensors as the rows arrive. preprocessImageParallel then only collects them if the image and
+// the specs are the same, and runs the job itself otherwise. The results are the same either way; an image the
+// embedding cache answers costs the idle thread's work and nothing on the caller's path.
+
+/** Bytes copied between two updates of STAGED (and hashed at once) */
+const STAGE_CHUNK = 256 * 1024;
+let lastSpecs: { clip: ClipPreprocessSpec; sam: SamPreprocessSpec; key: string } | undefined;
+let speculation: { image: WeakRef<Uint8Array>; key: string; result: Promise<Tensors | undefined> } | undefined;
+let speculate = true;
+
+/** decodeImage is about to decode an image: the worker prepares the SAM tensor of the job likely to follow. */
+export function expectImage(): void {
+  const w = speculate && lastSpecs ? worker : undefined;
+  w?.postMessage({ prepare: true, long_side: (lastSpecs as { sam: SamPreprocessSpec }).sam.long_side } satisfies WorkerPrepare);
+}
+
+/** Turns the pre-processing during decodeImage's hash on or off (on by default; the bench measures both). */
+export function setPreprocessDuringDecode(on: boolean): void {
+  speculate = on;
+  if (!on) speculation = undefined;
+}
+
+/**
+ * decodeImage's hash: feeds `each` every chunk of the pixels, copying them into this thread's arena for the
+ * pre-processing just before (see above), unless the arena is busy or the image too large for it.
+ */
+export function stageWhileHashing(img: RgbImage, each: (chunk: Uint8Array) => void): void {
+  speculation = undefined; // an earlier one not collected: its image was answered from the cache
+  if (arenaBusy() || img.data.length > STAGE_MAX_BYTES) {
+    each(img.data);
+    return;
+  }
+  const arena = acquireArena();
+  const specs = speculate ? lastSpecs : undefined;
+  let job: Job | undefined;
+  try {
+    arena.staged = undefined;
+    const bump = arena.bump();
+    const base = bump.alloc(img.data.length + SLACK);
+    const w = specs ? preprocessWorker() : null;
+    if (w && specs) {
+      try {
+        job = startJob(w, arena, bump, img, base, 0, specs.clip, specs.sam, 1);
+      } catch {
+        job = undefined; // these specs do not apply to this image: preprocessImageParallel will say why
+      }
+    }
+    stageRows(arena, img, base, job, each);
+  } catch (e) {
+    if (job) abortJob(job);
+    throw e;
+  } finally {
+    if (!job || !specs) {
+      releaseArena(arena);
+    } else {
+      const j = job;
+      const result = j.reply.then((r) => tensorsOf(j, r), () => undefined);
+      void result.then(() => releaseArena(arena));
+      speculation = { image: new WeakRef(img.data), key: specs.key, result };
+    }
+  }
+}
+
 /**
  * preprocessImage on two threads (see above). Same results bit for bit; runs on this thread alone when no worker can
  * run (one CPU, no worker file). A call made while another one is out works in a temporary arena.
@@ -355,17 +546,25 @@ export async function preprocessImageParallel(
   checkClip(clip);
   checkSam(sam);
   const cg = clipGeometry(img.height, img.width, clip);
-  const sg = samGeometry(img.height, img.width, sam);
-  const [nh, nw] = sg.size;
+  const [nh, nw] = samGeometry(img.height, img.width, sam).size;
   checkResize(img, cg.size[1], cg.size[0], cg.win);
   checkResize(img, nw, nh, undefined);
+  const key = JSON.stringify([clip, sam]);
+  lastSpecs = { clip, sam, key };
+  const done = (t: Tensors): PreprocessedImage => ({ ...t, origSize: [img.height, img.width], sha256: img.sha256 });
+  const s = speculation;
+  if (s && s.image.deref() === img.data && s.key === key) {
+    speculation = undefined;
+    const t = await s.result;
+    if (t) {
+      stats.collected++;
+      return done(t);
+    }
+  }
   const w = img.data.length <= STAGE_MAX_BYTES ? preprocessWorker() : null;
   if (!w) return preprocessImage(img, clip, sam);
-  const id = nextId++;
-  w.postMessage({ prepare: id, long_side: sam.long_side, rows: nh } satisfies WorkerPrepare);
   const arena = acquireArena();
-  let flags: Int32Array | undefined;
-  let reply: Promise<WorkerReply> | undefined;
+  let job: Job | undefined;
   try {
     // the image's rows: staged by decodeImage, or copied in below while the worker starts on the first ones
     let base = arena.stagedAt(img.data);
@@ -373,77 +572,26 @@ export async function preprocessImageParallel(
     if (!prestaged) arena.staged = undefined;
     const bump = arena.bump();
     if (base === undefined) base = bump.alloc(img.data.length + SLACK);
-    const flagsPtr = bump.alloc(FLAGS * 4);
-    const W = img.width;
-    const H = img.height;
-    const clipPlan = planResize(arena, bump, W, H, cg.size[1], cg.size[0], cg.filter, cg.win);
-    const samPlan = planResize(arena, bump, W, H, nw, nh, sg.filter, { x: 0, y: 0, width: nw, height: nh });
-    const ch = cg.win.height;
-    const clipDst = bump.alloc(cg.win.width * ch * 3);
-    const samDst = bump.alloc(nw * nh * 3);
-    const share = prestaged ? WORKER_SHARE : WORKER_SHARE_COPYING;
-    const cSplit = Math.round(ch * share);
-    const sSplit = Math.round(nh * share);
-    const scratch = Math.max(runPlanBytes(clipPlan, false), runPlanBytes(samPlan, false));
-    const workerScratch = bump.alloc(scratch);
-    const mainScratch = bump.alloc(scratch);
-    flags = arena.i32(flagsPtr, FLAGS);
-    flags[FLAG_STAGED] = prestaged ? H : 0;
-    flags[FLAG_CLIP] = cSplit;
-    flags[FLAG_SAM] = sSplit;
-
-    const job: WorkerJob = {
-      id, memory: arena.memory, flags: flagsPtr, staged: { base, width: W }, scratch: workerScratch,
-      tasks: [{ plan: clipPlan, a: 0, b: cSplit, dst: clipDst }, { plan: samPlan, a: 0, b: sSplit, dst: samDst }],
-      clip: { spec: clip, src: clipDst, width: cg.win.width, height: ch },
-      sam: { spec: sam, src: samDst, width: nw, height: nh, workerRows: sSplit },
-    };
-    reply = new Promise<WorkerReply>((resolve, reject) => pending.set(job.id, { resolve, reject }));
-    w.ref(); // keep the process alive while a job is out; unref'd again when the last reply arrives
-    w.postMessage(job);
-
-    if (!prestaged) {
-      const u8 = arena.u8;
-      const stride = W * 3;
-      for (let r = 0; r < H; r += STAGE_ROWS) {
-        const e = Math.min(r + STAGE_ROWS, H);
-        u8.set(img.data.subarray(r * stride, e * stride), base + r * stride);
-        Atomics.store(flags, FLAG_STAGED, e);
-        Atomics.notify(flags, FLAG_STAGED);
-      }
-      arena.staged = { image: new WeakRef(img.data), base, bytes: img.data.length };
-    }
-
-    const f = flags;
-    const publish = (i: number, end: number) => {
-      Atomics.store(f, i, end);
-      Atomics.notify(f, i);
-    };
-    runPlan(arena, arena.bump(mainScratch), clipPlan, stagedRows(base, 0, W, clipPlan), cSplit, ch, clipDst);
-    publish(FLAG_CLIP, ch);
-    runPlan(arena, arena.bump(mainScratch), samPlan, stagedRows(base, 0, W, samPlan), sSplit, nh, samDst, (end) => {
-      if (end === nh || (end - sSplit) % SAM_ROWS === 0) publish(FLAG_SAM, end);
-    });
-
-    const r = await reply;
-    const L = sam.long_side;
-    return {
-      clip: { data: r.clip as Float32Array, dims: [1, 3, ch, cg.win.width] },
-      sam: { data: r.sam as Float32Array, dims: [1, 3, L, L], resizeSize: [nh, nw] },
-      origSize: [img.height, img.width],
-      sha256: img.sha256,
-    };
+    job = startJob(w, arena, bump, img, base, prestaged ? img.height : 0, clip, sam, prestaged ? WORKER_SHARE : WORKER_SHARE_COPYING);
+    if (!prestaged) stageRows(arena, img, base, job);
+    job.main();
+    const t = tensorsOf(job, await job.reply);
+    stats.ran++;
+    return done(t);
   } catch (e) {
-    if (flags) {
-      // release the worker if it waits on us, and let it finish before the arena is reused
-      for (let i = 0; i < FLAGS; i++) {
-        Atomics.store(flags, i, ABORT);
-        Atomics.notify(flags, i);
-      }
+    if (job) {
+      abortJob(job);
+      await job.reply.catch(() => undefined); // the worker is done with the arena before it is reused
     }
-    await reply?.catch(() => undefined);
     throw e;
   } finally {
     releaseArena(arena);
   }
+}
+
+const stats = { collected: 0, ran: 0 };
+
+/** How many preprocessImageParallel calls collected tensors computed during decodeImage, and how many ran the job. */
+export function preprocessStats(): { collected: number; ran: number } {
+  return { ...stats };
 }

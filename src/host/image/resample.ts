@@ -162,77 +162,107 @@ function sourceSlots(plan: ResizePlan): number {
 
 /**
  * Computes window rows [a, b) of `plan` into `dst` (the window's row 0; row y at dst + y * width * 3), reading source
- * rows from `src`; working buffers come from `bump`. `done(y + 1)` is called after each row y.
+ * rows from `src`, in steps (advance) that can wait for source rows in between; working buffers come from `bump`.
+ * `done(y + 1)` is called after each row y.
  */
+export class PlanRunner {
+  /** next window row to compute */
+  pos: number;
+  private readonly rowBytes: number;
+  private readonly rowPtrs: number = 0;
+  private readonly ptrs: Int32Array = new Int32Array(0);
+  /** 'vh': the row between the passes; 'hv': the ring of horizontally resampled rows */
+  private readonly tmp: number = 0;
+  /** 'hv': first source row not yet in the ring */
+  private next: number;
+
+  constructor(
+    private readonly arena: Arena, bump: Bump, private readonly plan: ResizePlan, private readonly src: RowSource,
+    a: number, readonly end: number, private readonly dst: number, private readonly done?: (end: number) => void,
+  ) {
+    this.pos = a;
+    this.rowBytes = plan.win.width * 3;
+    this.next = plan.order === 'hv' && a < end ? plan.vBounds[a * 2] : 0;
+    if (plan.order === 'copy' || plan.order === 'h' || a >= end) return;
+    this.rowPtrs = bump.alloc(plan.vMaxTaps * 4);
+    this.ptrs = arena.i32(this.rowPtrs, plan.vMaxTaps);
+    if (plan.order === 'vh') this.tmp = bump.alloc((plan.x1 - plan.x0) * 3 + SLACK);
+    if (plan.order === 'hv') this.tmp = bump.alloc(plan.vMaxTaps * this.rowBytes + SLACK);
+  }
+
+  /** End (exclusive) of the source rows that window row y reads. */
+  needs(y: number): number {
+    const { plan } = this;
+    if (plan.order === 'copy' || plan.order === 'h') return plan.win.y + y + 1;
+    return plan.vBounds[y * 2] + plan.vBounds[y * 2 + 1];
+  }
+
+  /** Computes window rows up to `to` (exclusive, at most `end`). */
+  advance(to: number): void {
+    const { plan, src, rowBytes, dst, done, ptrs, rowPtrs, tmp } = this;
+    const { win, order } = plan;
+    const k = this.arena.k;
+    const b = Math.min(to, this.end);
+    let y = this.pos;
+    if (order === 'copy') {
+      const u8 = this.arena.u8;
+      for (; y < b; y++) {
+        u8.copyWithin(dst + y * rowBytes, src.row(win.y + y), src.row(win.y + y) + rowBytes);
+        done?.(y + 1);
+      }
+    } else if (order === 'h') {
+      for (; y + 1 < b; y += 2) {
+        k.hrow2(src.row(win.y + y), src.row(win.y + y + 1), plan.pb, win.width, dst + y * rowBytes, dst + (y + 1) * rowBytes);
+        done?.(y + 2);
+      }
+      if (y < b) {
+        k.hrow(src.row(win.y + y), plan.pb, win.width, dst + y * rowBytes);
+        done?.(++y);
+      }
+    } else if (order === 'v' || order === 'vh') {
+      const vb = plan.vBounds;
+      const colBytes = (plan.x1 - plan.x0) * 3;
+      for (; y < b; y++) {
+        const ymin = vb[y * 2];
+        const n = vb[y * 2 + 1];
+        for (let t = 0; t < n; t++) ptrs[t] = src.row(ymin + t);
+        const vk = plan.vk + y * plan.vKsize * 4;
+        if (order === 'v') {
+          k.vrow(rowPtrs, vk, n, rowBytes, dst + y * rowBytes);
+        } else {
+          k.vrow(rowPtrs, vk, n, colBytes, tmp);
+          k.hrow(tmp, plan.pb, win.width, dst + y * rowBytes);
+        }
+        done?.(y + 1);
+      }
+    } else {
+      // 'hv': horizontal pass of each source row into the ring, vertical pass over the ring
+      const vb = plan.vBounds;
+      const slots = plan.vMaxTaps;
+      let next = this.next;
+      for (; y < b; y++) {
+        const ymin = vb[y * 2];
+        const n = vb[y * 2 + 1];
+        if (next < ymin) next = ymin;
+        for (; next + 1 < ymin + n; next += 2) {
+          k.hrow2(src.row(next), src.row(next + 1), plan.pb, win.width, tmp + (next % slots) * rowBytes, tmp + ((next + 1) % slots) * rowBytes);
+        }
+        if (next < ymin + n) k.hrow(src.row(next), plan.pb, win.width, tmp + (next++ % slots) * rowBytes);
+        for (let t = 0; t < n; t++) ptrs[t] = tmp + ((ymin + t) % slots) * rowBytes;
+        k.vrow(rowPtrs, plan.vk + y * plan.vKsize * 4, n, rowBytes, dst + y * rowBytes);
+        done?.(y + 1);
+      }
+      this.next = next;
+    }
+    this.pos = y;
+  }
+}
+
+/** PlanRunner in one step. */
 export function runPlan(
   arena: Arena, bump: Bump, plan: ResizePlan, src: RowSource, a: number, b: number, dst: number, done?: (end: number) => void,
 ): void {
-  if (a >= b) return;
-  const { win, order } = plan;
-  const k = arena.k;
-  const rowBytes = win.width * 3;
-  if (order === 'copy') {
-    const u8 = arena.u8;
-    for (let y = a; y < b; y++) {
-      u8.copyWithin(dst + y * rowBytes, src.row(win.y + y), src.row(win.y + y) + rowBytes);
-      done?.(y + 1);
-    }
-    return;
-  }
-  if (order === 'h') {
-    let y = a;
-    for (; y + 1 < b; y += 2) {
-      k.hrow2(src.row(win.y + y), src.row(win.y + y + 1), plan.pb, win.width, dst + y * rowBytes, dst + (y + 1) * rowBytes);
-      done?.(y + 2);
-    }
-    if (y < b) {
-      k.hrow(src.row(win.y + y), plan.pb, win.width, dst + y * rowBytes);
-      done?.(y + 1);
-    }
-    return;
-  }
-  const vb = plan.vBounds;
-  const rowPtrs = bump.alloc(plan.vMaxTaps * 4);
-  const ptrs = arena.i32(rowPtrs, plan.vMaxTaps);
-  if (order === 'v') {
-    for (let y = a; y < b; y++) {
-      const ymin = vb[y * 2];
-      const n = vb[y * 2 + 1];
-      for (let t = 0; t < n; t++) ptrs[t] = src.row(ymin + t);
-      k.vrow(rowPtrs, plan.vk + y * plan.vKsize * 4, n, rowBytes, dst + y * rowBytes);
-      done?.(y + 1);
-    }
-    return;
-  }
-  if (order === 'vh') {
-    const colBytes = (plan.x1 - plan.x0) * 3;
-    const tmp = bump.alloc(colBytes + SLACK);
-    for (let y = a; y < b; y++) {
-      const ymin = vb[y * 2];
-      const n = vb[y * 2 + 1];
-      for (let t = 0; t < n; t++) ptrs[t] = src.row(ymin + t);
-      k.vrow(rowPtrs, plan.vk + y * plan.vKsize * 4, n, colBytes, tmp);
-      k.hrow(tmp, plan.pb, win.width, dst + y * rowBytes);
-      done?.(y + 1);
-    }
-    return;
-  }
-  // 'hv': horizontal pass of each source row into a ring, vertical pass over the ring
-  const slots = plan.vMaxTaps;
-  const ring = bump.alloc(slots * rowBytes + SLACK);
-  let next = vb[a * 2]; // first source row not yet in the ring
-  for (let y = a; y < b; y++) {
-    const ymin = vb[y * 2];
-    const n = vb[y * 2 + 1];
-    if (next < ymin) next = ymin;
-    for (; next + 1 < ymin + n; next += 2) {
-      k.hrow2(src.row(next), src.row(next + 1), plan.pb, win.width, ring + (next % slots) * rowBytes, ring + ((next + 1) % slots) * rowBytes);
-    }
-    if (next < ymin + n) k.hrow(src.row(next), plan.pb, win.width, ring + (next++ % slots) * rowBytes);
-    for (let t = 0; t < n; t++) ptrs[t] = ring + ((ymin + t) % slots) * rowBytes;
-    k.vrow(rowPtrs, plan.vk + y * plan.vKsize * 4, n, rowBytes, dst + y * rowBytes);
-    done?.(y + 1);
-  }
+  new PlanRunner(arena, bump, plan, src, a, b, dst, done).advance(b);
 }
 
 /** Bytes of working memory runPlan takes from its Bump (streamed: with the source ring), alignment included. */
@@ -276,11 +306,13 @@ export function resizeRgb(
 ): RgbImage {
   const w = checkResize(img, outW, outH, win);
   return withArena((arena) => {
+    const staged = arena.stagedAt(img.data); // decodeImage's image, already in the arena
     const bump = arena.bump();
     const plan = planResize(arena, bump, img.width, img.height, outW, outH, filter, w);
     const bytes = w.width * w.height * 3;
     const dst = bump.alloc(bytes + SLACK);
-    runPlanStreamed(arena, bump, plan, img, 0, w.height, dst);
+    if (staged !== undefined) runPlan(arena, bump, plan, stagedRows(staged, 0, img.width, plan), 0, w.height, dst);
+    else runPlanStreamed(arena, bump, plan, img, 0, w.height, dst);
     return { width: w.width, height: w.height, data: arena.u8.slice(dst, dst + bytes) };
   });
 }
