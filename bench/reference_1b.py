@@ -15,6 +15,7 @@ import json
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -45,7 +46,7 @@ def build(root: Path, weights: str = "float32") -> dict:
 
 
 @torch.no_grad()
-def time_reference(info: dict, image: str, prompt: str, new_tokens: int, w8a8: bool = False) -> dict:
+def time_reference(info: dict, image: str, prompt: str, new_tokens: int, w8a8_bundle: str | None = None) -> dict:
     from lisa_export import reference as R
     from lisa_export.model import load_lisa
     from lisa_export.tokenizer import load_slow_tokenizer, tokenize_prompt
@@ -73,12 +74,20 @@ def time_reference(info: dict, image: str, prompt: str, new_tokens: int, w8a8: b
     result = {"cached_s": cached_s, "no_cache_s": no_cache_s, "no_cache_output_ids": no_cache_ids,
               "new_tokens": new_tokens, "output_ids": out_ids, "prompt_tokens": len(ids) - 1 + 256,
               "llm_parameters": params, "torch_threads": torch.get_num_threads()}
-    if w8a8:
+    if w8a8_bundle:
         # torch's own int8 path for the like-for-like comparison with our w8a8 bundle: every Linear of the LLM
         # (lm_head included) with int8 weights per channel and activations quantised at run time (fbgemm)
-        lisa.llm = torch.ao.quantization.quantize_dynamic(lisa.llm, {torch.nn.Linear}, dtype=torch.qint8)
+        with warnings.catch_warnings():  # torch.ao.quantization's deprecation notices, one per module
+            warnings.simplefilter("ignore")
+            lisa.llm = torch.ao.quantization.quantize_dynamic(lisa.llm, {torch.nn.Linear}, dtype=torch.qint8)
         request(True, 2)
         result["w8a8_cached_s"], result["w8a8_output_ids"] = request(True, new_tokens)
+        # free-running tokens part ways at the first flip; the per-position argmax with the fp32 answer fed
+        # (teacher forcing) says how often our w8a8 bundle's decoder picks fp32's token
+        from lisa_export.ort_run import OrtBundle
+
+        forced = OrtBundle(w8a8_bundle).teacher_forced(ids, R.clip_preprocess(R.load_image(image)), out_ids)
+        result["w8a8_bundle_teacher_forced"] = forced
     return result
 
 
@@ -99,7 +108,7 @@ def main() -> int:
     if a.command == "build":
         print(json.dumps(info))
     else:
-        print(json.dumps(time_reference(info, a.image, a.prompt, a.new_tokens, a.w8a8)))
+        print(json.dumps(time_reference(info, a.image, a.prompt, a.new_tokens, build(root, "w8a8")["bundle"] if a.w8a8 else None)))
     return 0
 
 

@@ -101,7 +101,7 @@ async function main(): Promise<void> {
       `tokens agreeing with reference fp32 ${agreeing(fp32.outputIds, ref.output_ids)}`);
     console.log(`  ours w8a8:  ${s(w8a8.totalMs)}   / reference fp32 cached = ${f2(w8a8.totalMs / 1000 / ref.cached_s)} (goal <= 0.5), / no cache = ${f2(w8a8.totalMs / 1000 / ref.no_cache_s)}, ` +
       `/ reference w8a8 cached = ${f2(w8a8.totalMs / 1000 / ref.w8a8_cached_s)}; tokens agreeing with reference fp32 ${agreeing(w8a8.outputIds, ref.output_ids)}, ` +
-      `with reference w8a8 ${agreeing(w8a8.outputIds, ref.w8a8_output_ids)}`);
+      `with reference w8a8 ${agreeing(w8a8.outputIds, ref.w8a8_output_ids)}; teacher-forced (fp32 answer fed) ${agreeing(ref.w8a8_bundle_teacher_forced, ref.output_ids)}`);
     overheadLine('1B fp32', fp32Runs);
     overheadLine('1B w8a8', w8a8Runs);
 
