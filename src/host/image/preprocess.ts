@@ -194,8 +194,8 @@ export function preprocessImage(img: DecodedImage, clip: ClipPreprocessSpec, sam
 // in, a few at a time, counting them in the STAGED flag); then it computes its own band (the lower rows of the CLIP
 // crop, then of the SAM resize), counting finished rows in the CLIP and SAM flags. The worker meanwhile computes the
 // upper rows of both resizes as their source rows arrive, normalises its SAM rows, then the CLIP crop and the main
-// thread's SAM rows as they are finished, and transfers both tensors back. Each thread writes only its own rows, so the results are those
-// of preprocessImage bit for bit.
+// thread's SAM rows as they are finished, and transfers both tensors back. Each thread writes only its own rows, so
+// the results are those of preprocessImage bit for bit.
 
 /** Share of the output rows the worker computes (it also does the normalisation) when the image is staged already. */
 const WORKER_SHARE = 0.4;

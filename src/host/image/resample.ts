@@ -115,13 +115,6 @@ export function planResize(
   return plan;
 }
 
-/** Source rows [first, end) that window rows [a, b) of `plan` read. */
-export function sourceRows(plan: ResizePlan, a: number, b: number): [number, number] {
-  if (plan.order === 'copy' || plan.order === 'h') return [plan.win.y + a, plan.win.y + b];
-  const vb = plan.vBounds;
-  return [vb[a * 2], vb[(b - 1) * 2] + vb[(b - 1) * 2 + 1]];
-}
-
 /** Where the kernels find source row r (from column plan.x0 on). */
 export interface RowSource {
   row(r: number): number;
