@@ -25,7 +25,7 @@
 // - vertical first: each output row is the vertical pass over the source rows (only the columns the horizontal pass
 //   reads) into one row, then the horizontal pass of that row.
 // Source rows reach the kernels either copied one by one into a small ring in the arena (a RowSource that streams from
-// any Uint8Array) or from a block of rows already in the (shared) arena (the worker thread's half of a parallel job).
+// any Uint8Array) or from the image already staged in the (shared) arena by decodeImage or a parallel job.
 
 import { Arena, Bump, SLACK, withArena } from './arena';
 
