@@ -7,8 +7,8 @@ import { performance } from 'node:perf_hooks';
 import sharp from 'sharp';
 import { decodeImage } from '../src/host/image/decode';
 import {
-  ClipPreprocessSpec, clipPixelValues, preprocessImageParallel, preprocessStats, SamPreprocessSpec, samPixelValues,
-  setPreprocessDuringDecode, stopPreprocessWorker,
+  ClipPreprocessSpec, clipPixelValues, preprocessImageParallel, SamPreprocessSpec, samPixelValues,
+  stopPreprocessWorker,
 } from '../src/host/image/preprocess';
 
 const CLIP: ClipPreprocessSpec = {
@@ -23,14 +23,8 @@ const SAM: SamPreprocessSpec = {
 export interface PreprocessBench {
   image: { width: number; height: number; bytes: number };
   runs: number;
-  /**
-   * medians, milliseconds: decode + preprocessImageParallel, as the host runs them: the worker thread computes the
-   * tensors while decodeImage hashes the pixels (with the specs of the previous call, the same here as in the host,
-   * where they are the bundle's), and preprocessImageParallel collects them
-   */
+  /** medians, milliseconds: decode (with the file's sha256) + preprocessImageParallel, as the host runs them */
   ours: { total: number; decode: number; tensors: number };
-  /** the same with that overlap turned off: decode, then both tensors on two threads */
-  oursNoOverlap: { total: number; decode: number; tensors: number };
   /** medians, milliseconds: the same work on one thread */
   oursOneThread: { total: number; decode: number; clip: number; sam: number };
   /** sharp reading the file twice, resizing to fit 1024 and to cover 224 (its JPEG shrink-on-load applies) */
@@ -39,10 +33,6 @@ export interface PreprocessBench {
   sharpDecodeOnce: number;
   ratioVsSharpFromFile: number;
   ratioVsSharpDecodeOnce: number;
-  ratioNoOverlapVsSharpDecodeOnce: number;
-  /** preprocessImageParallel calls that collected the tensors computed during decode / that ran the job themselves */
-  collected: number;
-  ran: number;
   threads: number;
 }
 
@@ -63,8 +53,6 @@ export async function benchPreprocess(runs = 7): Promise<PreprocessBench> {
     const bytes = fs.statSync(file).size;
     const one = { total: [] as number[], decode: [] as number[], clip: [] as number[], sam: [] as number[] };
     const par = { total: [] as number[], decode: [] as number[], tensors: [] as number[] };
-    const seq = { total: [] as number[], decode: [] as number[], tensors: [] as number[] };
-    const stats0 = preprocessStats();
     const fromFile: number[] = [];
     const once: number[] = [];
     let dims = { width: 0, height: 0 };
@@ -76,14 +64,7 @@ export async function benchPreprocess(runs = 7): Promise<PreprocessBench> {
       const pre = await preprocessImageParallel(pimg, CLIP, SAM);
       const p2 = performance.now();
       if (pre.clip.data.length !== 3 * 224 * 224) throw new Error('unreachable');
-      // ours, no overlap of the hash and the tensors
-      setPreprocessDuringDecode(false);
-      const q0 = performance.now();
-      const qimg = await decodeImage(file, { maxPixels: 100e6 });
-      const q1 = performance.now();
-      await preprocessImageParallel(qimg, CLIP, SAM);
-      const q2 = performance.now();
-      // ours, one thread (no overlap either)
+      // ours, one thread
       const t0 = performance.now();
       const img = await decodeImage(file, { maxPixels: 100e6 });
       const t1 = performance.now();
@@ -92,7 +73,6 @@ export async function benchPreprocess(runs = 7): Promise<PreprocessBench> {
       const s = samPixelValues(img, SAM);
       const t3 = performance.now();
       dims = { width: img.width, height: img.height };
-      setPreprocessDuringDecode(true);
       if (c.data.length + s.data.length === 0) throw new Error('unreachable');
       // sharp: the file twice, each with its own shrink-on-load decode
       const u0 = performance.now();
@@ -114,9 +94,6 @@ export async function benchPreprocess(runs = 7): Promise<PreprocessBench> {
       par.total.push(p2 - p0);
       par.decode.push(p1 - p0);
       par.tensors.push(p2 - p1);
-      seq.total.push(q2 - q0);
-      seq.decode.push(q1 - q0);
-      seq.tensors.push(q2 - q1);
       one.total.push(t3 - t0);
       one.decode.push(t1 - t0);
       one.clip.push(t2 - t1);
@@ -125,15 +102,13 @@ export async function benchPreprocess(runs = 7): Promise<PreprocessBench> {
       once.push(v1 - v0);
     }
     const o = { total: median(par.total), decode: median(par.decode), tensors: median(par.tensors) };
-    const n = { total: median(seq.total), decode: median(seq.decode), tensors: median(seq.tensors) };
-    const stats1 = preprocessStats();
     const o1 = { total: median(one.total), decode: median(one.decode), clip: median(one.clip), sam: median(one.sam) };
     const sf = median(fromFile);
     const so = median(once);
     return {
-      image: { ...dims, bytes }, runs, ours: o, oursNoOverlap: n, oursOneThread: o1, sharpFromFile: sf, sharpDecodeOnce: so,
-      ratioVsSharpFromFile: o.total / sf, ratioVsSharpDecodeOnce: o.total / so, ratioNoOverlapVsSharpDecodeOnce: n.total / so,
-      collected: stats1.collected - stats0.collected, ran: stats1.ran - stats0.ran, threads: sharp.concurrency(),
+      image: { ...dims, bytes }, runs, ours: o, oursOneThread: o1, sharpFromFile: sf, sharpDecodeOnce: so,
+      ratioVsSharpFromFile: o.total / sf, ratioVsSharpDecodeOnce: o.total / so,
+      threads: sharp.concurrency(),
     };
   } finally {
     await stopPreprocessWorker();
@@ -148,16 +123,11 @@ if (require.main === module) {
     console.log(`pre-processing a ${r.image.width}x${r.image.height} JPEG (${(r.image.bytes / 1e6).toFixed(1)} MB), ` +
       `median of ${r.runs} runs, sharp threads ${r.threads}`);
     console.log(`  ours (decode + sha256, CLIP bicubic 224 + tensor, SAM bilinear 1024 + tensor): ${f(r.ours.total)} ` +
-      `(decode, with the tensors computed on the worker meanwhile, ${f(r.ours.decode)}; collecting them ${f(r.ours.tensors)}) ` +
-      `ratio ${r.ratioVsSharpDecodeOnce.toFixed(2)}`);
-    const q = r.oursNoOverlap;
-    console.log(`  ours without that overlap: ${f(q.total)} (decode ${f(q.decode)}, both tensors on 2 threads ${f(q.tensors)}) ` +
-      `ratio ${r.ratioNoOverlapVsSharpDecodeOnce.toFixed(2)}`);
+      `(decode ${f(r.ours.decode)}, both tensors on 2 threads ${f(r.ours.tensors)})`);
     const s1 = r.oursOneThread;
     console.log(`  ours on one thread: ${f(s1.total)} (decode ${f(s1.decode)}, clip ${f(s1.clip)}, sam ${f(s1.sam)})`);
     console.log(`  sharp, file -> 1024 and file -> 224 (shrink-on-load):   ${f(r.sharpFromFile)}  ratio ${r.ratioVsSharpFromFile.toFixed(2)}`);
     console.log(`  sharp, full decode once -> 1024 and -> 224:            ${f(r.sharpDecodeOnce)}  ratio ${r.ratioVsSharpDecodeOnce.toFixed(2)}`);
-    console.log(`  tensors collected from the decode overlap in ${r.collected} of ${r.collected + r.ran} timed two-thread runs`);
     console.log(JSON.stringify(r));
   }, (e) => {
     console.error(e);

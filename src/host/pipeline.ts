@@ -8,7 +8,7 @@ import { type Bundle, defaultVerifyCacheFile, openBundle } from './bundle';
 import { EmbeddingCache, type ImageEmbeddings } from './embedding-cache';
 import { HostError } from './errors';
 import { assertPromptFits, generate } from './generate';
-import { decodeImage, type DecodedImage, DEFAULT_MAX_PIXELS } from './image/decode';
+import { decodeImage, type DecodedImage, DEFAULT_MAX_PIXELS, sha256Hex } from './image/decode';
 import { preprocessImageParallel } from './image/preprocess';
 import { buildResultMasks, masksFromLogits, overlayPng, rgbPng } from './masks';
 import { buildPrompt, cleanAnswer } from './prompt';
@@ -174,9 +174,10 @@ export class LisaPipeline {
     }
     const fileKey = 'path' in image ? await fileIdentity(image.path) : undefined;
     const byFile = fileKey ? this.cache.getByFile(fileKey) : undefined;
-    if (byFile) {
+    const byBytes = byFile ?? ('data' in image ? this.cache.get(sha256Hex(image.data)) : undefined);
+    if (byBytes) {
       this.counters.cacheHits++;
-      return { emb: byFile, cacheHit: true };
+      return { emb: byBytes, cacheHit: true };
     }
     let t = performance.now();
     const decoded: DecodedImage = await decodeImage('path' in image ? image.path : image.data, { maxPixels: this.maxPixels });

@@ -30,7 +30,7 @@ export interface ResultMask {
 export interface ResultImage {
   width: number;
   height: number;
-  /** Content hash (sha256 of the decoded RGB pixels), the embedding cache key. */
+  /** sha256 of the image file's bytes (as sha256sum prints it), the embedding cache key. */
   sha256: string;
   /** Where the image came from, for display only. */
   source?: string;

@@ -153,7 +153,7 @@ describe('image decode: hostile and edge inputs', function () {
     await expectError(IMAGES, 'not_found', LIMIT, /is a folder/);
   });
 
-  it('keeps working after each refusal; buffer input equals path input; sha256 is a content key', async () => {
+  it('keeps working after each refusal; buffer input equals path input; sha256 is the file\'s', async () => {
     for (const f of ['empty.png', 'not-an-image.png', 'truncated.png', 'truncated.jpg', 'bomb.png']) {
       await decodeImage(img(f), LIMIT).catch(() => undefined);
       const good = await decodeImage(img('chelsea.jpg'), LIMIT);
@@ -164,8 +164,8 @@ describe('image decode: hostile and edge inputs', function () {
     assert.equal(a.sha256, b.sha256);
     assert.match(a.sha256, /^[0-9a-f]{64}$/);
     assert.deepEqual(a.data, b.data);
-    // the hash is taken chunk by chunk while the pixels are staged for pre-processing: same bytes, same digest
-    assert.equal(a.sha256, createHash('sha256').update(`rgb8:${a.width}x${a.height}:`).update(a.data).digest('hex'));
+    // the file's sha256, as sha256sum prints it
+    assert.equal(a.sha256, createHash('sha256').update(fs.readFileSync(img('coffee.jpg'))).digest('hex'));
     const c = await decodeImage(img('coffee-exif6.jpg'), LIMIT);
     assert.notEqual(a.sha256, c.sha256);
     assert.equal(a.format, 'jpeg');

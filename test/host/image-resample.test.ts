@@ -8,7 +8,7 @@ import { decodeImage, DecodedImage } from '../../src/host/image/decode';
 import { ResampleFilter, RgbImage, resizeRgb } from '../../src/host/image/resample';
 import {
   ClipPreprocessSpec, clipPixelValues, clipResizedCrop, PreprocessedImage, preprocessImage, preprocessImageParallel,
-  preprocessStats, SamPreprocessSpec, samPixelValues, samResized, setPreprocessDuringDecode, stopPreprocessWorker,
+  SamPreprocessSpec, samPixelValues, samResized, stopPreprocessWorker,
 } from '../../src/host/image/preprocess';
 import { diffStats, IMAGES, Job, readF32, readU8, runPillow, tempDir } from '../helpers/pillow_ref';
 
@@ -175,7 +175,7 @@ describe('image resample: Pillow parity on real photographs', function () {
     console.log(`      tensors vs numpy+Pillow:\n        ${lines.join('\n        ')}\n      worst: clip ${worstClip}, sam ${worstSam}`);
   });
 
-  it('preprocessImageParallel (two threads) gives the same tensors as preprocessImage, in every pass order, staged or not, two calls at once', async () => {
+  it('preprocessImageParallel (two threads) gives the same tensors as preprocessImage, in every pass order, two calls at once', async () => {
     const same = (a: PreprocessedImage, b: PreprocessedImage, img: RgbImage, what: string) => {
       assert.deepEqual(b.clip.dims, a.clip.dims, what);
       assert.ok(b.clip.data.every((v, i) => v === a.clip.data[i]), `${what}: clip`);
@@ -183,7 +183,7 @@ describe('image resample: Pillow parity on real photographs', function () {
       assert.ok(b.sam.data.every((v, i) => v === a.sam.data[i]), `${what}: sam`);
       assert.deepEqual(b.origSize, [img.height, img.width], what);
     };
-    // decoded files (decodeImage leaves the last one staged in the arena) ...
+    // decoded files ...
     for (const name of ['rocket-portrait.jpg', 'coffee-wide.png']) {
       const img = await decodeImage(path.join(IMAGES, name), { maxPixels: 50e6 });
       same(preprocessImage(img, CLIP_SPEC, SAM_SPEC), await preprocessImageParallel(img, CLIP_SPEC, SAM_SPEC), img, name);
@@ -202,45 +202,6 @@ describe('image resample: Pillow parity on real photographs', function () {
     const [px, py] = await Promise.all([preprocessImageParallel(x, CLIP_SPEC, SAM_SPEC), preprocessImageParallel(y, CLIP_SPEC, SAM_SPEC)]);
     same(preprocessImage(x, CLIP_SPEC, SAM_SPEC), px, x, 'concurrent 1');
     same(preprocessImage(y, CLIP_SPEC, SAM_SPEC), py, y, 'concurrent 2');
-  });
-
-  it('tensors computed while decodeImage hashes (with the previous call\'s specs) are collected only for that image and those specs', async () => {
-    const check = async (name: string, clip: ClipPreprocessSpec, sam: SamPreprocessSpec, expect: 'collected' | 'ran' | 'either') => {
-      const img = await decodeImage(path.join(IMAGES, name), { maxPixels: 50e6 });
-      const before = preprocessStats();
-      const par = await preprocessImageParallel(img, clip, sam);
-      const after = preprocessStats();
-      if (expect === 'either') assert.equal(after.collected + after.ran - before.collected - before.ran, 1, name);
-      else assert.equal(after[expect] - before[expect], 1, `${name}: ${expect}`);
-      const ref = preprocessImage(img, clip, sam);
-      assert.deepEqual([par.clip.dims, par.sam.dims, par.sam.resizeSize], [ref.clip.dims, ref.sam.dims, ref.sam.resizeSize], name);
-      assert.ok(par.clip.data.every((v, i) => v === ref.clip.data[i]), `${name}: clip`);
-      assert.ok(par.sam.data.every((v, i) => v === ref.sam.data[i]), `${name}: sam`);
-    };
-    const sam512 = { ...SAM_SPEC, long_side: 512 };
-    await check('chelsea.jpg', CLIP_SPEC, sam512, 'ran'); // specs not seen last: computed by the call; they are
-    await check('rocket.jpg', CLIP_SPEC, sam512, 'collected'); // used for the next decode, whose tensors are ready
-    await check('coffee.jpg', CLIP_SPEC, SAM_SPEC, 'ran'); // other specs: computed anew
-    await check('astronaut.png', CLIP_SPEC, SAM_SPEC, 'collected');
-    // a decoded image not pre-processed (an embedding cache hit): the next decode finds the worker still busy with it
-    // (then it is pre-processed by its own call) or done, and nothing is left behind for the one after
-    await decodeImage(path.join(IMAGES, 'coffee-wide.png'), { maxPixels: 50e6 });
-    await check('rocket-portrait.jpg', CLIP_SPEC, SAM_SPEC, 'either');
-    await check('rocket.jpg', CLIP_SPEC, SAM_SPEC, 'collected');
-    // tensors are only for the image last decoded: the first of two decodes of the same file computes its own
-    const first = await decodeImage(path.join(IMAGES, 'chelsea.jpg'), { maxPixels: 50e6 });
-    const second = await decodeImage(path.join(IMAGES, 'chelsea.jpg'), { maxPixels: 50e6 });
-    const before = preprocessStats();
-    const a = await preprocessImageParallel(first, CLIP_SPEC, SAM_SPEC);
-    assert.equal(preprocessStats().ran - before.ran, 1);
-    const b = await preprocessImageParallel(second, CLIP_SPEC, SAM_SPEC);
-    assert.ok(a.sam.data.every((v, i) => v === b.sam.data[i]) && a.clip.data.every((v, i) => v === b.clip.data[i]));
-    setPreprocessDuringDecode(false);
-    try {
-      await check('coffee.jpg', CLIP_SPEC, SAM_SPEC, 'ran');
-    } finally {
-      setPreprocessDuringDecode(true);
-    }
   });
 
   it('preprocessImageParallel refuses a filter it does not have', async () => {

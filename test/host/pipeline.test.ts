@@ -1,5 +1,7 @@
 // Pipeline behaviour beyond the goldens: which [SEG]s get masks in a conversation, and the embedding cache.
 import * as assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { LisaPipeline } from '../../src/host/pipeline';
 import { FIXTURE_BUNDLES, goldens } from '../helpers/bundles';
@@ -28,6 +30,17 @@ describe('pipeline conversations', function () {
     assert.match(first.answer, /\[SEG\]/);
     assert.equal(followUp.masks.length, followUp.outputIds.filter((t) => t === seg).length);
     assert.equal(followUp.timings.cacheHit, true);
+  });
+
+  it('the same file bytes sent as data are answered from the cache without decoding them again', async () => {
+    const bytes = await fs.readFile(path.join(BUNDLE, 'images', 'chelsea.png'));
+    const first = await p.segment({ image: { path: path.join(BUNDLE, 'images', 'chelsea.png') }, prompt: 'x', maxNewTokens: 1 });
+    const decodes = p.counters.imageDecodes;
+    const again = await p.segment({ image: { data: bytes }, prompt: 'y', maxNewTokens: 1 });
+    assert.equal(again.timings.cacheHit, true);
+    assert.equal(p.counters.imageDecodes, decodes, 'no second decode');
+    assert.equal(again.image.sha256, first.image.sha256);
+    assert.equal(first.image.sha256, createHash('sha256').update(bytes).digest('hex'), 'the key is the file\'s sha256');
   });
 
   it('a bounded cache evicts the oldest image and re-encodes it when asked again', async () => {

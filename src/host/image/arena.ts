@@ -6,10 +6,6 @@
 // One arena per thread is kept between calls (its pages are already mapped: copying a 12 MP image into fresh memory
 // costs 3x more than into warm memory) and dropped after ARENA_IDLE_MS without use. A call that finds it busy (a
 // parallel job awaiting its worker) works in a temporary arena.
-//
-// decodeImage stages the image it returns in the kept arena while hashing it (preprocess.ts, stageWhileHashing), where
-// preprocessImageParallel finds the rows in place. Other users of the arena allocate above the staged image and leave
-// it there.
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -50,18 +46,10 @@ function kernelModule(): WebAssembly.Module {
   return compiled;
 }
 
-/** An image's RGB bytes copied into an arena. */
-export interface Staged {
-  image: WeakRef<Uint8Array>;
-  base: number;
-  bytes: number;
-}
-
 export class Arena {
   readonly memory: WebAssembly.Memory;
   readonly k: Kernels;
   private view: Uint8Array;
-  staged: Staged | undefined;
 
   /** A fresh memory of at least `bytes`, or the kernels over a memory another thread shared with this one. */
   constructor(memory: WebAssembly.Memory | number) {
@@ -97,15 +85,8 @@ export class Arena {
     this.memory.grow(pages);
   }
 
-  /** Allocations start above the staged image, if any. */
-  bump(start = this.staged ? this.staged.base + this.staged.bytes + SLACK : 64): Bump {
+  bump(start = 64): Bump {
     return new Bump(this, start);
-  }
-
-  /** Where `data` is staged in this arena, if it is. */
-  stagedAt(data: Uint8Array): number | undefined {
-    const s = this.staged;
-    return s && s.image.deref() === data && s.bytes === data.length ? s.base : undefined;
   }
 }
 
@@ -142,11 +123,6 @@ export function releaseArena(a: Arena): void {
     if (!busy) kept = undefined;
   }, ARENA_IDLE_MS);
   idle.unref();
-}
-
-/** Whether this thread's kept arena is in use (an acquireArena now would get a temporary one). */
-export function arenaBusy(): boolean {
-  return busy;
 }
 
 /** Runs `fn` with an arena (synchronously). */

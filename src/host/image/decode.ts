@@ -20,7 +20,6 @@
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import sharp from 'sharp';
-import { expectImage, stageWhileHashing } from './preprocess';
 import { decodeBmp, isBmp, readBmpHeader } from './bmp';
 import { ImageError } from './errors';
 
@@ -32,7 +31,11 @@ export interface DecodedImage {
   height: number;
   /** 8-bit RGB, 3 interleaved channels, row-major, width * height * 3 bytes. */
   data: Uint8Array;
-  /** sha256 (hex) of `rgb8:${width}x${height}:` followed by the RGB bytes: a content key for embedding caches. */
+  /**
+   * sha256 (hex) of the image file's bytes, the embedding caches' key. Hashing the file (1 MB for a 12 MP JPEG) instead
+   * of its pixels (36 MB) keeps the hash off the pre-processing's critical path, and lets a cache be asked before
+   * decoding; the same picture saved twice with different bytes is simply encoded twice.
+   */
   sha256: string;
   /** The container format as detected ('jpeg', 'png', 'webp', 'gif', 'tiff', 'bmp', ...). */
   format: string;
@@ -52,18 +55,9 @@ function describe(input: string | Buffer): string {
   return typeof input === 'string' ? `"${input}"` : `the image data (${input.length} bytes)`;
 }
 
-export function rgbSha256(width: number, height: number, data: Uint8Array): string {
-  return createHash('sha256').update(`rgb8:${width}x${height}:`).update(data).digest('hex');
-}
-
-/**
- * rgbSha256, staging the bytes for pre-processing on the way (about the cost of the hash alone), and pre-processing
- * them on the idle worker thread meanwhile (preprocess.ts, "pre-processing while decodeImage hashes").
- */
-function hashAndStage(width: number, height: number, data: Uint8Array): string {
-  const h = createHash('sha256').update(`rgb8:${width}x${height}:`);
-  stageWhileHashing({ width, height, data }, (chunk) => h.update(chunk));
-  return h.digest('hex');
+/** sha256 (hex) of a file's bytes, as sha256sum prints it. */
+export function sha256Hex(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
 }
 
 function checkPixels(label: string, width: number, height: number, maxPixels: number): void {
@@ -117,10 +111,6 @@ function toRgb(raw: Buffer, pixels: number, channels: number): Uint8Array {
   return out;
 }
 
-function finish(width: number, height: number, data: Uint8Array, format: string): DecodedImage {
-  return { width, height, data, sha256: hashAndStage(width, height, data), format };
-}
-
 /**
  * Decode a file path or an in-memory file into 8-bit RGB as the reference sees it (see the top of this file).
  * Throws ImageError with code 'empty' | 'not_found' | 'not_an_image' | 'truncated' | 'too_large' | 'unsupported'.
@@ -149,7 +139,7 @@ export async function decodeImage(input: string | Buffer, opts: DecodeOptions): 
     const hdr = readBmpHeader(buf, label);
     checkPixels(label, hdr.width, hdr.height, maxPixels);
     const bmp = decodeBmp(buf, label);
-    return finish(bmp.width, bmp.height, bmp.data, 'bmp');
+    return { width: bmp.width, height: bmp.height, data: bmp.data, sha256: sha256Hex(buf), format: 'bmp' };
   }
 
   // The header (format, size, colour space) and the decode are read at once. The decode needs no header first: sharp
@@ -158,7 +148,7 @@ export async function decodeImage(input: string | Buffer, opts: DecodeOptions): 
   const pipeOpts = { limitInputPixels: maxPixels, failOn: 'truncated', pages: 1, page: 0 } as const;
   const decoding = sharp(buf, pipeOpts).autoOrient().raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
   decoding.catch(() => undefined); // awaited below, when the header says it is the one wanted
-  expectImage();
+  const sha256 = sha256Hex(buf); // while sharp decodes on its own thread
   let meta: sharp.Metadata;
   try {
     meta = await sharp(buf, { limitInputPixels: false }).metadata();
@@ -183,7 +173,7 @@ export async function decodeImage(input: string | Buffer, opts: DecodeOptions): 
       : await decoding;
     const pixels = info.width * info.height;
     const rgb = isCmyk && info.channels === 4 ? cmykToRgb(raw, pixels) : toRgb(raw, pixels, info.channels);
-    return finish(info.width, info.height, rgb, meta.format ?? 'unknown');
+    return { width: info.width, height: info.height, data: rgb, sha256, format: meta.format ?? 'unknown' };
   } catch (e) {
     if (e instanceof ImageError) throw e;
     const msg = (e as Error).message;

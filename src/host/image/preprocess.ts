@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { acquireArena, Arena, arenaBusy, Bump, releaseArena, SLACK, STAGE_MAX_BYTES } from './arena';
+import { acquireArena, Arena, Bump, releaseArena, SLACK, STAGE_MAX_BYTES } from './arena';
 import type { DecodedImage } from './decode';
 import {
   checkResize, OutputWindow, PlanRunner, planResize, ResampleFilter, ResizePlan, resizeRgb, RgbImage, RowSource, runPlan,
@@ -188,19 +188,16 @@ export function preprocessImage(img: DecodedImage, clip: ClipPreprocessSpec, sam
 
 // ---- both tensors at once on two threads ----
 //
-// Both threads work in one shared arena (./arena.ts), where decodeImage normally left the image's rows. The main
-// thread asks the worker to allocate the SAM tensor and touch its pages (a fresh 12 MB array costs ~5 ms of page
-// faults), writes the coefficient tables and posts the job (if the image is not in the arena, it then copies its rows
-// in, a few at a time, counting them in the STAGED flag); then it computes its own band (the lower rows of the CLIP
+// Both threads work in one shared arena (./arena.ts). The main thread asks the worker to allocate the SAM tensor and
+// touch its pages (a fresh 12 MB array costs ~5 ms of page faults), writes the coefficient tables and posts the job,
+// then copies the image's rows in, a few at a time, counting them in the STAGED flag; then it computes its own band (the lower rows of the CLIP
 // crop, then of the SAM resize), counting finished rows in the CLIP and SAM flags. The worker meanwhile computes the
 // upper rows of both resizes as their source rows arrive, normalises its SAM rows, then the CLIP crop and the main
 // thread's SAM rows as they are finished, and transfers both tensors back. Each thread writes only its own rows, so
 // the results are those of preprocessImage bit for bit.
 
-/** Share of the output rows the worker computes (it also does the normalisation) when the image is staged already. */
-const WORKER_SHARE = 0.4;
-/** ... and when the main thread copies the image in first */
-const WORKER_SHARE_COPYING = 0.45;
+/** Share of the output rows the worker computes (it also does the normalisation; the main thread copies the image in) */
+const WORKER_SHARE = 0.45;
 /** Rows resized (SAM) between two updates of the flag */
 const SAM_ROWS = 16;
 /** i32 flags, each the end of the rows that are ready, or ABORT */
@@ -263,10 +260,7 @@ function arrivingRows(job: WorkerJob, flags: Int32Array, plan: ResizePlan): RowS
   };
 }
 
-/**
- * Sent ahead of a job (and by decodeImage while sharp decodes, when a job is likely to follow): the worker allocates a
- * SAM tensor of that size and maps its pages while it has nothing else to do.
- */
+/** Sent ahead of a job: the worker allocates a SAM tensor of that size and maps its pages while the main thread plans. */
 export interface WorkerPrepare {
   prepare: true;
   long_side: number;
@@ -289,8 +283,8 @@ export function runWorkerJob(job: WorkerJob): { clip: Float32Array; sam: Float32
   spare = undefined;
   const u8 = () => arena.u8;
   const samSrc = () => u8().subarray(job.sam.src, job.sam.src + job.sam.width * job.sam.height * 3);
-  // both resizes advance together as the image's rows arrive (while decodeImage hashes them, they arrive over ~35 ms),
-  // and the SAM rows are normalised as they are done
+  // both resizes advance together as the main thread copies the image's rows in, and the SAM rows are normalised as
+  // they are done
   const bump = arena.bump(job.scratch);
   const [clipRun, samRun] = job.tasks.map((t) => new PlanRunner(arena, bump, t.plan, arrivingRows(job, flags, t.plan), t.a, t.b, t.dst));
   let normalised = 0;
@@ -377,13 +371,9 @@ interface Job {
   resizeSize: [number, number];
 }
 
-/**
- * Plans a job in `arena` (the image's rows at `base`, the first `staged` of them in place already), posts it to `w`,
- * and returns it; the worker takes `share` of the output rows.
- */
+/** Plans a job in `arena` (the image's rows to be copied to `base`), posts it to `w`, and returns it. */
 function startJob(
-  w: Worker, arena: Arena, bump: Bump, img: RgbImage, base: number, staged: number,
-  clip: ClipPreprocessSpec, sam: SamPreprocessSpec, share: number,
+  w: Worker, arena: Arena, bump: Bump, img: RgbImage, base: number, clip: ClipPreprocessSpec, sam: SamPreprocessSpec,
 ): Job {
   checkClip(clip);
   checkSam(sam);
@@ -401,12 +391,12 @@ function startJob(
   const ch = cg.win.height;
   const clipDst = bump.alloc(cg.win.width * ch * 3);
   const samDst = bump.alloc(nw * nh * 3);
-  const cSplit = Math.round(ch * share);
-  const sSplit = Math.round(nh * share);
+  const cSplit = Math.round(ch * WORKER_SHARE);
+  const sSplit = Math.round(nh * WORKER_SHARE);
   const workerScratch = bump.alloc(runPlanBytes(clipPlan, false) + runPlanBytes(samPlan, false));
-  const mainScratch = share < 1 ? bump.alloc(Math.max(runPlanBytes(clipPlan, false), runPlanBytes(samPlan, false))) : 0;
+  const mainScratch = bump.alloc(Math.max(runPlanBytes(clipPlan, false), runPlanBytes(samPlan, false)));
   const flags = arena.i32(flagsPtr, FLAGS);
-  flags[FLAG_STAGED] = staged;
+  flags[FLAG_STAGED] = 0;
   flags[FLAG_CLIP] = cSplit;
   flags[FLAG_SAM] = sSplit;
   const job: WorkerJob = {
@@ -433,22 +423,20 @@ function startJob(
   return { id, w, flags, reply, main, clipDims: [1, 3, ch, cg.win.width], samDims: [1, 3, L, L], resizeSize: [nh, nw] };
 }
 
-/** Copies the image's rows into the arena at `base`, counting them in the job's STAGED flag; `each` sees every chunk. */
-function stageRows(arena: Arena, img: RgbImage, base: number, job: Job | undefined, each?: (chunk: Uint8Array) => void): void {
+/** Bytes copied between two updates of STAGED */
+const STAGE_CHUNK = 256 * 1024;
+
+/** Copies the image's rows into the arena at `base`, counting them in the job's STAGED flag as they land. */
+function stageRows(arena: Arena, img: RgbImage, base: number, job: Job): void {
   const u8 = arena.u8;
   const data = img.data;
   const stride = img.width * 3;
   for (let o = 0; o < data.length; o += STAGE_CHUNK) {
     const end = Math.min(o + STAGE_CHUNK, data.length);
-    const chunk = data.subarray(o, end);
-    u8.set(chunk, base + o);
-    if (job) {
-      Atomics.store(job.flags, FLAG_STAGED, Math.floor(end / stride));
-      Atomics.notify(job.flags, FLAG_STAGED);
-    }
-    each?.(chunk); // the hash, while the chunk is in cache
+    u8.set(data.subarray(o, end), base + o);
+    Atomics.store(job.flags, FLAG_STAGED, Math.floor(end / stride));
+    Atomics.notify(job.flags, FLAG_STAGED);
   }
-  arena.staged = { image: new WeakRef(data), base, bytes: data.length };
 }
 
 /** Releases the worker if it waits on this thread; the job's reply then settles (with an error). */
@@ -468,74 +456,6 @@ function tensorsOf(job: Job, r: WorkerReply): Tensors {
   };
 }
 
-// ---- pre-processing while decodeImage hashes ----
-//
-// decodeImage copies the pixels into the kept arena chunk by chunk, hashing each chunk right after copying it, while
-// it is in cache (about the cost of the hash alone). The worker thread is idle meanwhile; when a pre-processing has
-// run before, it is given the whole job with that call's specs (in practice a bundle's manifest, the same for every
-// image) and computes the tensors as the rows arrive. preprocessImageParallel then only collects them if the image and
-// the specs are the same, and runs the job itself otherwise. The results are the same either way; an image the
-// embedding cache answers costs the idle thread's work and nothing on the caller's path.
-
-/** Bytes copied between two updates of STAGED (and hashed at once) */
-const STAGE_CHUNK = 256 * 1024;
-let lastSpecs: { clip: ClipPreprocessSpec; sam: SamPreprocessSpec; key: string } | undefined;
-let speculation: { image: WeakRef<Uint8Array>; key: string; result: Promise<Tensors | undefined> } | undefined;
-let speculate = true;
-
-/** decodeImage is about to decode an image: the worker prepares the SAM tensor of the job likely to follow. */
-export function expectImage(): void {
-  const w = speculate && lastSpecs ? worker : undefined;
-  w?.postMessage({ prepare: true, long_side: (lastSpecs as { sam: SamPreprocessSpec }).sam.long_side } satisfies WorkerPrepare);
-}
-
-/** Turns the pre-processing during decodeImage's hash on or off (on by default; the bench measures both). */
-export function setPreprocessDuringDecode(on: boolean): void {
-  speculate = on;
-  if (!on) speculation = undefined;
-}
-
-/**
- * decodeImage's hash: feeds `each` every chunk of the pixels, copying them into this thread's arena for the
- * pre-processing just before (see above), unless the arena is busy or the image too large for it.
- */
-export function stageWhileHashing(img: RgbImage, each: (chunk: Uint8Array) => void): void {
-  speculation = undefined; // an earlier one not collected: its image was answered from the cache
-  if (arenaBusy() || img.data.length > STAGE_MAX_BYTES) {
-    each(img.data);
-    return;
-  }
-  const arena = acquireArena();
-  const specs = speculate ? lastSpecs : undefined;
-  let job: Job | undefined;
-  try {
-    arena.staged = undefined;
-    const bump = arena.bump();
-    const base = bump.alloc(img.data.length + SLACK);
-    const w = specs ? preprocessWorker() : null;
-    if (w && specs) {
-      try {
-        job = startJob(w, arena, bump, img, base, 0, specs.clip, specs.sam, 1);
-      } catch {
-        job = undefined; // these specs do not apply to this image: preprocessImageParallel will say why
-      }
-    }
-    stageRows(arena, img, base, job, each);
-  } catch (e) {
-    if (job) abortJob(job);
-    throw e;
-  } finally {
-    if (!job || !specs) {
-      releaseArena(arena);
-    } else {
-      const j = job;
-      const result = j.reply.then((r) => tensorsOf(j, r), () => undefined);
-      void result.then(() => releaseArena(arena));
-      speculation = { image: new WeakRef(img.data), key: specs.key, result };
-    }
-  }
-}
-
 /**
  * preprocessImage on two threads (see above). Same results bit for bit; runs on this thread alone when no worker can
  * run (one CPU, no worker file). A call made while another one is out works in a temporary arena.
@@ -549,35 +469,18 @@ export async function preprocessImageParallel(
   const [nh, nw] = samGeometry(img.height, img.width, sam).size;
   checkResize(img, cg.size[1], cg.size[0], cg.win);
   checkResize(img, nw, nh, undefined);
-  const key = JSON.stringify([clip, sam]);
-  lastSpecs = { clip, sam, key };
-  const done = (t: Tensors): PreprocessedImage => ({ ...t, origSize: [img.height, img.width], sha256: img.sha256 });
-  const s = speculation;
-  if (s && s.image.deref() === img.data && s.key === key) {
-    speculation = undefined;
-    const t = await s.result;
-    if (t) {
-      stats.collected++;
-      return done(t);
-    }
-  }
   const w = img.data.length <= STAGE_MAX_BYTES ? preprocessWorker() : null;
   if (!w) return preprocessImage(img, clip, sam);
   const arena = acquireArena();
   let job: Job | undefined;
   try {
-    // the image's rows: staged by decodeImage, or copied in below while the worker starts on the first ones
-    let base = arena.stagedAt(img.data);
-    const prestaged = base !== undefined;
-    if (!prestaged) arena.staged = undefined;
+    // the image's rows are copied in below while the worker starts on the first ones
     const bump = arena.bump();
-    if (base === undefined) base = bump.alloc(img.data.length + SLACK);
-    job = startJob(w, arena, bump, img, base, prestaged ? img.height : 0, clip, sam, prestaged ? WORKER_SHARE : WORKER_SHARE_COPYING);
-    if (!prestaged) stageRows(arena, img, base, job);
+    const base = bump.alloc(img.data.length + SLACK);
+    job = startJob(w, arena, bump, img, base, clip, sam);
+    stageRows(arena, img, base, job);
     job.main();
-    const t = tensorsOf(job, await job.reply);
-    stats.ran++;
-    return done(t);
+    return { ...tensorsOf(job, await job.reply), origSize: [img.height, img.width], sha256: img.sha256 };
   } catch (e) {
     if (job) {
       abortJob(job);
@@ -587,11 +490,4 @@ export async function preprocessImageParallel(
   } finally {
     releaseArena(arena);
   }
-}
-
-const stats = { collected: 0, ran: 0 };
-
-/** How many preprocessImageParallel calls collected tensors computed during decodeImage, and how many ran the job. */
-export function preprocessStats(): { collected: number; ran: number } {
-  return { ...stats };
 }

@@ -25,7 +25,7 @@
 // - vertical first: each output row is the vertical pass over the source rows (only the columns the horizontal pass
 //   reads) into one row, then the horizontal pass of that row.
 // Source rows reach the kernels either copied one by one into a small ring in the arena (a RowSource that streams from
-// any Uint8Array) or from the image already staged in the (shared) arena by decodeImage or a parallel job.
+// any Uint8Array) or from the image already copied into the (shared) arena by a parallel job.
 
 import { Arena, Bump, SLACK, withArena } from './arena';
 
@@ -299,13 +299,11 @@ export function resizeRgb(
 ): RgbImage {
   const w = checkResize(img, outW, outH, win);
   return withArena((arena) => {
-    const staged = arena.stagedAt(img.data); // decodeImage's image, already in the arena
     const bump = arena.bump();
     const plan = planResize(arena, bump, img.width, img.height, outW, outH, filter, w);
     const bytes = w.width * w.height * 3;
     const dst = bump.alloc(bytes + SLACK);
-    if (staged !== undefined) runPlan(arena, bump, plan, stagedRows(staged, 0, img.width, plan), 0, w.height, dst);
-    else runPlanStreamed(arena, bump, plan, img, 0, w.height, dst);
+    runPlanStreamed(arena, bump, plan, img, 0, w.height, dst);
     return { width: w.width, height: w.height, data: arena.u8.slice(dst, dst + bytes) };
   });
 }
