@@ -69,7 +69,7 @@ export async function generate(sessions: GraphSessions, m: Manifest, req: Genera
     if (req.inputIds[i + 1] === seg) promptPositions.push(i < k ? i : i + num_image_tokens - 1);
   }
 
-  const cache = new KvCache(L, KV, D, KvCache.supports(sessions.outputNames('decoder')));
+  const cache = new KvCache(L, KV, D, prefillLen + maxNew, KvCache.supports(sessions.outputNames('decoder')));
 
   const outputIds: number[] = [];
   let stopReason: GenerateResult['stopReason'] = 'max_new_tokens';
@@ -77,36 +77,40 @@ export async function generate(sessions: GraphSessions, m: Manifest, req: Genera
   let stepMask: bigint[] = attention;
   let prefillMs = 0;
   const t0 = performance.now();
-  for (let step = 0; step < maxNew; step++) {
-    if (req.isCancelled?.()) {
-      stopReason = 'cancelled';
-      break;
-    }
-    const seqLen = stepMask.length;
-    const feeds: Record<string, ort.Tensor> = {
-      ...cache.feeds(stepMask),
-      inputs_embeds: f32(inputs, [1, seqLen, H]),
-      position_ids: i64(BigInt64Array.from({ length: seqLen }, (_, j) => BigInt(cache.length + j)), [1, seqLen]),
-    };
-    const out = await sessions.run('decoder', feeds, ['logits', 'last_hidden_state', ...cache.fetches()]);
-    const logits = out.logits.data as Float32Array;
-    const hidden = out.last_hidden_state.data as Float32Array;
-    if (step === 0) {
-      for (const p of promptPositions) segs.push({ tokenIndex: -1, hidden: hidden.slice(p * H, (p + 1) * H) });
-    }
-    const next = argmax(logits, (seqLen - 1) * V, V);
-    if (next === seg) segs.push({ tokenIndex: outputIds.length, hidden: hidden.slice((seqLen - 1) * H, seqLen * H) });
-    outputIds.push(next);
-    req.onToken?.(next, outputIds.length - 1);
+  try {
+    for (let step = 0; step < maxNew; step++) {
+      if (req.isCancelled?.()) {
+        stopReason = 'cancelled';
+        break;
+      }
+      const seqLen = stepMask.length;
+      const feeds: Record<string, ort.Tensor> = {
+        ...cache.feeds(stepMask),
+        inputs_embeds: f32(inputs, [1, seqLen, H]),
+        position_ids: i64(BigInt64Array.from({ length: seqLen }, (_, j) => BigInt(cache.length + j)), [1, seqLen]),
+      };
+      const out = await sessions.run('decoder', feeds, ['logits', 'last_hidden_state', ...cache.fetches()]);
+      const logits = out.logits.data as Float32Array;
+      const hidden = out.last_hidden_state.data as Float32Array;
+      if (step === 0) {
+        for (const p of promptPositions) segs.push({ tokenIndex: -1, hidden: hidden.slice(p * H, (p + 1) * H) });
+      }
+      const next = argmax(logits, (seqLen - 1) * V, V);
+      if (next === seg) segs.push({ tokenIndex: outputIds.length, hidden: hidden.slice((seqLen - 1) * H, seqLen * H) });
+      outputIds.push(next);
+      req.onToken?.(next, outputIds.length - 1);
 
-    cache.append(out, stepMask);
-    if (step === 0) prefillMs = performance.now() - t0;
-    if (m.generation.stop_ids.includes(next)) {
-      stopReason = 'eos';
-      break;
+      cache.append(out, stepMask);
+      if (step === 0) prefillMs = performance.now() - t0;
+      if (m.generation.stop_ids.includes(next)) {
+        stopReason = 'eos';
+        break;
+      }
+      inputs = await embed(sessions, [next]);
+      stepMask = [1n];
     }
-    inputs = await embed(sessions, [next]);
-    stepMask = [1n];
+  } finally {
+    cache.release();
   }
   const decodeMs = performance.now() - t0 - prefillMs;
   return { outputIds, seg: segs, stopReason, prefillMs, decodeMs };

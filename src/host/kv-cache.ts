@@ -1,22 +1,30 @@
-// The decoder's KV cache, kept by the host in buffers with room to grow. Each step hands ONNX Runtime views of the
-// same buffers and copies back only the step's new rows (`new_key_values.*`). Fetching the full `present.*` outputs
-// instead makes onnxruntime-node copy the whole cache into fresh JS memory on every token: about 4 ms per 8 MB on the
-// bench machine, which was 60 % of a 1B w8a8 decode step and grows with the conversation.
+// The decoder's KV cache, kept by the host. Each step hands ONNX Runtime views of the host's buffers and copies back
+// only the step's new rows (`new_key_values.*`). Fetching the full `present.*` outputs instead makes onnxruntime-node
+// copy the whole cache into fresh JS memory on every token: about 4 ms per 8 MB on the bench machine, which was 60 % of
+// a 1B w8a8 decode step and grows with the conversation.
 //
-// The past is fed at full capacity; slots beyond `length` are zeros with attention_mask 0, so their softmax weight is
-// exactly 0 and they change nothing but the order of floating-point sums (docs/bundle-format.md, "Host KV cache").
+// The past is fed at a capacity C (a multiple of GROW) with attention_mask 0 on the empty slots, whose softmax weight
+// is then exactly 0: they change nothing but the order of floating-point sums (docs/bundle-format.md, "Host KV
+// cache"). Each buffer is laid out [heads, C, headDim], so growing C moves every head's rows; that happens in place,
+// inside a store sized for the whole generation, and the stores are kept for the next generation. Fresh memory costs a
+// page fault per 4 KB on first write (about 10 us each on the bench VM: 1 s per GB), more than the copies themselves.
 import type * as ort from 'onnxruntime-node';
 import { f32, i64 } from './sessions';
 
-/** Positions added whenever the cache is full: at most GROW - 1 masked slots ride along in a step's attention. */
+/** Positions added when the cache is full: at most GROW - 1 masked slots ride along in a step's attention. */
 const GROW = 64;
+/** How long a finished generation's stores are kept for the next one. */
+const KEEP_MS = 30_000;
+
+let kept: Float32Array[] | undefined;
+let keptTimer: NodeJS.Timeout | undefined;
 
 export class KvCache {
   /** Positions held. */
   length = 0;
   private capacity = 0;
-  /** Per layer: key then value, each [heads, capacity, headDim]. */
-  private buffers: Float32Array[] = [];
+  /** Per layer: key then value. Each holds [heads, capacity, headDim] at its start. */
+  private stores: Float32Array[] = [];
   /** attention_mask value of every held position (0 for the <unk> rule, else 1). */
   private mask: bigint[] = [];
 
@@ -24,10 +32,12 @@ export class KvCache {
     private readonly layers: number,
     private readonly heads: number,
     private readonly headDim: number,
+    /** Most positions this generation will hold: the stores are sized for it once. */
+    private readonly maxPositions: number,
     /** false for bundles exported before `new_key_values` existed: the cache is then replaced by `present` each step */
     private readonly newRowsOutput: boolean,
   ) {
-    for (let i = 0; i < 2 * layers; i++) this.buffers.push(new Float32Array(0));
+    for (let i = 0; i < 2 * layers; i++) this.stores.push(new Float32Array(0));
   }
 
   static supports(outputNames: readonly string[]): boolean {
@@ -42,8 +52,8 @@ export class KvCache {
     attention.set(stepMask, C);
     const feeds: Record<string, ort.Tensor> = { attention_mask: i64(attention, [1, attention.length]) };
     for (let i = 0; i < this.layers; i++) {
-      feeds[`past_key_values.${i}.key`] = f32(this.buffers[2 * i].subarray(0, KV * C * D), [1, KV, C, D]);
-      feeds[`past_key_values.${i}.value`] = f32(this.buffers[2 * i + 1].subarray(0, KV * C * D), [1, KV, C, D]);
+      feeds[`past_key_values.${i}.key`] = f32(this.stores[2 * i].subarray(0, KV * C * D), [1, KV, C, D]);
+      feeds[`past_key_values.${i}.value`] = f32(this.stores[2 * i + 1].subarray(0, KV * C * D), [1, KV, C, D]);
     }
     return feeds;
   }
@@ -62,8 +72,8 @@ export class KvCache {
     const S = stepMask.length;
     if (!this.newRowsOutput) {
       for (let i = 0; i < this.layers; i++) {
-        this.buffers[2 * i] = out[`present.${i}.key`].data as Float32Array;
-        this.buffers[2 * i + 1] = out[`present.${i}.value`].data as Float32Array;
+        this.stores[2 * i] = out[`present.${i}.key`].data as Float32Array;
+        this.stores[2 * i + 1] = out[`present.${i}.value`].data as Float32Array;
       }
       this.length = this.capacity = this.length + S;
       this.mask.push(...stepMask);
@@ -73,7 +83,7 @@ export class KvCache {
     for (let i = 0; i < this.layers; i++) {
       for (const [j, kind] of (['key', 'value'] as const).entries()) {
         const rows = out[`new_key_values.${i}.${kind}`].data as Float32Array; // [KV, S, D]
-        const dst = this.buffers[2 * i + j];
+        const dst = this.stores[2 * i + j];
         for (let h = 0; h < KV; h++) dst.set(rows.subarray(h * S * D, (h + 1) * S * D), (h * this.capacity + this.length) * D);
       }
     }
@@ -81,16 +91,43 @@ export class KvCache {
     this.mask.push(...stepMask);
   }
 
+  /** Gives the stores to the next generation (call when this one is done with them). */
+  release(): void {
+    if (!this.newRowsOutput || this.capacity === 0) return;
+    kept = this.stores;
+    this.stores = [];
+    if (keptTimer) clearTimeout(keptTimer);
+    keptTimer = setTimeout(() => (kept = undefined), KEEP_MS);
+    keptTimer.unref();
+  }
+
+  /** Makes the capacity at least `positions`: moves each head's rows to the new layout and zeroes the empty slots. */
   private reserve(positions: number): void {
     if (positions <= this.capacity) return;
-    const { heads: KV, headDim: D } = this;
+    const { heads: KV, headDim: D, capacity: oldC, length: n } = this;
     const C = Math.ceil(positions / GROW) * GROW;
-    for (let b = 0; b < this.buffers.length; b++) {
-      const old = this.buffers[b];
-      const grown = new Float32Array(KV * C * D);
-      for (let h = 0; h < KV; h++) grown.set(old.subarray(h * this.capacity * D, (h * this.capacity + this.length) * D), h * C * D);
-      this.buffers[b] = grown;
+    const storeLength = KV * Math.ceil(Math.max(positions, this.maxPositions) / GROW) * GROW * D;
+    if (this.stores[0].length < KV * C * D) this.takeStores(storeLength);
+    for (const s of this.stores) {
+      // last head first: each head moves to a higher offset, over rows already moved or not needed
+      for (let h = KV - 1; h >= 0; h--) {
+        if (h > 0 && n > 0) s.copyWithin(h * C * D, h * oldC * D, (h * oldC + n) * D);
+        s.fill(0, (h * C + n) * D, (h + 1) * C * D);
+      }
     }
     this.capacity = C;
+  }
+
+  /** Stores of at least `length`: the last generation's if they are big enough (their pages are mapped), else new. */
+  private takeStores(length: number): void {
+    const reuse = kept && kept.length === this.stores.length && kept.every((s) => s.length >= length) ? kept : undefined;
+    if (reuse) kept = undefined;
+    const fresh = reuse ?? this.stores.map(() => new Float32Array(length));
+    // only reached with an empty cache or a full one (the stores are sized for the whole generation up front)
+    const { heads: KV, headDim: D, capacity: C, length: n } = this;
+    for (let b = 0; b < fresh.length; b++) {
+      for (let h = 0; h < KV && n > 0; h++) fresh[b].set(this.stores[b].subarray(h * C * D, (h * C + n) * D), h * C * D);
+    }
+    this.stores = fresh;
   }
 }

@@ -18,41 +18,48 @@ function rows(layer: number, kind: number, KV: number, D: number, from: number, 
 const code = (layer: number, kind: number, h: number, p: number, d: number) => layer * 1e6 + kind * 5e5 + h * 1e4 + p * 10 + d + 1;
 
 describe('host KV cache', () => {
-  it('keeps every row at [head, position] across capacity growth, with empty slots zero and masked', () => {
+  it('keeps every row at [head, position] across capacity growth and store reuse, with empty slots zero and masked', () => {
     const L = 2, KV = 3, D = 2;
-    const cache = new KvCache(L, KV, D, true);
-    const masks: bigint[] = [];
-    // a prefill of 61 positions (one masked, as the <unk> rule does), then 70 single steps: crosses 64 and 128
-    const steps = [61, ...Array<number>(70).fill(1)];
-    for (const S of steps) {
-      const stepMask = Array.from({ length: S }, (_, j) => (cache.length + j === 5 ? 0n : 1n));
-      const out: Record<string, ort.Tensor> = {};
-      for (let l = 0; l < L; l++) {
-        out[`new_key_values.${l}.key`] = f32(rows(l, 0, KV, D, cache.length, S), [1, KV, S, D]);
-        out[`new_key_values.${l}.value`] = f32(rows(l, 1, KV, D, cache.length, S), [1, KV, S, D]);
-      }
-      cache.append(out, stepMask);
-      masks.push(...stepMask);
+    /** Runs a generation of `steps` through a cache sized for `maxPositions`, checking its feeds after every step. */
+    const generation = (maxPositions: number, steps: number[], offset: number) => {
+      const cache = new KvCache(L, KV, D, maxPositions, true);
+      const masks: bigint[] = [];
+      for (const S of steps) {
+        const stepMask = Array.from({ length: S }, (_, j) => (cache.length + j === 5 ? 0n : 1n));
+        const out: Record<string, ort.Tensor> = {};
+        for (let l = 0; l < L; l++) {
+          out[`new_key_values.${l}.key`] = f32(rows(l + offset, 0, KV, D, cache.length, S), [1, KV, S, D]);
+          out[`new_key_values.${l}.value`] = f32(rows(l + offset, 1, KV, D, cache.length, S), [1, KV, S, D]);
+        }
+        cache.append(out, stepMask);
+        masks.push(...stepMask);
 
-      const feeds = cache.feeds([1n]);
-      const C = feeds['past_key_values.0.key'].dims[2];
-      assert.ok(C >= cache.length && C < cache.length + 64 && C % 64 === 0, `capacity ${C} for ${cache.length} positions`);
-      const attention = feeds.attention_mask.data as BigInt64Array;
-      assert.deepEqual(Array.from(attention), [...masks, ...Array<bigint>(C - cache.length).fill(0n), 1n]);
-      for (let l = 0; l < L; l++) {
-        for (const [kind, name] of ['key', 'value'].entries()) {
-          const t = feeds[`past_key_values.${l}.${name}`];
-          assert.deepEqual(t.dims, [1, KV, C, D]);
-          const data = t.data as Float32Array;
-          for (let h = 0; h < KV; h++) for (let p = 0; p < C; p++) for (let d = 0; d < D; d++) {
-            const want = p < cache.length ? code(l, kind, h, p, d) : 0;
-            if (data[(h * C + p) * D + d] !== want) assert.fail(`layer ${l} ${name} head ${h} position ${p} dim ${d}: ${data[(h * C + p) * D + d]} != ${want}`);
+        const feeds = cache.feeds([1n]);
+        const C = feeds['past_key_values.0.key'].dims[2];
+        assert.ok(C >= cache.length && C < cache.length + 64 && C % 64 === 0, `capacity ${C} for ${cache.length} positions`);
+        const attention = feeds.attention_mask.data as BigInt64Array;
+        assert.deepEqual(Array.from(attention), [...masks, ...Array<bigint>(C - cache.length).fill(0n), 1n]);
+        for (let l = 0; l < L; l++) {
+          for (const [kind, name] of ['key', 'value'].entries()) {
+            const t = feeds[`past_key_values.${l}.${name}`];
+            assert.deepEqual(t.dims, [1, KV, C, D]);
+            const data = t.data as Float32Array;
+            for (let h = 0; h < KV; h++) for (let p = 0; p < C; p++) for (let d = 0; d < D; d++) {
+              const want = p < cache.length ? code(l + offset, kind, h, p, d) : 0;
+              if (data[(h * C + p) * D + d] !== want) assert.fail(`layer ${l} ${name} head ${h} position ${p} dim ${d}: ${data[(h * C + p) * D + d]} != ${want}`);
+            }
           }
         }
       }
-    }
-    assert.equal(cache.length, 131);
-    assert.deepEqual(cache.fetches().slice(0, 2), ['new_key_values.0.key', 'new_key_values.0.value']);
+      assert.equal(cache.length, steps.reduce((a, b) => a + b, 0));
+      cache.release();
+    };
+    // a prefill of 61 positions (one masked, as the <unk> rule does), then 70 single steps: grows in place past 64,
+    // then past the 100 positions the stores were sized for (new stores)
+    generation(100, [61, ...Array<number>(70).fill(1)], 0);
+    // the next generation reuses those stores, full of the last one's rows: none of them may show through
+    generation(90, [30, ...Array<number>(50).fill(1)], 7);
+    assert.deepEqual(new KvCache(L, KV, D, 10, true).fetches().slice(0, 2), ['new_key_values.0.key', 'new_key_values.0.value']);
   });
 
   for (const name of ['tiny-7b', 'tiny-13b']) {
@@ -62,8 +69,8 @@ describe('host KV cache', () => {
       try {
         const { hidden_size: H, num_layers: L, num_kv_heads: KV, head_dim: D, vocab_size: V } = bundle.manifest.llm;
         assert.ok(KvCache.supports(sessions.outputNames('decoder')), 'the committed fixture exports new_key_values');
-        const ours = new KvCache(L, KV, D, true);
-        const exact = new KvCache(L, KV, D, false); // the path bundles without new_key_values take
+        const ours = new KvCache(L, KV, D, 137, true);
+        const exact = new KvCache(L, KV, D, 137, false); // the path bundles without new_key_values take
         let seed = 7;
         const random = (n: number) => Float32Array.from({ length: n }, () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31 - 0.5) * 0.2);
         let worst = 0;
