@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import * as path from 'node:path';
+import * as tar from 'tar';
 
 export const MANIFEST_FILE = 'lisa.manifest.json';
 
@@ -194,83 +195,50 @@ export function safeJoin(root: string, rel: string): string {
   return full;
 }
 
-/** Reads a POSIX/GNU tar (ustar, GNU long names, pax `path`) and writes regular files and folders under `dest`. */
+const EXTRACTED_TYPES = new Set(['File', 'OldFile', 'ContiguousFile', 'Directory']);
+
+/**
+ * Writes the regular files and folders of a tar archive under `dest` with the maintained `tar` package (ustar, GNU and
+ * pax, including the pax `size` and GNU base-256 sizes of files over 8 GiB). An entry that is a link, device or fifo,
+ * or whose path would land outside `dest`, refuses the whole archive; so does a damaged or truncated one. On any
+ * refusal the files this call wrote are deleted, so a cut archive never leaves a short file behind.
+ */
 export async function extractTar(tarFile: string, dest: string): Promise<number> {
-  const fd = fs.openSync(tarFile, 'r');
-  let files = 0;
+  fs.mkdirSync(dest, { recursive: true });
+  let refused: DownloadError | undefined;
+  const written: string[] = [];
   try {
-    const size = fs.fstatSync(fd).size;
-    const header = Buffer.alloc(512);
-    let off = 0;
-    let longName: string | undefined;
-    let paxPath: string | undefined;
-    const str = (b: Buffer, s: number, n: number) => {
-      const raw = b.subarray(s, s + n);
-      const z = raw.indexOf(0);
-      return raw.subarray(0, z < 0 ? n : z).toString('utf8');
-    };
-    const readBody = (at: number, n: number) => {
-      const b = Buffer.alloc(n);
-      fs.readSync(fd, b, 0, n, at);
-      return b;
-    };
-    while (off + 512 <= size) {
-      fs.readSync(fd, header, 0, 512, off);
-      if (header.every((x) => x === 0)) break;
-      const sizeField = str(header, 124, 12).trim();
-      const n = parseInt(sizeField || '0', 8);
-      if (!Number.isFinite(n) || n < 0) throw new DownloadError('The archive is not a tar file', 'format');
-      const type = String.fromCharCode(header[156] || 48);
-      const magic = str(header, 257, 6);
-      const prefix = magic.startsWith('ustar') ? str(header, 345, 155) : '';
-      let name = longName ?? paxPath ?? (prefix ? `${prefix}/${str(header, 0, 100)}` : str(header, 0, 100));
-      const bodyAt = off + 512;
-      off = bodyAt + Math.ceil(n / 512) * 512;
-      if (type === 'L') {
-        longName = readBody(bodyAt, n).toString('utf8').replace(/\0+$/, '');
-        continue;
-      }
-      if (type === 'x') {
-        const pax = readBody(bodyAt, n).toString('utf8');
-        const m = /\d+ path=([^\n]*)\n/.exec(pax);
-        paxPath = m ? m[1] : undefined;
-        continue;
-      }
-      if (type === 'g') continue;
-      longName = undefined;
-      paxPath = undefined;
-      name = name.replace(/^\.\//, '');
-      if (!name || name === '.') continue;
-      if (type === '5') {
-        fs.mkdirSync(safeJoin(dest, name), { recursive: true });
-      } else if (type === '0' || type === '\0' || type === '7') {
-        const target = safeJoin(dest, name);
-        fs.mkdirSync(path.dirname(target), { recursive: true });
-        const out = fs.openSync(target, 'w');
-        try {
-          const buf = Buffer.alloc(1 << 20);
-          let left = n;
-          let at = bodyAt;
-          while (left > 0) {
-            const k = fs.readSync(fd, buf, 0, Math.min(buf.length, left), at);
-            if (k <= 0) throw new DownloadError('The archive is truncated', 'format');
-            fs.writeSync(out, buf, 0, k);
-            left -= k;
-            at += k;
-          }
-        } finally {
-          fs.closeSync(out);
+    await tar.x({
+      file: tarFile,
+      cwd: dest,
+      strict: true,
+      preserveOwner: false,
+      filter: (p, entry) => {
+        if (refused) return false;
+        const type = 'type' in entry ? entry.type : 'File';
+        if (!EXTRACTED_TYPES.has(type)) {
+          // Links, devices and fifos have no place in a model bundle.
+          refused = new DownloadError(`The archive holds ${p} (${type}), which is not a regular file or folder; refusing it`, 'unsafe');
+          return false;
         }
-        files++;
-      } else {
-        // Links, devices and fifos have no place in a model bundle.
-        throw new DownloadError(`The archive holds ${name}, which is not a regular file or folder; refusing it`, 'unsafe');
-      }
-    }
-  } finally {
-    fs.closeSync(fd);
+        try {
+          const target = safeJoin(dest, p.replace(/^(\.\/)+/, '') || '.');
+          if (type !== 'Directory') written.push(target);
+        } catch (e) {
+          refused = e as DownloadError;
+          return false;
+        }
+        return true;
+      },
+    });
+  } catch (e) {
+    refused ??= new DownloadError(`The archive is damaged or truncated (${(e as Error).message}); download it again`, 'format');
   }
-  return files;
+  if (refused) {
+    for (const f of written) fs.rmSync(f, { force: true });
+    throw refused;
+  }
+  return written.length;
 }
 
 /** The folder holding lisa.manifest.json: `dir` itself or its single top-level sub-folder. */

@@ -4,7 +4,7 @@
 import * as assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
@@ -80,6 +80,58 @@ async function serve(dir: string, extra: Record<string, Buffer> = {}): Promise<S
 function sha(p: string | Buffer): string {
   return createHash('sha256').update(typeof p === 'string' ? readFileSync(p) : p).digest('hex');
 }
+
+/** One 512-byte ustar header. `size` is the length in octal, or the raw 12-byte field (GNU base-256). */
+function ustarHeader(name: string, type: string, size: number | Buffer, linkname = ''): Buffer {
+  const h = Buffer.alloc(512);
+  h.write(name, 0, 100);
+  h.write('0000644\0', 100);
+  h.write('0000000\0', 108);
+  h.write('0000000\0', 116);
+  if (typeof size === 'number') h.write(`${size.toString(8).padStart(11, '0')}\0`, 124);
+  else size.copy(h, 124);
+  h.write('00000000000\0', 136);
+  h.write(type, 156);
+  h.write(linkname, 157, 100);
+  h.write('ustar\0' + '00', 257);
+  h.fill(' ', 148, 156);
+  let sum = 0;
+  for (const b of h) sum += b;
+  h.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148);
+  return h;
+}
+
+/** GNU's base-256 size field: 0x80, then the number big-endian in the remaining 11 bytes. */
+function base256(n: bigint): Buffer {
+  const b = Buffer.alloc(12);
+  b[0] = 0x80;
+  for (let i = 11; i > 0; i--, n >>= 8n) b[i] = Number(n & 0xffn);
+  return b;
+}
+
+/** A pax extended header ('x') with these records, padded to whole blocks. */
+function paxHeader(records: Record<string, string>): Buffer {
+  const body = Object.entries(records).map(([k, v]) => {
+    const rest = ` ${k}=${v}\n`;
+    let n = rest.length + 1;
+    while (`${n}${rest}`.length !== n) n++;
+    return `${n}${rest}`;
+  }).join('');
+  return Buffer.concat([ustarHeader('PaxHeader', 'x', Buffer.byteLength(body)), blocks(Buffer.from(body))]);
+}
+
+/** `data` padded with zeros to a whole number of 512-byte blocks. */
+function blocks(data: Buffer | string): Buffer {
+  const b = Buffer.from(data);
+  return Buffer.concat([b, Buffer.alloc((512 - (b.length % 512)) % 512)]);
+}
+
+/** A regular file entry (header + padded data). */
+function fileEntry(name: string, data: string): Buffer {
+  return Buffer.concat([ustarHeader(name, '0', Buffer.byteLength(data)), blocks(data)]);
+}
+
+const END = Buffer.alloc(1024);
 
 describe('extension: model download (real http server)', () => {
   let tmp: string;
@@ -217,6 +269,76 @@ describe('extension: model download (real http server)', () => {
       assert.ok((await extractTar(t, out)) >= 1);
       assert.equal(readFileSync(path.join(out, 'd'.repeat(90), 'e'.repeat(90), `${'f'.repeat(120)}.bin`), 'utf8'), 'hello');
     }
+  });
+
+  it('honours a pax size record over the ustar size field (what tar writes for a file over 8 GiB)', async () => {
+    // The ustar field says 0, as it does when the real size does not fit; the body that follows is the pax size.
+    const t = path.join(tmp, 'pax-size.tar');
+    writeFileSync(t, Buffer.concat([paxHeader({ size: '5' }), ustarHeader('big.bin', '0', 0), blocks('hello'), fileEntry('next.txt', 'world'), END]));
+    const out = path.join(tmp, 'pax-size-out');
+    assert.equal(await extractTar(t, out), 2);
+    assert.equal(readFileSync(path.join(out, 'big.bin'), 'utf8'), 'hello');
+    assert.equal(readFileSync(path.join(out, 'next.txt'), 'utf8'), 'world');
+  });
+
+  it('reads a GNU base-256 size field', async () => {
+    const t = path.join(tmp, 'b256.tar');
+    writeFileSync(t, Buffer.concat([ustarHeader('big.bin', '0', base256(5n)), blocks('hello'), fileEntry('next.txt', 'world'), END]));
+    const out = path.join(tmp, 'b256-out');
+    assert.equal(await extractTar(t, out), 2);
+    assert.equal(readFileSync(path.join(out, 'big.bin'), 'utf8'), 'hello');
+    assert.equal(readFileSync(path.join(out, 'next.txt'), 'utf8'), 'world');
+  });
+
+  it('fails cleanly on a 27 GB entry whose data is cut, leaving no short file behind', async () => {
+    const huge = 27_000_000_000;
+    const cut = Buffer.alloc(64 * 1024, 7);
+    const cases: Record<string, Buffer> = {
+      pax: Buffer.concat([fileEntry('README.md', 'kept?'), paxHeader({ size: String(huge) }), ustarHeader('decoder.onnx_data', '0', 0), cut]),
+      base256: Buffer.concat([fileEntry('README.md', 'kept?'), ustarHeader('decoder.onnx_data', '0', base256(BigInt(huge))), cut]),
+    };
+    for (const [form, bytes] of Object.entries(cases)) {
+      const t = path.join(tmp, `cut-${form}.tar`);
+      writeFileSync(t, bytes);
+      const out = path.join(tmp, `cut-${form}-out`);
+      await assert.rejects(extractTar(t, out), (e: Error) => e instanceof DownloadError && e.kind === 'format' && /truncated/.test(e.message), form);
+      assert.ok(!existsSync(path.join(out, 'decoder.onnx_data')), `${form}: no partial decoder.onnx_data`);
+      assert.ok(!existsSync(path.join(out, 'README.md')), `${form}: nothing from a refused archive is kept`);
+    }
+  });
+
+  it('refuses links, devices, fifos and paths outside the destination, writing nothing outside it', async () => {
+    const outside = path.join(tmp, 'outside');
+    mkdirSync(outside, { recursive: true });
+    const cases: Record<string, Buffer> = {
+      'dot-dot': fileEntry('../escaped.txt', 'x'),
+      'inner dot-dot': fileEntry('a/../../escaped.txt', 'x'),
+      absolute: fileEntry(path.join(outside, 'escaped.txt'), 'x'),
+      'pax path': Buffer.concat([paxHeader({ path: '../../escaped.txt' }), fileEntry('innocent.txt', 'x')]),
+      symlink: ustarHeader('link', '2', 0, outside),
+      'symlink then a file through it': Buffer.concat([ustarHeader('link', '2', 0, outside), fileEntry('link/escaped.txt', 'x')]),
+      hardlink: ustarHeader('hard', '1', 0, '/etc/passwd'),
+      'character device': ustarHeader('zero', '3', 0),
+      fifo: ustarHeader('pipe', '6', 0),
+    };
+    for (const [what, bytes] of Object.entries(cases)) {
+      const t = path.join(tmp, 'unsafe.tar');
+      writeFileSync(t, Buffer.concat([fileEntry('first.txt', 'ok'), bytes, END]));
+      const out = path.join(tmp, 'unsafe-out', what.replace(/ /g, '-'));
+      await assert.rejects(extractTar(t, out), (e: Error) => e instanceof DownloadError && e.kind === 'unsafe', what);
+      assert.deepEqual(readdirSync(outside), [], `${what}: nothing written outside`);
+      assert.ok(!existsSync(path.join(tmp, 'escaped.txt')) && !existsSync(path.join(tmp, 'unsafe-out', 'escaped.txt')), what);
+      assert.ok(!existsSync(path.join(out, 'first.txt')), `${what}: nothing from a refused archive is kept`);
+    }
+  });
+
+  it('refuses a symlink written by tar itself', async () => {
+    const src = path.join(tmp, 'with-link');
+    mkdirSync(src, { recursive: true });
+    symlinkSync('/etc/passwd', path.join(src, 'passwd'));
+    const t = path.join(tmp, 'with-link.tar');
+    execFileSync('tar', ['-cf', t, '-C', src, '.']);
+    await assert.rejects(extractTar(t, path.join(tmp, 'with-link-out')), (e: Error) => (e as DownloadError).kind === 'unsafe' && /passwd \(SymbolicLink\)/.test(e.message));
   });
 
   it('stops on cancel and keeps the partial file for a later resume', async () => {
