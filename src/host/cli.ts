@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // reason-segment: the inference host from a terminal. segment (one question), chat (a conversation about one image,
 // the image encoded once), batch (a folder, COCO results, resumable). Errors are one line; --verbose adds the stack.
-import { promises as fs } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { constants as fsConstants, promises as fs } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { parseArgs } from 'node:util';
@@ -15,6 +17,7 @@ const USAGE = `usage:
                          [--json] [--device cpu|cuda|webgpu] [--allow-fallback] [--max-new-tokens N]
   reason-segment chat    --model <bundle> --image <file> [--out <dir>] [--device ...] [--max-new-tokens N]
   reason-segment batch   --model <bundle> --images <dir> --prompt <text> --out <file.json> [--device ...]
+  --prompt-file <file> reads the prompt from a file instead (- for stdin), for long prompts
   common: --verbose (stack traces), --help`;
 
 const OPTIONS = {
@@ -22,6 +25,7 @@ const OPTIONS = {
   image: { type: 'string' },
   images: { type: 'string' },
   prompt: { type: 'string' },
+  'prompt-file': { type: 'string' },
   history: { type: 'string' },
   out: { type: 'string' },
   json: { type: 'boolean', default: false },
@@ -80,6 +84,30 @@ function required(args: Args, name: keyof Args): string {
   return v;
 }
 
+/** --prompt, or the text of --prompt-file (- reads stdin) without its final newline; never blank. */
+async function promptOf(args: Args): Promise<string> {
+  const file = args['prompt-file'];
+  if (file !== undefined && args.prompt !== undefined) throw new UsageError('give --prompt or --prompt-file, not both');
+  let prompt: string;
+  if (file !== undefined) {
+    try {
+      prompt = (file === '-' ? await readStdin() : await fs.readFile(file, 'utf8')).replace(/\r?\n$/, '');
+    } catch (e) {
+      throw new UsageError(`--prompt-file ${file} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
+  } else {
+    prompt = required(args, 'prompt');
+  }
+  if (prompt.trim() === '') throw new UsageError(`the prompt${file !== undefined ? ` in ${file}` : ''} is blank; write a question or an instruction`);
+  return prompt;
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
 function maxNewTokens(args: Args): number | undefined {
   if (args['max-new-tokens'] === undefined) return undefined;
   const n = Number(args['max-new-tokens']);
@@ -134,7 +162,7 @@ async function writeOutputs(dir: string, result: SegmentResult, stem = ''): Prom
 
 async function segmentCommand(args: Args): Promise<number> {
   const image = required(args, 'image');
-  const prompt = required(args, 'prompt');
+  const prompt = await promptOf(args);
   const history = await readHistory(args.history);
   const pipeline = await loadModel(args, args.json);
   try {
@@ -170,10 +198,8 @@ async function chatCommand(args: Args): Promise<number> {
   const pipeline = await loadModel(args, false);
   const rl = readline.createInterface({ input: process.stdin, output: process.stderr, terminal: process.stdin.isTTY });
   const history: ChatTurn[] = [];
-  let cancel = false;
-  rl.on('SIGINT', () => {
-    cancel = true;
-  });
+  let turn = new AbortController();
+  rl.on('SIGINT', () => turn.abort());
   process.stderr.write(`Chatting about ${image}. /reset starts over, /quit (or Ctrl-D) leaves.\n`);
   try {
     for await (const line of rl) {
@@ -185,10 +211,10 @@ async function chatCommand(args: Args): Promise<number> {
         process.stderr.write('(new conversation, same image)\n');
         continue;
       }
-      cancel = false;
+      turn = new AbortController();
       const req: SegmentRequest = {
         image: { path: image }, prompt: text, history: [...history], maxNewTokens: maxNewTokens(args),
-        includePng: true, includeOverlay: Boolean(args.out), isCancelled: () => cancel,
+        includePng: true, includeOverlay: Boolean(args.out), signal: turn.signal,
         onText: (delta) => process.stdout.write(delta),
       };
       try {
@@ -220,36 +246,26 @@ interface CocoOutput {
 
 async function batchCommand(args: Args): Promise<number> {
   const dir = required(args, 'images');
-  const prompt = required(args, 'prompt');
+  const prompt = await promptOf(args);
   const outFile = required(args, 'out');
   const files = (await fs.readdir(dir)).filter((f) => IMAGE_EXTENSIONS.has(path.extname(f).toLowerCase())).sort();
   if (files.length === 0) throw new UsageError(`${dir} holds no images (${[...IMAGE_EXTENSIONS].join(' ')})`);
-
-  let coco: CocoOutput;
-  try {
-    coco = JSON.parse(await fs.readFile(outFile, 'utf8'));
-    if (coco.info?.prompt !== prompt) throw new UsageError(`${outFile} holds results for another prompt; choose another --out or delete it`);
-  } catch (e) {
-    if (e instanceof UsageError) throw e;
-    coco = { info: { prompt, model: '', description: 'Reason Segment batch results' }, images: [], annotations: [], categories: [{ id: 1, name: 'lisa' }], failures: [] };
-  }
+  const coco = await openBatchOut(outFile, prompt);
   const done = new Set([...coco.images.map((i) => i.file_name), ...coco.failures.map((f) => f.file_name)]);
   const todo = files.filter((f) => !done.has(f));
   if (done.size) process.stderr.write(`resuming: ${done.size} of ${files.length} already in ${outFile}\n`);
 
   const pipeline = await loadModel(args, false);
   coco.info.model = pipeline.bundle.manifest.variant;
-  let interrupted = false;
-  const onSigint = () => {
-    interrupted = true;
-  };
+  const interrupt = new AbortController();
+  const onSigint = () => interrupt.abort();
   process.on('SIGINT', onSigint);
   try {
     for (const [i, file] of todo.entries()) {
-      if (interrupted) break;
+      if (interrupt.signal.aborted) break;
       progressBar(done.size + i, files.length, file);
       try {
-        const result = await pipeline.segment({ image: { path: path.join(dir, file) }, prompt, maxNewTokens: maxNewTokens(args), includePng: false, isCancelled: () => interrupted });
+        const result = await pipeline.segment({ image: { path: path.join(dir, file) }, prompt, maxNewTokens: maxNewTokens(args), includePng: false, signal: interrupt.signal });
         const imageId = coco.images.length + coco.failures.length + 1;
         coco.images.push({ id: imageId, file_name: file, width: result.image.width, height: result.image.height, text: result.text });
         for (const m of result.masks) {
@@ -270,8 +286,52 @@ async function batchCommand(args: Args): Promise<number> {
   const finished = coco.images.length + coco.failures.length;
   progressBar(finished, files.length, '');
   process.stderr.write(`\n${coco.images.length} image(s) segmented, ${coco.failures.length} failed, ${coco.annotations.length} mask(s) -> ${outFile}\n`);
-  if (interrupted) process.stderr.write('interrupted: run the same command again to resume\n');
-  return interrupted ? 130 : 0;
+  if (interrupt.signal.aborted) process.stderr.write('interrupted: run the same command again to resume\n');
+  return interrupt.signal.aborted ? 130 : 0;
+}
+
+const BATCH_DESCRIPTION = 'Reason Segment batch results';
+
+/**
+ * The results file of a batch, checked before any work: an existing file must be our own results for this prompt (to
+ * resume), never anything else (it is left untouched), and the folder must take the temporary file that every write
+ * goes through (results are written to it and renamed over --out, so a failed write loses nothing).
+ */
+async function openBatchOut(outFile: string, prompt: string): Promise<CocoOutput> {
+  let coco: CocoOutput | undefined;
+  let text: string | undefined;
+  try {
+    text = await fs.readFile(outFile, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== 'ENOENT') throw new UsageError(`--out ${outFile} cannot be read (${code}); choose another file`);
+  }
+  if (text !== undefined) {
+    try {
+      coco = JSON.parse(text);
+    } catch {
+      coco = undefined;
+    }
+    const ours = coco?.info?.description === BATCH_DESCRIPTION && Array.isArray(coco.images) && Array.isArray(coco.failures)
+      && Array.isArray(coco.annotations);
+    if (!ours) throw new UsageError(`--out ${outFile} exists and is not a Reason Segment batch result; it was left untouched: choose another file`);
+    if (coco!.info.prompt !== prompt) throw new UsageError(`${outFile} holds results for another prompt; choose another --out or delete it`);
+  }
+  const probe = `${outFile}.${process.pid}.tmp`;
+  try {
+    await fs.writeFile(probe, '', { flag: 'wx' });
+    await fs.unlink(probe);
+  } catch (e) {
+    throw new UsageError(`cannot write --out ${outFile} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message} in ${path.dirname(path.resolve(outFile))}); choose a writable place`);
+  }
+  if (text !== undefined) {
+    try {
+      await fs.access(outFile, fsConstants.W_OK);
+    } catch {
+      throw new UsageError(`--out ${outFile} is read-only; make it writable or choose another file`);
+    }
+  }
+  return coco ?? { info: { prompt, model: '', description: BATCH_DESCRIPTION }, images: [], annotations: [], categories: [{ id: 1, name: 'lisa' }], failures: [] };
 }
 
 function progressBar(done: number, total: number, label: string): void {
@@ -286,8 +346,46 @@ async function writeJsonAtomic(file: string, value: unknown): Promise<void> {
   await fs.rename(tmp, file);
 }
 
+// onnxruntime-node 1.30 reads /proc/self/cmdline while it creates a session and overflows the main thread's stack on a
+// command line over about 29 KB (exit 139, SIGSEGV), whatever process.argv holds by then. A long command line (a long
+// --prompt) is therefore handed to a fresh process through the environment, which ONNX Runtime does not parse.
+const ARGV_ENV = 'REASON_SEGMENT_ARGV';
+const MAX_CMDLINE_BYTES = 16 * 1024;
+/** Linux's limit on one environment string (MAX_ARG_STRLEN), less room for the name. */
+const MAX_ENV_STRING = 128 * 1024 - 64;
+
+function commandLineBytes(): number {
+  return [process.execPath, ...process.execArgv, ...process.argv.slice(1)].reduce((n, a) => n + Buffer.byteLength(a) + 1, 0);
+}
+
+function relaunch(argv: string[]): Promise<number> {
+  const packed = JSON.stringify(argv);
+  if (Buffer.byteLength(packed) > MAX_ENV_STRING) {
+    process.stderr.write(`reason-segment: the command line is ${Math.round(Buffer.byteLength(packed) / 1024)} KB; pass a long prompt with --prompt-file <file> (or --prompt-file - for stdin)\n`);
+    return Promise.resolve(2);
+  }
+  const ignore = () => undefined; // Ctrl-C reaches the child too; this process waits for it
+  process.on('SIGINT', ignore);
+  const child = spawn(process.execPath, [...process.execArgv, __filename], { stdio: 'inherit', env: { ...process.env, [ARGV_ENV]: packed } });
+  return new Promise((resolve) => {
+    child.on('error', (e) => {
+      process.stderr.write(`reason-segment: cannot start a second process for the long command line (${e.message}); use --prompt-file\n`);
+      resolve(1);
+    });
+    child.on('exit', (code, signal) => {
+      process.off('SIGINT', ignore);
+      resolve(code ?? 128 + (signal ? os.constants.signals[signal] : 0));
+    });
+  });
+}
+
 if (require.main === module) {
-  main(process.argv.slice(2)).then((code) => {
+  const packed = process.env[ARGV_ENV];
+  delete process.env[ARGV_ENV];
+  const run = packed !== undefined ? main(JSON.parse(packed))
+    : commandLineBytes() > MAX_CMDLINE_BYTES ? relaunch(process.argv.slice(2))
+    : main(process.argv.slice(2));
+  run.then((code) => {
     process.exitCode = code;
   });
 }

@@ -7,11 +7,16 @@ export type HostErrorKind = RpcErrorName;
 
 export class HostError extends Error {
   constructor(readonly kind: HostErrorKind, message: string) {
-    super(message);
+    super(oneLine(message));
     this.name = 'HostError';
   }
 }
 
 export function isHostError(e: unknown, kind?: HostErrorKind): e is HostError {
   return e instanceof HostError && (kind === undefined || e.kind === kind);
+}
+
+/** Every error the host reports is one line: libvips and ONNX Runtime messages can span several. */
+export function oneLine(message: string): string {
+  return message.replace(/\s*\n\s*/g, '; ').trim();
 }

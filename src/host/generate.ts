@@ -31,7 +31,7 @@ export interface SegHidden {
 export interface GenerateResult {
   outputIds: number[];
   seg: SegHidden[];
-  stopReason: 'eos' | 'max_new_tokens' | 'cancelled';
+  stopReason: 'eos' | 'max_new_tokens' | 'context_limit' | 'cancelled';
   prefillMs: number;
   decodeMs: number;
 }
@@ -72,7 +72,8 @@ export async function generate(sessions: GraphSessions, m: Manifest, req: Genera
   const cache = new KvCache(L, KV, D, prefillLen + maxNew, KvCache.supports(sessions.outputNames('decoder')));
 
   const outputIds: number[] = [];
-  let stopReason: GenerateResult['stopReason'] = 'max_new_tokens';
+  // Running out of steps means the context filled up when that, not max_new_tokens, bounded the answer.
+  let stopReason: GenerateResult['stopReason'] = maxNew < req.maxNewTokens ? 'context_limit' : 'max_new_tokens';
   let inputs: Float32Array = prefill;
   let stepMask: bigint[] = attention;
   let prefillMs = 0;

@@ -8,10 +8,11 @@ import { type Bundle, defaultVerifyCacheFile, openBundle } from './bundle';
 import { EmbeddingCache, type ImageEmbeddings } from './embedding-cache';
 import { HostError } from './errors';
 import { assertPromptFits, generate } from './generate';
-import { decodeImage, type DecodedImage, DEFAULT_MAX_PIXELS, sha256Hex } from './image/decode';
+import { decodeImage, type DecodedImage, DEFAULT_MAX_PIXELS, maxFileBytes, sha256Hex } from './image/decode';
 import { preprocessImageParallel } from './image/preprocess';
 import { buildResultMasks, masksFromLogits, overlayPng, rgbPng } from './masks';
 import { buildPrompt, cleanAnswer } from './prompt';
+import { readRegularFile } from './read-file';
 import { chooseProvider, type Device, f32, GraphSessions, i64 } from './sessions';
 import { LisaTokenizer } from './tokenizer';
 
@@ -37,7 +38,8 @@ export interface SegmentRequest {
   /** Put the image itself (the file's bytes, or a PNG when only pixels are at hand) in the result. */
   includeImage?: boolean;
   onText?: (delta: string, tokenIndex: number) => void;
-  isCancelled?: () => boolean;
+  /** Aborting answers at once when the request is still queued, else at the next stage or token. */
+  signal?: AbortSignal;
 }
 
 export interface Counters {
@@ -95,11 +97,11 @@ export class LisaPipeline {
     this.cache.clear();
   }
 
-  /** Runs requests strictly one after another. */
+  /** Runs requests strictly one after another; a request cancelled while it waits is answered at once. */
   segment(req: SegmentRequest): Promise<SegmentResult> {
     const run = this.queue.then(() => this.segmentNow(req));
     this.queue = run.catch(() => undefined);
-    return run;
+    return req.signal ? Promise.race([run, aborted(req.signal)]) : run;
   }
 
   private async segmentNow(req: SegmentRequest): Promise<SegmentResult> {
@@ -109,15 +111,17 @@ export class LisaPipeline {
     const t0 = performance.now();
     const timings = { decodeImageMs: 0, preprocessMs: 0, clipMs: 0, samEncoderMs: 0, prefillMs: 0, decodeMs: 0, maskDecoderMs: 0 };
 
+    checkCancelled(req.signal);
+    refuseImageToken(req);
     const prompt = buildPrompt(m.prompt, req.history ?? [], req.prompt, req.assistantPrefix ?? '');
-    const inputIds = this.tokenizer.encodePrompt(prompt);
+    const inputIds = this.encode(prompt);
     // Where this turn's answer starts: [SEG]s before it (typed by the user, or re-fed from history) get no mask.
     const answerStart = req.assistantPrefix
-      ? this.tokenizer.encodePrompt(buildPrompt(m.prompt, req.history ?? [], req.prompt, '')).length
+      ? this.encode(buildPrompt(m.prompt, req.history ?? [], req.prompt, '')).length
       : inputIds.length;
     assertPromptFits(m, inputIds);
 
-    const { emb, cacheHit } = await this.embeddings(req.image, timings);
+    const { emb, cacheHit } = await this.embeddings(req.image, timings, req.signal);
 
     const promptIds = inputIds.filter((t) => t !== m.tokens.image_placeholder);
     const stream = this.tokenizer.createStreamDecoder(promptIds);
@@ -126,13 +130,13 @@ export class LisaPipeline {
       promptSegFrom: answerStart,
       imageFeatures: emb.clipFeatures,
       maxNewTokens: req.maxNewTokens ?? m.generation.max_new_tokens,
-      isCancelled: req.isCancelled,
+      isCancelled: () => req.signal?.aborted ?? false,
       onToken: (id, index) => {
         const delta = stream.push(id);
         if (delta) req.onText?.(delta, index);
       },
     });
-    if (gen.stopReason === 'cancelled') throw new HostError('Cancelled', 'The request was cancelled.');
+    if (gen.stopReason === 'cancelled') throw cancelledError();
     const tail = stream.finish();
     if (tail) req.onText?.(tail, gen.outputIds.length - 1);
     const decodedAll = this.tokenizer.decode(promptIds.concat(gen.outputIds));
@@ -156,7 +160,7 @@ export class LisaPipeline {
       text: cleanAnswer(decodedAll),
       answer,
       outputIds: gen.outputIds,
-      image: { width: emb.width, height: emb.height, sha256: emb.sha256, source: 'path' in req.image ? req.image.path : undefined, ...(req.includeImage ? await imagePayload(req.image, emb) : {}) },
+      image: { width: emb.width, height: emb.height, sha256: emb.sha256, source: 'path' in req.image ? req.image.path : undefined, ...(req.includeImage ? await imagePayload(req.image, emb, this.maxPixels) : {}) },
       masks,
       overlayPng: overlay,
       timings: { ...timings, totalMs: performance.now() - t0, onnxMs: clock.onnxMs, newTokens: gen.outputIds.length, cacheHit },
@@ -164,8 +168,20 @@ export class LisaPipeline {
     };
   }
 
-  /** CLIP features and SAM embedding for an image, from the cache when this image (or this file) was seen before. */
-  private async embeddings(image: SegmentRequest['image'], timings: Record<string, number>): Promise<{ emb: ImageEmbeddings; cacheHit: boolean }> {
+  private encode(prompt: string): number[] {
+    try {
+      return this.tokenizer.encodePrompt(prompt);
+    } catch (e) {
+      throw new HostError('ParamsInvalid', `The tokenizer could not encode this prompt (${(e as Error).message}); remove unusual characters and try again.`);
+    }
+  }
+
+  /**
+   * CLIP features and SAM embedding for an image, from the cache when this image (or this file) was seen before.
+   * A cancel is honoured between stages: during decoding at once (sharp finishes, bounded by its timeout, unseen), and
+   * after pre-processing and after each encoder.
+   */
+  private async embeddings(image: SegmentRequest['image'], timings: Record<string, number>, signal?: AbortSignal): Promise<{ emb: ImageEmbeddings; cacheHit: boolean }> {
     if ('sha256' in image) {
       const known = this.cache.get(image.sha256);
       if (!known) throw new HostError('ImageUnreadable', 'That image is no longer in the host\'s cache (the host restarted or evicted it); send the image again.');
@@ -180,7 +196,8 @@ export class LisaPipeline {
       return { emb: byBytes, cacheHit: true };
     }
     let t = performance.now();
-    const decoded: DecodedImage = await decodeImage('path' in image ? image.path : image.data, { maxPixels: this.maxPixels });
+    const decoding = decodeImage('path' in image ? image.path : image.data, { maxPixels: this.maxPixels });
+    const decoded: DecodedImage = await (signal ? Promise.race([decoding, aborted(signal)]) : decoding);
     this.counters.imageDecodes++;
     timings.decodeImageMs = performance.now() - t;
     const cached = this.cache.get(decoded.sha256);
@@ -191,13 +208,16 @@ export class LisaPipeline {
     }
     const m = this.bundle.manifest;
     t = performance.now();
+    checkCancelled(signal);
     const { clip: clipPixels, sam } = await preprocessImageParallel(decoded, m.clip_preprocess, m.sam_preprocess);
     timings.preprocessMs = performance.now() - t;
+    checkCancelled(signal);
 
     t = performance.now();
     const clipOut = await this.sessions.run('vision_encoder', { pixel_values: f32(clipPixels.data, clipPixels.dims) });
     this.counters.visionEncoderRuns++;
     timings.clipMs = performance.now() - t;
+    checkCancelled(signal);
     t = performance.now();
     const samOut = await this.sessions.run('sam_image_encoder', { pixel_values: f32(sam.data, sam.dims) });
     this.counters.samEncoderRuns++;
@@ -239,8 +259,9 @@ export class LisaPipeline {
 }
 
 /** The image as the surfaces show it: the original file's bytes when we have them, else the decoded pixels as PNG. */
-async function imagePayload(image: ImageSource, emb: ImageEmbeddings): Promise<{ data: string; mimeType: string }> {
-  const bytes = 'path' in image ? await fs.readFile(image.path) : 'data' in image ? image.data : undefined;
+async function imagePayload(image: ImageSource, emb: ImageEmbeddings, maxPixels: number): Promise<{ data: string; mimeType: string }> {
+  const bytes = 'path' in image ? await readRegularFile(image.path, maxFileBytes(maxPixels), `"${image.path}"`, 'the image read limit')
+    : 'data' in image ? image.data : undefined;
   const sniffed = bytes && sniffMime(bytes);
   if (bytes && sniffed) return { data: bytes.toString('base64'), mimeType: sniffed };
   return { data: (await rgbPng(emb.rgb, emb.width, emb.height)).toString('base64'), mimeType: 'image/png' };
@@ -253,6 +274,28 @@ function sniffMime(b: Buffer): string | undefined {
   if (b.subarray(0, 4).toString('latin1') === 'RIFF' && b.subarray(8, 12).toString('latin1') === 'WEBP') return 'image/webp';
   if (b.subarray(0, 3).toString('latin1') === 'GIF') return 'image/gif';
   return undefined;
+}
+
+const cancelledError = () => new HostError('Cancelled', 'The request was cancelled.');
+
+function checkCancelled(signal?: AbortSignal): void {
+  if (signal?.aborted) throw cancelledError();
+}
+
+/** Rejects with Cancelled when the signal aborts (never resolves). */
+function aborted(signal: AbortSignal): Promise<never> {
+  return new Promise((_, reject) => {
+    if (signal.aborted) reject(cancelledError());
+    else signal.addEventListener('abort', () => reject(cancelledError()), { once: true });
+  });
+}
+
+/** LISA builds its prompt around one image; an "<image>" typed by the user would make more placeholders (LISA raises). */
+function refuseImageToken(req: SegmentRequest): void {
+  const texts = [req.prompt, req.assistantPrefix ?? '', ...(req.history ?? []).flatMap((t) => [t.user, t.assistant])];
+  if (texts.some((t) => t.includes('<image>'))) {
+    throw new HostError('ParamsInvalid', 'The text contains "<image>", which LISA reserves for the picture itself; remove it (the image is attached already).');
+  }
 }
 
 /** A file's identity for the "don't decode it again" cache: same path, size and modification time. */

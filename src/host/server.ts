@@ -5,7 +5,6 @@ import {
   type CancellationToken,
   createConnection,
   ResponseError,
-  StreamMessageReader,
   StreamMessageWriter,
 } from 'vscode-languageserver/node';
 import * as ort from 'onnxruntime-node';
@@ -26,9 +25,17 @@ import {
 } from '../protocol/rpc';
 import { RESULT_FORMAT } from '../protocol/result';
 import { validateLoadModelParams, validateSegmentParams } from '../protocol/validate';
-import { HostError, isHostError } from './errors';
+import { HostError, isHostError, oneLine } from './errors';
 import { DEFAULT_MAX_PIXELS } from './image/decode';
 import { LisaPipeline, newCounters } from './pipeline';
+import { StrictStdioReader } from './stdio-reader';
+
+/** Largest JSON-RPC message read from stdin: room for an inline image of a few hundred MB as base64. */
+export const MAX_FRAME_BYTES = 256 << 20;
+/** A message begun on stdin and not continued for this long means the client is broken. */
+const FRAME_STALL_MS = 10_000;
+/** Exit status after a framing error on stdin: the stream is lost, the client restarts the host. */
+export const EXIT_FRAMING = 3;
 
 const VERSION: string = require('../../../package.json').version;
 
@@ -43,7 +50,7 @@ export function toResponseError(e: unknown): ResponseError<unknown> {
     return new ResponseError(code, e.message, data);
   }
   log(`internal error: ${(e as Error)?.stack ?? e}`);
-  const { code, message, data } = errorResponse(RpcErrorCode.Internal, (e as Error)?.message ?? String(e));
+  const { code, message, data } = errorResponse(RpcErrorCode.Internal, oneLine((e as Error)?.message ?? String(e)));
   return new ResponseError(code, message, data);
 }
 
@@ -57,13 +64,30 @@ function modelInfo(p: LisaPipeline): ModelInfo {
 }
 
 export function startServer(opts: { maxPixels?: number; cacheBytes?: number } = {}): void {
-  const connection = createConnection(new StreamMessageReader(process.stdin), new StreamMessageWriter(process.stdout));
+  const writer = new StreamMessageWriter(process.stdout);
+  const reader = new StrictStdioReader(process.stdin, {
+    maxFrameBytes: MAX_FRAME_BYTES,
+    stallMs: FRAME_STALL_MS,
+    onFramingError: (why) => {
+      log(`framing error on stdin, exiting: ${why}`);
+      exitAfterFlush(EXIT_FRAMING);
+    },
+    onBadMessage: (code, message) => {
+      log(`bad message on stdin: ${message}`);
+      void writer.write({ jsonrpc: '2.0', id: null, error: { code, message } } as unknown as Parameters<typeof writer.write>[0]);
+    },
+    onEnd: () => {
+      log('stdin closed, exiting');
+      exitAfterFlush(0);
+    },
+  });
+  const connection = createConnection(reader, writer);
   const maxPixels = opts.maxPixels ?? DEFAULT_MAX_PIXELS;
   let pipeline: LisaPipeline | undefined;
   let loading: Promise<unknown> = Promise.resolve();
   let requests = 0;
   const counters = newCounters();
-  let busy = false;
+  let active = 0; // segment requests running or queued
   const started = Date.now();
 
   const guarded = <P, R>(handler: (params: P, token: CancellationToken) => Promise<R>) =>
@@ -137,7 +161,9 @@ export function startServer(opts: { maxPixels?: number; cacheBytes?: number } = 
     const image = 'path' in params.image ? { path: params.image.path }
       : 'data' in params.image ? { data: Buffer.from(params.image.data, 'base64') }
       : { sha256: params.image.sha256 };
-    busy = true;
+    active++;
+    const abort = new AbortController();
+    const onCancel = token.onCancellationRequested(() => abort.abort());
     try {
       const result = await p.segment({
         image,
@@ -148,7 +174,7 @@ export function startServer(opts: { maxPixels?: number; cacheBytes?: number } = 
         includeOverlay: params.includeOverlay ?? false,
         includeImage: params.includeImage ?? false,
         assistantPrefix: params.assistantPrefix,
-        isCancelled: () => token.isCancellationRequested,
+        signal: abort.signal,
         onText: (text, tokenIndex) => {
           if (params.requestId) connection.sendNotification(Notifications.textDelta, { requestId: params.requestId, text, tokenIndex });
         },
@@ -156,12 +182,13 @@ export function startServer(opts: { maxPixels?: number; cacheBytes?: number } = 
       requests++;
       return result;
     } finally {
-      busy = false;
+      onCancel.dispose();
+      active--;
     }
   }));
 
   connection.onRequest(Methods.status, guarded(async (): Promise<StatusResult> => ({
-    state: busy ? 'busy' : pipeline ? 'ready' : 'idle',
+    state: active > 0 ? 'busy' : pipeline ? 'ready' : 'idle',
     model: pipeline ? modelInfo(pipeline) : undefined,
     provider: pipeline?.provider as Device | undefined,
     counters: { ...counters, cacheBytes: pipeline?.cache.sizeBytes ?? 0, requests },
@@ -175,14 +202,18 @@ export function startServer(opts: { maxPixels?: number; cacheBytes?: number } = 
   };
   connection.onRequest(Methods.shutdown, guarded(async () => {
     await shutdown();
-    // Exit once the response has been flushed: stdout to a pipe is asynchronous and exit() would drop it.
-    setImmediate(() => process.stdout.write('', () => process.exit(0)));
+    exitAfterFlush(0);
     return {};
   }));
   connection.onShutdown(shutdown);
   connection.onExit(() => process.exit(0));
   connection.listen();
   log(`listening on stdio (pid ${process.pid}, version ${VERSION})`);
+}
+
+/** Exits once what was written to stdout has been flushed: stdout to a pipe is asynchronous and exit() would drop it. */
+function exitAfterFlush(code: number): void {
+  setImmediate(() => process.stdout.write('', () => process.exit(code)));
 }
 
 /** Settings the extension and the magic pass by environment (a number of megabytes; anything else is ignored). */

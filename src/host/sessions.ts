@@ -2,9 +2,9 @@
 // chosen execution provider. onnxruntime-node does not fall back by itself: asking for a provider it lacks throws, so
 // the choice, and any fallback, is made here and reported.
 import * as ort from 'onnxruntime-node';
-import type { Bundle, GraphName } from './bundle';
+import type { Bundle, GraphName, GraphSpec, TensorSpec } from './bundle';
 import { GRAPH_NAMES } from './bundle';
-import { HostError } from './errors';
+import { HostError, isHostError } from './errors';
 
 export type Device = 'cpu' | 'cuda' | 'webgpu';
 
@@ -50,6 +50,7 @@ export class GraphSessions {
     try {
       return new GraphSessions(await createAll(bundle, provider.provider, opts.onProgress), provider, new RunClock());
     } catch (e) {
+      if (isHostError(e)) throw e;
       if (provider.provider === 'cpu') {
         throw new HostError('BundleInvalid', `ONNX Runtime could not load the model in ${bundle.dir}: ${firstLine(e)}. Re-export or re-download it.`);
       }
@@ -62,7 +63,12 @@ export class GraphSessions {
   /** Runs a graph; `fetches` names the outputs to bring back (default all: each one is copied into JS memory). */
   async run(graph: GraphName, feeds: Record<string, ort.Tensor>, fetches?: readonly string[]): Promise<ort.InferenceSession.OnnxValueMapType> {
     const t0 = performance.now();
-    const out = await (fetches ? this.sessions[graph].run(feeds, fetches) : this.sessions[graph].run(feeds));
+    let out: ort.InferenceSession.OnnxValueMapType;
+    try {
+      out = await (fetches ? this.sessions[graph].run(feeds, fetches) : this.sessions[graph].run(feeds));
+    } catch (e) {
+      throw new HostError('BundleInvalid', `The model's ${graph} graph failed to run (${firstLine(e)}); the bundle does not fit this host: re-export or re-download it.`);
+    }
     const ms = performance.now() - t0;
     this.clock.onnxMs += ms;
     this.clock.byGraph[graph] = (this.clock.byGraph[graph] ?? 0) + ms;
@@ -84,13 +90,46 @@ async function createAll(bundle: Bundle, provider: Device, onProgress?: (g: Grap
   try {
     for (const [i, g] of GRAPH_NAMES.entries()) {
       onProgress?.(g, i, GRAPH_NAMES.length);
-      sessions[g] = await ort.InferenceSession.create(bundle.resolve(bundle.manifest.graphs[g].file), options);
+      const spec = bundle.manifest.graphs[g];
+      sessions[g] = await ort.InferenceSession.create(bundle.resolve(spec.file), options);
+      const mismatch = signatureMismatch(sessions[g], spec);
+      if (mismatch) {
+        throw new HostError('BundleInvalid', `Graph ${g} (${spec.file}) in ${bundle.dir} does not match the manifest: ${mismatch}; the graphs were mixed up or changed, re-export or re-download the model.`);
+      }
     }
     return sessions;
   } catch (e) {
     await Promise.all(Object.values(sessions).map((s) => s.release()));
     throw e;
   }
+}
+
+/**
+ * How a graph's inputs and outputs differ from the manifest's (names, element types, ranks and static dimensions), or
+ * undefined when they agree. A symbolic dimension on either side matches anything.
+ */
+function signatureMismatch(session: ort.InferenceSession, spec: GraphSpec): string | undefined {
+  const sides: Array<[string, readonly ort.InferenceSession.ValueMetadata[], Record<string, TensorSpec>]> = [
+    ['input', session.inputMetadata, spec.inputs],
+    ['output', session.outputMetadata, spec.outputs],
+  ];
+  for (const [side, actual, expected] of sides) {
+    const byName = new Map(actual.map((v) => [v.name, v]));
+    for (const name of Object.keys(expected)) if (!byName.has(name)) return `it has no ${side} "${name}" (it has ${[...byName.keys()].join(', ')})`;
+    for (const v of actual) {
+      const want = expected[v.name];
+      if (!want) return `its ${side} "${v.name}" is not in the manifest`;
+      if (!v.isTensor) return `its ${side} "${v.name}" is not a tensor`;
+      if (v.type !== want.dtype) return `${side} "${v.name}" is ${v.type}, the manifest says ${want.dtype}`;
+      const shown = (d: readonly unknown[]) => `[${d.join(', ')}]`;
+      const fixed = (d: unknown) => typeof d === 'number' && d >= 0;
+      if (v.shape.length !== want.shape.length
+        || v.shape.some((d, i) => fixed(d) && fixed(want.shape[i]) && d !== want.shape[i])) {
+        return `${side} "${v.name}" has shape ${shown(v.shape)}, the manifest says ${shown(want.shape)}`;
+      }
+    }
+  }
+  return undefined;
 }
 
 const firstLine = (e: unknown) => String((e as Error)?.message ?? e).split('\n')[0];

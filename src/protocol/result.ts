@@ -72,7 +72,7 @@ export interface SegmentResult {
   overlayPng?: string;
   timings: StageTimings;
   /** Why decoding stopped. */
-  stopReason: 'eos' | 'max_new_tokens' | 'cancelled';
+  stopReason: 'eos' | 'max_new_tokens' | 'context_limit' | 'cancelled';
 }
 
 export interface ChatTurn {

@@ -6,7 +6,7 @@ import { DEVICES, type LoadModelParams, type SegmentParams } from './rpc';
 import { RESULT_FORMAT, type ChatTurn, type CocoRle, type SegmentResult } from './result';
 import { countsArea, countsBbox, stringToCounts } from './rle';
 
-const STOP_REASONS = ['eos', 'max_new_tokens', 'cancelled'] as const;
+const STOP_REASONS = ['eos', 'max_new_tokens', 'context_limit', 'cancelled'] as const;
 const TIMING_NUMBERS = [
   'decodeImageMs', 'preprocessMs', 'clipMs', 'samEncoderMs', 'prefillMs', 'decodeMs', 'maskDecoderMs', 'totalMs', 'onnxMs',
 ] as const;

@@ -18,9 +18,9 @@
 // sharp's limitInputPixels and again here with the header's numbers for the message.
 
 import { createHash } from 'node:crypto';
-import { promises as fs } from 'node:fs';
 import sharp from 'sharp';
 import { decodeBmp, isBmp, readBmpHeader } from './bmp';
+import { FileReadError, readRegularFile } from '../read-file';
 import { ImageError } from './errors';
 
 export { ImageError } from './errors';
@@ -50,6 +50,33 @@ export interface DecodeOptions {
 export const DEFAULT_MAX_PIXELS = 100_000_000;
 
 const READABLE = 'PNG, JPEG, WebP, GIF, TIFF, AVIF, BMP';
+
+/**
+ * The most bytes read from an image file: a 16-bit RGBA picture at the pixel limit, uncompressed (8 bytes a pixel),
+ * plus room for metadata. No real file of an accepted size is larger; /dev/zero and friends are refused before this.
+ */
+const BYTES_PER_PIXEL = 8;
+export const maxFileBytes = (maxPixels: number): number => maxPixels * BYTES_PER_PIXEL + (16 << 20);
+
+/** Seconds one sharp pipeline may run (sharp's timeout); decoding 100 MP takes a few seconds, so this is generous. */
+export const DECODE_TIMEOUT_S = 30;
+
+/**
+ * The container, from its magic bytes, among those the host decodes; 'svg' for anything that looks like XML, which
+ * libvips would rasterise (at any canvas size, with filters) and LISA cannot read at all. Only these reach sharp.
+ */
+function sniffContainer(b: Buffer): 'jpeg' | 'png' | 'gif' | 'webp' | 'tiff' | 'heif' | 'bmp' | 'svg' | undefined {
+  const ascii = (from: number, to: number) => b.subarray(from, to).toString('latin1');
+  if (b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return 'jpeg';
+  if (ascii(0, 8) === '\x89PNG\r\n\x1a\n') return 'png';
+  if (ascii(0, 6) === 'GIF87a' || ascii(0, 6) === 'GIF89a') return 'gif';
+  if (ascii(0, 4) === 'RIFF' && ascii(8, 12) === 'WEBP') return 'webp';
+  if (['II*\0', 'MM\0*', 'II+\0', 'MM\0+'].includes(ascii(0, 4))) return 'tiff';
+  if (ascii(4, 8) === 'ftyp') return 'heif';
+  if (isBmp(b)) return 'bmp';
+  if (/^(\xef\xbb\xbf)?\s*</.test(ascii(0, 256))) return 'svg';
+  return undefined;
+}
 
 function describe(input: string | Buffer): string {
   return typeof input === 'string' ? `"${input}"` : `the image data (${input.length} bytes)`;
@@ -122,17 +149,24 @@ export async function decodeImage(input: string | Buffer, opts: DecodeOptions): 
   let buf: Buffer;
   if (typeof input === 'string') {
     try {
-      buf = await fs.readFile(input);
+      buf = await readRegularFile(input, maxFileBytes(maxPixels), label,
+        `${BYTES_PER_PIXEL} bytes per pixel of the ${(maxPixels / 1e6).toFixed(1)} MP pixel limit`);
     } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      const why = code === 'ENOENT' ? 'does not exist' : code === 'EISDIR' ? 'is a folder' : `cannot be read (${code ?? e})`;
-      throw new ImageError('not_found', `${label} ${why}; check the image path`);
+      if (!(e instanceof FileReadError)) throw e;
+      throw new ImageError(e.reason === 'too_big' ? 'too_large' : 'not_found', e.message);
     }
   } else {
     buf = input;
   }
   if (buf.length === 0) {
     throw new ImageError('empty', `${label} is empty (0 bytes); the file may still be downloading or failed to save`);
+  }
+  const container = sniffContainer(buf);
+  if (container === 'svg') {
+    throw new ImageError('unsupported', `${label} is an SVG drawing; LISA reads raster images only (cv2.imread cannot read SVG), so export it as PNG first`);
+  }
+  if (!container) {
+    throw new ImageError('not_an_image', `${label} is not an image the host reads (${READABLE}); check that the file is a picture`);
   }
 
   if (isBmp(buf)) {
@@ -146,7 +180,7 @@ export async function decodeImage(input: string | Buffer, opts: DecodeOptions): 
   // refuses an image over the pixel limit from its header too, before decoding a pixel (the header read has no limit,
   // so that a bomb gets our own message below). A CMYK file, rare, is decoded again with its own pipeline.
   const pipeOpts = { limitInputPixels: maxPixels, failOn: 'truncated', pages: 1, page: 0 } as const;
-  const decoding = sharp(buf, pipeOpts).autoOrient().raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
+  const decoding = sharp(buf, pipeOpts).timeout({ seconds: DECODE_TIMEOUT_S }).autoOrient().raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
   decoding.catch(() => undefined); // awaited below, when the header says it is the one wanted
   const sha256 = sha256Hex(buf); // while sharp decodes on its own thread
   let meta: sharp.Metadata;
@@ -168,7 +202,7 @@ export async function decodeImage(input: string | Buffer, opts: DecodeOptions): 
   const isCmyk = meta.space === 'cmyk';
   try {
     const { data: raw, info } = isCmyk
-      ? await sharp(buf, pipeOpts).pipelineColourspace('cmyk').autoOrient().toColourspace('cmyk').raw({ depth: 'uchar' })
+      ? await sharp(buf, pipeOpts).timeout({ seconds: DECODE_TIMEOUT_S }).pipelineColourspace('cmyk').autoOrient().toColourspace('cmyk').raw({ depth: 'uchar' })
         .toBuffer({ resolveWithObject: true })
       : await decoding;
     const pixels = info.width * info.height;
@@ -177,6 +211,9 @@ export async function decodeImage(input: string | Buffer, opts: DecodeOptions): 
   } catch (e) {
     if (e instanceof ImageError) throw e;
     const msg = (e as Error).message;
+    if (/timeout/i.test(msg)) {
+      throw new ImageError('too_large', `${label} took over ${DECODE_TIMEOUT_S} s to decode (${msg.trim()}); re-save it as an ordinary PNG or JPEG`);
+    }
     if (/pixel limit/i.test(msg)) {
       throw new ImageError('too_large', `${label} is over the ${(maxPixels / 1e6).toFixed(1)} MP pixel limit; downscale it`);
     }
