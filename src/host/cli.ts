@@ -10,6 +10,7 @@ import { parseArgs } from 'node:util';
 import type { ChatTurn, SegmentResult } from '../protocol/result';
 import { isHostError } from './errors';
 import { LisaPipeline, type SegmentRequest } from './pipeline';
+import { serve, serveOptions } from './serve/http';
 import type { Device } from './sessions';
 
 const USAGE = `usage:
@@ -17,6 +18,8 @@ const USAGE = `usage:
                          [--json] [--device cpu|cuda|webgpu] [--allow-fallback] [--max-new-tokens N]
   reason-segment chat    --model <bundle> --image <file> [--out <dir>] [--device ...] [--max-new-tokens N]
   reason-segment batch   --model <bundle> --images <dir> --prompt <text> --out <file.json> [--device ...]
+  reason-segment serve   --model <bundle> [--host 127.0.0.1] [--port 8000] [--token-file F] [--device ...]
+                         [--request-timeout S] [--max-request-mb MB] [--max-queue N]   (Open Inference Protocol v2)
   --prompt-file <file> reads the prompt from a file instead (- for stdin), for long prompts
   common: --verbose (stack traces), --help`;
 
@@ -35,6 +38,12 @@ const OPTIONS = {
   'assistant-prefix': { type: 'string' },
   verbose: { type: 'boolean', default: false },
   help: { type: 'boolean', default: false },
+  host: { type: 'string' },
+  port: { type: 'string' },
+  'token-file': { type: 'string' },
+  'request-timeout': { type: 'string' },
+  'max-request-mb': { type: 'string' },
+  'max-queue': { type: 'string' },
 } as const;
 
 type Args = ReturnType<typeof parse>['values'];
@@ -64,6 +73,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'segment': return await segmentCommand(args);
       case 'chat': return await chatCommand(args);
       case 'batch': return await batchCommand(args);
+      case 'serve': return await serveCommand(args);
       default: throw new UsageError(`unknown command ${command}`);
     }
   } catch (e) {
@@ -288,6 +298,12 @@ async function batchCommand(args: Args): Promise<number> {
   process.stderr.write(`\n${coco.images.length} image(s) segmented, ${coco.failures.length} failed, ${coco.annotations.length} mask(s) -> ${outFile}\n`);
   if (interrupt.signal.aborted) process.stderr.write('interrupted: run the same command again to resume\n');
   return interrupt.signal.aborted ? 130 : 0;
+}
+
+async function serveCommand(args: Args): Promise<number> {
+  const opts = await serveOptions({ host: args.host, port: args.port, tokenFile: args['token-file'], maxRequestMb: args['max-request-mb'],
+    requestTimeout: args['request-timeout'], maxQueue: args['max-queue'] });
+  return serve(await loadModel(args, false), opts);
 }
 
 const BATCH_DESCRIPTION = 'Reason Segment batch results';
