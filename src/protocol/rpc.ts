@@ -23,6 +23,7 @@
 // `reasonSegment/progress` notifications for long stages (model loading, checksum verification, image encoders).
 
 import type { ChatTurn, SegmentResult } from './result';
+import type { Device, LoadModelParams, SegmentParams } from './wire-types';
 import { RESULT_FORMAT } from './result';
 
 export type { ChatTurn, SegmentResult } from './result';
@@ -49,7 +50,8 @@ export interface CancelParams {
   id: number | string;
 }
 
-export type Device = 'cpu' | 'cuda' | 'webgpu';
+export type { Device, ImageInput, LoadModelParams, SegmentParams } from './wire-types';
+/** The schema's Device enum as a value (test/protocol/wire.test.ts keeps the two equal). */
 export const DEVICES: readonly Device[] = ['cpu', 'cuda', 'webgpu'];
 
 // ---- initialize ------------------------------------------------------------------------------------------------
@@ -69,16 +71,6 @@ export interface HostCapabilities {
 }
 
 // ---- reasonSegment/loadModel -----------------------------------------------------------------------------------
-
-export interface LoadModelParams {
-  /** Path of the bundle folder (on the host's machine). */
-  bundle: string;
-  device: Device;
-  /** When the device's provider is unavailable or fails to create a session, fall back to cpu instead of failing. */
-  allowFallback?: boolean;
-  /** Client-chosen id echoed in `progress` notifications for this load. */
-  requestId?: string;
-}
 
 export interface ModelInfo {
   /** Absolute path of the bundle folder. */
@@ -118,33 +110,6 @@ export interface UnloadModelResult {
 }
 
 // ---- reasonSegment/segment -------------------------------------------------------------------------------------
-
-/** An image on the host's file system, inline bytes (PNG, JPEG, WebP, ...), or one the host has already decoded. */
-export type ImageInput =
-  | { path: string }
-  | { data: string /* base64 of the file's bytes */; mimeType?: string; name?: string }
-  | { sha256: string /* ResultImage.sha256 of an image still in the host's cache */ };
-
-export interface SegmentParams {
-  /** Client-chosen id, echoed in `textDelta` and `progress` notifications. */
-  requestId?: string;
-  image: ImageInput;
-  prompt: string;
-  /** Earlier turns on this image, oldest first; re-fed through the prompt template (LISA keeps no state). */
-  history: ChatTurn[];
-  /** Default: the host's setting (512, as LISA's chat.py). */
-  maxNewTokens?: number;
-  /** Groups requests of one chat for the host's logs and cache priority; no server-side state depends on it. */
-  conversationId?: string;
-  /** Put the image bytes in `result.image.data` (for surfaces that cannot read the host's files). Default false. */
-  includeImage?: boolean;
-  /** Put a PNG of each mask in `result.masks[i].png`. Default false (RLE only). */
-  includePng?: boolean;
-  /** Put the image with all masks blended in (PNG) in `result.overlayPng`. Default false. */
-  includeOverlay?: boolean;
-  /** Text placed after "ASSISTANT:" before decoding starts (its [SEG] tokens yield masks with tokenIndex -1). */
-  assistantPrefix?: string;
-}
 
 export type SegmentResponse = SegmentResult;
 

@@ -84,7 +84,7 @@ describe('protocol/validate', function () {
     ['mask not an object', (r) => (r.masks[1] = 5), /^masks\[1\]: expected an object/],
     ['timings missing a stage', (r) => delete r.timings.clipMs, /^timings\.clipMs: expected a finite number/],
     ['cacheHit not boolean', (r) => (r.timings.cacheHit = 'no'), /^timings\.cacheHit: expected a boolean/],
-    ['unknown stop reason', (r) => (r.stopReason = 'length'), /^stopReason: expected one of "eos", "max_new_tokens", "cancelled"/],
+    ['unknown stop reason', (r) => (r.stopReason = 'length'), /^stopReason: expected one of "eos", "max_new_tokens", "context_limit", "cancelled"/],
     ['overlay not base64', (r) => (r.overlayPng = 12), /^overlayPng: expected a string/],
   ];
   for (const [name, fn, want] of cases) {

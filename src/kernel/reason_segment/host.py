@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable, Deque, Dict, Optional
 
 __all__ = ["HostError", "RpcError", "HostCrashed", "HostNotFound", "Host", "find_server_js", "Methods", "ErrorCode"]
@@ -35,20 +36,18 @@ class Methods:
     cancel = "$/cancelRequest"
 
 
+# Generated from RPC_ERRORS in src/protocol/rpc.ts; test/protocol/wire.test.ts keeps it in step.
+_RPC_ERRORS = json.loads(Path(__file__).with_name("rpc_errors.json").read_text("utf-8"))
+
+
 class ErrorCode:
-    ImageUnreadable = -32001
-    ImageTooLarge = -32002
-    BundleInvalid = -32010
-    BundleChecksum = -32011
-    BundlePathEscape = -32012
-    BundleMissingFile = -32013
-    ModelNotLoaded = -32020
-    PromptTooLong = -32021
-    ParamsInvalid = -32022
-    Cancelled = -32030
-    ProviderUnavailable = -32040
-    Internal = -32099
-    LspRequestCancelled = -32800
+    """The host's error codes by name (``ErrorCode.Cancelled``...), read from rpc_errors.json."""
+
+    LspRequestCancelled: int = _RPC_ERRORS["lspRequestCancelled"]
+
+
+for _name, _error in _RPC_ERRORS["errors"].items():
+    setattr(ErrorCode, _name, _error["code"])
 
 
 class HostError(Exception):

@@ -1,0 +1,191 @@
+// GENERATED from src/protocol/wire.schema.json by test/protocol/wire_gen.ts (types); do not edit.
+// Regenerate: npm run build && node out/test/protocol/wire_gen.js --write
+
+/**
+ * An image on the host's file system, inline bytes (PNG, JPEG, WebP, ...), or one the host has already decoded (`ResultImage.sha256` of an image still in its cache). Exactly one of path, data, sha256.
+ */
+export type ImageInput =
+  | {
+      path: string;
+    }
+  | {
+      /**
+       * base64 of the file's bytes
+       */
+      data: string;
+      mimeType?: string;
+      name?: string;
+    }
+  | {
+      sha256: Sha256;
+    };
+export type Sha256 = string;
+export type Device = 'cpu' | 'cuda' | 'webgpu';
+export type ChatTurns = ChatTurn[];
+
+export interface SegmentParams {
+  /**
+   * Client-chosen id, echoed in `textDelta` and `progress` notifications.
+   */
+  requestId?: string;
+  image: ImageInput;
+  prompt: string;
+  /**
+   * Earlier turns on this image, oldest first; re-fed through the prompt template (LISA keeps no state).
+   *
+   * @maxItems 1000
+   */
+  history: ChatTurn[];
+  /**
+   * Default: the host's setting (512, as LISA's chat.py).
+   */
+  maxNewTokens?: number;
+  /**
+   * Groups requests of one chat for the host's logs and cache priority; no server-side state depends on it.
+   */
+  conversationId?: string;
+  /**
+   * Put the image bytes in `result.image.data` (for surfaces that cannot read the host's files). Default false.
+   */
+  includeImage?: boolean;
+  /**
+   * Put a PNG of each mask in `result.masks[i].png`. Default false (RLE only).
+   */
+  includePng?: boolean;
+  /**
+   * Put the image with all masks blended in (PNG) in `result.overlayPng`. Default false.
+   */
+  includeOverlay?: boolean;
+  /**
+   * Text placed after "ASSISTANT:" before decoding starts (its [SEG] tokens yield masks with tokenIndex -1).
+   */
+  assistantPrefix?: string;
+}
+export interface ChatTurn {
+  user: string;
+  assistant: string;
+}
+export interface LoadModelParams {
+  /**
+   * Path of the bundle folder (on the host's machine).
+   */
+  bundle: string;
+  device: Device;
+  /**
+   * When the device's provider is unavailable or fails to create a session, fall back to cpu instead of failing.
+   */
+  allowFallback?: boolean;
+  /**
+   * Client-chosen id echoed in `progress` notifications for this load.
+   */
+  requestId?: string;
+}
+/**
+ * The result payload: one versioned JSON document used by every surface (notebook output, chat, CLI --json, kernel).
+ */
+export interface SegmentResult {
+  format: 'reason-segment-result/1';
+  model: {
+    variant: string;
+    bundle: string;
+  };
+  provider: string;
+  prompt: string;
+  history: ChatTurns;
+  /**
+   * The answer as LISA's app.py shows it (newlines dropped, double spaces collapsed), [SEG] kept literally.
+   */
+  text: string;
+  /**
+   * Just this turn's answer, decoded in context (what was streamed), without the closing </s>; what history re-feeds.
+   */
+  answer: string;
+  outputIds: number[];
+  image: ResultImage;
+  masks: ResultMask[];
+  /**
+   * The image with every mask blended in (LISA's 0.5·RGB + 0.5·colour), PNG base64, when asked for.
+   */
+  overlayPng?: string;
+  timings: StageTimings;
+  /**
+   * Why decoding stopped.
+   */
+  stopReason: 'eos' | 'max_new_tokens' | 'context_limit' | 'cancelled';
+}
+export interface ResultImage {
+  width: number;
+  height: number;
+  /**
+   * sha256 of the image file's bytes (as sha256sum prints it), the embedding cache key.
+   */
+  sha256: string;
+  /**
+   * Where the image came from, for display only.
+   */
+  source?: string;
+  /**
+   * The image itself (PNG or JPEG bytes, base64) for surfaces that cannot read the file.
+   */
+  data?: string;
+  mimeType?: string;
+}
+export interface ResultMask {
+  /**
+   * Which [SEG] of the answer (0-based, in order of appearance) produced this mask.
+   */
+  segIndex: number;
+  /**
+   * Index into `outputIds` of that [SEG] token, or -1 when it stood in the prompt (an assistant prefix).
+   */
+  tokenIndex: number;
+  rle: CocoRle;
+  /**
+   * Single-channel PNG (0 or 255), base64, at the original image size.
+   */
+  png?: string;
+  /**
+   * COCO bbox [x, y, width, height] in pixels of the original image.
+   *
+   * @minItems 4
+   * @maxItems 4
+   */
+  bbox: [number, number, number, number];
+  area: number;
+  /**
+   * The mask decoder's IoU prediction for mask index 0 (LISA does not use it; shown for information).
+   */
+  score: number;
+}
+export interface CocoRle {
+  /**
+   * [height, width], as pycocotools writes it.
+   *
+   * @minItems 2
+   * @maxItems 2
+   */
+  size: [number, number];
+  /**
+   * Column-major run lengths in pycocotools' compressed string form.
+   */
+  counts: string;
+}
+export interface StageTimings {
+  decodeImageMs: number;
+  preprocessMs: number;
+  clipMs: number;
+  samEncoderMs: number;
+  prefillMs: number;
+  decodeMs: number;
+  maskDecoderMs: number;
+  totalMs: number;
+  /**
+   * Sum of the ONNX Runtime run() times inside totalMs.
+   */
+  onnxMs: number;
+  newTokens: number;
+  /**
+   * True when both image encoders were skipped because the embedding cache held this image.
+   */
+  cacheHit: boolean;
+}

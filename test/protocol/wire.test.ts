@@ -1,0 +1,95 @@
+// One definition per wire shape (src/protocol/wire.schema.json): the generated types, validators and the kernel's
+// error table are in step with their sources, and the places that used to disagree now give one answer.
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { checkResult } from '../../src/overlay/validate';
+import { RESULT_FORMAT } from '../../src/protocol/result';
+import { DEVICES, RPC_ERRORS } from '../../src/protocol/rpc';
+import { validateLoadModelParams, validateSegmentParams, validateSegmentResult } from '../../src/protocol/validate';
+import { generate, KERNEL_ERRORS_FILE, newAjv, readSchema, VALIDATORS, VALIDATORS_FILE } from './wire_gen';
+
+const ROOT = path.resolve(__dirname, '../../..');
+
+function goodResult(): any {
+  return JSON.parse(fs.readFileSync(path.join(ROOT, 'test/fixtures/payloads/astronaut-3masks.json'), 'utf8'));
+}
+
+describe('protocol/wire: one definition of each wire shape', function () {
+  this.timeout(60_000);
+
+  it('the committed generated files are what the schema and RPC_ERRORS generate now', async function () {
+    for (const [file, text] of Object.entries(await generate())) {
+      assert.ok(fs.readFileSync(file, 'utf8') === text,
+        `${path.relative(ROOT, file)} is stale: run npm run build && node out/test/protocol/wire_gen.js --write`);
+    }
+  });
+
+  it('the validators run without eval, new Function or imports (webview CSP, protocol boundary)', function () {
+    const code = fs.readFileSync(VALIDATORS_FILE, 'utf8');
+    assert.doesNotMatch(code, /\bnew Function\b|\beval\s*\(|\brequire\s*\(|^\s*import\b/m);
+  });
+
+  it('value lists kept beside the schema equal its enums', function () {
+    const defs = readSchema().definitions as any;
+    assert.deepEqual(DEVICES, defs.Device.enum);
+    assert.deepEqual(defs.SegmentResult.properties.format.enum, [RESULT_FORMAT]);
+  });
+
+  it('the generated validators agree with ajv compiling the schema afresh', function () {
+    const ajv = newAjv();
+    ajv.addSchema(readSchema());
+    const fresh = (def: string) => ajv.getSchema(`reason-segment-wire#/definitions/${def}`)!;
+    assert.equal(VALIDATORS.segmentParams, 'SegmentParams');
+    const params = { image: { path: '/a.png' }, prompt: 'p', history: [] };
+    for (const [v, ok] of [[params, true], [{ ...params, includeOverlay: 1 }, false], [{ ...params, image: { path: 'a', data: 'AAAA' } }, false]] as const) {
+      assert.equal(fresh('SegmentParams')(v), ok);
+      assert.equal(validateSegmentParams(v).length === 0, ok);
+    }
+  });
+
+  it('segment params: includeOverlay and assistantPrefix are checked like every other member', function () {
+    const good = { image: { path: '/a.png' }, prompt: 'Segment the cat.', history: [] };
+    assert.deepEqual(validateSegmentParams({ ...good, includeOverlay: true, assistantPrefix: 'Sure, [SEG].' }), []);
+    assert.deepEqual(validateSegmentParams({ ...good, includeOverlay: 'yes' }), ['includeOverlay: expected a boolean, got the string "yes"']);
+    assert.deepEqual(validateSegmentParams({ ...good, assistantPrefix: 5 }), ['assistantPrefix: expected a string, got 5']);
+    assert.deepEqual(validateSegmentParams({ ...good, image: { path: '/a.png', data: '%%' } }), ['image: give only one of path, data, sha256 (got path, data)']);
+    assert.deepEqual(validateLoadModelParams({ bundle: '', device: 'cpu' }), ['bundle: must not be empty']);
+  });
+
+  it('the overlay accepts exactly what the protocol accepts (shape, sizes, ids), except corrupt RLE strings it reports while drawing', function () {
+    const breakages: [string, (r: any) => void][] = [
+      ['good', () => {}],
+      ['no timings', (r) => delete r.timings],
+      ['no outputIds', (r) => delete r.outputIds],
+      ['no answer', (r) => delete r.answer],
+      ['bad sha256', (r) => (r.image.sha256 = 'xyz')],
+      ['image data not base64', (r) => { r.image.data = 'not base64!'; r.image.mimeType = 'image/png'; }],
+      ['image data without mime type', (r) => (r.image.data = 'AAAA')],
+      ['tokenIndex past outputIds', (r) => (r.masks[0].tokenIndex = r.outputIds.length)],
+      ['duplicate segIndex', (r) => (r.masks[1].segIndex = r.masks[0].segIndex)],
+      ['negative bbox', (r) => (r.masks[0].bbox[1] = -1)],
+      ['bbox of three numbers', (r) => r.masks[0].bbox.pop()],
+      ['score null', (r) => (r.masks[0].score = null)],
+      ['rle of the wrong size', (r) => (r.masks[0].rle.size = [r.image.width, r.image.height + 1])],
+      ['rle counts as an array', (r) => (r.masks[0].rle.counts = [5])],
+      ['unknown stop reason', (r) => (r.stopReason = 'length')],
+      ['overlay not base64', (r) => (r.overlayPng = '<svg>')],
+      ['extra members', (r) => (r.fromTheFuture = { x: 1 })],
+    ];
+    for (const [name, fn] of breakages) {
+      const r = goodResult();
+      fn(r);
+      const protocol = validateSegmentResult(r, { deep: false });
+      const overlay = checkResult(r);
+      assert.equal(overlay.ok, protocol.length === 0, `${name}: overlay ${JSON.stringify(overlay)} vs protocol ${JSON.stringify(protocol)}`);
+    }
+  });
+
+  it('the kernel reads the error codes from the table generated from RPC_ERRORS', function () {
+    const table = JSON.parse(fs.readFileSync(KERNEL_ERRORS_FILE, 'utf8'));
+    assert.deepEqual(Object.values(table.errors).map((e: any) => e.code).sort(), Object.keys(RPC_ERRORS).map(Number).sort());
+    const host = fs.readFileSync(path.join(ROOT, 'src/kernel/reason_segment/host.py'), 'utf8');
+    assert.doesNotMatch(host, /-320\d\d/, 'host.py must not spell out error codes: they come from rpc_errors.json');
+  });
+});

@@ -1,0 +1,99 @@
+// Generates, from the one definition of each wire shape:
+//   src/protocol/wire-types.ts       TypeScript types of src/protocol/wire.schema.json (json-schema-to-typescript)
+//   src/protocol/wire-validators.ts  ajv's standalone validators of that schema: plain code without eval or
+//                                  new Function (webview CSP) and without imports (src/protocol imports only
+//                                  itself), so the same validators run in the host, the extension and browsers
+//   src/kernel/reason_segment/rpc_errors.json  RPC_ERRORS (src/protocol/rpc.ts), read by the Python magic
+// Run `npm run build && node out/test/protocol/wire_gen.js --write` after changing the schema or the error table;
+// test/protocol/wire.test.ts fails while the committed files are stale.
+import Ajv from 'ajv';
+import standaloneCode from 'ajv/dist/standalone';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { compile } from 'json-schema-to-typescript';
+import { LSP_REQUEST_CANCELLED, RPC_ERRORS } from '../../src/protocol/rpc';
+
+const ROOT = path.resolve(__dirname, '../../..');
+export const SCHEMA_FILE = path.join(ROOT, 'src/protocol/wire.schema.json');
+export const TYPES_FILE = path.join(ROOT, 'src/protocol/wire-types.ts');
+export const VALIDATORS_FILE = path.join(ROOT, 'src/protocol/wire-validators.ts');
+export const KERNEL_ERRORS_FILE = path.join(ROOT, 'src/kernel/reason_segment/rpc_errors.json');
+
+/** Exported validator name -> definition it checks. */
+export const VALIDATORS: Record<string, string> = {
+  segmentParams: 'SegmentParams',
+  loadModelParams: 'LoadModelParams',
+  segmentResult: 'SegmentResult',
+  cocoRle: 'CocoRle',
+  chatTurns: 'ChatTurns',
+};
+
+/** Definitions whose TypeScript type is exported. */
+const TYPES = ['SegmentParams', 'LoadModelParams', 'ImageInput', 'SegmentResult', 'ResultMask', 'ResultImage', 'StageTimings', 'CocoRle', 'ChatTurn', 'Device'];
+
+const BANNER = (what: string) =>
+  `// GENERATED from src/protocol/wire.schema.json by test/protocol/wire_gen.ts (${what}); do not edit.\n` +
+  '// Regenerate: npm run build && node out/test/protocol/wire_gen.js --write\n';
+
+export function readSchema(): Record<string, unknown> & { $id: string; definitions: Record<string, unknown> } {
+  return JSON.parse(fs.readFileSync(SCHEMA_FILE, 'utf8'));
+}
+
+/**
+ * An ajv that knows the schema's annotation keyword. `unicode: false` (lengths in UTF-16 units, as JavaScript counts
+ * them) keeps ajv's ucs2length helper, and so an import, out of the code; ajv calls the option deprecated.
+ */
+export function newAjv(opts: ConstructorParameters<typeof Ajv>[0] = {}): Ajv {
+  const logger = { log: console.log, error: console.error, warn: (m: string) => /option unicode/.test(m) || console.warn(m) };
+  // strictRequired would refuse `not: {required: [...]}`, which names members defined in a sibling branch.
+  const ajv = new Ajv({ allErrors: true, verbose: true, strict: true, strictRequired: false, unicode: false, logger, ...opts });
+  ajv.addKeyword({ keyword: 'x-problem', schemaType: 'object' });
+  return ajv;
+}
+
+async function types(schema: ReturnType<typeof readSchema>): Promise<string> {
+  // json-schema-to-typescript emits what the root references: a root naming every exported definition.
+  const root = {
+    ...schema, $id: undefined, title: 'Wire', type: 'object', additionalProperties: false, required: TYPES,
+    properties: Object.fromEntries(TYPES.map((t) => [t, { $ref: `#/definitions/${t}` }])),
+  };
+  const ts = await compile(root as never, 'Wire', {
+    bannerComment: BANNER('types'), additionalProperties: false, unreachableDefinitions: false,
+    style: { printWidth: 120, singleQuote: true },
+  });
+  // The root only served to reach the definitions.
+  return ts.replace(/export interface Wire \{[\s\S]*?\n\}\n/, '').replace(/\n{3,}/g, '\n\n');
+}
+
+function validators(schema: ReturnType<typeof readSchema>): string {
+  const ajv = newAjv({ code: { source: true, esm: true }, messages: false });
+  ajv.addSchema(schema);
+  const refs = Object.fromEntries(Object.entries(VALIDATORS).map(([name, def]) => [name, `${schema.$id}#/definitions/${def}`]));
+  const code = standaloneCode(ajv, refs);
+  if (/\brequire\s*\(|\bimport\b/.test(code)) throw new Error('the standalone validators import a runtime helper: avoid the keyword that needs it');
+  // What a missing member behind a $ref should have been, for the "expected an object, got undefined" messages.
+  const types = Object.fromEntries(Object.entries(schema.definitions).map(([k, d]) => [`#/definitions/${k}`, (d as { type?: string }).type]));
+  return `${BANNER('validators')}// @ts-nocheck\n${code}\nexport const refTypes = ${JSON.stringify(types)};\n`;
+}
+
+function kernelErrors(): string {
+  const codes = Object.fromEntries(Object.entries(RPC_ERRORS).map(([code, e]) => [e.name, { code: Number(code), title: e.title, hint: e.hint }]));
+  const note = 'GENERATED from RPC_ERRORS in src/protocol/rpc.ts by test/protocol/wire_gen.ts; do not edit.';
+  return `${JSON.stringify({ $comment: note, lspRequestCancelled: LSP_REQUEST_CANCELLED, errors: codes }, null, 2)}\n`;
+}
+
+export async function generate(): Promise<Record<string, string>> {
+  const schema = readSchema();
+  return { [TYPES_FILE]: await types(schema), [VALIDATORS_FILE]: validators(schema), [KERNEL_ERRORS_FILE]: kernelErrors() };
+}
+
+if (require.main === module) {
+  void generate().then((files) => {
+    const write = process.argv.includes('--write');
+    for (const [file, text] of Object.entries(files)) {
+      const same = fs.existsSync(file) && fs.readFileSync(file, 'utf8') === text;
+      if (write && !same) fs.writeFileSync(file, text);
+      console.log(`${path.relative(ROOT, file)}: ${same ? 'up to date' : write ? 'written' : 'STALE'}`);
+    }
+  });
+}
