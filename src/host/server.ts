@@ -1,11 +1,19 @@
 // The inference host as a JSON-RPC server on stdio (LSP framing, via vscode-languageserver so that the extension's
 // vscode-languageclient drives it with restart, tracing and cancellation for free). Logs go to stderr only: stdout
 // carries framed messages and nothing else.
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
 import {
+  AbstractMessageReader,
+  AbstractMessageWriter,
   type CancellationToken,
   createConnection,
+  type DataCallback,
+  Disposable,
+  type Message,
+  type MessageReader,
+  type MessageWriter,
   ResponseError,
-  StreamMessageWriter,
 } from 'vscode-languageserver/node';
 import * as ort from 'onnxruntime-node';
 import {
@@ -28,7 +36,7 @@ import { validateLoadModelParams, validateSegmentParams } from '../protocol/vali
 import { HostError, isHostError, oneLine } from './errors';
 import { DEFAULT_MAX_PIXELS } from './image/decode';
 import { LisaPipeline, newCounters } from './pipeline';
-import { StrictStdioReader } from './stdio-reader';
+import type { ToMain, ToWorker } from './stdio-worker';
 
 /** Largest JSON-RPC message read from stdin: room for an inline image of a few hundred MB as base64. */
 export const MAX_FRAME_BYTES = 256 << 20;
@@ -63,24 +71,65 @@ function modelInfo(p: LisaPipeline): ModelInfo {
   };
 }
 
+/** The stdio thread (./stdio-worker.ts) as vscode-jsonrpc's reader and writer, and the way out once output is flushed. */
+class StdioThread {
+  readonly reader: MessageReader;
+  readonly writer: MessageWriter;
+  private readonly worker: Worker;
+
+  constructor() {
+    this.worker = new Worker(path.join(__dirname, 'stdio-worker.js'));
+    const worker = this.worker;
+    let deliver: DataCallback | undefined;
+    const early: Message[] = [];
+    this.reader = new (class extends AbstractMessageReader {
+      listen(callback: DataCallback): Disposable {
+        deliver = callback;
+        for (const m of early.splice(0)) callback(m);
+        return Disposable.create(() => {
+          deliver = undefined;
+        });
+      }
+    })();
+    this.writer = new (class extends AbstractMessageWriter {
+      async write(message: Message): Promise<void> {
+        worker.postMessage({ type: 'write', message } satisfies ToWorker);
+      }
+      end(): void {}
+    })();
+    worker.on('message', (m: ToMain) => {
+      if (m.type === 'message') {
+        if (deliver) deliver(m.message);
+        else early.push(m.message);
+      } else if (m.type === 'log') {
+        log(m.line);
+      } else if (m.type === 'fatal') {
+        log(`framing error on stdin, exiting: ${m.why}`);
+        this.exitAfterFlush(EXIT_FRAMING);
+      } else if (m.type === 'end') {
+        log('stdin closed, exiting');
+        this.exitAfterFlush(0);
+      }
+    });
+    worker.on('error', (e) => {
+      log(`stdio thread failed, exiting: ${e.message}`);
+      process.exit(1);
+    });
+    worker.postMessage({ type: 'options', maxFrameBytes: MAX_FRAME_BYTES, stallMs: FRAME_STALL_MS } satisfies ToWorker);
+  }
+
+  /** Exits once every message written so far is out. */
+  exitAfterFlush(code: number): void {
+    this.worker.on('message', (m: ToMain) => {
+      if (m.type === 'flushed') process.exit(code);
+    });
+    this.worker.postMessage({ type: 'flush' } satisfies ToWorker);
+  }
+}
+
 export function startServer(opts: { maxPixels?: number; cacheBytes?: number } = {}): void {
-  const writer = new StreamMessageWriter(process.stdout);
-  const reader = new StrictStdioReader(process.stdin, {
-    maxFrameBytes: MAX_FRAME_BYTES,
-    stallMs: FRAME_STALL_MS,
-    onFramingError: (why) => {
-      log(`framing error on stdin, exiting: ${why}`);
-      exitAfterFlush(EXIT_FRAMING);
-    },
-    onBadMessage: (code, message) => {
-      log(`bad message on stdin: ${message}`);
-      void writer.write({ jsonrpc: '2.0', id: null, error: { code, message } } as unknown as Parameters<typeof writer.write>[0]);
-    },
-    onEnd: () => {
-      log('stdin closed, exiting');
-      exitAfterFlush(0);
-    },
-  });
+  const stdio = new StdioThread();
+  const { reader, writer } = stdio;
   const connection = createConnection(reader, writer);
   const maxPixels = opts.maxPixels ?? DEFAULT_MAX_PIXELS;
   let pipeline: LisaPipeline | undefined;
@@ -202,18 +251,13 @@ export function startServer(opts: { maxPixels?: number; cacheBytes?: number } = 
   };
   connection.onRequest(Methods.shutdown, guarded(async () => {
     await shutdown();
-    exitAfterFlush(0);
+    setImmediate(() => stdio.exitAfterFlush(0)); // after this response is handed to the stdio thread
     return {};
   }));
   connection.onShutdown(shutdown);
   connection.onExit(() => process.exit(0));
   connection.listen();
   log(`listening on stdio (pid ${process.pid}, version ${VERSION})`);
-}
-
-/** Exits once what was written to stdout has been flushed: stdout to a pipe is asynchronous and exit() would drop it. */
-function exitAfterFlush(code: number): void {
-  setImmediate(() => process.stdout.write('', () => process.exit(code)));
 }
 
 /** Settings the extension and the magic pass by environment (a number of megabytes; anything else is ignored). */
