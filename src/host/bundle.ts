@@ -7,7 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import Ajv2020 from 'ajv/dist/2020';
 import { HostError } from './errors';
-import type { ClipPreprocessSpec, SamPreprocessSpec } from './image/preprocess';
+import type { Manifest } from './manifest-types';
 
 export const MANIFEST_FILE = 'lisa.manifest.json';
 export const BUNDLE_FORMAT = 'lisa-onnx/1';
@@ -23,42 +23,11 @@ export const GRAPH_NAMES: GraphName[] = [
   'vision_encoder', 'embed_tokens', 'decoder', 'seg_projector', 'sam_image_encoder', 'sam_mask_decoder',
 ];
 
-export interface TensorSpec { dtype: string; shape: Array<number | string> }
-export interface GraphSpec {
-  file: string;
-  external_data?: string[];
-  inputs: Record<string, TensorSpec>;
-  outputs: Record<string, TensorSpec>;
-}
-
+// The manifest's types are generated from models/bundle.schema.json, its one definition.
+export type { GraphSpec, Manifest, TensorSpec } from './manifest-types';
 // A type alias, not an interface, so it is assignable to the tokenizer's open-ended TokenIds.
-export type TokenSpec = {
-  bos: number; eos: number; unk: number; pad: number; seg: number; im_start: number; im_end: number;
-  im_patch?: number; image_placeholder: number; num_image_tokens: number; mask_attention_for_ids: number[];
-};
-
-export interface PromptSpec {
-  template: string; system: string; roles: [string, string]; sep: string; sep2: string; image_text: string;
-}
-
-export interface Manifest {
-  format: string;
-  variant: string;
-  layout: string;
-  llm: {
-    hidden_size: number; num_layers: number; num_heads: number; num_kv_heads: number; head_dim: number;
-    vocab_size: number; max_positions: number; rms_norm_eps: number; weights: string;
-  };
-  sam: { prompt_dim: number; mask_index: number; threshold: number };
-  tokens: TokenSpec;
-  prompt: PromptSpec;
-  generation: { strategy: string; max_new_tokens: number; stop_ids: number[] };
-  clip_preprocess: ClipPreprocessSpec;
-  sam_preprocess: SamPreprocessSpec;
-  graphs: Record<GraphName, GraphSpec>;
-  files: Record<string, { sha256: string; bytes: number }>;
-  source?: Record<string, unknown>;
-}
+export type TokenSpec = Manifest['tokens'];
+export type PromptSpec = Manifest['prompt'];
 
 export interface Bundle {
   dir: string;

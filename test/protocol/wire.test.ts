@@ -86,6 +86,12 @@ describe('protocol/wire: one definition of each wire shape', function () {
     }
   });
 
+  it('the host takes the manifest types generated from models/bundle.schema.json instead of declaring its own', function () {
+    const bundle = fs.readFileSync(path.join(ROOT, 'src/host/bundle.ts'), 'utf8');
+    assert.match(bundle, /from '\.\/manifest-types'/);
+    assert.doesNotMatch(bundle, /interface (Manifest|GraphSpec|TensorSpec|PromptSpec)\b|type TokenSpec = \{/);
+  });
+
   it('the kernel reads the error codes from the table generated from RPC_ERRORS', function () {
     const table = JSON.parse(fs.readFileSync(KERNEL_ERRORS_FILE, 'utf8'));
     assert.deepEqual(Object.values(table.errors).map((e: any) => e.code).sort(), Object.keys(RPC_ERRORS).map(Number).sort());

@@ -4,6 +4,8 @@
 //                                  new Function (webview CSP) and without imports (src/protocol imports only
 //                                  itself), so the same validators run in the host, the extension and browsers
 //   src/kernel/reason_segment/rpc_errors.json  RPC_ERRORS (src/protocol/rpc.ts), read by the Python magic
+//   src/host/manifest-types.ts       TypeScript types of the bundle manifest, models/bundle.schema.json (which the
+//                                  host validates with ajv and the exporter with jsonschema)
 // Run `npm run build && node out/test/protocol/wire_gen.js --write` after changing the schema or the error table;
 // test/protocol/wire.test.ts fails while the committed files are stale.
 import Ajv from 'ajv';
@@ -18,6 +20,8 @@ export const SCHEMA_FILE = path.join(ROOT, 'src/protocol/wire.schema.json');
 export const TYPES_FILE = path.join(ROOT, 'src/protocol/wire-types.ts');
 export const VALIDATORS_FILE = path.join(ROOT, 'src/protocol/wire-validators.ts');
 export const KERNEL_ERRORS_FILE = path.join(ROOT, 'src/kernel/reason_segment/rpc_errors.json');
+export const MANIFEST_SCHEMA_FILE = path.join(ROOT, 'models/bundle.schema.json');
+export const MANIFEST_TYPES_FILE = path.join(ROOT, 'src/host/manifest-types.ts');
 
 /** Exported validator name -> definition it checks. */
 export const VALIDATORS: Record<string, string> = {
@@ -82,9 +86,23 @@ function kernelErrors(): string {
   return `${JSON.stringify({ $comment: note, lspRequestCancelled: LSP_REQUEST_CANCELLED, errors: codes }, null, 2)}\n`;
 }
 
+async function manifestTypes(): Promise<string> {
+  const schema = JSON.parse(fs.readFileSync(MANIFEST_SCHEMA_FILE, 'utf8'));
+  schema.title = 'Manifest';
+  schema.$defs.graph.title = 'GraphSpec';
+  schema.$defs.tensor.title = 'TensorSpec';
+  return compile(schema, 'Manifest', {
+    bannerComment: BANNER('manifest types').replace(/src\/protocol\/wire\.schema\.json/, 'models/bundle.schema.json'),
+    additionalProperties: false, style: { printWidth: 120, singleQuote: true },
+  });
+}
+
 export async function generate(): Promise<Record<string, string>> {
   const schema = readSchema();
-  return { [TYPES_FILE]: await types(schema), [VALIDATORS_FILE]: validators(schema), [KERNEL_ERRORS_FILE]: kernelErrors() };
+  return {
+    [TYPES_FILE]: await types(schema), [VALIDATORS_FILE]: validators(schema), [KERNEL_ERRORS_FILE]: kernelErrors(),
+    [MANIFEST_TYPES_FILE]: await manifestTypes(),
+  };
 }
 
 if (require.main === module) {
