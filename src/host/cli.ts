@@ -11,13 +11,16 @@ import type { ChatTurn, SegmentResult } from '../protocol/result';
 import { isHostError } from './errors';
 import { LisaPipeline, type SegmentRequest } from './pipeline';
 import { serve, serveOptions } from './serve/http';
+import { BATCH_DESCRIPTION, type CocoOutput, claimShard, listImages, mergeShardFiles, parseShard, shardOf } from './shards';
 import type { Device } from './sessions';
 
 const USAGE = `usage:
   reason-segment segment --model <bundle> --image <file> --prompt <text> [--history <file.json>] [--out <dir>]
                          [--json] [--device cpu|cuda|webgpu] [--allow-fallback] [--max-new-tokens N]
   reason-segment chat    --model <bundle> --image <file> [--out <dir>] [--device ...] [--max-new-tokens N]
-  reason-segment batch   --model <bundle> --images <dir> --prompt <text> --out <file.json> [--device ...]
+  reason-segment batch   --model <bundle> --images <dir|list.txt> --prompt <text> --out <file.json> [--device ...]
+                         [--shard i/N]   (every N-th image from the i-th, i from 0; resumable like any batch)
+  reason-segment merge   --out <file.json> <shard.json>...   (joins all N shards into one run's COCO file)
   reason-segment serve   --model <bundle> [--host 127.0.0.1] [--port 8000] [--token-file F] [--device ...]
                          [--request-timeout S] [--max-request-mb MB] [--max-queue N]   (Open Inference Protocol v2)
   --prompt-file <file> reads the prompt from a file instead (- for stdin), for long prompts
@@ -44,6 +47,7 @@ const OPTIONS = {
   'request-timeout': { type: 'string' },
   'max-request-mb': { type: 'string' },
   'max-queue': { type: 'string' },
+  shard: { type: 'string' },
 } as const;
 
 type Args = ReturnType<typeof parse>['values'];
@@ -51,15 +55,15 @@ const parse = (argv: string[]) => parseArgs({ args: argv, options: OPTIONS, allo
 
 class UsageError extends Error {}
 
-const IMAGE_EXTENSIONS = new Set(['.png', '.jpg', '.jpeg', '.webp', '.bmp', '.gif', '.tif', '.tiff']);
-
 export async function main(argv: string[]): Promise<number> {
   let args: Args;
   let command: string | undefined;
+  let operands: string[] = [];
   try {
     const parsed = parse(argv);
     args = parsed.values;
     command = parsed.positionals[0];
+    operands = parsed.positionals.slice(1);
   } catch (e) {
     process.stderr.write(`reason-segment: ${(e as Error).message}\n${USAGE}\n`);
     return 2;
@@ -74,6 +78,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'chat': return await chatCommand(args);
       case 'batch': return await batchCommand(args);
       case 'serve': return await serveCommand(args);
+      case 'merge': return await mergeCommand(args, operands);
       default: throw new UsageError(`unknown command ${command}`);
     }
   } catch (e) {
@@ -246,21 +251,15 @@ async function chatCommand(args: Args): Promise<number> {
   return 0;
 }
 
-interface CocoOutput {
-  info: { prompt: string; model: string; description: string };
-  images: Array<{ id: number; file_name: string; width: number; height: number; text: string }>;
-  annotations: Array<{ id: number; image_id: number; category_id: number; segmentation: unknown; area: number; bbox: number[]; score: number }>;
-  categories: Array<{ id: number; name: string }>;
-  failures: Array<{ file_name: string; error: string }>;
-}
-
 async function batchCommand(args: Args): Promise<number> {
   const dir = required(args, 'images');
   const prompt = await promptOf(args);
   const outFile = required(args, 'out');
-  const files = (await fs.readdir(dir)).filter((f) => IMAGE_EXTENSIONS.has(path.extname(f).toLowerCase())).sort();
-  if (files.length === 0) throw new UsageError(`${dir} holds no images (${[...IMAGE_EXTENSIONS].join(' ')})`);
+  const shard = args.shard === undefined ? undefined : parseShard(args.shard);
+  const { root, files: all } = await listImages(dir);
+  const files = shardOf(all, shard);
   const coco = await openBatchOut(outFile, prompt);
+  claimShard(coco, shard, files.length, outFile);
   const done = new Set([...coco.images.map((i) => i.file_name), ...coco.failures.map((f) => f.file_name)]);
   const todo = files.filter((f) => !done.has(f));
   if (done.size) process.stderr.write(`resuming: ${done.size} of ${files.length} already in ${outFile}\n`);
@@ -275,7 +274,7 @@ async function batchCommand(args: Args): Promise<number> {
       if (interrupt.signal.aborted) break;
       progressBar(done.size + i, files.length, file);
       try {
-        const result = await pipeline.segment({ image: { path: path.join(dir, file) }, prompt, maxNewTokens: maxNewTokens(args), includePng: false, signal: interrupt.signal });
+        const result = await pipeline.segment({ image: { path: path.resolve(root, file) }, prompt, assistantPrefix: args['assistant-prefix'], maxNewTokens: maxNewTokens(args), includePng: false, signal: interrupt.signal });
         const imageId = coco.images.length + coco.failures.length + 1;
         coco.images.push({ id: imageId, file_name: file, width: result.image.width, height: result.image.height, text: result.text });
         for (const m of result.masks) {
@@ -306,7 +305,14 @@ async function serveCommand(args: Args): Promise<number> {
   return serve(await loadModel(args, false), opts);
 }
 
-const BATCH_DESCRIPTION = 'Reason Segment batch results';
+async function mergeCommand(args: Args, shards: string[]): Promise<number> {
+  const outFile = required(args, 'out');
+  if (shards.length === 0) throw new UsageError('merge joins shard outputs: reason-segment merge --out all.json shard-*.json');
+  const merged = await mergeShardFiles(shards, outFile);
+  await writeJsonAtomic(outFile, merged);
+  process.stderr.write(`merged ${shards.length} shard(s): ${merged.images.length} image(s), ${merged.failures.length} failed, ${merged.annotations.length} mask(s) -> ${outFile}\n`);
+  return 0;
+}
 
 /**
  * The results file of a batch, checked before any work: an existing file must be our own results for this prompt (to
