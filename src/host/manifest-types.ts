@@ -1,5 +1,8 @@
 // GENERATED from models/bundle.schema.json by test/protocol/wire_gen.ts (manifest types); do not edit.
 // Regenerate: npm run build && node out/test/protocol/wire_gen.js --write
+// biome-ignore-all format: generated
+// biome-ignore-all lint: generated
+// biome-ignore-all assist: generated
 
 export type Posint = number;
 export type Id = number;

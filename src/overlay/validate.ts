@@ -13,17 +13,23 @@ export function checkResult(value: unknown): Checked {
     return {
       ok: false,
       title: 'Unknown result format',
-      detail: `This output uses the format "${format}"; this version of Reason Segment shows "${RESULT_FORMAT}". ` +
+      detail:
+        `This output uses the format "${format}"; this version of Reason Segment shows "${RESULT_FORMAT}". ` +
         'Update the extension, or run the cell again with the installed version.',
     };
   }
   // Not deep: a mask whose RLE string is corrupt is reported by the drawing code while the other masks still draw.
-  const problems = typeof value === 'object' && value !== null && !Array.isArray(value)
-    ? validateSegmentResult(value, { deep: false }).map(inField)
-    : [`Expected a JSON object, got ${describe(value)}`];
+  const problems =
+    typeof value === 'object' && value !== null && !Array.isArray(value)
+      ? validateSegmentResult(value, { deep: false }).map(inField)
+      : [`Expected a JSON object, got ${describe(value)}`];
   if (problems.length === 0) return { ok: true, result: value as SegmentResult };
   const more = problems.length > 3 ? ` (and ${problems.length - 3} more)` : '';
-  return { ok: false, title: 'This Reason Segment result cannot be shown', detail: `${problems.slice(0, 3).join('; ')}${more}.` };
+  return {
+    ok: false,
+    title: 'This Reason Segment result cannot be shown',
+    detail: `${problems.slice(0, 3).join('; ')}${more}.`,
+  };
 }
 
 /** "image.width: must be >= 1, got 0" -> 'In "image": image.width must be >= 1, got 0'; "text: ..." -> '"text": ...'. */

@@ -5,9 +5,9 @@
 // returns a list of problems ("masks[0].bbox: ..."); an empty list means valid. Unknown extra members are allowed
 // (newer producers may add some).
 
-import type { LoadModelParams, SegmentParams } from './rpc';
 import type { ChatTurn, CocoRle, SegmentResult } from './result';
 import { countsArea, countsBbox, stringToCounts } from './rle';
+import type { LoadModelParams, SegmentParams } from './rpc';
 import * as wire from './wire-validators';
 
 export interface ValidateOptions {
@@ -22,7 +22,8 @@ export interface ValidateOptions {
 export function describe(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'an array';
-  if (typeof v === 'string') return v.length > 40 ? `a string (${JSON.stringify(v.slice(0, 40))}...)` : `the string ${JSON.stringify(v)}`;
+  if (typeof v === 'string')
+    return v.length > 40 ? `a string (${JSON.stringify(v.slice(0, 40))}...)` : `the string ${JSON.stringify(v)}`;
   if (typeof v === 'number') return String(v);
   return typeof v;
 }
@@ -45,7 +46,12 @@ interface SchemaError {
 type Validator = ((v: unknown) => boolean) & { errors?: SchemaError[] | null };
 
 const TYPE_NAMES: Record<string, string> = {
-  object: 'an object', array: 'an array', string: 'a string', number: 'a finite number', integer: 'an integer', boolean: 'a boolean',
+  object: 'an object',
+  array: 'an array',
+  string: 'a string',
+  number: 'a finite number',
+  integer: 'an integer',
+  boolean: 'a boolean',
 };
 
 function pointerPath(at: string, pointer: string): string {
@@ -65,7 +71,8 @@ function expectedType(schema: unknown): string | undefined {
 }
 
 function typeProblem(data: unknown, type: string): string {
-  if ((type === 'integer' || type === 'number') && typeof data === 'number' && Number.isFinite(data)) return `expected an integer, got ${data}`;
+  if ((type === 'integer' || type === 'number') && typeof data === 'number' && Number.isFinite(data))
+    return `expected an integer, got ${data}`;
   return `expected ${TYPE_NAMES[type] ?? type}, got ${describe(data)}`;
 }
 
@@ -77,19 +84,28 @@ function problem(e: SchemaError): string {
   }
   const p = e.params;
   switch (e.keyword) {
-    case 'type': return typeProblem(e.data, String(p.type));
+    case 'type':
+      return typeProblem(e.data, String(p.type));
     case 'enum': {
       const values = (p.allowedValues as unknown[]).map((x) => JSON.stringify(x)).join(', ');
       return `expected ${(p.allowedValues as unknown[]).length > 1 ? 'one of ' : ''}${values}, got ${describe(e.data)}`;
     }
-    case 'minimum': return `must be >= ${p.limit}, got ${describe(e.data)}`;
-    case 'maximum': return `must be <= ${p.limit}, got ${describe(e.data)}`;
-    case 'minLength': return p.limit === 1 ? 'must not be empty' : `shorter than ${p.limit} characters`;
-    case 'maxLength': return `longer than ${p.limit} characters`;
-    case 'minItems': return `fewer than ${p.limit} items`;
-    case 'maxItems': return `more than ${p.limit} items`;
-    case 'pattern': return `does not match ${p.pattern}`;
-    default: return `fails ${e.keyword} ${JSON.stringify(p)}`;
+    case 'minimum':
+      return `must be >= ${p.limit}, got ${describe(e.data)}`;
+    case 'maximum':
+      return `must be <= ${p.limit}, got ${describe(e.data)}`;
+    case 'minLength':
+      return p.limit === 1 ? 'must not be empty' : `shorter than ${p.limit} characters`;
+    case 'maxLength':
+      return `longer than ${p.limit} characters`;
+    case 'minItems':
+      return `fewer than ${p.limit} items`;
+    case 'maxItems':
+      return `more than ${p.limit} items`;
+    case 'pattern':
+      return `does not match ${p.pattern}`;
+    default:
+      return `fails ${e.keyword} ${JSON.stringify(p)}`;
   }
 }
 
@@ -100,7 +116,10 @@ function problems(validate: Validator, v: unknown, at = ''): string[] {
   const out: string[] = [];
   // A oneOf (the image forms) is summed up by the branch its data names; the other branches' errors are noise.
   const oneOfs = errors.filter((e) => e.keyword === 'oneOf');
-  const owner = (e: SchemaError) => oneOfs.find((o) => e !== o && (e.instancePath === o.instancePath || e.instancePath.startsWith(`${o.instancePath}/`)));
+  const owner = (e: SchemaError) =>
+    oneOfs.find(
+      (o) => e !== o && (e.instancePath === o.instancePath || e.instancePath.startsWith(`${o.instancePath}/`)),
+    );
   for (const e of errors) {
     if (owner(e)) continue;
     const where = pointerPath(at, e.instancePath);
@@ -112,7 +131,9 @@ function problems(validate: Validator, v: unknown, at = ''): string[] {
       const want = expectedType(props?.[missing]);
       out.push(`${path(where, missing)}: ${want ? `expected ${want}, got undefined` : 'is required'}`);
     } else if (e.keyword === 'dependencies') {
-      out.push(`${path(where, String(e.params.missingProperty))}: required when ${path(where, String(e.params.property))} is present`);
+      out.push(
+        `${path(where, String(e.params.missingProperty))}: required when ${path(where, String(e.params.property))} is present`,
+      );
     } else if (e.keyword !== 'not' && e.keyword !== 'anyOf') {
       out.push(`${where || '(root)'}: ${problem(e)}`);
     }
@@ -123,15 +144,20 @@ function problems(validate: Validator, v: unknown, at = ''): string[] {
 function oneOfProblems(e: SchemaError, errors: SchemaError[], at: string): string[] {
   const where = pointerPath(at, e.instancePath) || '(root)';
   const data = e.data;
-  if (typeof data !== 'object' || data === null || Array.isArray(data)) return [`${where}: expected an object, got ${describe(data)}`];
+  if (typeof data !== 'object' || data === null || Array.isArray(data))
+    return [`${where}: expected an object, got ${describe(data)}`];
   const branches = e.schema as { required: string[]; properties: Record<string, unknown> }[];
   const keys = branches.map((b) => b.required[0]);
   const given = keys.filter((k) => (data as Record<string, unknown>)[k] !== undefined);
   if (given.length === 0) return [`${where}: expected one of ${keys.join(', ')}`];
   if (given.length > 1) return [`${where}: give only one of ${keys.join(', ')} (got ${given.join(', ')})`];
   const branch = branches[keys.indexOf(given[0])];
-  const inBranch = errors.filter((x) => x.keyword !== 'oneOf' && x.instancePath.startsWith(`${e.instancePath}/`) &&
-    Object.prototype.hasOwnProperty.call(branch.properties, x.instancePath.slice(e.instancePath.length + 1).split('/')[0]));
+  const inBranch = errors.filter(
+    (x) =>
+      x.keyword !== 'oneOf' &&
+      x.instancePath.startsWith(`${e.instancePath}/`) &&
+      Object.hasOwn(branch.properties, x.instancePath.slice(e.instancePath.length + 1).split('/')[0]),
+  );
   return inBranch.map((x) => `${pointerPath(at, x.instancePath)}: ${problem(x)}`);
 }
 
@@ -149,7 +175,13 @@ export function validateCocoRle(v: unknown, at = 'rle', size?: [number, number],
 }
 
 /** Checks of a schema-valid RLE against the image size, then its counts; returns the counts when they add up. */
-function rleChecks(out: string[], rle: CocoRle, at: string, size: [number, number] | undefined, deep: boolean): Uint32Array | undefined {
+function rleChecks(
+  out: string[],
+  rle: CocoRle,
+  at: string,
+  size: [number, number] | undefined,
+  deep: boolean,
+): Uint32Array | undefined {
   const [h, w] = rle.size;
   if (size && (h !== size[0] || w !== size[1])) {
     out.push(`${path(at, 'size')}: is [${h}, ${w}] but the image is [${size[0]}, ${size[1]}] (height, width)`);
@@ -189,14 +221,16 @@ export function validateSegmentResult(v: unknown, opts: ValidateOptions = {}): s
     if (bad(at)) return;
     if (seen.has(m.segIndex)) found.push(`${path(at, 'segIndex')}: ${m.segIndex} appears twice`);
     seen.add(m.segIndex);
-    if (nIds >= 0 && m.tokenIndex >= nIds) found.push(`${path(at, 'tokenIndex')}: ${m.tokenIndex} is past the end of outputIds (${nIds} tokens)`);
+    if (nIds >= 0 && m.tokenIndex >= nIds)
+      found.push(`${path(at, 'tokenIndex')}: ${m.tokenIndex} is past the end of outputIds (${nIds} tokens)`);
     if (!size) return;
     const cnts = rleChecks(found, m.rle, path(at, 'rle'), size, opts.deep !== false);
     if (!cnts) return;
     const area = countsArea(cnts);
     if (area !== m.area) found.push(`${path(at, 'area')}: is ${m.area} but the RLE covers ${area} pixels`);
     const bb = countsBbox(cnts, size[0], size[1]);
-    if (bb.some((x, k) => x !== m.bbox[k])) found.push(`${path(at, 'bbox')}: is [${m.bbox.join(', ')}] but the RLE gives [${bb.join(', ')}]`);
+    if (bb.some((x, k) => x !== m.bbox[k]))
+      found.push(`${path(at, 'bbox')}: is [${m.bbox.join(', ')}] but the RLE gives [${bb.join(', ')}]`);
   });
   return found;
 }
@@ -219,8 +253,10 @@ export function validateSegmentParams(v: unknown, limits: ParamsLimits = {}): st
   const found = problems(wire.segmentParams, v);
   if (found.length > 0) return found;
   const p = v as SegmentParams;
-  if (limits.maxPromptChars !== undefined && p.prompt.length > limits.maxPromptChars) found.push(`prompt: longer than ${limits.maxPromptChars} characters`);
-  if (limits.maxHistoryTurns !== undefined && p.history.length > limits.maxHistoryTurns) found.push(`history: more than ${limits.maxHistoryTurns} items`);
+  if (limits.maxPromptChars !== undefined && p.prompt.length > limits.maxPromptChars)
+    found.push(`prompt: longer than ${limits.maxPromptChars} characters`);
+  if (limits.maxHistoryTurns !== undefined && p.history.length > limits.maxHistoryTurns)
+    found.push(`history: more than ${limits.maxHistoryTurns} items`);
   return found;
 }
 

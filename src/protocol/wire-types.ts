@@ -1,5 +1,8 @@
 // GENERATED from src/protocol/wire.schema.json by test/protocol/wire_gen.ts (types); do not edit.
 // Regenerate: npm run build && node out/test/protocol/wire_gen.js --write
+// biome-ignore-all format: generated
+// biome-ignore-all lint: generated
+// biome-ignore-all assist: generated
 
 /**
  * An image on the host's file system, inline bytes (PNG, JPEG, WebP, ...), or one the host has already decoded (`ResultImage.sha256` of an image still in its cache). Exactly one of path, data, sha256.

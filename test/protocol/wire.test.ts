@@ -18,53 +18,71 @@ function goodResult(): any {
 describe('protocol/wire: one definition of each wire shape', function () {
   this.timeout(60_000);
 
-  it('the committed generated files are what the schema and RPC_ERRORS generate now', async function () {
+  it('the committed generated files are what the schema and RPC_ERRORS generate now', async () => {
     for (const [file, text] of Object.entries(await generate())) {
-      assert.ok(fs.readFileSync(file, 'utf8') === text,
-        `${path.relative(ROOT, file)} is stale: run npm run build && node out/test/protocol/wire_gen.js --write`);
+      assert.ok(
+        fs.readFileSync(file, 'utf8') === text,
+        `${path.relative(ROOT, file)} is stale: run npm run build && node out/test/protocol/wire_gen.js --write`,
+      );
     }
   });
 
-  it('the validators run without eval, new Function or imports (webview CSP, protocol boundary)', function () {
+  it('the validators run without eval, new Function or imports (webview CSP, protocol boundary)', () => {
     const code = fs.readFileSync(VALIDATORS_FILE, 'utf8');
     assert.doesNotMatch(code, /\bnew Function\b|\beval\s*\(|\brequire\s*\(|^\s*import\b/m);
   });
 
-  it('value lists kept beside the schema equal its enums', function () {
+  it('value lists kept beside the schema equal its enums', () => {
     const defs = readSchema().definitions as any;
     assert.deepEqual(DEVICES, defs.Device.enum);
     assert.deepEqual(defs.SegmentResult.properties.format.enum, [RESULT_FORMAT]);
   });
 
-  it('the generated validators agree with ajv compiling the schema afresh', function () {
+  it('the generated validators agree with ajv compiling the schema afresh', () => {
     const ajv = newAjv();
     ajv.addSchema(readSchema());
     const fresh = (def: string) => ajv.getSchema(`reason-segment-wire#/definitions/${def}`)!;
     assert.equal(VALIDATORS.segmentParams, 'SegmentParams');
     const params = { image: { path: '/a.png' }, prompt: 'p', history: [] };
-    for (const [v, ok] of [[params, true], [{ ...params, includeOverlay: 1 }, false], [{ ...params, image: { path: 'a', data: 'AAAA' } }, false]] as const) {
+    for (const [v, ok] of [
+      [params, true],
+      [{ ...params, includeOverlay: 1 }, false],
+      [{ ...params, image: { path: 'a', data: 'AAAA' } }, false],
+    ] as const) {
       assert.equal(fresh('SegmentParams')(v), ok);
       assert.equal(validateSegmentParams(v).length === 0, ok);
     }
   });
 
-  it('segment params: includeOverlay and assistantPrefix are checked like every other member', function () {
+  it('segment params: includeOverlay and assistantPrefix are checked like every other member', () => {
     const good = { image: { path: '/a.png' }, prompt: 'Segment the cat.', history: [] };
     assert.deepEqual(validateSegmentParams({ ...good, includeOverlay: true, assistantPrefix: 'Sure, [SEG].' }), []);
-    assert.deepEqual(validateSegmentParams({ ...good, includeOverlay: 'yes' }), ['includeOverlay: expected a boolean, got the string "yes"']);
-    assert.deepEqual(validateSegmentParams({ ...good, assistantPrefix: 5 }), ['assistantPrefix: expected a string, got 5']);
-    assert.deepEqual(validateSegmentParams({ ...good, image: { path: '/a.png', data: '%%' } }), ['image: give only one of path, data, sha256 (got path, data)']);
+    assert.deepEqual(validateSegmentParams({ ...good, includeOverlay: 'yes' }), [
+      'includeOverlay: expected a boolean, got the string "yes"',
+    ]);
+    assert.deepEqual(validateSegmentParams({ ...good, assistantPrefix: 5 }), [
+      'assistantPrefix: expected a string, got 5',
+    ]);
+    assert.deepEqual(validateSegmentParams({ ...good, image: { path: '/a.png', data: '%%' } }), [
+      'image: give only one of path, data, sha256 (got path, data)',
+    ]);
     assert.deepEqual(validateLoadModelParams({ bundle: '', device: 'cpu' }), ['bundle: must not be empty']);
   });
 
-  it('the overlay accepts exactly what the protocol accepts (shape, sizes, ids), except corrupt RLE strings it reports while drawing', function () {
+  it('the overlay accepts exactly what the protocol accepts (shape, sizes, ids), except corrupt RLE strings it reports while drawing', () => {
     const breakages: [string, (r: any) => void][] = [
       ['good', () => {}],
       ['no timings', (r) => delete r.timings],
       ['no outputIds', (r) => delete r.outputIds],
       ['no answer', (r) => delete r.answer],
       ['bad sha256', (r) => (r.image.sha256 = 'xyz')],
-      ['image data not base64', (r) => { r.image.data = 'not base64!'; r.image.mimeType = 'image/png'; }],
+      [
+        'image data not base64',
+        (r) => {
+          r.image.data = 'not base64!';
+          r.image.mimeType = 'image/png';
+        },
+      ],
       ['image data without mime type', (r) => (r.image.data = 'AAAA')],
       ['tokenIndex past outputIds', (r) => (r.masks[0].tokenIndex = r.outputIds.length)],
       ['duplicate segIndex', (r) => (r.masks[1].segIndex = r.masks[0].segIndex)],
@@ -82,19 +100,28 @@ describe('protocol/wire: one definition of each wire shape', function () {
       fn(r);
       const protocol = validateSegmentResult(r, { deep: false });
       const overlay = checkResult(r);
-      assert.equal(overlay.ok, protocol.length === 0, `${name}: overlay ${JSON.stringify(overlay)} vs protocol ${JSON.stringify(protocol)}`);
+      assert.equal(
+        overlay.ok,
+        protocol.length === 0,
+        `${name}: overlay ${JSON.stringify(overlay)} vs protocol ${JSON.stringify(protocol)}`,
+      );
     }
   });
 
-  it('the host takes the manifest types generated from models/bundle.schema.json instead of declaring its own', function () {
+  it('the host takes the manifest types generated from models/bundle.schema.json instead of declaring its own', () => {
     const bundle = fs.readFileSync(path.join(ROOT, 'src/host/bundle.ts'), 'utf8');
     assert.match(bundle, /from '\.\/manifest-types'/);
     assert.doesNotMatch(bundle, /interface (Manifest|GraphSpec|TensorSpec|PromptSpec)\b|type TokenSpec = \{/);
   });
 
-  it('the kernel reads the error codes from the table generated from RPC_ERRORS', function () {
+  it('the kernel reads the error codes from the table generated from RPC_ERRORS', () => {
     const table = JSON.parse(fs.readFileSync(KERNEL_ERRORS_FILE, 'utf8'));
-    assert.deepEqual(Object.values(table.errors).map((e: any) => e.code).sort(), Object.keys(RPC_ERRORS).map(Number).sort());
+    assert.deepEqual(
+      Object.values(table.errors)
+        .map((e: any) => e.code)
+        .sort(),
+      Object.keys(RPC_ERRORS).map(Number).sort(),
+    );
     const host = fs.readFileSync(path.join(ROOT, 'src/kernel/reason_segment/host.py'), 'utf8');
     assert.doesNotMatch(host, /-320\d\d/, 'host.py must not spell out error codes: they come from rpc_errors.json');
   });

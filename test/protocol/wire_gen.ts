@@ -8,10 +8,11 @@
 //                                  host validates with ajv and the exporter with jsonschema)
 // Run `npm run build && node out/test/protocol/wire_gen.js --write` after changing the schema or the error table;
 // test/protocol/wire.test.ts fails while the committed files are stale.
-import Ajv from 'ajv';
-import standaloneCode from 'ajv/dist/standalone';
+
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import Ajv from 'ajv';
+import standaloneCode from 'ajv/dist/standalone';
 import { compile } from 'json-schema-to-typescript';
 import { LSP_REQUEST_CANCELLED, RPC_ERRORS } from '../../src/protocol/rpc';
 
@@ -33,11 +34,24 @@ export const VALIDATORS: Record<string, string> = {
 };
 
 /** Definitions whose TypeScript type is exported. */
-const TYPES = ['SegmentParams', 'LoadModelParams', 'ImageInput', 'SegmentResult', 'ResultMask', 'ResultImage', 'StageTimings', 'CocoRle', 'ChatTurn', 'Device'];
+const TYPES = [
+  'SegmentParams',
+  'LoadModelParams',
+  'ImageInput',
+  'SegmentResult',
+  'ResultMask',
+  'ResultImage',
+  'StageTimings',
+  'CocoRle',
+  'ChatTurn',
+  'Device',
+];
 
 const BANNER = (what: string) =>
   `// GENERATED from src/protocol/wire.schema.json by test/protocol/wire_gen.ts (${what}); do not edit.\n` +
-  '// Regenerate: npm run build && node out/test/protocol/wire_gen.js --write\n';
+  '// Regenerate: npm run build && node out/test/protocol/wire_gen.js --write\n' +
+  // Formatting or fixing the file would make it differ from what the generator writes.
+  '// biome-ignore-all format: generated\n// biome-ignore-all lint: generated\n// biome-ignore-all assist: generated\n';
 
 export function readSchema(): Record<string, unknown> & { $id: string; definitions: Record<string, unknown> } {
   return JSON.parse(fs.readFileSync(SCHEMA_FILE, 'utf8'));
@@ -48,9 +62,21 @@ export function readSchema(): Record<string, unknown> & { $id: string; definitio
  * them) keeps ajv's ucs2length helper, and so an import, out of the code; ajv calls the option deprecated.
  */
 export function newAjv(opts: ConstructorParameters<typeof Ajv>[0] = {}): Ajv {
-  const logger = { log: console.log, error: console.error, warn: (m: string) => /option unicode/.test(m) || console.warn(m) };
+  const logger = {
+    log: console.log,
+    error: console.error,
+    warn: (m: string) => /option unicode/.test(m) || console.warn(m),
+  };
   // strictRequired would refuse `not: {required: [...]}`, which names members defined in a sibling branch.
-  const ajv = new Ajv({ allErrors: true, verbose: true, strict: true, strictRequired: false, unicode: false, logger, ...opts });
+  const ajv = new Ajv({
+    allErrors: true,
+    verbose: true,
+    strict: true,
+    strictRequired: false,
+    unicode: false,
+    logger,
+    ...opts,
+  });
   ajv.addKeyword({ keyword: 'x-problem', schemaType: 'object' });
   return ajv;
 }
@@ -58,11 +84,18 @@ export function newAjv(opts: ConstructorParameters<typeof Ajv>[0] = {}): Ajv {
 async function types(schema: ReturnType<typeof readSchema>): Promise<string> {
   // json-schema-to-typescript emits what the root references: a root naming every exported definition.
   const root = {
-    ...schema, $id: undefined, title: 'Wire', type: 'object', additionalProperties: false, required: TYPES,
+    ...schema,
+    $id: undefined,
+    title: 'Wire',
+    type: 'object',
+    additionalProperties: false,
+    required: TYPES,
     properties: Object.fromEntries(TYPES.map((t) => [t, { $ref: `#/definitions/${t}` }])),
   };
   const ts = await compile(root as never, 'Wire', {
-    bannerComment: BANNER('types'), additionalProperties: false, unreachableDefinitions: false,
+    bannerComment: BANNER('types'),
+    additionalProperties: false,
+    unreachableDefinitions: false,
     style: { printWidth: 120, singleQuote: true },
   });
   // The root only served to reach the definitions.
@@ -72,16 +105,23 @@ async function types(schema: ReturnType<typeof readSchema>): Promise<string> {
 function validators(schema: ReturnType<typeof readSchema>): string {
   const ajv = newAjv({ code: { source: true, esm: true }, messages: false });
   ajv.addSchema(schema);
-  const refs = Object.fromEntries(Object.entries(VALIDATORS).map(([name, def]) => [name, `${schema.$id}#/definitions/${def}`]));
+  const refs = Object.fromEntries(
+    Object.entries(VALIDATORS).map(([name, def]) => [name, `${schema.$id}#/definitions/${def}`]),
+  );
   const code = standaloneCode(ajv, refs);
-  if (/\brequire\s*\(|\bimport\b/.test(code)) throw new Error('the standalone validators import a runtime helper: avoid the keyword that needs it');
+  if (/\brequire\s*\(|\bimport\b/.test(code))
+    throw new Error('the standalone validators import a runtime helper: avoid the keyword that needs it');
   // What a missing member behind a $ref should have been, for the "expected an object, got undefined" messages.
-  const types = Object.fromEntries(Object.entries(schema.definitions).map(([k, d]) => [`#/definitions/${k}`, (d as { type?: string }).type]));
+  const types = Object.fromEntries(
+    Object.entries(schema.definitions).map(([k, d]) => [`#/definitions/${k}`, (d as { type?: string }).type]),
+  );
   return `${BANNER('validators')}// @ts-nocheck\n${code}\nexport const refTypes = ${JSON.stringify(types)};\n`;
 }
 
 function kernelErrors(): string {
-  const codes = Object.fromEntries(Object.entries(RPC_ERRORS).map(([code, e]) => [e.name, { code: Number(code), title: e.title, hint: e.hint }]));
+  const codes = Object.fromEntries(
+    Object.entries(RPC_ERRORS).map(([code, e]) => [e.name, { code: Number(code), title: e.title, hint: e.hint }]),
+  );
   const note = 'GENERATED from RPC_ERRORS in src/protocol/rpc.ts by test/protocol/wire_gen.ts; do not edit.';
   return `${JSON.stringify({ $comment: note, lspRequestCancelled: LSP_REQUEST_CANCELLED, errors: codes }, null, 2)}\n`;
 }
@@ -93,14 +133,17 @@ async function manifestTypes(): Promise<string> {
   schema.$defs.tensor.title = 'TensorSpec';
   return compile(schema, 'Manifest', {
     bannerComment: BANNER('manifest types').replace(/src\/protocol\/wire\.schema\.json/, 'models/bundle.schema.json'),
-    additionalProperties: false, style: { printWidth: 120, singleQuote: true },
+    additionalProperties: false,
+    style: { printWidth: 120, singleQuote: true },
   });
 }
 
 export async function generate(): Promise<Record<string, string>> {
   const schema = readSchema();
   return {
-    [TYPES_FILE]: await types(schema), [VALIDATORS_FILE]: validators(schema), [KERNEL_ERRORS_FILE]: kernelErrors(),
+    [TYPES_FILE]: await types(schema),
+    [VALIDATORS_FILE]: validators(schema),
+    [KERNEL_ERRORS_FILE]: kernelErrors(),
     [MANIFEST_TYPES_FILE]: await manifestTypes(),
   };
 }
