@@ -6,6 +6,7 @@ import copy
 import importlib
 import json
 import re
+import shutil
 import site
 import subprocess
 import sys
@@ -190,3 +191,76 @@ def test_every_command_line_given_to_the_image_is_accepted_by_the_cli(tmp_path):
         assert r.returncode == 1, (args, r.stderr)
         assert re.search(message, r.stderr), r.stderr
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def dockerfile_stages():
+    """Each stage's instructions as (instruction, arguments) pairs, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", (DEPLOY / "Dockerfile").read_text())
+    stages = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        op, _, rest = line.partition(" ")
+        if op == "FROM":
+            stages.append([])
+        stages[-1].append((op, rest.strip()))
+    return stages
+
+
+def test_the_build_context_holds_what_the_dockerfile_copies():
+    allowed = [line[1:] for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines() if line.startswith("!")]
+    for stage in dockerfile_stages():
+        for op, rest in stage:
+            if op == "COPY" and not rest.startswith("--from"):
+                for src in rest.split()[:-1]:
+                    src = src.rstrip("/")
+                    assert any(src == a or a == f"{src}/**" for a in allowed), f"COPY {src}: not in the build context"
+                    assert (REPO / src).exists(), f"COPY {src}: no such file in the repository"
+
+
+def test_the_image_layout_serves(tmp_path):
+    """The runtime stage's files laid out as the image has them (the build stage's outputs taken from this checkout's
+    build), started with the image's entrypoint: the host finds everything it reads at run time."""
+    stage = dockerfile_stages()[-1]
+    workdir = Path(next(rest for op, rest in stage if op == "WORKDIR"))
+    root = tmp_path / "image"
+    for op, rest in stage:
+        if op != "COPY":
+            continue
+        parts = rest.split()
+        from_build = parts[0].startswith("--from")
+        src, dest = parts[-2], parts[-1]
+        source = REPO / (src.removeprefix("/src/") if from_build else src)
+        target = root / workdir.relative_to("/") / dest
+        if dest.endswith("/"):
+            target = target / source.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Copies, so that paths the host derives from its own files (__dirname) stay inside the layout; the
+        # dependencies are linked (node resolves them from the copied files' folders).
+        if source.name == "node_modules":
+            target.symlink_to(source, target_is_directory=True)
+        elif source.is_dir():
+            shutil.copytree(source, target)
+        else:
+            shutil.copy2(source, target)
+    entry, _ = dockerfile_command()
+    cli = root / Path(entry[1]).relative_to("/")
+    if not (REPO / "out" / "src" / "host" / "cli.js").exists():
+        pytest.fail("run `npm run build` first")
+    bundle = REPO / "test" / "fixtures" / "bundles" / "tiny-7b"
+    proc = subprocess.Popen([entry[0], str(cli), "serve", "--model", str(bundle), "--port", "0"], cwd=root,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        line, said = "", ""
+        while "serving" not in line:
+            line = proc.stderr.readline()
+            said += line
+            assert line, f"the server exited before serving: {said}"
+        port = int(re.search(r":(\d+)/v2", line).group(1))
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=10) as r:
+            assert json.loads(r.read()) == {"ready": True}
+    finally:
+        proc.terminate()
+        proc.wait(30)
