@@ -1,17 +1,24 @@
 // Decoding an image file into the 8-bit RGB array the reference works on.
 //
 // The reference reads with cv2.imread(path, IMREAD_COLOR) and converts BGR -> RGB. What that means, case by case, and
-// what this module does (each checked against Pillow in test/host/image-decode.test.ts):
-// - EXIF orientation: applied (OpenCV applies it by default for IMREAD_COLOR) -> sharp autoOrient().
+// what this module does (each checked against cv2.imread of OpenCV 4.8, the version LISA pins, in
+// test/host/image-decode.test.ts):
+// - ICC profiles: ignored, as OpenCV ignores them (sharp would convert Adobe RGB, Display P3... to sRGB, moving values by
+//   tens of levels) -> sharp's ignoreIcc. The tensors see the stored values; only a picture shown to a person may be
+//   colour-managed.
+// - EXIF orientation: applied to JPEG, PNG and TIFF (OpenCV applies it by default for IMREAD_COLOR), not to WebP
+//   (OpenCV 4.8 does not read WebP's EXIF) -> sharp autoOrient() except for WebP.
 // - Alpha: dropped without compositing (IMREAD_COLOR keeps the colour channels; Pillow's convert('RGB') does the same)
 //   -> sharp removeAlpha(), never flatten(). Fully transparent pixels keep their stored colour.
 // - Grayscale: replicated to three equal channels.
-// - 16 bits per channel: the high byte (v >> 8), which is what libpng's png_set_strip_16 gives cv2 and what Pillow's
-//   16-bit RGB PNG unpacker gives; sharp/libvips produce the same. (Pillow's convert('RGB') of a 16-bit *grayscale*
-//   'I;16' image clips at 255 instead; the reference is cv2, so the high byte is kept.)
-// - CMYK (JPEG, Adobe inverted or not): the raw CMYK (0 = no ink) converted with Pillow's cmyk2rgb, no ICC profile:
-//   c' = 255 - k - MULDIV255(c, 255 - k). sharp's default would colour-manage it through an ICC profile, which neither
-//   reference does. (cv2 uses (c * (255 - k)) >> 8 instead of MULDIV255: the two differ by at most one level.)
+// - 16 bits per channel: the high byte (v >> 8), which is what libpng's png_set_strip_16 gives cv2 for PNG, and what
+//   OpenCV gives for 16-bit grey TIFF (so a 16-bit file holding values under 256 decodes to black, as in LISA; Pillow's
+//   convert('RGB') clips at 255 instead); sharp/libvips produce the same. A 16-bit colour TIFF is the exception: OpenCV
+//   scales it, round(v / 257).
+// - Palette: expanded; its transparency, like any alpha, dropped.
+// - CMYK (JPEG, Adobe inverted or not): the raw CMYK (0 = no ink) through OpenCV's own formula, no ICC profile:
+//   c' = (255 - k) - ((c * (255 - k)) >> 8). sharp's default would colour-manage it through an ICC profile, which
+//   OpenCV does not.
 // - Animated GIF/WebP: the first frame (sharp's default pages = 1).
 // - BMP: read by ./bmp.ts (sharp has no BMP loader).
 // The pixel limit is checked on the header's width x height before any pixel is decoded (decompression bombs), by
@@ -97,18 +104,29 @@ function checkPixels(label: string, width: number, height: number, maxPixels: nu
   }
 }
 
-/** Pillow's cmyk2rgb on raw CMYK (0 = no ink), 4 bytes per pixel -> RGB. */
+/** OpenCV's icvCvt_CMYK2BGR_8u_C4C3R on raw CMYK (0 = no ink), 4 bytes per pixel -> RGB. */
 function cmykToRgb(cmyk: Uint8Array, pixels: number): Uint8Array {
   const out = new Uint8Array(pixels * 3);
   for (let i = 0, j = 0; i < pixels; i++, j += 4) {
     const nk = 255 - cmyk[j + 3];
-    for (let c = 0; c < 3; c++) {
-      const t = cmyk[j + c] * nk + 128;
-      const v = nk - (((t >> 8) + t) >> 8);
-      out[i * 3 + c] = v < 0 ? 0 : v;
-    }
+    for (let c = 0; c < 3; c++) out[i * 3 + c] = nk - ((cmyk[j + c] * nk) >> 8);
   }
   return out;
+}
+
+/** OpenCV's 16-bit colour TIFF -> 8 bits: round(v / 257), 3 or 4 channels of raw 16-bit -> RGB. */
+function tiff16ToRgb(raw: Buffer, pixels: number, channels: number): Uint8Array {
+  const v = new Uint16Array(raw.buffer, raw.byteOffset, pixels * channels);
+  const out = new Uint8Array(pixels * 3);
+  for (let i = 0, j = 0; i < pixels; i++, j += channels) {
+    for (let c = 0; c < 3; c++) out[i * 3 + c] = Math.round(v[j + c] / 257);
+  }
+  return out;
+}
+
+/** WebP (RIFF....WEBP): OpenCV 4.8 leaves its EXIF orientation unapplied. */
+function isWebp(buf: Buffer): boolean {
+  return buf.length >= 12 && buf.toString('latin1', 0, 4) === 'RIFF' && buf.toString('latin1', 8, 12) === 'WEBP';
 }
 
 /**
@@ -178,9 +196,13 @@ export async function decodeImage(input: string | Buffer, opts: DecodeOptions): 
 
   // The header (format, size, colour space) and the decode are read at once. The decode needs no header first: sharp
   // refuses an image over the pixel limit from its header too, before decoding a pixel (the header read has no limit,
-  // so that a bomb gets our own message below). A CMYK file, rare, is decoded again with its own pipeline.
-  const pipeOpts = { limitInputPixels: maxPixels, failOn: 'truncated', pages: 1, page: 0 } as const;
-  const decoding = sharp(buf, pipeOpts).timeout({ seconds: DECODE_TIMEOUT_S }).autoOrient().raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
+  // so that a bomb gets our own message below). A CMYK file or a 16-bit colour TIFF, both rare, is decoded again with its own pipeline.
+  const pipeOpts = { limitInputPixels: maxPixels, failOn: 'truncated', pages: 1, page: 0, ignoreIcc: true } as const;
+  const start = () => {
+    const img = sharp(buf, pipeOpts).timeout({ seconds: DECODE_TIMEOUT_S });
+    return isWebp(buf) ? img : img.autoOrient();
+  };
+  const decoding = start().raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
   decoding.catch(() => undefined); // awaited below, when the header says it is the one wanted
   const sha256 = sha256Hex(buf); // while sharp decodes on its own thread
   let meta: sharp.Metadata;
@@ -200,13 +222,16 @@ export async function decodeImage(input: string | Buffer, opts: DecodeOptions): 
   checkPixels(label, w0, h0, maxPixels);
 
   const isCmyk = meta.space === 'cmyk';
+  const isTiff16 = meta.format === 'tiff' && meta.depth === 'ushort' && (meta.channels ?? 0) >= 3;
   try {
     const { data: raw, info } = isCmyk
-      ? await sharp(buf, pipeOpts).timeout({ seconds: DECODE_TIMEOUT_S }).pipelineColourspace('cmyk').autoOrient().toColourspace('cmyk').raw({ depth: 'uchar' })
-        .toBuffer({ resolveWithObject: true })
-      : await decoding;
+      ? await start().pipelineColourspace('cmyk').toColourspace('cmyk').raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true })
+      : isTiff16
+        ? await start().toColourspace('rgb16').raw({ depth: 'ushort' }).toBuffer({ resolveWithObject: true })
+        : await decoding;
     const pixels = info.width * info.height;
-    const rgb = isCmyk && info.channels === 4 ? cmykToRgb(raw, pixels) : toRgb(raw, pixels, info.channels);
+    const rgb = isCmyk && info.channels === 4 ? cmykToRgb(raw, pixels)
+      : isTiff16 ? tiff16ToRgb(raw, pixels, info.channels) : toRgb(raw, pixels, info.channels);
     return { width: info.width, height: info.height, data: rgb, sha256, format: meta.format ?? 'unknown' };
   } catch (e) {
     if (e instanceof ImageError) throw e;
