@@ -184,7 +184,7 @@ export async function decodeImage(input: string | Buffer, opts: DecodeOptions): 
     throw new ImageError('unsupported', `${label} is an SVG drawing; LISA reads raster images only (cv2.imread cannot read SVG), so export it as PNG first`);
   }
   if (!container) {
-    throw new ImageError('not_an_image', `${label} is not an image the host reads (${READABLE}); check that the file is a picture`);
+    throw new ImageError('not_an_image', `${label} is not an image sharp can read (${READABLE}); check that the file is a picture`);
   }
 
   if (isBmp(buf)) {
