@@ -7,7 +7,7 @@ import { checkResult } from '../../src/overlay/validate';
 import { RESULT_FORMAT } from '../../src/protocol/result';
 import { DEVICES, RPC_ERRORS } from '../../src/protocol/rpc';
 import { validateLoadModelParams, validateSegmentParams, validateSegmentResult } from '../../src/protocol/validate';
-import { generate, KERNEL_ERRORS_FILE, newAjv, readSchema, VALIDATORS, VALIDATORS_FILE } from './wire_gen';
+import { generate, KERNEL_PROTOCOL_FILE, newAjv, readSchema, VALIDATORS, VALIDATORS_FILE } from './wire_gen';
 
 const ROOT = path.resolve(__dirname, '../../..');
 
@@ -114,15 +114,17 @@ describe('protocol/wire: one definition of each wire shape', function () {
     assert.doesNotMatch(bundle, /interface (Manifest|GraphSpec|TensorSpec|PromptSpec)\b|type TokenSpec = \{/);
   });
 
-  it('the kernel reads the error codes from the table generated from RPC_ERRORS', () => {
-    const table = JSON.parse(fs.readFileSync(KERNEL_ERRORS_FILE, 'utf8'));
+  it('the kernel reads error codes, method names and the result format from the table generated from src/protocol', function () {
+    const table = JSON.parse(fs.readFileSync(KERNEL_PROTOCOL_FILE, 'utf8'));
     assert.deepEqual(
-      Object.values(table.errors)
-        .map((e: any) => e.code)
-        .sort(),
+      Object.values(table.errors).map((e: any) => e.code).sort(),
       Object.keys(RPC_ERRORS).map(Number).sort(),
     );
-    const host = fs.readFileSync(path.join(ROOT, 'src/kernel/reason_segment/host.py'), 'utf8');
-    assert.doesNotMatch(host, /-320\d\d/, 'host.py must not spell out error codes: they come from rpc_errors.json');
+    assert.equal(table.resultFormat, RESULT_FORMAT);
+    const py = ['host.py', 'magic.py', 'result.py']
+      .map((f) => fs.readFileSync(path.join(ROOT, 'src/kernel/reason_segment', f), 'utf8'))
+      .join('\n');
+    assert.doesNotMatch(py, /[=(,]\s*-320\d\d|["']reasonSegment\/|["']reason-segment-result\/|["']\$\/cancelRequest/, 'the magic spells out a protocol value');
   });
+
 });

@@ -3,7 +3,8 @@
 //   src/protocol/wire-validators.ts  ajv's standalone validators of that schema: plain code without eval or
 //                                  new Function (webview CSP) and without imports (src/protocol imports only
 //                                  itself), so the same validators run in the host, the extension and browsers
-//   src/kernel/reason_segment/rpc_errors.json  RPC_ERRORS (src/protocol/rpc.ts), read by the Python magic
+//   src/kernel/reason_segment/protocol.json  RPC_ERRORS, method names (src/protocol/rpc.ts) and the result format and
+//                                  MIME type (result.ts), read by the Python magic
 //   src/host/manifest-types.ts       TypeScript types of the bundle manifest, models/bundle.schema.json (which the
 //                                  host validates with ajv and the exporter with jsonschema)
 // Run `npm run build && node out/test/protocol/wire_gen.js --write` after changing the schema or the error table;
@@ -14,13 +15,14 @@ import * as path from 'node:path';
 import Ajv from 'ajv';
 import standaloneCode from 'ajv/dist/standalone';
 import { compile } from 'json-schema-to-typescript';
-import { LSP_REQUEST_CANCELLED, RPC_ERRORS } from '../../src/protocol/rpc';
+import { RESULT_FORMAT, RESULT_MIME } from '../../src/protocol/result';
+import { CANCEL_REQUEST_METHOD, LSP_REQUEST_CANCELLED, Methods, Notifications, RPC_ERRORS } from '../../src/protocol/rpc';
 
 const ROOT = path.resolve(__dirname, '../../..');
 export const SCHEMA_FILE = path.join(ROOT, 'src/protocol/wire.schema.json');
 export const TYPES_FILE = path.join(ROOT, 'src/protocol/wire-types.ts');
 export const VALIDATORS_FILE = path.join(ROOT, 'src/protocol/wire-validators.ts');
-export const KERNEL_ERRORS_FILE = path.join(ROOT, 'src/kernel/reason_segment/rpc_errors.json');
+export const KERNEL_PROTOCOL_FILE = path.join(ROOT, 'src/kernel/reason_segment/protocol.json');
 export const MANIFEST_SCHEMA_FILE = path.join(ROOT, 'models/bundle.schema.json');
 export const MANIFEST_TYPES_FILE = path.join(ROOT, 'src/host/manifest-types.ts');
 
@@ -118,12 +120,19 @@ function validators(schema: ReturnType<typeof readSchema>): string {
   return `${BANNER('validators')}// @ts-nocheck\n${code}\nexport const refTypes = ${JSON.stringify(types)};\n`;
 }
 
-function kernelErrors(): string {
-  const codes = Object.fromEntries(
+function kernelProtocol(): string {
+  const errors = Object.fromEntries(
     Object.entries(RPC_ERRORS).map(([code, e]) => [e.name, { code: Number(code), title: e.title, hint: e.hint }]),
   );
-  const note = 'GENERATED from RPC_ERRORS in src/protocol/rpc.ts by test/protocol/wire_gen.ts; do not edit.';
-  return `${JSON.stringify({ $comment: note, lspRequestCancelled: LSP_REQUEST_CANCELLED, errors: codes }, null, 2)}\n`;
+  const table = {
+    $comment: 'GENERATED from src/protocol/rpc.ts and result.ts by test/protocol/wire_gen.ts; do not edit.',
+    resultFormat: RESULT_FORMAT,
+    resultMime: RESULT_MIME,
+    methods: { ...Methods, ...Notifications, cancel: CANCEL_REQUEST_METHOD },
+    lspRequestCancelled: LSP_REQUEST_CANCELLED,
+    errors,
+  };
+  return `${JSON.stringify(table, null, 2)}\n`;
 }
 
 async function manifestTypes(): Promise<string> {
@@ -143,7 +152,7 @@ export async function generate(): Promise<Record<string, string>> {
   return {
     [TYPES_FILE]: await types(schema),
     [VALIDATORS_FILE]: validators(schema),
-    [KERNEL_ERRORS_FILE]: kernelErrors(),
+    [KERNEL_PROTOCOL_FILE]: kernelProtocol(),
     [MANIFEST_TYPES_FILE]: await manifestTypes(),
   };
 }

@@ -19,35 +19,11 @@ import shutil
 import subprocess
 import threading
 import time
-from pathlib import Path
 from typing import Any, Callable, Deque, Dict, Optional
 
+from .protocol import ErrorCode, Methods
+
 __all__ = ["HostError", "RpcError", "HostCrashed", "HostNotFound", "Host", "find_server_js", "Methods", "ErrorCode"]
-
-
-class Methods:
-    loadModel = "reasonSegment/loadModel"
-    unloadModel = "reasonSegment/unloadModel"
-    segment = "reasonSegment/segment"
-    status = "reasonSegment/status"
-    shutdown = "reasonSegment/shutdown"
-    textDelta = "reasonSegment/textDelta"
-    progress = "reasonSegment/progress"
-    cancel = "$/cancelRequest"
-
-
-# Generated from RPC_ERRORS in src/protocol/rpc.ts; test/protocol/wire.test.ts keeps it in step.
-_RPC_ERRORS = json.loads(Path(__file__).with_name("rpc_errors.json").read_text("utf-8"))
-
-
-class ErrorCode:
-    """The host's error codes by name (``ErrorCode.Cancelled``...), read from rpc_errors.json."""
-
-    LspRequestCancelled: int = _RPC_ERRORS["lspRequestCancelled"]
-
-
-for _name, _error in _RPC_ERRORS["errors"].items():
-    setattr(ErrorCode, _name, _error["code"])
 
 
 class HostError(Exception):

@@ -10,9 +10,7 @@ import base64
 from typing import Any, Dict, List, Optional
 
 from . import rle as _rle
-
-RESULT_MIME = "application/vnd.reason-segment.result+json"
-RESULT_FORMAT = "reason-segment-result/1"
+from .protocol import RESULT_MIME
 
 try:  # numpy is optional: masks are numpy bool arrays when it is there, rows of 0/1 bytes otherwise.
     import numpy as _np  # noqa: F401
