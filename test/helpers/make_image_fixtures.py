@@ -26,6 +26,68 @@ def write_png16_rgb(path: str, arr: np.ndarray) -> None:
                 + png_chunk(b"IEND", b""))
 
 
+def s15f16(v: float) -> bytes:
+    return struct.pack(">i", round(v * 65536))
+
+
+def icc_profile(name: str, colorants: list[tuple[float, float, float]], trc: bytes) -> bytes:
+    """A minimal ICC v2 RGB display profile (matrix/TRC), as cameras embed: colorants are the D50-adapted XYZ of the
+    primaries, ``trc`` a curveType body shared by the three channels."""
+    def xyz(v):
+        return b"XYZ \0\0\0\0" + b"".join(s15f16(c) for c in v)
+
+    desc = name.encode("ascii") + b"\0"
+    tags = [
+        (b"desc", b"desc\0\0\0\0" + struct.pack(">I", len(desc)) + desc + b"\0" * 12 + b"\0" * 67),
+        (b"cprt", b"text\0\0\0\0" + b"No copyright, test fixture\0"),
+        (b"wtpt", xyz((0.9642, 1.0, 0.8249))),
+        (b"rXYZ", xyz(colorants[0])), (b"gXYZ", xyz(colorants[1])), (b"bXYZ", xyz(colorants[2])),
+        (b"rTRC", trc), (b"gTRC", trc), (b"bTRC", trc),
+    ]
+    table, body, offset, seen = b"", b"", 128 + 4 + 12 * len(tags), {}
+    for sig, data in tags:
+        if data not in seen:  # the three TRCs share one body, as real profiles do
+            seen[data] = offset + len(body)
+            body += data + b"\0" * (-len(data) % 4)
+        table += sig + struct.pack(">II", seen[data], len(data))
+    size = 128 + 4 + len(table) + len(body)
+    header = (struct.pack(">I", size) + b"\0\0\0\0" + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ "
+              + struct.pack(">6H", 2024, 1, 1, 0, 0, 0) + b"acsp" + b"\0" * 24 + struct.pack(">I", 0)
+              + s15f16(0.9642) + s15f16(1.0) + s15f16(0.8249) + b"\0" * 48)
+    assert len(header) == 128
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+def gamma_curve(g: float) -> bytes:
+    return b"curv\0\0\0\0" + struct.pack(">IH", 1, round(g * 256)) + b"\0\0"
+
+
+def srgb_curve(n: int = 1024) -> bytes:
+    x = np.linspace(0, 1, n)
+    y = np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+    return b"curv\0\0\0\0" + struct.pack(">I", n) + np.round(y * 65535).astype(">u2").tobytes()
+
+
+# Adobe RGB (1998): gamma 563/256; Display P3: the sRGB curve. Colorants D50-adapted, as in the published profiles.
+ADOBE_RGB = icc_profile("Adobe RGB (1998) test profile", [(0.60974, 0.31111, 0.01947), (0.20528, 0.62567, 0.06087),
+                                                          (0.14919, 0.06322, 0.74457)], gamma_curve(563 / 256))
+DISPLAY_P3 = icc_profile("Display P3 test profile", [(0.515121, 0.241196, -0.001053), (0.291977, 0.692245, 0.041885),
+                                                     (0.157104, 0.066574, 0.784073)], srgb_curve())
+
+
+def strip_adobe_marker(jpeg: bytes) -> bytes:
+    """The JPEG without its APP14 'Adobe' segment (some writers omit it; then CMYK is stored uninverted)."""
+    out, i = jpeg[:2], 2
+    while i < len(jpeg):
+        marker, length = jpeg[i:i + 2], struct.unpack(">H", jpeg[i + 2:i + 4])[0]
+        if marker == b"\xff\xda":  # start of scan: the rest is entropy-coded data
+            return out + jpeg[i:]
+        if not (marker == b"\xff\xee" and jpeg[i + 4:i + 9] == b"Adobe"):
+            out += jpeg[i:i + 2 + length]
+        i += 2 + length
+    raise ValueError("no start of scan")
+
+
 def main() -> None:
     os.makedirs(OUT, exist_ok=True)
     astronaut = Image.fromarray(data.astronaut())  # 512x512
@@ -69,6 +131,39 @@ def main() -> None:
     g8 = np.asarray(camera.resize((200, 200), Image.BICUBIC)).astype(np.uint16)
     glow = (np.arange(g8.size, dtype=np.uint32).reshape(g8.shape) * 37 % 256).astype(np.uint16)
     Image.fromarray(g8 * 256 + glow).save(f"{OUT}/camera-16bit-gray.png")
+
+    # ICC profiles (LISA's cv2.imread ignores them; the tensors must too): a JPEG and a PNG per profile
+    coffee.save(f"{OUT}/coffee-adobergb.jpg", quality=92, icc_profile=ADOBE_RGB)
+    chelsea.save(f"{OUT}/chelsea-p3.png", optimize=True, icc_profile=DISPLAY_P3)
+    rocket.save(f"{OUT}/rocket-p3.jpg", quality=92, icc_profile=DISPLAY_P3)
+    astronaut.crop((0, 0, 256, 200)).save(f"{OUT}/astronaut-adobergb.png", optimize=True, icc_profile=ADOBE_RGB)
+
+    # palette (with and without transparency), grey + alpha
+    pal = chelsea.quantize(colors=200, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    pal.save(f"{OUT}/chelsea-palette.png", optimize=False)
+    pal.save(f"{OUT}/chelsea-palette-trns.png", optimize=False, transparency=bytes(0 if i % 7 == 0 else 255 for i in range(200)))
+    la = camera.convert("LA")
+    la.putalpha(Image.fromarray(np.tile(np.linspace(0, 255, camera.width).astype(np.uint8), (camera.height, 1))))
+    la.resize((256, 256), Image.BICUBIC).save(f"{OUT}/camera-gray-alpha.png", optimize=True)
+
+    # TIFF: 8-bit RGB, 16-bit RGB and 16-bit grey (high byte the photo, low byte a pattern, as the 16-bit PNGs)
+    import tifffile
+
+    tifffile.imwrite(f"{OUT}/chelsea.tif", np.asarray(chelsea.crop((0, 0, 160, 120))), photometric="rgb")
+    tifffile.imwrite(f"{OUT}/chelsea-16bit.tif", arr16 * 256 + low, photometric="rgb")
+    tifffile.imwrite(f"{OUT}/camera-16bit-gray.tif", g8 * 256 + glow, photometric="minisblack")
+
+    # CMYK JPEG without the Adobe marker (stored uninverted; OpenCV reads the values as they are)
+    buf = io.BytesIO()
+    chelsea.crop((100, 50, 300, 200)).convert("CMYK").save(buf, format="JPEG", quality=92)
+    open(f"{OUT}/chelsea-cmyk-noadobe.jpg", "wb").write(strip_adobe_marker(buf.getvalue()))
+
+    # EXIF orientation in a PNG and a WebP (OpenCV 4.8 applies it to JPEG only; see image-decode.test.ts)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    small = coffee.resize((150, 100), Image.BICUBIC).transpose(Image.Transpose.ROTATE_90)
+    small.save(f"{OUT}/coffee-exif6.png", exif=exif.tobytes())
+    small.save(f"{OUT}/coffee-exif6.webp", lossless=True, exif=exif.tobytes())
 
     # animated GIF and WebP: the first frame is the one that counts
     frames = [chelsea.crop((0, 0, 200, 150)), chelsea.crop((200, 100, 400, 250)), coffee.crop((0, 0, 200, 150))]

@@ -1,12 +1,14 @@
-"""Reference outputs for the image tests, from Pillow and numpy.
+"""Reference outputs for the image tests, from LISA's own image stack: OpenCV 4.8 (cv2.imread) and Pillow 9.4.0.
 
-Usage: models/export/venv run test/helpers/pillow_ref.py JOBS.json
+Usage: models/export/lisa-pins/venv run test/helpers/pillow_ref.py JOBS.json
 JOBS.json is a list of jobs; each writes its output files and the script prints one JSON line per job ({"ok": true}
 or {"error": "..."}), in order. Raw files are 8-bit RGB (or float32 little-endian for tensors), row-major.
 
 ops:
   resize  {in, w, h, ow, oh, filter: bicubic|bilinear, out}            Pillow Image.resize of raw RGB
   decode  {file, out, meta}     Pillow's view of a file: exif_transpose, first frame, convert('RGB'); meta: {w, h, mode}
+  cv2     {file, out, meta}     chat.py's decode: cv2.imread(file) then BGR -> RGB; meta: {w, h, versions}; an image
+                                OpenCV cannot read is an error
   clip    {in, w, h, spec, out, out_u8}   transformers CLIPImageProcessor steps in numpy on Pillow's resize
   sam     {in, w, h, spec, out, out_u8, meta}  segment_anything ResizeLongestSide + Sam.preprocess in numpy
 """
@@ -38,6 +40,20 @@ def op_decode(job):
     np.asarray(rgb).tofile(job["out"])
     with open(job["meta"], "w") as f:
         json.dump({"w": rgb.width, "h": rgb.height, "mode": mode0}, f)
+
+
+def op_cv2(job):
+    import cv2
+    import PIL
+
+    bgr = cv2.imread(job["file"], cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"cv2.imread cannot read {job['file']}")
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    rgb.tofile(job["out"])
+    with open(job["meta"], "w") as f:
+        json.dump({"w": rgb.shape[1], "h": rgb.shape[0], "versions": f"OpenCV {cv2.__version__}, Pillow {PIL.__version__}"},
+                  f)
 
 
 def op_clip(job):
@@ -81,7 +97,7 @@ def op_sam(job):
         json.dump({"resize_size": [newh, neww]}, f)
 
 
-OPS = {"resize": op_resize, "decode": op_decode, "clip": op_clip, "sam": op_sam}
+OPS = {"resize": op_resize, "decode": op_decode, "cv2": op_cv2, "clip": op_clip, "sam": op_sam}
 
 
 def main():

@@ -1,4 +1,5 @@
-// Runs test/helpers/pillow_ref.py (Pillow + numpy in the exporter venv) on a batch of jobs; one Python start per batch.
+// Runs test/helpers/pillow_ref.py (LISA's image stack: OpenCV 4.8, Pillow 9.4.0, numpy; models/export/lisa-pins) on a
+// batch of jobs; one Python start per batch.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -7,7 +8,7 @@ import * as path from 'node:path';
 export const REPO = path.resolve(__dirname, '..', '..', '..');
 export const IMAGES = path.join(REPO, 'test', 'fixtures', 'images');
 const SCRIPT = path.join(REPO, 'test', 'helpers', 'pillow_ref.py');
-const VENV = path.join(REPO, 'models', 'export', 'venv');
+const VENV = path.join(REPO, 'models', 'export', 'lisa-pins', 'venv');
 
 export function tempDir(tag: string): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), `rs-${tag}-`));
