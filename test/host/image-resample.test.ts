@@ -1,4 +1,5 @@
-// Pillow parity of the resizers and of the two pre-processing tensors, on real photographs.
+// Pillow parity of the resizers and of the two pre-processing tensors, on real photographs, against Pillow 9.4.0 (the
+// version LISA pins; models/export/lisa-pins).
 // Every input is decoded once by the host (sharp) and the same RGB bytes are handed to Pillow, so JPEG decoder
 // differences do not count here (image-decode.test.ts measures those separately).
 import * as assert from 'node:assert/strict';
@@ -188,9 +189,8 @@ describe('image resample: Pillow parity on real photographs', function () {
       const img = await decodeImage(path.join(IMAGES, name), { maxPixels: 50e6 });
       same(preprocessImage(img, CLIP_SPEC, SAM_SPEC), await preprocessImageParallel(img, CLIP_SPEC, SAM_SPEC), img, name);
     }
-    // ... and images made here (copied in by preprocessImageParallel), sized so that the passes run in each order:
-    // 300x224: CLIP no resize at all; 1024x768: SAM no resize; 1100x3000: both vertical first; 3000x1100: both
-    // horizontal first
+    // ... and images made here (copied in by preprocessImageParallel), sized to take each path: 300x224: CLIP no resize
+    // at all; 1024x768: SAM no resize; 1100x3000: tall (where Pillow 13 would run the vertical pass first); 3000x1100
     const a = decoded.get('astronaut.png') as DecodedImage;
     for (const [w, h] of [[300, 224], [1024, 768], [1100, 3000], [3000, 1100]]) {
       const img = { ...resizeRgb(a, w, h, 'bicubic'), sha256: '', format: 'raw' };

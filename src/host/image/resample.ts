@@ -8,10 +8,9 @@
 //   of +-0.5 offsets);
 // - two passes through a uint8 intermediate, each starting its accumulator at 1 << 21 and clipping `acc >> 22` to
 //   0..255; a pass is skipped when its size is unchanged;
-// - pass order: Pillow up to 12 always ran the horizontal pass first. Pillow 13 runs the vertical pass first exactly
-//   when the height shrinks and (inH - outH) > 2 * (inW - outW). That rule was measured, not read: Pillow 13's
-//   Resample.c was not available, so it was fitted on ~2,500 random size pairs (both filters, 2..1500 px, densely
-//   around the boundary) with no exception; test/host/image-resample.test.ts covers both orders on photographs;
+// - pass order: the horizontal pass first, always, as in Pillow 9.4.0, the version LISA pins (Pillow 13 runs the
+//   vertical pass first when the height shrinks and (inH - outH) > 2 * (inW - outW), which moves values by one level:
+//   tall images for the CLIP resize, some large SAM downscales); test/host/image-resample.test.ts checks against 9.4.0;
 // - the default box (0, 0, width, height).
 //
 // Every output pixel depends only on its own row/column coefficients, so a window of the output (the CLIP centre crop),
@@ -19,11 +18,9 @@
 //
 // The coefficients and the arithmetic are WebAssembly (resample.as: the same doubles, then SIMD on the same integers);
 // this file plans the passes and drives the kernels one row at a time, in a small working set:
-// - horizontal first: each source row needed is horizontally resampled into a ring of `maxTaps` rows, and each output
-//   row is the vertical pass over the ring rows it needs (rows come in order, so a row leaves the ring only when no
-//   later output row reads it);
-// - vertical first: each output row is the vertical pass over the source rows (only the columns the horizontal pass
-//   reads) into one row, then the horizontal pass of that row.
+// each source row needed is horizontally resampled into a ring of `maxTaps` rows, and each output row is the vertical
+// pass over the ring rows it needs (rows come in order, so a row leaves the ring only when no later output row reads
+// it).
 // Source rows reach the kernels either copied one by one into a small ring in the arena (a RowSource that streams from
 // any Uint8Array) or from the image already copied into the (shared) arena by a parallel job.
 
@@ -65,8 +62,8 @@ export interface ResizePlan {
   inW: number;
   inH: number;
   win: OutputWindow;
-  /** 'copy': no pass; 'h', 'v': one pass; 'hv', 'vh': both, in that order */
-  order: 'copy' | 'h' | 'v' | 'hv' | 'vh';
+  /** 'copy': no pass; 'h', 'v': one pass; 'hv': both, horizontal first */
+  order: 'copy' | 'h' | 'v' | 'hv';
   /** source columns [x0, x1) that the first pass reads */
   x0: number;
   x1: number;
@@ -82,7 +79,7 @@ export interface ResizePlan {
 
 /**
  * Coefficients and pass order of the resize inW x inH -> outW x outH, window `win`, written into the arena at `bump`.
- * Pillow 13's pass order (see the top of this file).
+ * Pillow 9.4.0's pass order (see the top of this file).
  */
 export function planResize(
   arena: Arena, bump: Bump, inW: number, inH: number, outW: number, outH: number, filter: ResampleFilter, win: OutputWindow,
@@ -111,7 +108,7 @@ export function planResize(
       throw new Error(`resizeRgb: a ${filter} weight of ${inW} -> ${outW} does not fit the kernel's 16-bit halves`);
     }
   }
-  plan.order = !needV ? 'h' : !needH ? 'v' : outH < inH && inH - outH > 2 * (inW - outW) ? 'vh' : 'hv';
+  plan.order = !needV ? 'h' : !needH ? 'v' : 'hv';
   return plan;
 }
 
@@ -150,7 +147,7 @@ function streamedRows(arena: Arena, bump: Bump, img: RgbImage, plan: ResizePlan,
 
 /** Rows of source ring that window rows of `plan` need at once (the horizontal pass takes two rows at a time). */
 function sourceSlots(plan: ResizePlan): number {
-  return plan.order === 'v' || plan.order === 'vh' ? plan.vMaxTaps : 2;
+  return plan.order === 'v' ? plan.vMaxTaps : 2;
 }
 
 /**
@@ -164,7 +161,7 @@ export class PlanRunner {
   private readonly rowBytes: number;
   private readonly rowPtrs: number = 0;
   private readonly ptrs: Int32Array = new Int32Array(0);
-  /** 'vh': the row between the passes; 'hv': the ring of horizontally resampled rows */
+  /** 'hv': the ring of horizontally resampled rows */
   private readonly tmp: number = 0;
   /** 'hv': first source row not yet in the ring */
   private next: number;
@@ -179,7 +176,6 @@ export class PlanRunner {
     if (plan.order === 'copy' || plan.order === 'h' || a >= end) return;
     this.rowPtrs = bump.alloc(plan.vMaxTaps * 4);
     this.ptrs = arena.i32(this.rowPtrs, plan.vMaxTaps);
-    if (plan.order === 'vh') this.tmp = bump.alloc((plan.x1 - plan.x0) * 3 + SLACK);
     if (plan.order === 'hv') this.tmp = bump.alloc(plan.vMaxTaps * this.rowBytes + SLACK);
   }
 
@@ -212,20 +208,13 @@ export class PlanRunner {
         k.hrow(src.row(win.y + y), plan.pb, win.width, dst + y * rowBytes);
         done?.(++y);
       }
-    } else if (order === 'v' || order === 'vh') {
+    } else if (order === 'v') {
       const vb = plan.vBounds;
-      const colBytes = (plan.x1 - plan.x0) * 3;
       for (; y < b; y++) {
         const ymin = vb[y * 2];
         const n = vb[y * 2 + 1];
         for (let t = 0; t < n; t++) ptrs[t] = src.row(ymin + t);
-        const vk = plan.vk + y * plan.vKsize * 4;
-        if (order === 'v') {
-          k.vrow(rowPtrs, vk, n, rowBytes, dst + y * rowBytes);
-        } else {
-          k.vrow(rowPtrs, vk, n, colBytes, tmp);
-          k.hrow(tmp, plan.pb, win.width, dst + y * rowBytes);
-        }
+        k.vrow(rowPtrs, plan.vk + y * plan.vKsize * 4, n, rowBytes, dst + y * rowBytes);
         done?.(y + 1);
       }
     } else {
@@ -262,7 +251,6 @@ export function runPlan(
 export function runPlanBytes(plan: ResizePlan, streamed: boolean): number {
   const rowBytes = plan.win.width * 3;
   let n = 16 + plan.vMaxTaps * 4 + 16;
-  if (plan.order === 'vh') n += (plan.x1 - plan.x0) * 3 + SLACK + 16;
   if (plan.order === 'hv') n += plan.vMaxTaps * rowBytes + SLACK + 16;
   if (streamed) n += sourceSlots(plan) * (plan.x1 - plan.x0) * 3 + SLACK + 16;
   return n;
