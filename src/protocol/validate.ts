@@ -134,7 +134,7 @@ function problems(validate: Validator, v: unknown, at = ''): string[] {
       out.push(
         `${path(where, String(e.params.missingProperty))}: required when ${path(where, String(e.params.property))} is present`,
       );
-    } else if (e.keyword !== 'not' && e.keyword !== 'anyOf') {
+    } else if ((e.keyword !== 'not' || e.parentSchema?.['x-problem']) && e.keyword !== 'anyOf' && e.keyword !== 'if') {
       out.push(`${where || '(root)'}: ${problem(e)}`);
     }
   }

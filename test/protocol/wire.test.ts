@@ -54,6 +54,16 @@ describe('protocol/wire: one definition of each wire shape', function () {
     }
   });
 
+  it('a result carrying a 24 MB base64 overlay and image validates (no regex stack overflow)', function () {
+    const r = goodResult();
+    r.overlayPng = Buffer.alloc(18 << 20, 7).toString('base64');
+    r.image.data = r.overlayPng;
+    r.image.mimeType = 'image/png';
+    assert.deepEqual(validateSegmentResult(r), []);
+    r.overlayPng = `${r.overlayPng.slice(1)}!`;
+    assert.deepEqual(validateSegmentResult(r), ['overlayPng: is not base64']);
+  });
+
   it('segment params: includeOverlay and assistantPrefix are checked like every other member', () => {
     const good = { image: { path: '/a.png' }, prompt: 'Segment the cat.', history: [] };
     assert.deepEqual(validateSegmentParams({ ...good, includeOverlay: true, assistantPrefix: 'Sure, [SEG].' }), []);
