@@ -67,28 +67,25 @@ def _line_pixels(x0: int, y0: int, x1: int, y1: int):
 
 
 def polygon_mask(points, h: int, w: int) -> np.ndarray:
-    """uint8 [h,w]: 1 on the closed polygon's outline and inside it (even-odd rule at pixel centres).  Points are
-    truncated to int32 first, as np.array(points, dtype=np.int32) does in get_mask_from_json."""
-    pts = [(int(x), int(y)) for x, y in np.array(points, dtype=np.float64).astype(np.int32).tolist()]
-    m = np.zeros((h, w), np.uint8)
-    n = len(pts)
-    ys = np.arange(h)
-    crossings: list[list[float]] = [[] for _ in range(h)]
-    for i in range(n):
-        (x0, y0), (x1, y1) = pts[i], pts[(i + 1) % n]
-        if y0 == y1:
+    """uint8 [h,w]: 1 on the closed polygon's outline (8-connected lines, cv2.polylines thickness 1) and inside it
+    (pixel centre (x, y) inside iff an odd number of edge crossings of row y lie at or left of x).  Points are
+    truncated to int32 first, as np.array(points, dtype=np.int32) does in get_mask_from_json.  src/host/eval.ts
+    rasterises with the same rule."""
+    pts = np.array(points, dtype=np.float64).astype(np.int32).astype(np.int64)
+    x0, y0 = pts[:, 0], pts[:, 1]
+    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    toggle = np.zeros((h, w + 1), np.int32)
+    for a, b, c, d in zip(x0.tolist(), y0.tolist(), x1.tolist(), y1.tolist()):
+        if b == d:
             continue
-        lo, hi = min(y0, y1), max(y0, y1)
-        for y in ys[max(lo, 0):min(hi, h)]:
-            crossings[y].append(x0 + (y - y0) * (x1 - x0) / (y1 - y0))
-    for y in range(h):
-        xs = sorted(crossings[y])
-        for a, b in zip(xs[0::2], xs[1::2]):
-            lo, hi = max(math.ceil(a), 0), min(math.floor(b), w - 1)
-            if lo <= hi:
-                m[y, lo:hi + 1] = 1
-    for i in range(n):
-        for x, y in _line_pixels(*pts[i], *pts[(i + 1) % n]):
+        ys = np.arange(max(min(b, d), 0), min(max(b, d), h))
+        if ys.size == 0:
+            continue
+        xc = np.ceil(a + (ys - b) * (c - a) / (d - b)).astype(np.int64)
+        np.add.at(toggle, (ys, np.clip(xc, 0, w)), 1)
+    m = (np.cumsum(toggle, axis=1)[:, :w] % 2).astype(np.uint8)
+    for a, b, c, d in zip(x0.tolist(), y0.tolist(), x1.tolist(), y1.tolist()):
+        for x, y in _line_pixels(a, b, c, d):
             if 0 <= x < w and 0 <= y < h:
                 m[y, x] = 1
     return m
