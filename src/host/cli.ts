@@ -9,8 +9,8 @@ import * as readline from 'node:readline';
 import { parseArgs } from 'node:util';
 import type { ChatTurn, SegmentResult } from '../protocol/result';
 import { isHostError } from './errors';
-import { evalMain } from './eval';
 import { LisaPipeline, type SegmentRequest } from './pipeline';
+import { RemoteModel } from './serve/client';
 import { serve, serveOptions } from './serve/http';
 import { BATCH_DESCRIPTION, type CocoOutput, claimShard, listImages, mergeShardFiles, parseShard, shardOf } from './shards';
 import type { Device } from './sessions';
@@ -21,9 +21,8 @@ const USAGE = `usage:
   reason-segment chat    --model <bundle> --image <file> [--out <dir>] [--device ...] [--max-new-tokens N]
   reason-segment batch   --model <bundle> --images <dir|list.txt> --prompt <text> --out <file.json> [--device ...]
                          [--shard i/N]   (every N-th image from the i-th, i from 0; resumable like any batch)
+                         [--server URL [--token-file F]]   (a reason-segment serve does the work, instead of --model)
   reason-segment merge   --out <file.json> <shard.json>...   (joins all N shards into one run's COCO file)
-  reason-segment eval    --model <bundle> --data <folder> [--split val] [--out report.json]   (gIoU/cIoU as LISA's
-                         validate(); resumable; eval --help for its options)
   reason-segment serve   --model <bundle> [--host 127.0.0.1] [--port 8000] [--token-file F] [--device ...]
                          [--request-timeout S] [--max-request-mb MB] [--max-queue N]   (Open Inference Protocol v2)
   --prompt-file <file> reads the prompt from a file instead (- for stdin), for long prompts
@@ -51,6 +50,7 @@ const OPTIONS = {
   'max-request-mb': { type: 'string' },
   'max-queue': { type: 'string' },
   shard: { type: 'string' },
+  server: { type: 'string' },
 } as const;
 
 type Args = ReturnType<typeof parse>['values'];
@@ -59,7 +59,6 @@ const parse = (argv: string[]) => parseArgs({ args: argv, options: OPTIONS, allo
 class UsageError extends Error {}
 
 export async function main(argv: string[]): Promise<number> {
-  if (argv[0] === 'eval') return evalMain(argv.slice(1)); // its own options (src/host/eval.ts)
   let args: Args;
   let command: string | undefined;
   let operands: string[] = [];
@@ -268,8 +267,8 @@ async function batchCommand(args: Args): Promise<number> {
   const todo = files.filter((f) => !done.has(f));
   if (done.size) process.stderr.write(`resuming: ${done.size} of ${files.length} already in ${outFile}\n`);
 
-  const pipeline = await loadModel(args, false);
-  coco.info.model = pipeline.bundle.manifest.variant;
+  const pipeline = args.server ? await RemoteModel.connect(args.server, args['token-file']) : await loadModel(args, false);
+  if (pipeline instanceof LisaPipeline) coco.info.model = pipeline.bundle.manifest.variant;
   const interrupt = new AbortController();
   const onSigint = () => interrupt.abort();
   process.on('SIGINT', onSigint);
@@ -279,6 +278,7 @@ async function batchCommand(args: Args): Promise<number> {
       progressBar(done.size + i, files.length, file);
       try {
         const result = await pipeline.segment({ image: { path: path.resolve(root, file) }, prompt, assistantPrefix: args['assistant-prefix'], maxNewTokens: maxNewTokens(args), includePng: false, signal: interrupt.signal });
+        coco.info.model ||= result.model.variant;
         const imageId = coco.images.length + coco.failures.length + 1;
         coco.images.push({ id: imageId, file_name: file, width: result.image.width, height: result.image.height, text: result.text });
         for (const m of result.masks) {
@@ -286,7 +286,7 @@ async function batchCommand(args: Args): Promise<number> {
         }
       } catch (e) {
         if (isHostError(e, 'Cancelled')) break;
-        if (!isHostError(e)) throw e;
+        if (!isHostError(e) || e.kind === 'ProviderUnavailable') throw e; // a lost server fails the batch, not the image
         coco.failures.push({ file_name: file, error: e.message });
       }
       await writeJsonAtomic(outFile, coco);

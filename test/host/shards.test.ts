@@ -8,7 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseShard, shardOf } from '../../src/host/shards';
 import { FIXTURE_BUNDLES, REPO } from '../helpers/bundles';
-import { CLI } from '../helpers/oip';
+import { CLI, startServer } from '../helpers/oip';
 
 const BUNDLE = path.join(FIXTURE_BUNDLES, 'tiny-7b');
 const IMAGES = path.join(REPO, 'test', 'fixtures', 'images');
@@ -74,6 +74,34 @@ describe('batch --shard and merge', function () {
     const merged = cli(['merge', '--out', out('merged.json'), out('s2.json'), out('s0.json'), out('s1.json')]);
     assert.equal(merged.code, 0, merged.stderr);
     assert.ok(readFileSync(out('merged.json')).equals(readFileSync(out('single.json'))), 'merged file == single run, byte for byte');
+  });
+
+  it('batch --server sends the work to a reason-segment serve and writes what a local batch writes', async () => {
+    const tokens = path.join(tmp, 'tokens');
+    writeFileSync(tokens, `${'a'.repeat(32)}\n`);
+    const server = await startServer(['--model', BUNDLE, '--token-file', tokens], env);
+    try {
+      const url = `http://127.0.0.1:${server.port}`;
+      const remote = ['batch', ...common.slice(3), '--server', url, '--token-file', tokens];
+      const r = cli([...remote, '--out', out('remote.json')]);
+      assert.equal(r.code, 0, r.stderr);
+      const local = JSON.parse(readFileSync(out('single.json'), 'utf8'));
+      const got = JSON.parse(readFileSync(out('remote.json'), 'utf8'));
+      assert.deepEqual(got.info, local.info);
+      assert.deepEqual(got.images, local.images);
+      assert.deepEqual(got.annotations, local.annotations);
+      assert.deepEqual(got.failures.map((f: { file_name: string }) => f.file_name), local.failures.map((f: { file_name: string }) => f.file_name));
+
+      writeFileSync(path.join(tmp, 'wrong'), `${'b'.repeat(32)}\n`);
+      const refused = cli([...remote.slice(0, -1), path.join(tmp, 'wrong'), '--out', out('refused.json')]);
+      assert.equal(refused.code, 1);
+      assert.match(refused.stderr, /answered 401: the bearer token is not valid; give --token-file/);
+    } finally {
+      await server.stop();
+    }
+    const gone = cli(['batch', ...common.slice(3), '--server', `http://127.0.0.1:${server.port}`, '--out', out('gone.json')]); // stopped
+    assert.equal(gone.code, 1);
+    assert.match(gone.stderr, /cannot be reached \(ECONNREFUSED\); check --server/);
   });
 
   it('merge refuses missing, repeated and foreign inputs, and a foreign --out', () => {
