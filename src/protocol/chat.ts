@@ -23,7 +23,8 @@
 // `result.image.data` out (the `image` message carries the bytes once per conversation).
 
 import type { ChatTurn, SegmentResult } from './result';
-import { describe, validateChatTurns } from './validate';
+import { describe, validateChatTurns, validateWebviewMessage } from './validate';
+import type { WebviewMessage } from './wire-types';
 
 export type { ChatTurn, SegmentResult } from './result';
 
@@ -94,65 +95,16 @@ export function historyOf(conversation: Pick<Conversation, 'turns'>): ChatTurn[]
   return out;
 }
 
-/**
- * A file made from a result: what the shared overlay view (src/overlay/view.ts) produces and both the notebook renderer
- * (src/renderer/messages.ts) and the chat panel post. Defined here, once, since browser code may import protocol.
- */
-export interface SaveFile {
-  kind: 'mask-png' | 'coco-json' | 'overlay-png';
-  fileName: string;
-  mimeType: string;
-  /** How `data` is written: base64 bytes or UTF-8 text. */
-  encoding: 'base64' | 'utf8';
-  data: string;
-  /** For kind 'mask-png'. */
-  segIndex?: number;
-}
-
 // ---- webview -> extension --------------------------------------------------------------------------------------
 
-/** The webview has loaded and listens; the extension answers with `state` (and `image` for the active one). */
-export interface ReadyMessage { type: 'ready' }
-/** Show a file picker for an image (the extension answers with `state` + `image`, or nothing if cancelled). */
-export interface PickImageMessage { type: 'pickImage' }
-/**
- * An image dropped on the panel: a file path or a URI string (file:, vscode-remote:, ...) as the drop gave it. The
- * extension must resolve it itself, check it is an image file it may read, and never trust it as a write target.
- */
-export interface SetImageMessage { type: 'setImage'; path: string }
-/**
- * Ask in a conversation. `retryOf` names a failed or cancelled turn this ask repeats: the extension removes that turn
- * from the conversation (the webview drops it when turnStarted or turnFailed for the new ask arrives).
- */
-export interface AskMessage { type: 'ask'; conversationId: string; prompt: string; retryOf?: string }
-/** Stop the running turn of a conversation. */
-export interface StopMessage { type: 'stop'; conversationId: string }
-/** Start a new conversation (on the current image, if any). */
-export interface NewConversationMessage { type: 'newConversation' }
-/** Make another stored conversation the active one (the extension answers with `state` + `image`). */
-export interface SelectConversationMessage { type: 'selectConversation'; conversationId: string }
-/** Export a conversation to a new notebook whose outputs use the renderer. */
-export interface ExportNotebookMessage { type: 'exportNotebook'; conversationId: string }
-/**
- * Save a file made from a turn's result (same shape as the notebook renderer's save message, see
- * src/renderer/messages.ts): `fileName` is a suggestion for a save dialog, never a path to write to.
- */
-export interface ChatSaveMessage extends SaveFile {
-  type: 'save';
-  conversationId: string;
-  turnId: string;
-}
-
-export type WebviewMessage =
-  | ReadyMessage
-  | PickImageMessage
-  | SetImageMessage
-  | AskMessage
-  | StopMessage
-  | NewConversationMessage
-  | SelectConversationMessage
-  | ExportNotebookMessage
-  | ChatSaveMessage;
+// Each message the webview may send, and SaveFile (also what the notebook renderer posts), is defined once, in
+// wire.schema.json, with its documentation; the types are generated into wire-types.ts and validateWebviewMessage
+// checks them with the validator generated from the same schema.
+export type {
+  AskMessage, ChatSaveMessage, ExportNotebookMessage, NewConversationMessage, PickImageMessage, ReadyMessage, SaveFile,
+  SelectConversationMessage, SetImageMessage, StopMessage, WebviewMessage,
+} from './wire-types';
+export { validateWebviewMessage } from './validate';
 
 export type WebviewMessageType = WebviewMessage['type'];
 export const WEBVIEW_MESSAGE_TYPES: readonly WebviewMessageType[] = [
@@ -199,105 +151,8 @@ export type ExtensionMessage =
 
 // ---- validation ------------------------------------------------------------------------------------------------
 
-/** Limits on what a webview may send. */
-export const CHAT_LIMITS = {
-  idLength: 200,
-  pathLength: 4096,
-  promptChars: 100_000,
-  fileNameLength: 255,
-  /** base64 / text size of a saved file (a 12 MP overlay PNG is well under this). */
-  saveDataChars: 256 * 1024 * 1024,
-} as const;
-
-const ID = /^[A-Za-z0-9._:-]+$/;
-const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
-const SAVE_KINDS: readonly SaveFile['kind'][] = ['mask-png', 'coco-json', 'overlay-png'];
-const SAVE_MIME: Readonly<Record<SaveFile['kind'], string>> = {
-  'mask-png': 'image/png',
-  'coco-json': 'application/json',
-  'overlay-png': 'image/png',
-};
-
-
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-function checkId(problems: string[], v: unknown, at: string, optional = false): void {
-  if (v === undefined && optional) return;
-  if (typeof v !== 'string') problems.push(`${at}: expected a string id, got ${describe(v)}`);
-  else if (v.length === 0 || v.length > CHAT_LIMITS.idLength) problems.push(`${at}: must be 1..${CHAT_LIMITS.idLength} characters`);
-  else if (!ID.test(v)) problems.push(`${at}: may only hold letters, digits and . _ : -`);
-}
-
-/**
- * Problems with a message that claims to come from the chat webview (empty list: valid). Unknown `type`s are
- * rejected; unknown extra members are allowed. Strings are size-limited; paths must not hold NUL or line breaks;
- * save files must have a plain file name (no directories), the MIME type of their kind and well-formed data.
- */
-export function validateWebviewMessage(v: unknown): string[] {
-  const problems: string[] = [];
-  if (!isObject(v)) return [`(root): expected an object, got ${describe(v)}`];
-  const type = v.type;
-  if (typeof type !== 'string' || !(WEBVIEW_MESSAGE_TYPES as readonly string[]).includes(type)) {
-    return [`type: expected one of ${WEBVIEW_MESSAGE_TYPES.map((t) => JSON.stringify(t)).join(', ')}, got ${describe(type)}`];
-  }
-  switch (type as WebviewMessageType) {
-    case 'ready':
-    case 'pickImage':
-    case 'newConversation':
-      break;
-    case 'setImage': {
-      const p = v.path;
-      if (typeof p !== 'string') problems.push(`path: expected a string, got ${describe(p)}`);
-      else if (p.trim().length === 0) problems.push('path: must not be empty');
-      else if (p.length > CHAT_LIMITS.pathLength) problems.push(`path: longer than ${CHAT_LIMITS.pathLength} characters`);
-      else if (/[\0\r\n]/.test(p)) problems.push('path: must not contain NUL or line breaks');
-      break;
-    }
-    case 'ask': {
-      checkId(problems, v.conversationId, 'conversationId');
-      const p = v.prompt;
-      if (typeof p !== 'string') problems.push(`prompt: expected a string, got ${describe(p)}`);
-      else if (p.trim().length === 0) problems.push('prompt: must not be blank');
-      else if (p.length > CHAT_LIMITS.promptChars) problems.push(`prompt: longer than ${CHAT_LIMITS.promptChars} characters`);
-      checkId(problems, v.retryOf, 'retryOf', true);
-      break;
-    }
-    case 'stop':
-    case 'selectConversation':
-    case 'exportNotebook':
-      checkId(problems, v.conversationId, 'conversationId');
-      break;
-    case 'save': {
-      checkId(problems, v.conversationId, 'conversationId');
-      checkId(problems, v.turnId, 'turnId');
-      const kind = v.kind as SaveFile['kind'];
-      if (!SAVE_KINDS.includes(kind)) {
-        problems.push(`kind: expected one of ${SAVE_KINDS.map((k) => JSON.stringify(k)).join(', ')}, got ${describe(kind)}`);
-      } else if (v.mimeType !== SAVE_MIME[kind]) {
-        problems.push(`mimeType: expected ${JSON.stringify(SAVE_MIME[kind])} for ${kind}, got ${describe(v.mimeType)}`);
-      }
-      const fn = v.fileName;
-      if (typeof fn !== 'string') problems.push(`fileName: expected a string, got ${describe(fn)}`);
-      else if (fn.length === 0 || fn.length > CHAT_LIMITS.fileNameLength) problems.push(`fileName: must be 1..${CHAT_LIMITS.fileNameLength} characters`);
-      else if (/[\\/\0\r\n]/.test(fn) || fn === '.' || fn === '..') problems.push('fileName: must be a plain file name (no directories)');
-      const enc = v.encoding;
-      if (enc !== 'base64' && enc !== 'utf8') problems.push(`encoding: expected "base64" or "utf8", got ${describe(enc)}`);
-      const data = v.data;
-      if (typeof data !== 'string') problems.push(`data: expected a string, got ${describe(data)}`);
-      else if (data.length > CHAT_LIMITS.saveDataChars) problems.push(`data: larger than ${CHAT_LIMITS.saveDataChars} characters`);
-      else if (enc === 'base64' && (data.length % 4 !== 0 || !BASE64.test(data))) problems.push('data: is not base64');
-      if (kind === 'mask-png') {
-        const s = v.segIndex;
-        if (typeof s !== 'number' || !Number.isInteger(s) || s < 0) problems.push(`segIndex: expected an integer >= 0 for mask-png, got ${describe(s)}`);
-      } else if (v.segIndex !== undefined && (typeof v.segIndex !== 'number' || !Number.isInteger(v.segIndex) || v.segIndex < 0)) {
-        problems.push(`segIndex: expected an integer >= 0, got ${describe(v.segIndex)}`);
-      }
-      break;
-    }
-  }
-  return problems;
 }
 
 export function isWebviewMessage(v: unknown): v is WebviewMessage {

@@ -63,11 +63,14 @@ function pointerPath(at: string, pointer: string): string {
   return p;
 }
 
-function expectedType(schema: unknown): string | undefined {
+/** What a missing member should have been: "expected a string", "expected a string id"... */
+function missingProblem(schema: unknown): string | undefined {
   if (typeof schema !== 'object' || schema === null) return undefined;
-  const s = schema as { type?: string; $ref?: string };
+  const s = schema as { type?: string; $ref?: string; 'x-problem'?: { required?: string } };
+  const custom = s['x-problem']?.required ?? (s.$ref ? (wire.refTypeProblems as Record<string, string>)[s.$ref] : undefined);
+  if (custom) return custom;
   const t = s.type ?? (s.$ref ? (wire.refTypes as Record<string, string | undefined>)[s.$ref] : undefined);
-  return t ? TYPE_NAMES[t] : undefined;
+  return t ? `expected ${TYPE_NAMES[t]}` : undefined;
 }
 
 function typeProblem(data: unknown, type: string): string {
@@ -127,9 +130,17 @@ function problems(validate: Validator, v: unknown, at = ''): string[] {
       out.push(...oneOfProblems(e, errors, at));
     } else if (e.keyword === 'required') {
       const missing = String(e.params.missingProperty);
+      // A missing discriminator tag is reported by the discriminator, with the values it takes.
+      if ((e.parentSchema?.discriminator as { propertyName?: string } | undefined)?.propertyName === missing) continue;
       const props = e.parentSchema?.properties as Record<string, unknown> | undefined;
-      const want = expectedType(props?.[missing]);
-      out.push(`${path(where, missing)}: ${want ? `expected ${want}, got undefined` : 'is required'}`);
+      const want = missingProblem(props?.[missing]);
+      out.push(`${path(where, missing)}: ${want ? `${want}, got undefined` : 'is required'}`);
+    } else if (e.keyword === 'discriminator') {
+      const tag = String(e.params.tag);
+      const branches = (e.parentSchema?.oneOf ?? []) as { $ref?: string }[];
+      const tags = wire.refTypeTags as Record<string, string[]>;
+      const values = branches.flatMap((b) => (b.$ref && tags[b.$ref]) || []).map((x) => JSON.stringify(x));
+      out.push(`${path(where, tag)}: expected one of ${values.join(', ')}, got ${describe(e.params.tagValue)}`);
     } else if (e.keyword === 'dependencies') {
       out.push(
         `${path(where, String(e.params.missingProperty))}: required when ${path(where, String(e.params.property))} is present`,
@@ -270,6 +281,15 @@ export function validateLoadModelParams(v: unknown): string[] {
 
 export function isLoadModelParams(v: unknown): v is LoadModelParams {
   return validateLoadModelParams(v).length === 0;
+}
+
+/**
+ * Problems with a message that claims to come from the chat webview (src/protocol/chat.ts): unknown `type`s are
+ * rejected; strings are size-limited; paths must not hold NUL or line breaks; save files must have a plain file name,
+ * the MIME type of their kind and well-formed data.
+ */
+export function validateWebviewMessage(v: unknown): string[] {
+  return problems(wire.webviewMessage, v);
 }
 
 /** Throws one Error listing the problems (at most 10), or returns the value typed. */

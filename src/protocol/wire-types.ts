@@ -25,6 +25,51 @@ export type ImageInput =
 export type Sha256 = string;
 export type Device = 'cpu' | 'cuda' | 'webgpu';
 export type ChatTurns = ChatTurn[];
+/**
+ * A message from the chat panel webview to the extension: untrusted, checked before use. Unknown types are rejected.
+ */
+export type WebviewMessage =
+  | ReadyMessage
+  | PickImageMessage
+  | SetImageMessage
+  | AskMessage
+  | StopMessage
+  | NewConversationMessage
+  | SelectConversationMessage
+  | ExportNotebookMessage
+  | ChatSaveMessage;
+/**
+ * A conversation or turn id chosen by the extension.
+ */
+export type ChatId = string;
+/**
+ * Save a file made from a turn's result (same shape as the notebook renderer's save message).
+ */
+export type ChatSaveMessage = SaveFile & {
+  type: 'save';
+  conversationId: ChatId;
+  turnId: ChatId;
+};
+/**
+ * A file made from a result: what the shared overlay view (src/overlay/view.ts) produces and both the notebook renderer (src/renderer/messages.ts) and the chat panel post. `fileName` is a suggestion for a save dialog, never a path to write to.
+ */
+export type SaveFile = {
+  kind: 'mask-png' | 'coco-json' | 'overlay-png';
+  fileName: string;
+  mimeType: string;
+  /**
+   * How `data` is written: base64 bytes or UTF-8 text.
+   */
+  encoding: 'base64' | 'utf8';
+  /**
+   * At most 256 MiB of text (a 12 MP overlay PNG is well under this).
+   */
+  data: string;
+  /**
+   * For kind 'mask-png'.
+   */
+  segIndex?: number;
+};
 
 export interface SegmentParams {
   /**
@@ -191,4 +236,59 @@ export interface StageTimings {
    * True when both image encoders were skipped because the embedding cache held this image.
    */
   cacheHit: boolean;
+}
+/**
+ * The webview has loaded and listens; the extension answers with `state` (and `image` for the active one).
+ */
+export interface ReadyMessage {
+  type: 'ready';
+}
+/**
+ * Show a file picker for an image (the extension answers with `state` + `image`, or nothing if cancelled).
+ */
+export interface PickImageMessage {
+  type: 'pickImage';
+}
+/**
+ * An image dropped on the panel: a file path or a URI string (file:, vscode-remote:, ...) as the drop gave it. The extension must resolve it itself, check it is an image file it may read, and never trust it as a write target.
+ */
+export interface SetImageMessage {
+  type: 'setImage';
+  path: string;
+}
+/**
+ * Ask in a conversation. `retryOf` names a failed or cancelled turn this ask repeats: the extension removes that turn from the conversation (the webview drops it when turnStarted or turnFailed for the new ask arrives).
+ */
+export interface AskMessage {
+  type: 'ask';
+  conversationId: ChatId;
+  prompt: string;
+  retryOf?: ChatId;
+}
+/**
+ * Stop the running turn of a conversation.
+ */
+export interface StopMessage {
+  type: 'stop';
+  conversationId: ChatId;
+}
+/**
+ * Start a new conversation (on the current image, if any).
+ */
+export interface NewConversationMessage {
+  type: 'newConversation';
+}
+/**
+ * Make another stored conversation the active one (the extension answers with `state` + `image`).
+ */
+export interface SelectConversationMessage {
+  type: 'selectConversation';
+  conversationId: ChatId;
+}
+/**
+ * Export a conversation to a new notebook whose outputs use the renderer.
+ */
+export interface ExportNotebookMessage {
+  type: 'exportNotebook';
+  conversationId: ChatId;
 }

@@ -4,6 +4,7 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { checkResult } from '../../src/overlay/validate';
+import { WEBVIEW_MESSAGE_TYPES } from '../../src/protocol/chat';
 import { RESULT_FORMAT } from '../../src/protocol/result';
 import { DEVICES, RPC_ERRORS } from '../../src/protocol/rpc';
 import { validateLoadModelParams, validateSegmentParams, validateSegmentResult } from '../../src/protocol/validate';
@@ -36,6 +37,8 @@ describe('protocol/wire: one definition of each wire shape', function () {
     const defs = readSchema().definitions as any;
     assert.deepEqual(DEVICES, defs.Device.enum);
     assert.deepEqual(defs.SegmentResult.properties.format.enum, [RESULT_FORMAT]);
+    const tags = defs.WebviewMessage.oneOf.map((b: any) => defs[b.$ref.split('/').pop()].properties.type.enum[0]);
+    assert.deepEqual([...WEBVIEW_MESSAGE_TYPES].sort(), tags.sort());
   });
 
   it('the generated validators agree with ajv compiling the schema afresh', () => {

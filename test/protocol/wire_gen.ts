@@ -33,6 +33,7 @@ export const VALIDATORS: Record<string, string> = {
   segmentResult: 'SegmentResult',
   cocoRle: 'CocoRle',
   chatTurns: 'ChatTurns',
+  webviewMessage: 'WebviewMessage',
 };
 
 /** Definitions whose TypeScript type is exported. */
@@ -47,6 +48,8 @@ const TYPES = [
   'CocoRle',
   'ChatTurn',
   'Device',
+  'WebviewMessage',
+  'SaveFile',
 ];
 
 const BANNER = (what: string) =>
@@ -76,6 +79,7 @@ export function newAjv(opts: ConstructorParameters<typeof Ajv>[0] = {}): Ajv {
     strict: true,
     strictRequired: false,
     unicode: false,
+    discriminator: true,
     logger,
     ...opts,
   });
@@ -114,10 +118,21 @@ function validators(schema: ReturnType<typeof readSchema>): string {
   if (/\brequire\s*\(|\bimport\b/.test(code))
     throw new Error('the standalone validators import a runtime helper: avoid the keyword that needs it');
   // What a missing member behind a $ref should have been, for the "expected an object, got undefined" messages.
-  const types = Object.fromEntries(
-    Object.entries(schema.definitions).map(([k, d]) => [`#/definitions/${k}`, (d as { type?: string }).type]),
+  const defs = Object.entries(schema.definitions) as [string, { type?: string; 'x-problem'?: { type?: string } }][];
+  const types = Object.fromEntries(defs.map(([k, d]) => [`#/definitions/${k}`, d.type]));
+  // The message of a missing member whose definition words its type error itself ("expected a string id").
+  const typeProblems = Object.fromEntries(
+    defs.filter(([, d]) => d['x-problem']?.type).map(([k, d]) => [`#/definitions/${k}`, d['x-problem']?.type]),
   );
-  return `${BANNER('validators')}// @ts-nocheck\n${code}\nexport const refTypes = ${JSON.stringify(types)};\n`;
+  // The values a discriminated oneOf accepts, to name them when a message has an unknown type.
+  const tags = Object.fromEntries(
+    defs.map(([k, d]) => [`#/definitions/${k}`, (d as { properties?: { type?: { enum?: string[] } } }).properties?.type?.enum]),
+  );
+  return (
+    `${BANNER('validators')}// @ts-nocheck\n${code}\nexport const refTypes = ${JSON.stringify(types)};\n` +
+    `export const refTypeProblems = ${JSON.stringify(typeProblems)};\n` +
+    `export const refTypeTags = ${JSON.stringify(Object.fromEntries(Object.entries(tags).filter(([, v]) => v)))};\n`
+  );
 }
 
 function kernelProtocol(): string {
