@@ -113,8 +113,9 @@ describe('reason-segment serve (Open Inference Protocol v2)', function () {
       [{ inputs: [bytesInput('PROMPT', 'x'), bytesInput('IMAGE', 'not base64 and no content_type')] }, 400, /base64/],
       [inferJson(fixtureImage('not-an-image.png'), 'x'), 400, /./],
       [inferJson(fixtureImage('coffee.jpg'), '   '), 400, /PROMPT is blank/],
-      [inferJson(undefined, 'x', { IMAGE_SHA256: 'f'.repeat(64) }), 400, /no longer in the host's cache/],
+      [inferJson(undefined, 'x', { IMAGE_SHA256: 'f'.repeat(64) }), 404, /not in the server's cache .*; send IMAGE again/],
       [{ inputs: [bytesInput('PROMPT', 'x')], outputs: [{ name: 'MASKS' }] }, 400, /unknown output MASKS/],
+      [{ ...inferJson(fixtureImage('coffee.jpg'), 'x'), parameters: { include_overlay: 'yes' } }, 400, /include_overlay is true or false/],
     ];
     for (const [body, status, re] of cases) {
       const r = await post(INFER, body);
@@ -135,7 +136,8 @@ describe('reason-segment serve (Open Inference Protocol v2)', function () {
 
   it('streams the generated text as Server-Sent Events, then the final TEXT and RESULT', async () => {
     const image = fixtureImage('rocket.jpg').toString('base64');
-    const r = await post(STREAM, { text_input: 'What flies here?', IMAGE: image, MAX_NEW_TOKENS: 8, ASSISTANT_PREFIX: 'It is [SEG].' });
+    const r = await post(STREAM, { text_input: 'What flies here?', IMAGE: image, MAX_NEW_TOKENS: 8, ASSISTANT_PREFIX: 'It is [SEG].',
+      parameters: { include_overlay: true, include_image: true } });
     assert.equal(r.status, 200);
     assert.equal(r.headers['content-type'], 'text/event-stream; charset=utf-8');
     const events = r.body.toString().split('\n\n').filter(Boolean).map((e) => {
@@ -150,6 +152,8 @@ describe('reason-segment serve (Open Inference Protocol v2)', function () {
     assert.equal(last.RESULT.answer, last.TEXT);
     assert.equal(last.RESULT.masks.length, 1, 'the [SEG] of the prefix gives a mask');
     assert.equal(last.RESULT.timings.newTokens, 8);
+    assert.ok(last.RESULT.overlayPng.length > 0, 'include_overlay: the overlay a notebook shows');
+    assert.equal(last.RESULT.image.data, image, 'include_image: the image itself');
 
     const refused = await post(STREAM, { text_input: 'x' });
     assert.equal(refused.status, 400, 'a request refused before inference gets a status and a JSON error');

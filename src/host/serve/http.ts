@@ -143,7 +143,7 @@ export class InferenceServer {
       if (!OUTPUT_NAMES.includes(o.name)) throw new HttpError(400, `unknown output ${o.name}; this model has ${OUTPUT_NAMES.join(', ')}`);
     }
     const modelReq = requestFromTensors(tensors);
-    const result = await this.run(req, res, client, modelReq, request.parameters?.timeout, undefined);
+    const result = await this.run(req, res, client, modelReq, request.parameters ?? {}, undefined);
     const values = outputValues(result);
     const names = request.outputs?.length ? request.outputs.map((o) => o.name) : OUTPUT_NAMES;
     const { body: out, headers } = encodeInferResponse(
@@ -166,7 +166,7 @@ export class InferenceServer {
     const { request: modelReq, id, parameters } = requestFromGenerate(parsed);
     const head = { model_name: MODEL_NAME, model_version: MODEL_VERSION, ...(id !== undefined ? { id } : {}) };
     if (!stream) {
-      const result = await this.run(req, res, client, modelReq, parameters.timeout, undefined);
+      const result = await this.run(req, res, client, modelReq, parameters, undefined);
       return json(res, 200, { ...head, text_output: result.answer, TEXT: result.answer, RESULT: publicResult(result) });
     }
     // Headers go out with the first event, so a request refused before inference gets a plain JSON error and status.
@@ -175,7 +175,7 @@ export class InferenceServer {
       res.write(`data: ${JSON.stringify(data)}\n\n`);
     };
     try {
-      const result = await this.run(req, res, client, modelReq, parameters.timeout, (delta) => event({ ...head, text_output: delta }));
+      const result = await this.run(req, res, client, modelReq, parameters, (delta) => event({ ...head, text_output: delta }));
       event({ ...head, text_output: '', TEXT: result.answer, RESULT: publicResult(result) });
       res.end();
     } catch (e) {
@@ -187,10 +187,25 @@ export class InferenceServer {
     }
   }
 
-  /** One request through the fair queue and the pipeline, with its timeout and cancel-on-disconnect. */
-  private async run(req: http.IncomingMessage, res: http.ServerResponse, client: string, modelReq: ModelRequest,
-    requestedTimeoutUs: unknown, onText: ((delta: string) => void) | undefined) {
+  /**
+   * One request through the fair queue and the pipeline, with its timeout and cancel-on-disconnect. Request
+   * parameters: `timeout` (microseconds, as Triton's), and `include_overlay`, `include_png`, `include_image` (booleans:
+   * the result then carries the overlay PNG, each mask as PNG, the image itself, as a notebook shows them).
+   */
+  private async run(req: http.IncomingMessage, res: http.ServerResponse, client: string, request: ModelRequest,
+    parameters: Record<string, unknown>, onText: ((delta: string) => void) | undefined) {
     const id = this.nextId++;
+    const modelReq: ModelRequest = { ...request };
+    for (const [key, field] of [['include_overlay', 'includeOverlay'], ['include_png', 'includePng'], ['include_image', 'includeImage']] as const) {
+      const v = parameters[key];
+      if (v === undefined) continue;
+      if (typeof v !== 'boolean') throw new HttpError(400, `parameters.${key} is true or false`);
+      modelReq[field] = v;
+    }
+    if ('sha256' in modelReq.image && !this.pipeline.cache.get(modelReq.image.sha256)) {
+      throw new HttpError(404, `the image ${modelReq.image.sha256} is not in the server's cache (it restarted or evicted it); send IMAGE again`);
+    }
+    const requestedTimeoutUs = parameters.timeout;
     let timeoutMs = this.opts.timeoutMs;
     if (requestedTimeoutUs !== undefined) {
       if (typeof requestedTimeoutUs !== 'number' || !(requestedTimeoutUs > 0)) throw new HttpError(400, 'parameters.timeout is in microseconds and must be positive');
