@@ -101,14 +101,31 @@ export function historyOf(conversation: Pick<Conversation, 'turns'>): ChatTurn[]
 // wire.schema.json, with its documentation; the types are generated into wire-types.ts and validateWebviewMessage
 // checks them with the validator generated from the same schema.
 export type {
-  AskMessage, ChatSaveMessage, ExportNotebookMessage, NewConversationMessage, PickImageMessage, ReadyMessage, SaveFile,
-  SelectConversationMessage, SetImageMessage, StopMessage, WebviewMessage,
+  AskMessage,
+  ChatSaveMessage,
+  ExportNotebookMessage,
+  NewConversationMessage,
+  PickImageMessage,
+  ReadyMessage,
+  SaveFile,
+  SelectConversationMessage,
+  SetImageMessage,
+  StopMessage,
+  WebviewMessage,
 } from './wire-types';
 export { validateWebviewMessage } from './validate';
 
 export type WebviewMessageType = WebviewMessage['type'];
 export const WEBVIEW_MESSAGE_TYPES: readonly WebviewMessageType[] = [
-  'ready', 'pickImage', 'setImage', 'ask', 'stop', 'newConversation', 'selectConversation', 'exportNotebook', 'save',
+  'ready',
+  'pickImage',
+  'setImage',
+  'ask',
+  'stop',
+  'newConversation',
+  'selectConversation',
+  'exportNotebook',
+  'save',
 ];
 
 // ---- extension -> webview --------------------------------------------------------------------------------------
@@ -122,10 +139,29 @@ export interface StateMessage {
   hostState: ChatHostState;
   model?: ChatModelInfo;
 }
-export interface ImageMessage { type: 'image'; conversationId: string; image: ImagePayload }
-export interface TurnStartedMessage { type: 'turnStarted'; conversationId: string; turnId: string; prompt: string }
-export interface TextDeltaMessage { type: 'textDelta'; conversationId: string; turnId: string; text: string }
-export interface TurnDoneMessage { type: 'turnDone'; conversationId: string; turnId: string; result: SegmentResult }
+export interface ImageMessage {
+  type: 'image';
+  conversationId: string;
+  image: ImagePayload;
+}
+export interface TurnStartedMessage {
+  type: 'turnStarted';
+  conversationId: string;
+  turnId: string;
+  prompt: string;
+}
+export interface TextDeltaMessage {
+  type: 'textDelta';
+  conversationId: string;
+  turnId: string;
+  text: string;
+}
+export interface TurnDoneMessage {
+  type: 'turnDone';
+  conversationId: string;
+  turnId: string;
+  result: SegmentResult;
+}
 /** `message` is one line for the user (rpc.ts's `errorMessage`); `cancelled` when the user stopped it. */
 export interface TurnFailedMessage {
   type: 'turnFailed';
@@ -135,9 +171,17 @@ export interface TurnFailedMessage {
   cancelled: boolean;
 }
 /** Shown inline in the conversation: the host crashed (and is being restarted) or was restarted. */
-export interface HostEventMessage { type: 'hostEvent'; kind: 'crashed' | 'restarted'; message: string }
+export interface HostEventMessage {
+  type: 'hostEvent';
+  kind: 'crashed' | 'restarted';
+  message: string;
+}
 /** Optional small update of the host state / model (a full `state` does the same). */
-export interface HostStateMessage { type: 'hostState'; hostState: ChatHostState; model?: ChatModelInfo }
+export interface HostStateMessage {
+  type: 'hostState';
+  hostState: ChatHostState;
+  model?: ChatModelInfo;
+}
 
 export type ExtensionMessage =
   | StateMessage
@@ -172,17 +216,28 @@ export function validateExtensionMessage(v: unknown): string[] {
   };
   switch (v.type) {
     case 'state':
-      if (!Array.isArray(v.conversations)) problems.push(`conversations: expected an array, got ${describe(v.conversations)}`);
-      else v.conversations.forEach((c, i) => {
-        if (!isObject(c) || typeof c.id !== 'string' || !Array.isArray(c.turns)) problems.push(`conversations[${i}]: expected {id, turns}`);
-        else c.turns.forEach((t, j) => {
-          if (!isObject(t) || typeof t.id !== 'string' || typeof t.prompt !== 'string' || !TURN_STATUSES.includes(t.status as TurnStatus)) {
-            problems.push(`conversations[${i}].turns[${j}]: expected {id, prompt, answer, status}`);
-          }
+      if (!Array.isArray(v.conversations))
+        problems.push(`conversations: expected an array, got ${describe(v.conversations)}`);
+      else
+        v.conversations.forEach((c, i) => {
+          if (!isObject(c) || typeof c.id !== 'string' || !Array.isArray(c.turns))
+            problems.push(`conversations[${i}]: expected {id, turns}`);
+          else
+            c.turns.forEach((t, j) => {
+              if (
+                !isObject(t) ||
+                typeof t.id !== 'string' ||
+                typeof t.prompt !== 'string' ||
+                !TURN_STATUSES.includes(t.status as TurnStatus)
+              ) {
+                problems.push(`conversations[${i}].turns[${j}]: expected {id, prompt, answer, status}`);
+              }
+            });
         });
-      });
-      if (v.activeId !== null && typeof v.activeId !== 'string') problems.push(`activeId: expected a string or null, got ${describe(v.activeId)}`);
-      if (!CHAT_HOST_STATES.includes(v.hostState as ChatHostState)) problems.push(`hostState: unknown ${describe(v.hostState)}`);
+      if (v.activeId !== null && typeof v.activeId !== 'string')
+        problems.push(`activeId: expected a string or null, got ${describe(v.activeId)}`);
+      if (!CHAT_HOST_STATES.includes(v.hostState as ChatHostState))
+        problems.push(`hostState: unknown ${describe(v.hostState)}`);
       break;
     case 'image':
       str('conversationId');
@@ -191,26 +246,36 @@ export function validateExtensionMessage(v: unknown): string[] {
       }
       break;
     case 'turnStarted':
-      str('conversationId'); str('turnId'); str('prompt');
+      str('conversationId');
+      str('turnId');
+      str('prompt');
       break;
     case 'textDelta':
-      str('conversationId'); str('turnId'); str('text');
+      str('conversationId');
+      str('turnId');
+      str('text');
       break;
     case 'turnDone':
-      str('conversationId'); str('turnId');
+      str('conversationId');
+      str('turnId');
       if (!isObject(v.result)) problems.push('result: expected an object');
       else problems.push(...validateChatTurns(v.result.history, 'result.history').slice(0, 1));
       break;
     case 'turnFailed':
-      str('conversationId'); str('turnId'); str('message');
-      if (typeof v.cancelled !== 'boolean') problems.push(`cancelled: expected a boolean, got ${describe(v.cancelled)}`);
+      str('conversationId');
+      str('turnId');
+      str('message');
+      if (typeof v.cancelled !== 'boolean')
+        problems.push(`cancelled: expected a boolean, got ${describe(v.cancelled)}`);
       break;
     case 'hostEvent':
-      if (v.kind !== 'crashed' && v.kind !== 'restarted') problems.push(`kind: expected "crashed" or "restarted", got ${describe(v.kind)}`);
+      if (v.kind !== 'crashed' && v.kind !== 'restarted')
+        problems.push(`kind: expected "crashed" or "restarted", got ${describe(v.kind)}`);
       str('message');
       break;
     case 'hostState':
-      if (!CHAT_HOST_STATES.includes(v.hostState as ChatHostState)) problems.push(`hostState: unknown ${describe(v.hostState)}`);
+      if (!CHAT_HOST_STATES.includes(v.hostState as ChatHostState))
+        problems.push(`hostState: unknown ${describe(v.hostState)}`);
       break;
     default:
       problems.push(`type: unknown ${describe(v.type)}`);

@@ -67,7 +67,8 @@ function pointerPath(at: string, pointer: string): string {
 function missingProblem(schema: unknown): string | undefined {
   if (typeof schema !== 'object' || schema === null) return undefined;
   const s = schema as { type?: string; $ref?: string; 'x-problem'?: { required?: string } };
-  const custom = s['x-problem']?.required ?? (s.$ref ? (wire.refTypeProblems as Record<string, string>)[s.$ref] : undefined);
+  const custom =
+    s['x-problem']?.required ?? (s.$ref ? (wire.refTypeProblems as Record<string, string>)[s.$ref] : undefined);
   if (custom) return custom;
   const t = s.type ?? (s.$ref ? (wire.refTypes as Record<string, string | undefined>)[s.$ref] : undefined);
   return t ? `expected ${TYPE_NAMES[t]}` : undefined;
@@ -149,6 +150,8 @@ function problems(validate: Validator, v: unknown, at = ''): string[] {
       out.push(`${where || '(root)'}: ${problem(e)}`);
     }
   }
+  // Callers read an empty list as valid: a failure this formatting has no words for must still be one.
+  if (out.length === 0) out.push(`${pointerPath(at, errors[0]?.instancePath ?? '') || '(root)'}: is not valid`);
   return out;
 }
 
@@ -169,7 +172,8 @@ function oneOfProblems(e: SchemaError, errors: SchemaError[], at: string): strin
       x.instancePath.startsWith(`${e.instancePath}/`) &&
       Object.hasOwn(branch.properties, x.instancePath.slice(e.instancePath.length + 1).split('/')[0]),
   );
-  return inBranch.map((x) => `${pointerPath(at, x.instancePath)}: ${problem(x)}`);
+  const found = inBranch.map((x) => `${pointerPath(at, x.instancePath)}: ${problem(x)}`);
+  return found.length ? found : [`${where}: is not a valid ${given[0]} form`];
 }
 
 // ---- pieces ----------------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { checkResult } from '../../src/overlay/validate';
-import { WEBVIEW_MESSAGE_TYPES } from '../../src/protocol/chat';
+import { validateWebviewMessage, WEBVIEW_MESSAGE_TYPES } from '../../src/protocol/chat';
 import { RESULT_FORMAT } from '../../src/protocol/result';
 import { DEVICES, RPC_ERRORS } from '../../src/protocol/rpc';
 import { validateLoadModelParams, validateSegmentParams, validateSegmentResult } from '../../src/protocol/validate';
@@ -65,6 +65,86 @@ describe('protocol/wire: one definition of each wire shape', function () {
     assert.deepEqual(validateSegmentResult(r), []);
     r.overlayPng = `${r.overlayPng.slice(1)}!`;
     assert.deepEqual(validateSegmentResult(r), ['overlayPng: is not base64']);
+  });
+
+  it('any value the schema refuses gets at least one problem, and none throws (2000 random mutations)', function () {
+    const ajv = newAjv();
+    ajv.addSchema(readSchema());
+    const fresh = (def: string) => ajv.getSchema(`reason-segment-wire#/definitions/${def}`)!;
+    let seed = 7;
+    const rnd = (n: number) => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
+    const junk = [
+      null,
+      undefined,
+      0,
+      -1,
+      1.5,
+      '',
+      ' ',
+      'x',
+      '!!',
+      '../a',
+      [],
+      [1],
+      {},
+      { path: 'a' },
+      true,
+      'a'.repeat(300),
+    ];
+    const mutate = (v: any): any => {
+      if (typeof v !== 'object' || v === null || rnd(4) === 0) return junk[rnd(junk.length)];
+      const c: any = Array.isArray(v) ? [...v] : { ...v };
+      const keys = Object.keys(c);
+      if (keys.length === 0 || rnd(6) === 0)
+        c[['path', 'data', 'type', 'x', 'sha256'][rnd(5)]] = junk[rnd(junk.length)];
+      else {
+        const k = keys[rnd(keys.length)];
+        if (rnd(5) === 0) delete c[k];
+        else c[k] = mutate(c[k]);
+      }
+      return c;
+    };
+    const seeds: [string, (v: unknown) => string[], unknown][] = [
+      ['SegmentResult', (v) => validateSegmentResult(v, { deep: false }), goodResult()],
+      [
+        'SegmentParams',
+        validateSegmentParams,
+        {
+          image: { data: 'AAAA', mimeType: 'image/png' },
+          prompt: 'p',
+          history: [{ user: 'a', assistant: 'b' }],
+          maxNewTokens: 4,
+        },
+      ],
+      ['LoadModelParams', validateLoadModelParams, { bundle: '/m', device: 'cpu', allowFallback: true }],
+      [
+        'WebviewMessage',
+        validateWebviewMessage,
+        {
+          type: 'save',
+          conversationId: 'c',
+          turnId: 't',
+          kind: 'mask-png',
+          fileName: 'a.png',
+          mimeType: 'image/png',
+          encoding: 'base64',
+          data: 'AAAA',
+          segIndex: 0,
+        },
+      ],
+    ];
+    for (const [def, validate, good] of seeds) {
+      for (let i = 0; i < 500; i++) {
+        const v = mutate(good);
+        const problems = validate(v);
+        if (!fresh(def)(v))
+          assert.ok(
+            problems.length > 0,
+            `${def}: ${JSON.stringify(v)?.slice(0, 300)} refused by the schema but no problem named`,
+          );
+        for (const p of problems) assert.match(p, /^[^\n]+: [^\n]+$/, p);
+      }
+    }
   });
 
   it('segment params: includeOverlay and assistantPrefix are checked like every other member', () => {
@@ -130,14 +210,19 @@ describe('protocol/wire: one definition of each wire shape', function () {
   it('the kernel reads error codes, method names and the result format from the table generated from src/protocol', function () {
     const table = JSON.parse(fs.readFileSync(KERNEL_PROTOCOL_FILE, 'utf8'));
     assert.deepEqual(
-      Object.values(table.errors).map((e: any) => e.code).sort(),
+      Object.values(table.errors)
+        .map((e: any) => e.code)
+        .sort(),
       Object.keys(RPC_ERRORS).map(Number).sort(),
     );
     assert.equal(table.resultFormat, RESULT_FORMAT);
     const py = ['host.py', 'magic.py', 'result.py']
       .map((f) => fs.readFileSync(path.join(ROOT, 'src/kernel/reason_segment', f), 'utf8'))
       .join('\n');
-    assert.doesNotMatch(py, /[=(,]\s*-320\d\d|["']reasonSegment\/|["']reason-segment-result\/|["']\$\/cancelRequest/, 'the magic spells out a protocol value');
+    assert.doesNotMatch(
+      py,
+      /[=(,]\s*-320\d\d|["']reasonSegment\/|["']reason-segment-result\/|["']\$\/cancelRequest/,
+      'the magic spells out a protocol value',
+    );
   });
-
 });

@@ -16,7 +16,13 @@ import Ajv from 'ajv';
 import standaloneCode from 'ajv/dist/standalone';
 import { compile } from 'json-schema-to-typescript';
 import { RESULT_FORMAT, RESULT_MIME } from '../../src/protocol/result';
-import { CANCEL_REQUEST_METHOD, LSP_REQUEST_CANCELLED, Methods, Notifications, RPC_ERRORS } from '../../src/protocol/rpc';
+import {
+  CANCEL_REQUEST_METHOD,
+  LSP_REQUEST_CANCELLED,
+  Methods,
+  Notifications,
+  RPC_ERRORS,
+} from '../../src/protocol/rpc';
 
 const ROOT = path.resolve(__dirname, '../../..');
 export const SCHEMA_FILE = path.join(ROOT, 'src/protocol/wire.schema.json');
@@ -126,7 +132,10 @@ function validators(schema: ReturnType<typeof readSchema>): string {
   );
   // The values a discriminated oneOf accepts, to name them when a message has an unknown type.
   const tags = Object.fromEntries(
-    defs.map(([k, d]) => [`#/definitions/${k}`, (d as { properties?: { type?: { enum?: string[] } } }).properties?.type?.enum]),
+    defs.map(([k, d]) => [
+      `#/definitions/${k}`,
+      (d as { properties?: { type?: { enum?: string[] } } }).properties?.type?.enum,
+    ]),
   );
   return (
     `${BANNER('validators')}// @ts-nocheck\n${code}\nexport const refTypes = ${JSON.stringify(types)};\n` +
