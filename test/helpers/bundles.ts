@@ -24,9 +24,12 @@ export function goldens(bundle: string): GoldenCase[] {
   return JSON.parse(readFileSync(path.join(bundle, 'goldens.json'), 'utf8')).cases;
 }
 
-/** Runs `npm run export:tiny`'s module directly: a random-weight LISA exported through the real export path. */
-export function exportTiny(layout: '7b' | '13b', seed: number, out: string): string {
-  execFileSync(path.join(REPO, 'models', 'export', 'venv'), ['run', '-m', 'lisa_export.tiny', '--layout', layout, '--seed', String(seed), '--out', out],
-    { cwd: REPO, stdio: ['ignore', 'ignore', 'pipe'] });
+/**
+ * Runs `npm run export:tiny`'s module directly: a random-weight LISA exported through the real export path.
+ * `keepCheckpoint`: also keep the LISA checkpoint (`<dir>/lisa`) and CLIP (`<dir>/clip`) folders it came from.
+ */
+export function exportTiny(layout: '7b' | '13b', seed: number, out: string, keepCheckpoint?: string): string {
+  execFileSync(path.join(REPO, 'models', 'export', 'venv'), ['run', '-m', 'lisa_export.tiny', '--layout', layout, '--seed', String(seed), '--out', out,
+    ...(keepCheckpoint ? ['--keep-checkpoint', keepCheckpoint] : [])], { cwd: REPO, stdio: ['ignore', 'ignore', 'pipe'] });
   return out;
 }

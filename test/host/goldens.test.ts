@@ -1,8 +1,10 @@
 // The TypeScript pipeline against the PyTorch reference: for every committed tiny bundle (both token layouts) and a
 // bundle freshly exported with a seed no fixture uses, every golden case must give the same prompt ids, the same
-// generated ids and text, and masks with IoU >= 0.999.
+// generated ids and text, and masks with IoU >= 0.999. And the reference command (`python -m lisa_export reference`)
+// prints what `reason-segment segment --json` prints, on the checkpoint a fresh bundle was exported from.
 import * as assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { rleIou } from '../../src/protocol/rle';
@@ -10,7 +12,8 @@ import { decodeImage } from '../../src/host/image/decode';
 import { clipPixelValues, samPixelValues } from '../../src/host/image/preprocess';
 import { LisaPipeline } from '../../src/host/pipeline';
 import { buildPrompt } from '../../src/host/prompt';
-import { exportTiny, fixtureBundles, goldens, type TensorSummary } from '../helpers/bundles';
+import type { SegmentResult } from '../../src/protocol/result';
+import { exportTiny, fixtureBundles, goldens, REPO, type TensorSummary } from '../helpers/bundles';
 
 function summarise(a: Float32Array): { sum: number; abs_sum: number; first: number[] } {
   let sum = 0;
@@ -69,6 +72,28 @@ function paritySuite(title: string, bundleDir: () => string): void {
   });
 }
 
+function referenceCommandSuite(bundleDir: () => string, checkpointDir: () => string, tmp: string): void {
+  it('`python -m lisa_export reference --json` prints what `reason-segment segment --json` prints (portrait, history, forced [SEG])', function () {
+    const image = path.join(bundleDir(), 'images', 'astronaut-portrait.jpg');
+    const historyFile = path.join(tmp, 'history.json');
+    writeFileSync(historyFile, JSON.stringify([{ user: 'What is this?', assistant: 'A photo of an astronaut.' }]));
+    const args = ['--image', image, '--prompt', 'Where is the face?', '--history', historyFile, '--assistant-prefix', 'Sure, [SEG].',
+      '--max-new-tokens', '6', '--json'];
+    const opts = { cwd: REPO, encoding: 'utf8' as const, maxBuffer: 64 << 20, stdio: ['ignore', 'pipe', 'pipe'] as ['ignore', 'pipe', 'pipe'] };
+    const ref = JSON.parse(execFileSync(path.join(REPO, 'models', 'export', 'venv'), ['run', '-m', 'lisa_export', 'reference',
+      '--checkpoint', path.join(checkpointDir(), 'lisa'), '--clip', path.join(checkpointDir(), 'clip'), ...args], opts)) as SegmentResult;
+    const cli = JSON.parse(execFileSync(process.execPath, [path.join(REPO, 'out', 'src', 'host', 'cli.js'), 'segment', '--model', bundleDir(), ...args],
+      opts)) as SegmentResult;
+    assert.equal(ref.provider, 'pytorch-cpu');
+    assert.ok(ref.masks.length >= 1, 'the forced [SEG] gives a mask');
+    // the same document but for who ran it, how long each stage took, and the IoU prediction's float noise
+    const comparable = (r: SegmentResult) => ({ ...r, model: undefined, provider: undefined, timings: { newTokens: r.timings.newTokens, cacheHit: r.timings.cacheHit },
+      masks: r.masks.map((mk) => ({ ...mk, score: undefined })) });
+    assert.deepEqual(comparable(cli), comparable(ref));
+    for (const [i, mk] of ref.masks.entries()) assert.ok(Math.abs(mk.score - cli.masks[i].score) <= 1e-4, `mask ${i} score ${cli.masks[i].score} vs ${mk.score}`);
+  });
+}
+
 describe('pipeline parity with the PyTorch reference', function () {
   this.timeout(600_000);
   for (const dir of fixtureBundles()) paritySuite(`committed bundle ${path.basename(dir)}`, () => dir);
@@ -80,12 +105,14 @@ describe('pipeline parity with the PyTorch reference', function () {
     const seed = 100 + (Math.floor(Date.now() / 86_400_000) % 900);
     for (const layout of ['7b', '13b'] as const) {
       let dir = '';
+      const ckpt = path.join(tmp, `${layout}-checkpoint`);
       describe(`layout ${layout}, seed ${seed + (layout === '13b' ? 1 : 0)}`, function () {
         before(function () {
           this.timeout(600_000);
-          dir = exportTiny(layout, seed + (layout === '13b' ? 1 : 0), path.join(tmp, layout));
+          dir = exportTiny(layout, seed + (layout === '13b' ? 1 : 0), path.join(tmp, layout), ckpt);
         });
         paritySuite('exported now', () => dir);
+        if (layout === '7b') referenceCommandSuite(() => dir, () => ckpt, tmp);
       });
     }
   });

@@ -1,7 +1,10 @@
-"""python -m lisa_export export --checkpoint DIR --clip DIR --out BUNDLE [--layout 7b|13b] [--weights ...]"""
+"""python -m lisa_export export --checkpoint DIR --clip DIR --out BUNDLE [--layout 7b|13b] [--weights ...]
+python -m lisa_export reference --checkpoint DIR --clip DIR --image FILE --prompt TEXT [--history F.json]
+                                [--assistant-prefix TEXT] [--max-new-tokens N] --json"""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -19,9 +22,26 @@ def main(argv=None) -> int:
                         "activations (DynamicQuantizeMatMul, fastest on CPUs with VNNI/AMX); SAM and CLIP stay fp32")
     e.add_argument("--variant", help="variant name for the manifest (default: from the layout)")
     e.add_argument("--force", action="store_true", help="replace an existing bundle folder")
+    r = sub.add_parser("reference", help="run the PyTorch reference (LISA's decode, pre-processing, prompt and greedy "
+                                         "decoding) on a checkpoint and print the result JSON of `reason-segment "
+                                         "segment --json`")
+    r.add_argument("--checkpoint", required=True, help="LISA checkpoint folder")
+    r.add_argument("--clip", required=True, help="CLIP ViT-L/14 folder")
+    r.add_argument("--image", required=True, type=Path)
+    r.add_argument("--prompt", required=True)
+    r.add_argument("--history", type=Path, help='JSON array of {"user", "assistant"} objects or [user, assistant] pairs')
+    r.add_argument("--assistant-prefix", default="", help="text forced at the start of the answer")
+    r.add_argument("--max-new-tokens", type=int, default=512)
+    r.add_argument("--json", action="store_true", required=True, help="print the result JSON (the only output form)")
     a = ap.parse_args(argv)
     from .model import CheckpointError, HubUnreachable
 
+    if a.cmd == "reference":
+        try:
+            return reference(a)
+        except (CheckpointError, HubUnreachable, ValueError, OSError) as err:
+            print(f"lisa_export: {err}", file=sys.stderr)
+            return 1
     try:
         from .export import export_bundle
 
@@ -30,6 +50,38 @@ def main(argv=None) -> int:
     except (CheckpointError, HubUnreachable, FileExistsError) as err:
         print(f"lisa_export: {err}", file=sys.stderr)
         return 1
+    return 0
+
+
+def read_history(path: Path | None) -> list[tuple[str, str]]:
+    if path is None:
+        return []
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    turns = [(t["user"], t["assistant"]) if isinstance(t, dict) else tuple(t) for t in raw] if isinstance(raw, list) else None
+    if turns is None or not all(len(t) == 2 and all(isinstance(x, str) for x in t) for t in turns):
+        raise ValueError(f'--history {path} must be a JSON array of {{"user", "assistant"}} objects or '
+                         "[user, assistant] pairs")
+    return turns
+
+
+def reference(a) -> int:
+    import torch
+
+    from .export import detect_layout, token_spec
+    from .model import load_lisa, resolve_folder
+    from .reference import segment_result
+    from .tokenizer import load_slow_tokenizer
+
+    history = read_history(a.history)
+    folder = resolve_folder(a.checkpoint)
+    tokenizer = load_slow_tokenizer(folder)
+    layout = detect_layout(tokenizer)
+    lisa, folder = load_lisa(folder, a.clip, layout=layout, tokenizer_len=len(tokenizer))
+    torch.manual_seed(0)
+    result = segment_result(lisa, tokenizer, token_spec(tokenizer, layout), a.image, a.prompt, history,
+                            a.assistant_prefix, a.max_new_tokens,
+                            model={"variant": f"pytorch-reference ({layout})", "bundle": str(a.checkpoint)})
+    print(json.dumps(result, ensure_ascii=False))
     return 0
 
 

@@ -3,7 +3,8 @@
 Builds a LISA with the real module classes and dimensions drawn from (layout, seed), saves it as a LISA-layout
 checkpoint folder (safetensors with LISA's key names + config.json + the slow tokenizer) and a CLIP folder, exports it
 through the same path as a real checkpoint (export.export_bundle), and writes goldens.json from the PyTorch reference
-on real photographs.  Same arguments -> bit-identical bundle.
+on real photographs.  Same arguments -> bit-identical bundle, except for the last bits of goldens.json's floats, which
+differ between CPU makes (and so goldens.json's checksum in the manifest).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import CLIPVisionConfig, LlamaConfig
 
+from .export import CLIP_MEAN, CLIP_STD
 from .model import Lisa, SamDims
 
 IMAGES = [  # (name in the bundle, scikit-image loader): different sizes and aspect ratios
@@ -27,6 +29,9 @@ IMAGES = [  # (name in the bundle, scikit-image loader): different sizes and asp
     ("coffee", "coffee"),  # 400x600 (landscape)
     ("chelsea", "chelsea"),  # 300x451
 ]
+# Photos of other shapes, as JPEG: a portrait (240x512: its CLIP resize is one where Pillow 13's pass order would differ
+# from LISA's Pillow 9.4.0) and a landscape photo stored rotated, with EXIF orientation 6.
+PORTRAIT, ROTATED = "astronaut-portrait.jpg", "coffee-exif6.jpg"
 
 CASES = [
     {"name": "astronaut-en", "image": "astronaut",
@@ -41,6 +46,13 @@ CASES = [
      "history": [], "assistant_prefix": ""},
     {"name": "coffee-two-seg", "image": "coffee", "prompt": "Segment the cup and the spoon.", "history": [],
      "assistant_prefix": "Sure, [SEG] and [SEG]."},
+    # empty messages render as their bare role (LISA's llava_v1: "ASSISTANT:USER:" and "USER:ASSISTANT:")
+    {"name": "chelsea-empty-messages", "image": "chelsea", "prompt": "Segment the cat.",
+     "history": [["What is this?", ""], ["", "A cat."]], "assistant_prefix": ""},
+    {"name": "portrait-seg", "image": PORTRAIT, "prompt": "Where is the astronaut's face?", "history": [],
+     "assistant_prefix": "Sure, [SEG]."},
+    {"name": "exif-rotated-seg", "image": ROTATED, "prompt": "Segment the cup.", "history": [],
+     "assistant_prefix": "It is [SEG]."},
 ]
 MAX_NEW_TOKENS = 40
 
@@ -105,8 +117,14 @@ def build_tiny_checkpoint(layout: str, seed: int, root: Path, llm_overrides: dic
     sd = {k: v.contiguous() for k, v in lisa.state_dict_lisa().items()}
     save_file(sd, str(ckpt / "model.safetensors"), metadata={"format": "pt"})
     cfg = llm_cfg.to_dict()
+    # what a real LISA checkpoint's config.json carries (LISAForCausalLM.from_pretrained needs train_mask_decoder,
+    # out_dim, mm_hidden_size and a loadable vision tower; chat.py reads vision_tower)
     cfg.update({"architectures": ["LISAForCausalLM"], "model_type": "llava", "mm_vision_select_layer": -2,
-                "mm_use_im_start_end": True, "out_dim": dims["sam"].out_chans, "vision_tower": "tiny-clip"})
+                "mm_vision_select_feature": "patch", "mm_use_im_start_end": True, "mm_use_im_patch_token": False,
+                "mm_hidden_size": c["hidden_size"], "out_dim": dims["sam"].out_chans, "train_mask_decoder": True,
+                "tune_mm_mlp_adapter": False, "freeze_mm_mlp_adapter": False, "use_mm_proj": True,
+                "image_aspect_ratio": "square", "image_grid_pinpoints": None,
+                "vision_tower": str(clip_dir.resolve()), "mm_vision_tower": str(clip_dir.resolve())})
     for k in ("transformers_version", "_name_or_path"):
         cfg.pop(k, None)
     (ckpt / "config.json").write_text(json.dumps(cfg, indent=1, sort_keys=True))
@@ -116,6 +134,11 @@ def build_tiny_checkpoint(layout: str, seed: int, root: Path, llm_overrides: dic
     ccfg = clip_cfg.to_dict()
     ccfg.pop("transformers_version", None)
     (clip_dir / "config.json").write_text(json.dumps(ccfg, indent=1, sort_keys=True))
+    # openai/clip-vit-large-patch14's own preprocessor_config.json (chat.py loads CLIPImageProcessor from it)
+    (clip_dir / "preprocessor_config.json").write_text(json.dumps(
+        {"crop_size": 224, "do_center_crop": True, "do_normalize": True, "do_resize": True,
+         "feature_extractor_type": "CLIPFeatureExtractor", "image_mean": CLIP_MEAN, "image_std": CLIP_STD,
+         "resample": 3, "size": 224}, indent=1, sort_keys=True))
     return ckpt, clip_dir
 
 
@@ -130,6 +153,12 @@ def write_images(images_dir: Path) -> dict[str, Path]:
         p = images_dir / f"{name}.png"
         Image.fromarray(np.asarray(arr)).convert("RGB").save(p, format="PNG", optimize=False, compress_level=9)
         out[name] = p
+    Image.fromarray(data.astronaut()).crop((150, 0, 390, 512)).save(images_dir / PORTRAIT, quality=90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view: the stored pixels are the upright photo turned back
+    Image.fromarray(data.coffee()).transpose(Image.Transpose.ROTATE_90).save(images_dir / ROTATED, quality=90,
+                                                                            exif=exif.tobytes())
+    out[PORTRAIT], out[ROTATED] = images_dir / PORTRAIT, images_dir / ROTATED
     return out
 
 
@@ -142,16 +171,20 @@ def goldens_writer(bundle: Path, lisa, tokenizer, layout: str, tokens: dict) -> 
     for case in CASES:
         r = run_case(lisa, tokenizer, tokens, images[case["image"]], case["prompt"],
                      [tuple(h) for h in case["history"]], case["assistant_prefix"], MAX_NEW_TOKENS)
-        cases.append({"name": case["name"], "image": f"images/{case['image']}.png", **r})
+        cases.append({"name": case["name"], "image": f"images/{images[case['image']].name}", **r})
     write_json(bundle / "goldens.json", {"format": "lisa-goldens/1", "cases": cases})
 
 
-def export_tiny(layout: str, seed: int, out: Path, weights: str = "float32", goldens: bool = True, log=print) -> Path:
+def export_tiny(layout: str, seed: int, out: Path, weights: str = "float32", goldens: bool = True, log=print,
+                keep_checkpoint: Path | None = None) -> Path:
+    """``keep_checkpoint``: write the LISA checkpoint folder (``lisa/``) and its CLIP folder (``clip/``) there and keep
+    them, for running LISA's own code or ``python -m lisa_export reference`` on them."""
     from .export import export_bundle
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory(prefix="lisa-tiny-") as t:
-        ckpt, clip_dir = build_tiny_checkpoint(layout, seed, Path(t))
+        root = Path(t) if keep_checkpoint is None else Path(keep_checkpoint).absolute()
+        ckpt, clip_dir = build_tiny_checkpoint(layout, seed, root)
         name = f"tiny-{layout}-seed{seed}"
         return export_bundle(ckpt, clip_dir, out, layout=layout, weights=weights, force=True,
                              source_names={"checkpoint": name, "clip": f"tiny-clip-seed{seed}", "variant": name},
@@ -165,9 +198,12 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--weights", choices=["float32", "int8", "int4", "w8a8"], default="float32")
     ap.add_argument("--no-goldens", action="store_true")
+    ap.add_argument("--keep-checkpoint", type=Path, metavar="DIR",
+                    help="keep the LISA checkpoint (DIR/lisa) and CLIP (DIR/clip) folders the bundle was exported from")
     a = ap.parse_args(argv)
     # goldens are the fp32 PyTorch reference's outputs: written for float32 bundles only
-    export_tiny(a.layout, a.seed, a.out, a.weights, goldens=not a.no_goldens and a.weights == "float32")
+    export_tiny(a.layout, a.seed, a.out, a.weights, goldens=not a.no_goldens and a.weights == "float32",
+                keep_checkpoint=a.keep_checkpoint)
     return 0
 
 
