@@ -196,7 +196,8 @@ export async function decodeImage(input: string | Buffer, opts: DecodeOptions): 
 
   // The header (format, size, colour space) and the decode are read at once. The decode needs no header first: sharp
   // refuses an image over the pixel limit from its header too, before decoding a pixel (the header read has no limit,
-  // so that a bomb gets our own message below). A CMYK file or a 16-bit colour TIFF, both rare, is decoded again with its own pipeline.
+  // so that a bomb gets our own message below). A CMYK file or a 16-bit colour TIFF, both rare, is decoded again with
+  // its own pipeline.
   const pipeOpts = { limitInputPixels: maxPixels, failOn: 'truncated', pages: 1, page: 0, ignoreIcc: true } as const;
   const start = () => {
     const img = sharp(buf, pipeOpts).timeout({ seconds: DECODE_TIMEOUT_S });
