@@ -3,9 +3,9 @@
 // The reference reads with cv2.imread(path, IMREAD_COLOR) and converts BGR -> RGB. What that means, case by case, and
 // what this module does (each checked against cv2.imread of OpenCV 4.8, the version LISA pins, in
 // test/host/image-decode.test.ts):
-// - ICC profiles: ignored, as OpenCV ignores them (sharp would convert Adobe RGB, Display P3... to sRGB, moving values by
-//   tens of levels) -> sharp's ignoreIcc. The tensors see the stored values; only a picture shown to a person may be
-//   colour-managed.
+// - ICC profiles: ignored, as OpenCV ignores them (sharp would convert Adobe RGB, Display P3... to sRGB, moving
+//   values by tens of levels) -> sharp's ignoreIcc. The tensors see the stored values; only a picture shown to a
+//   person may be colour-managed.
 // - EXIF orientation: applied to JPEG, PNG and TIFF (OpenCV applies it by default for IMREAD_COLOR), not to WebP
 //   (OpenCV 4.8 does not read WebP's EXIF) -> sharp autoOrient() except for WebP.
 // - Alpha: dropped without compositing (IMREAD_COLOR keeps the colour channels; Pillow's convert('RGB') does the same)
