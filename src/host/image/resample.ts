@@ -9,7 +9,7 @@
 // - two passes through a uint8 intermediate, each starting its accumulator at 1 << 21 and clipping `acc >> 22` to
 //   0..255; a pass is skipped when its size is unchanged;
 // - pass order: the horizontal pass first, always, as in Pillow 9.4.0, the version LISA pins (Pillow 13 runs the
-//   vertical pass first when the height shrinks and (inH - outH) > 2 * (inW - outW), which moves values by up to 4 levels:
+//   vertical pass first when the height shrinks and (inH - outH) > 2 * (inW - outW), moving values by up to 4 levels:
 //   tall images for the CLIP resize, some large SAM downscales); test/host/image-resample.test.ts checks against 9.4.0;
 // - the default box (0, 0, width, height).
 //
