@@ -22,7 +22,15 @@ export interface ShardInfo extends Shard {
 export interface CocoOutput {
   info: { prompt: string; model: string; description: string; shard?: ShardInfo };
   images: Array<{ id: number; file_name: string; width: number; height: number; text: string }>;
-  annotations: Array<{ id: number; image_id: number; category_id: number; segmentation: unknown; area: number; bbox: number[]; score: number }>;
+  annotations: Array<{
+    id: number;
+    image_id: number;
+    category_id: number;
+    segmentation: unknown;
+    area: number;
+    bbox: number[];
+    score: number;
+  }>;
   categories: Array<{ id: number; name: string }>;
   failures: Array<{ file_name: string; error: string }>;
 }
@@ -53,14 +61,21 @@ export async function listImages(spec: string): Promise<{ root: string; files: s
   try {
     isDir = (await fs.stat(spec)).isDirectory();
   } catch (e) {
-    throw invalid(`--images ${spec} cannot be read (${(e as NodeJS.ErrnoException).code}); give a folder of images or a file that lists them`);
+    throw invalid(
+      `--images ${spec} cannot be read (${(e as NodeJS.ErrnoException).code}); give a folder of images or a file that lists them`,
+    );
   }
   if (isDir) {
-    const files = (await fs.readdir(spec)).filter((f) => IMAGE_EXTENSIONS.has(path.extname(f).toLowerCase())).sort(byName);
+    const files = (await fs.readdir(spec))
+      .filter((f) => IMAGE_EXTENSIONS.has(path.extname(f).toLowerCase()))
+      .sort(byName);
     if (files.length === 0) throw invalid(`${spec} holds no images (${[...IMAGE_EXTENSIONS].join(' ')})`);
     return { root: spec, files };
   }
-  const lines = (await fs.readFile(spec, 'utf8')).split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
+  const lines = (await fs.readFile(spec, 'utf8'))
+    .split(/\r?\n/)
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !l.startsWith('#'));
   const files = [...new Set(lines)].sort(byName);
   if (files.length === 0) throw invalid(`${spec} lists no images; write one image path a line`);
   return { root: path.dirname(spec), files };
@@ -71,12 +86,17 @@ export function claimShard(coco: CocoOutput, shard: Shard | undefined, files: nu
   const had = coco.info.shard;
   const started = coco.images.length + coco.failures.length > 0;
   if (!shard) {
-    if (had) throw invalid(`${outFile} holds shard ${had.index}/${had.count}; add --shard ${had.index}/${had.count} to resume it, or choose another --out`);
+    if (had)
+      throw invalid(
+        `${outFile} holds shard ${had.index}/${had.count}; add --shard ${had.index}/${had.count} to resume it, or choose another --out`,
+      );
     return;
   }
   if (started && (!had || had.index !== shard.index || had.count !== shard.count || had.files !== files)) {
     const what = had ? `shard ${had.index}/${had.count} of ${had.files} images` : 'an unsharded run';
-    throw invalid(`${outFile} holds ${what}, not shard ${shard.index}/${shard.count} of ${files}; choose another --out`);
+    throw invalid(
+      `${outFile} holds ${what}, not shard ${shard.index}/${shard.count} of ${files}; choose another --out`,
+    );
   }
   coco.info.shard = { ...shard, files };
 }
@@ -89,7 +109,12 @@ export async function readBatchFile(file: string): Promise<CocoOutput> {
     const code = (e as NodeJS.ErrnoException).code;
     throw invalid(`${file} cannot be read (${code ?? 'not JSON'}); give the --out files of the shards`);
   }
-  if (coco?.info?.description !== BATCH_DESCRIPTION || !Array.isArray(coco.images) || !Array.isArray(coco.failures) || !Array.isArray(coco.annotations)) {
+  if (
+    coco?.info?.description !== BATCH_DESCRIPTION ||
+    !Array.isArray(coco.images) ||
+    !Array.isArray(coco.failures) ||
+    !Array.isArray(coco.annotations)
+  ) {
     throw invalid(`${file} is not a Reason Segment batch result`);
   }
   return coco;
@@ -105,31 +130,46 @@ export function mergeShards(parts: Array<{ file: string; coco: CocoOutput }>): C
     if (!s) throw invalid(`${file} is not a shard (it was written without --shard)`);
     if (s.count !== count) throw invalid(`${file} is shard ${s.index}/${s.count} but ${first.file} is one of ${count}`);
     if (coco.info.prompt !== first.coco.info.prompt) throw invalid(`${file} has another prompt than ${first.file}`);
-    if (coco.info.model !== first.coco.info.model) throw invalid(`${file} was made with model ${coco.info.model}, ${first.file} with ${first.coco.info.model}`);
+    if (coco.info.model !== first.coco.info.model)
+      throw invalid(`${file} was made with model ${coco.info.model}, ${first.file} with ${first.coco.info.model}`);
     if (seen.has(s.index)) throw invalid(`${file} and ${seen.get(s.index)} are both shard ${s.index}/${s.count}`);
     seen.set(s.index, file);
     const done = coco.images.length + coco.failures.length;
-    if (done !== s.files) throw invalid(`${file} (shard ${s.index}/${s.count}) has ${done} of its ${s.files} images; run that shard again to finish it (it resumes)`);
+    if (done !== s.files)
+      throw invalid(
+        `${file} (shard ${s.index}/${s.count}) has ${done} of its ${s.files} images; run that shard again to finish it (it resumes)`,
+      );
   }
   const missing = Array.from({ length: count as number }, (_, i) => i).filter((i) => !seen.has(i));
-  if (missing.length) throw invalid(`shard(s) ${missing.map((i) => `${i}/${count}`).join(', ')} missing; merge needs all ${count}`);
+  if (missing.length)
+    throw invalid(`shard(s) ${missing.map((i) => `${i}/${count}`).join(', ')} missing; merge needs all ${count}`);
 
-  type Entry = { name: string; image?: CocoOutput['images'][number]; failure?: CocoOutput['failures'][number]; annotations: CocoOutput['annotations'] };
+  type Entry = {
+    name: string;
+    image?: CocoOutput['images'][number];
+    failure?: CocoOutput['failures'][number];
+    annotations: CocoOutput['annotations'];
+  };
   const entries: Entry[] = [];
   for (const { coco } of parts) {
     const masks = new Map<number, CocoOutput['annotations']>();
     for (const a of coco.annotations) masks.set(a.image_id, [...(masks.get(a.image_id) ?? []), a]);
-    for (const image of coco.images) entries.push({ name: image.file_name, image, annotations: masks.get(image.id) ?? [] });
+    for (const image of coco.images)
+      entries.push({ name: image.file_name, image, annotations: masks.get(image.id) ?? [] });
     for (const failure of coco.failures) entries.push({ name: failure.file_name, failure, annotations: [] });
   }
   entries.sort((a, b) => byName(a.name, b.name));
   const out: CocoOutput = {
     info: { prompt: first.coco.info.prompt, model: first.coco.info.model, description: BATCH_DESCRIPTION },
-    images: [], annotations: [], categories: first.coco.categories, failures: [],
+    images: [],
+    annotations: [],
+    categories: first.coco.categories,
+    failures: [],
   };
   // Ids as one process gives them: each image or failure takes the next image id, masks the next annotation id.
   for (const [i, e] of entries.entries()) {
-    if (i > 0 && e.name === entries[i - 1].name) throw invalid(`${e.name} is in two shards; were they made from the same list?`);
+    if (i > 0 && e.name === entries[i - 1].name)
+      throw invalid(`${e.name} is in two shards; were they made from the same list?`);
     const id = i + 1;
     if (e.failure) {
       out.failures.push(e.failure);
@@ -150,6 +190,9 @@ export async function mergeShardFiles(files: string[], outFile: string): Promise
     return mergeShards(parts);
   }
   const existing = await readBatchFile(outFile).catch(() => undefined);
-  if (!existing) throw invalid(`--out ${outFile} exists and is not a Reason Segment batch result; it was left untouched: choose another file`);
+  if (!existing)
+    throw invalid(
+      `--out ${outFile} exists and is not a Reason Segment batch result; it was left untouched: choose another file`,
+    );
   return mergeShards(parts);
 }

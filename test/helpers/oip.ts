@@ -18,7 +18,10 @@ export interface Served {
 }
 
 export async function startServer(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Served> {
-  const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', ...args], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', ...args], {
+    env,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   let err = '';
   child.stderr!.on('data', (d) => {
     err += d;
@@ -35,7 +38,10 @@ export async function startServer(args: string[], env: NodeJS.ProcessEnv = proce
   await waitForLog(/serving .* on http:\/\/127\.0\.0\.1:\d+/);
   const port = Number(/http:\/\/127\.0\.0\.1:(\d+)/.exec(err)![1]);
   return {
-    child, port, stderr: () => err, waitForLog,
+    child,
+    port,
+    stderr: () => err,
+    waitForLog,
     stop: async () => {
       if (child.exitCode === null) child.kill('SIGTERM');
       return exited;
@@ -49,15 +55,37 @@ export interface Reply {
   body: Buffer;
 }
 
-export function request(port: number, method: string, urlPath: string, body?: Buffer | string | object, headers: Record<string, string> = {}, agent?: http.Agent): Promise<Reply> {
-  const data = body === undefined ? undefined : Buffer.isBuffer(body) ? body : Buffer.from(typeof body === 'string' ? body : JSON.stringify(body));
+export function request(
+  port: number,
+  method: string,
+  urlPath: string,
+  body?: Buffer | string | object,
+  headers: Record<string, string> = {},
+  agent?: http.Agent,
+): Promise<Reply> {
+  const data =
+    body === undefined
+      ? undefined
+      : Buffer.isBuffer(body)
+        ? body
+        : Buffer.from(typeof body === 'string' ? body : JSON.stringify(body));
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, method, path: urlPath, agent, headers: { ...(data ? { 'content-length': String(data.length) } : {}), ...headers } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }));
-      res.on('error', reject);
-    });
+    const req = http.request(
+      {
+        host: '127.0.0.1',
+        port,
+        method,
+        path: urlPath,
+        agent,
+        headers: { ...(data ? { 'content-length': String(data.length) } : {}), ...headers },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }));
+        res.on('error', reject);
+      },
+    );
     req.on('error', reject);
     req.end(data);
   });
@@ -66,7 +94,11 @@ export function request(port: number, method: string, urlPath: string, body?: Bu
 export const bytesInput = (name: string, value: string) => ({ name, shape: [1], datatype: 'BYTES', data: [value] });
 
 /** An infer request in JSON: the image as base64 (as the model asks for JSON), the rest as text. */
-export function inferJson(image: Buffer | undefined, prompt: string, extra: Record<string, string | number> = {}): object {
+export function inferJson(
+  image: Buffer | undefined,
+  prompt: string,
+  extra: Record<string, string | number> = {},
+): object {
   const inputs: object[] = [bytesInput('PROMPT', prompt)];
   if (image) inputs.push({ ...bytesInput('IMAGE', image.toString('base64')), parameters: { content_type: 'base64' } });
   for (const [name, v] of Object.entries(extra)) {
@@ -77,7 +109,14 @@ export function inferJson(image: Buffer | undefined, prompt: string, extra: Reco
 
 export interface InferAnswer {
   text: string;
-  result: { prompt: string; answer: string; outputIds: number[]; masks: Array<{ rle: { size: [number, number]; counts: string } }>; image: { sha256: string }; timings: { cacheHit: boolean } };
+  result: {
+    prompt: string;
+    answer: string;
+    outputIds: number[];
+    masks: Array<{ rle: { size: [number, number]; counts: string } }>;
+    image: { sha256: string };
+    timings: { cacheHit: boolean };
+  };
 }
 
 /** TEXT and RESULT of a JSON infer response. */

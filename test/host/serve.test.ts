@@ -8,8 +8,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { rleIou } from '../../src/protocol/rle';
 import { serializeBytes } from '../../src/host/serve/oip';
+import { rleIou } from '../../src/protocol/rle';
 import { FIXTURE_BUNDLES, goldens } from '../helpers/bundles';
 import { answerOf, bytesInput, CLI, fixtureImage, inferJson, request, type Served, startServer } from '../helpers/oip';
 
@@ -25,13 +25,18 @@ const MAX_BODY_MB = 1;
 describe('reason-segment serve (Open Inference Protocol v2)', function () {
   this.timeout(180_000);
   let server: Served;
-  const post = (p: string, body: object | Buffer, headers: Record<string, string> = auth()) => request(server.port, 'POST', p, body, headers);
-  const get = (p: string, headers: Record<string, string> = auth()) => request(server.port, 'GET', p, undefined, headers);
+  const post = (p: string, body: object | Buffer, headers: Record<string, string> = auth()) =>
+    request(server.port, 'POST', p, body, headers);
+  const get = (p: string, headers: Record<string, string> = auth()) =>
+    request(server.port, 'GET', p, undefined, headers);
 
   before(async () => {
     const tokenFile = path.join(tmp, 'tokens');
     writeFileSync(tokenFile, `# one token a line\n${TOKENS.join('\n')}\n`);
-    server = await startServer(['--model', BUNDLE, '--token-file', tokenFile, '--max-queue', '128', '--max-request-mb', String(MAX_BODY_MB)], env);
+    server = await startServer(
+      ['--model', BUNDLE, '--token-file', tokenFile, '--max-queue', '128', '--max-request-mb', String(MAX_BODY_MB)],
+      env,
+    );
   });
   after(async () => {
     if (server) assert.equal(await server.stop(), 0, 'SIGTERM closes the server cleanly');
@@ -55,9 +60,18 @@ describe('reason-segment serve (Open Inference Protocol v2)', function () {
     assert.ok(meta.extensions.includes('binary_tensor_data'));
     const model = JSON.parse((await get('/v2/models/reason-segment')).body.toString());
     assert.deepEqual(model.versions, ['1']);
-    assert.deepEqual(model.inputs.map((i: { name: string }) => i.name), ['IMAGE', 'PROMPT', 'HISTORY', 'ASSISTANT_PREFIX', 'MAX_NEW_TOKENS', 'IMAGE_SHA256']);
-    assert.deepEqual(model.outputs, [{ name: 'TEXT', datatype: 'BYTES', shape: [1] }, { name: 'RESULT', datatype: 'BYTES', shape: [1] }]);
-    assert.deepEqual(JSON.parse((await get('/v2/models/reason-segment/versions/1/ready')).body.toString()), { name: 'reason-segment', ready: true });
+    assert.deepEqual(
+      model.inputs.map((i: { name: string }) => i.name),
+      ['IMAGE', 'PROMPT', 'HISTORY', 'ASSISTANT_PREFIX', 'MAX_NEW_TOKENS', 'IMAGE_SHA256'],
+    );
+    assert.deepEqual(model.outputs, [
+      { name: 'TEXT', datatype: 'BYTES', shape: [1] },
+      { name: 'RESULT', datatype: 'BYTES', shape: [1] },
+    ]);
+    assert.deepEqual(JSON.parse((await get('/v2/models/reason-segment/versions/1/ready')).body.toString()), {
+      name: 'reason-segment',
+      ready: true,
+    });
     const unknown = await get('/v2/models/other');
     assert.equal(unknown.status, 404);
     assert.match(JSON.parse(unknown.body.toString()).error, /unknown model other/);
@@ -67,24 +81,45 @@ describe('reason-segment serve (Open Inference Protocol v2)', function () {
   it('infer gives the reference answer and masks (JSON), and the same in binary; a follow-up sends only the sha256', async () => {
     const c = goldens(BUNDLE).find((g) => g.masks.length === 2)!;
     const image = readFileSync(path.join(BUNDLE, c.image));
-    const { text, result } = answerOf(await post(INFER, inferJson(image, c.prompt, { ASSISTANT_PREFIX: c.assistant_prefix, MAX_NEW_TOKENS: c.max_new_tokens })));
+    const { text, result } = answerOf(
+      await post(
+        INFER,
+        inferJson(image, c.prompt, { ASSISTANT_PREFIX: c.assistant_prefix, MAX_NEW_TOKENS: c.max_new_tokens }),
+      ),
+    );
     assert.deepEqual(result.outputIds, c.output_ids);
     assert.equal(text, result.answer);
     assert.equal(result.masks.length, 2);
     for (const [i, m] of result.masks.entries()) assert.ok(rleIou(m.rle, c.masks[i].rle) >= 0.999);
 
     // The binary tensor data extension, as tritonclient sends it: JSON header, then each BYTES tensor length-prefixed.
-    const tensors = [['IMAGE', image], ['PROMPT', Buffer.from(c.prompt)], ['ASSISTANT_PREFIX', Buffer.from(c.assistant_prefix)]] as const;
+    const tensors = [
+      ['IMAGE', image],
+      ['PROMPT', Buffer.from(c.prompt)],
+      ['ASSISTANT_PREFIX', Buffer.from(c.assistant_prefix)],
+    ] as const;
     const blobs = tensors.map(([, v]) => serializeBytes([v]));
     const maxTokens = Buffer.alloc(4);
     maxTokens.writeInt32LE(c.max_new_tokens);
-    const header = Buffer.from(JSON.stringify({
-      id: 'binary-1',
-      inputs: [...tensors.map(([name], i) => ({ name, shape: [1], datatype: 'BYTES', parameters: { binary_data_size: blobs[i].length } })),
-        { name: 'MAX_NEW_TOKENS', shape: [1], datatype: 'INT32', parameters: { binary_data_size: 4 } }],
-      outputs: [{ name: 'TEXT', parameters: { binary_data: true } }, { name: 'RESULT' }],
-    }));
-    const reply = await post(INFER, Buffer.concat([header, ...blobs, maxTokens]), { ...auth(), 'inference-header-content-length': String(header.length) });
+    const header = Buffer.from(
+      JSON.stringify({
+        id: 'binary-1',
+        inputs: [
+          ...tensors.map(([name], i) => ({
+            name,
+            shape: [1],
+            datatype: 'BYTES',
+            parameters: { binary_data_size: blobs[i].length },
+          })),
+          { name: 'MAX_NEW_TOKENS', shape: [1], datatype: 'INT32', parameters: { binary_data_size: 4 } },
+        ],
+        outputs: [{ name: 'TEXT', parameters: { binary_data: true } }, { name: 'RESULT' }],
+      }),
+    );
+    const reply = await post(INFER, Buffer.concat([header, ...blobs, maxTokens]), {
+      ...auth(),
+      'inference-header-content-length': String(header.length),
+    });
     assert.equal(reply.status, 200, reply.body.toString());
     const jsonLength = Number(reply.headers['inference-header-content-length']);
     const head = JSON.parse(reply.body.subarray(0, jsonLength).toString());
@@ -98,9 +133,16 @@ describe('reason-segment serve (Open Inference Protocol v2)', function () {
     assert.deepEqual(binResult.outputIds, result.outputIds);
     assert.equal(binResult.timings.cacheHit, true, 'the embedding cache is shared across requests');
 
-    const followUp = answerOf(await post(INFER, inferJson(undefined, 'And the other one?', {
-      IMAGE_SHA256: result.image.sha256, HISTORY: JSON.stringify([{ user: c.prompt, assistant: result.answer }]), MAX_NEW_TOKENS: 3,
-    })));
+    const followUp = answerOf(
+      await post(
+        INFER,
+        inferJson(undefined, 'And the other one?', {
+          IMAGE_SHA256: result.image.sha256,
+          HISTORY: JSON.stringify([{ user: c.prompt, assistant: result.answer }]),
+          MAX_NEW_TOKENS: 3,
+        }),
+      ),
+    );
     assert.equal(followUp.result.image.sha256, result.image.sha256);
     assert.equal(followUp.result.timings.cacheHit, true);
   });
@@ -113,9 +155,17 @@ describe('reason-segment serve (Open Inference Protocol v2)', function () {
       [{ inputs: [bytesInput('PROMPT', 'x'), bytesInput('IMAGE', 'not base64 and no content_type')] }, 400, /base64/],
       [inferJson(fixtureImage('not-an-image.png'), 'x'), 400, /./],
       [inferJson(fixtureImage('coffee.jpg'), '   '), 400, /PROMPT is blank/],
-      [inferJson(undefined, 'x', { IMAGE_SHA256: 'f'.repeat(64) }), 404, /not in the server's cache .*; send IMAGE again/],
+      [
+        inferJson(undefined, 'x', { IMAGE_SHA256: 'f'.repeat(64) }),
+        404,
+        /not in the server's cache .*; send IMAGE again/,
+      ],
       [{ inputs: [bytesInput('PROMPT', 'x')], outputs: [{ name: 'MASKS' }] }, 400, /unknown output MASKS/],
-      [{ ...inferJson(fixtureImage('coffee.jpg'), 'x'), parameters: { include_overlay: 'yes' } }, 400, /include_overlay is true or false/],
+      [
+        { ...inferJson(fixtureImage('coffee.jpg'), 'x'), parameters: { include_overlay: 'yes' } },
+        400,
+        /include_overlay is true or false/,
+      ],
     ];
     for (const [body, status, re] of cases) {
       const r = await post(INFER, body);
@@ -129,26 +179,41 @@ describe('reason-segment serve (Open Inference Protocol v2)', function () {
     const big = await post(INFER, Buffer.alloc(MAX_BODY_MB * 1024 * 1024 + 1, 0x20));
     assert.equal(big.status, 413);
     assert.match(JSON.parse(big.body.toString()).error, /larger than 1 MB/);
-    const late = await post(INFER, { ...inferJson(fixtureImage('coffee.jpg'), 'x', { MAX_NEW_TOKENS: 100000 }), parameters: { timeout: 1000 } });
+    const late = await post(INFER, {
+      ...inferJson(fixtureImage('coffee.jpg'), 'x', { MAX_NEW_TOKENS: 100000 }),
+      parameters: { timeout: 1000 },
+    });
     assert.equal(late.status, 504);
     assert.match(JSON.parse(late.body.toString()).error, /did not finish within 0\.001 s/);
   });
 
   it('streams the generated text as Server-Sent Events, then the final TEXT and RESULT', async () => {
     const image = fixtureImage('rocket.jpg').toString('base64');
-    const r = await post(STREAM, { text_input: 'What flies here?', IMAGE: image, MAX_NEW_TOKENS: 8, ASSISTANT_PREFIX: 'It is [SEG].',
-      parameters: { include_overlay: true, include_image: true } });
+    const r = await post(STREAM, {
+      text_input: 'What flies here?',
+      IMAGE: image,
+      MAX_NEW_TOKENS: 8,
+      ASSISTANT_PREFIX: 'It is [SEG].',
+      parameters: { include_overlay: true, include_image: true },
+    });
     assert.equal(r.status, 200);
     assert.equal(r.headers['content-type'], 'text/event-stream; charset=utf-8');
-    const events = r.body.toString().split('\n\n').filter(Boolean).map((e) => {
-      assert.match(e, /^data: /);
-      return JSON.parse(e.slice(6));
-    });
+    const events = r.body
+      .toString()
+      .split('\n\n')
+      .filter(Boolean)
+      .map((e) => {
+        assert.match(e, /^data: /);
+        return JSON.parse(e.slice(6));
+      });
     const last = events.at(-1);
     assert.ok(events.length >= 2);
     const streamed = events.map((e) => e.text_output).join('');
     assert.ok(streamed.length > 0);
-    assert.ok(last.TEXT.startsWith('It is [SEG]') && last.TEXT.endsWith(streamed), 'the deltas are what was generated after the prefix');
+    assert.ok(
+      last.TEXT.startsWith('It is [SEG]') && last.TEXT.endsWith(streamed),
+      'the deltas are what was generated after the prefix',
+    );
     assert.equal(last.RESULT.answer, last.TEXT);
     assert.equal(last.RESULT.masks.length, 1, 'the [SEG] of the prefix gives a mask');
     assert.equal(last.RESULT.timings.newTokens, 8);
@@ -161,14 +226,29 @@ describe('reason-segment serve (Open Inference Protocol v2)', function () {
   });
 
   it('cancels a request when its client disconnects, and goes on serving', async () => {
-    const body = Buffer.from(JSON.stringify({ text_input: 'Talk for a long time.', IMAGE: fixtureImage('coffee.jpg').toString('base64'), MAX_NEW_TOKENS: 100000 }));
+    const body = Buffer.from(
+      JSON.stringify({
+        text_input: 'Talk for a long time.',
+        IMAGE: fixtureImage('coffee.jpg').toString('base64'),
+        MAX_NEW_TOKENS: 100000,
+      }),
+    );
     await new Promise<void>((resolve, reject) => {
-      const req = http.request({ host: '127.0.0.1', port: server.port, method: 'POST', path: STREAM, headers: { ...auth(), 'content-length': body.length } }, (res) => {
-        res.once('data', () => {
-          req.destroy();
-          resolve();
-        });
-      });
+      const req = http.request(
+        {
+          host: '127.0.0.1',
+          port: server.port,
+          method: 'POST',
+          path: STREAM,
+          headers: { ...auth(), 'content-length': body.length },
+        },
+        (res) => {
+          res.once('data', () => {
+            req.destroy();
+            resolve();
+          });
+        },
+      );
       req.on('error', (e) => {
         if (!req.destroyed) reject(e);
       });
@@ -193,13 +273,22 @@ describe('reason-segment serve (Open Inference Protocol v2)', function () {
       for (let k = 0; k < 10; k++) {
         const which = (client + k) % images.length;
         const prompt = `client ${client} request ${k}: what is here?`;
-        jobs.push(request(server.port, 'POST', INFER, inferJson(images[which], prompt, { MAX_NEW_TOKENS: 2 }), auth(client + 1), agent).then((reply) => {
-          const { text, result } = answerOf(reply);
-          assert.equal(result.prompt, prompt, 'the answer belongs to its request');
-          assert.equal(result.image.sha256, sha[which], 'computed on the image of its request');
-          assert.equal(text, result.answer);
-          order.push(client);
-        }));
+        jobs.push(
+          request(
+            server.port,
+            'POST',
+            INFER,
+            inferJson(images[which], prompt, { MAX_NEW_TOKENS: 2 }),
+            auth(client + 1),
+            agent,
+          ).then((reply) => {
+            const { text, result } = answerOf(reply);
+            assert.equal(result.prompt, prompt, 'the answer belongs to its request');
+            assert.equal(result.image.sha256, sha[which], 'computed on the image of its request');
+            assert.equal(text, result.answer);
+            order.push(client);
+          }),
+        );
       }
     }
     await Promise.all(jobs);
@@ -211,13 +300,24 @@ describe('reason-segment serve (Open Inference Protocol v2)', function () {
   });
 
   it('refuses to listen beyond loopback without a token file, before loading the model', () => {
-    const r = spawnSync(process.execPath, [CLI, 'serve', '--model', BUNDLE, '--host', '0.0.0.0', '--port', '0'], { encoding: 'utf8', env, timeout: 30_000 });
+    const r = spawnSync(process.execPath, [CLI, 'serve', '--model', BUNDLE, '--host', '0.0.0.0', '--port', '0'], {
+      encoding: 'utf8',
+      env,
+      timeout: 30_000,
+    });
     assert.equal(r.status, 1);
-    assert.match(r.stderr, /--host 0\.0\.0\.0 would let other machines use the model without a password; give --token-file/);
+    assert.match(
+      r.stderr,
+      /--host 0\.0\.0\.0 would let other machines use the model without a password; give --token-file/,
+    );
     assert.doesNotMatch(r.stderr, /loaded/);
     const short = path.join(tmp, 'short-token');
     writeFileSync(short, 'secret\n');
-    const weak = spawnSync(process.execPath, [CLI, 'serve', '--model', BUNDLE, '--token-file', short], { encoding: 'utf8', env, timeout: 30_000 });
+    const weak = spawnSync(process.execPath, [CLI, 'serve', '--model', BUNDLE, '--token-file', short], {
+      encoding: 'utf8',
+      env,
+      timeout: 30_000,
+    });
     assert.equal(weak.status, 1);
     assert.match(weak.stderr, /at least 16 characters/);
   });

@@ -14,7 +14,16 @@ const BUNDLE = path.join(FIXTURE_BUNDLES, 'tiny-7b');
 const IMAGES = path.join(REPO, 'test', 'fixtures', 'images');
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'rs-shards-'));
 const env = { ...process.env, XDG_CACHE_HOME: tmp };
-const PICKED = ['chelsea.jpg', 'coffee.jpg', 'empty.png', 'rocket-portrait.jpg', 'rocket.jpg', 'camera-gray.jpg', 'truncated.jpg', 'coffee-exif6.jpg'];
+const PICKED = [
+  'chelsea.jpg',
+  'coffee.jpg',
+  'empty.png',
+  'rocket-portrait.jpg',
+  'rocket.jpg',
+  'camera-gray.jpg',
+  'truncated.jpg',
+  'coffee-exif6.jpg',
+];
 
 function cli(args: string[]) {
   const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env, timeout: 120_000 });
@@ -25,7 +34,19 @@ describe('batch --shard and merge', function () {
   this.timeout(240_000);
   const dir = path.join(tmp, 'images');
   // [SEG] in the forced prefix gives every readable image a mask, so annotation ids are checked too.
-  const common = ['batch', '--model', BUNDLE, '--images', dir, '--prompt', 'Segment the main object.', '--assistant-prefix', 'Sure, [SEG].', '--max-new-tokens', '2'];
+  const common = [
+    'batch',
+    '--model',
+    BUNDLE,
+    '--images',
+    dir,
+    '--prompt',
+    'Segment the main object.',
+    '--assistant-prefix',
+    'Sure, [SEG].',
+    '--max-new-tokens',
+    '2',
+  ];
   const out = (name: string) => path.join(tmp, name);
 
   before(() => {
@@ -38,20 +59,27 @@ describe('batch --shard and merge', function () {
     const names = Array.from({ length: 8 }, (_, i) => `f${i}`);
     assert.deepEqual(shardOf(names, parseShard('1/3')), ['f1', 'f4', 'f7']);
     assert.deepEqual([0, 1, 2].flatMap((i) => shardOf(names, { index: i, count: 3 })).sort(), names);
-    for (const bad of ['3/3', '1', '-1/3', '0/0', 'a/b']) assert.throws(() => parseShard(bad), /write i\/N with 0 <= i < N/);
+    for (const bad of ['3/3', '1', '-1/3', '0/0', 'a/b'])
+      assert.throws(() => parseShard(bad), /write i\/N with 0 <= i < N/);
   });
 
-  it('3 shards, one killed halfway and run again, merge into the single run\'s file byte for byte', async () => {
+  it("3 shards, one killed halfway and run again, merge into the single run's file byte for byte", async () => {
     const single = cli([...common, '--out', out('single.json')]);
     assert.equal(single.code, 0, single.stderr);
     const one = JSON.parse(readFileSync(out('single.json'), 'utf8'));
     assert.equal(one.images.length + one.failures.length, PICKED.length);
-    assert.ok(one.failures.length >= 2 && one.annotations.length >= one.images.length, 'broken images fail, readable ones get masks');
+    assert.ok(
+      one.failures.length >= 2 && one.annotations.length >= one.images.length,
+      'broken images fail, readable ones get masks',
+    );
 
     for (const i of [0, 2]) assert.equal(cli([...common, '--shard', `${i}/3`, '--out', out(`s${i}.json`)]).code, 0);
 
     // Shard 1/3 (three images): killed once its first image is written, then run again.
-    const killed = spawn(process.execPath, [CLI, ...common, '--shard', '1/3', '--out', out('s1.json')], { env, stdio: 'ignore' });
+    const killed = spawn(process.execPath, [CLI, ...common, '--shard', '1/3', '--out', out('s1.json')], {
+      env,
+      stdio: 'ignore',
+    });
     const written = () => (existsSync(out('s1.json')) ? JSON.parse(readFileSync(out('s1.json'), 'utf8')) : undefined);
     while (!(written()?.images.length + written()?.failures.length >= 1)) {
       assert.equal(killed.exitCode, null, 'the shard finished before it could be killed');
@@ -73,7 +101,10 @@ describe('batch --shard and merge', function () {
 
     const merged = cli(['merge', '--out', out('merged.json'), out('s2.json'), out('s0.json'), out('s1.json')]);
     assert.equal(merged.code, 0, merged.stderr);
-    assert.ok(readFileSync(out('merged.json')).equals(readFileSync(out('single.json'))), 'merged file == single run, byte for byte');
+    assert.ok(
+      readFileSync(out('merged.json')).equals(readFileSync(out('single.json'))),
+      'merged file == single run, byte for byte',
+    );
   });
 
   it('batch --server sends the work to a reason-segment serve and writes what a local batch writes', async () => {
@@ -90,7 +121,10 @@ describe('batch --shard and merge', function () {
       assert.deepEqual(got.info, local.info);
       assert.deepEqual(got.images, local.images);
       assert.deepEqual(got.annotations, local.annotations);
-      assert.deepEqual(got.failures.map((f: { file_name: string }) => f.file_name), local.failures.map((f: { file_name: string }) => f.file_name));
+      assert.deepEqual(
+        got.failures.map((f: { file_name: string }) => f.file_name),
+        local.failures.map((f: { file_name: string }) => f.file_name),
+      );
 
       writeFileSync(path.join(tmp, 'wrong'), `${'b'.repeat(32)}\n`);
       const refused = cli([...remote.slice(0, -1), path.join(tmp, 'wrong'), '--out', out('refused.json')]);
@@ -99,7 +133,14 @@ describe('batch --shard and merge', function () {
     } finally {
       await server.stop();
     }
-    const gone = cli(['batch', ...common.slice(3), '--server', `http://127.0.0.1:${server.port}`, '--out', out('gone.json')]); // stopped
+    const gone = cli([
+      'batch',
+      ...common.slice(3),
+      '--server',
+      `http://127.0.0.1:${server.port}`,
+      '--out',
+      out('gone.json'),
+    ]); // stopped
     assert.equal(gone.code, 1);
     assert.match(gone.stderr, /cannot be reached \(ECONNREFUSED\); check --server/);
   });
@@ -126,6 +167,9 @@ describe('batch --shard and merge', function () {
     const r = cli([...common.slice(0, 3), '--images', list, ...common.slice(5), '--out', out('list.json')]);
     assert.equal(r.code, 0, r.stderr);
     const coco = JSON.parse(readFileSync(out('list.json'), 'utf8'));
-    assert.deepEqual(coco.images.map((i: { file_name: string }) => i.file_name), ['chelsea.jpg', 'rocket.jpg']);
+    assert.deepEqual(
+      coco.images.map((i: { file_name: string }) => i.file_name),
+      ['chelsea.jpg', 'rocket.jpg'],
+    );
   });
 });

@@ -2,6 +2,7 @@
 (kubernetes-validate, strict, oldest and newest versions it knows), KServe objects against the KServe SDK's generated
 API models (every field name and type, required fields), the references between them, and every command line the
 manifests and the Dockerfile give the image, parsed by the real CLI."""
+
 import copy
 import importlib
 import json
@@ -75,8 +76,10 @@ def build(type_name, value, at):
 
 
 def check_kserve(doc):
-    api, model = {"ServingRuntime": ("serving.kserve.io/v1alpha1", "V1alpha1ServingRuntime"),
-                  "InferenceService": ("serving.kserve.io/v1beta1", "V1beta1InferenceService")}[doc["kind"]]
+    api, model = {
+        "ServingRuntime": ("serving.kserve.io/v1alpha1", "V1alpha1ServingRuntime"),
+        "InferenceService": ("serving.kserve.io/v1beta1", "V1beta1InferenceService"),
+    }[doc["kind"]]
     assert doc["apiVersion"] == api
     return build(model, doc, doc["kind"])
 
@@ -86,7 +89,9 @@ MIN_KUBERNETES = [1, 29]
 
 
 def test_kubernetes_objects_pass_the_api_schemas_strictly():
-    versions = [v for v in kubernetes_validate.utils.all_versions() if [int(x) for x in v.split(".")[:2]] >= MIN_KUBERNETES]
+    versions = [
+        v for v in kubernetes_validate.utils.all_versions() if [int(x) for x in v.split(".")[:2]] >= MIN_KUBERNETES
+    ]
     assert len(versions) >= 2
     docs = load("batch/job.yaml") + load("batch/merge-job.yaml")
     assert {d["kind"] for d in docs} == {"ConfigMap", "Job"}
@@ -121,7 +126,8 @@ def test_kserve_objects_match_the_sdk_models_and_each_other():
     model = isvc["spec"]["predictor"]["model"]
     assert model["runtime"] == runtime["metadata"]["name"]
     assert {"name": model["modelFormat"]["name"], "version": model["modelFormat"]["version"]} in [
-        {"name": f["name"], "version": f.get("version")} for f in runtime["spec"]["supportedModelFormats"]]
+        {"name": f["name"], "version": f.get("version")} for f in runtime["spec"]["supportedModelFormats"]
+    ]
     assert model["protocolVersion"] in runtime["spec"]["protocolVersions"] == ["v2"]
     container = runtime["spec"]["containers"][0]
     assert container["name"] == "kserve-container", "KServe puts storage and resources on the container of that name"
@@ -143,7 +149,10 @@ def test_the_indexed_job_shards_match_its_completions_and_the_merge():
     assert spec["completionMode"] == "Indexed" and spec["parallelism"] == spec["completions"]
     container = spec["template"]["spec"]["containers"][0]
     env = {e["name"]: e for e in container["env"]}
-    assert env["SHARD"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    assert (
+        env["SHARD"]["valueFrom"]["fieldRef"]["fieldPath"]
+        == "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    )
     args = container["args"]
     assert args[args.index("--shard") + 1] == f"$(SHARD)/{spec['completions']}"
     out = args[args.index("--out") + 1]
@@ -171,7 +180,7 @@ def test_every_command_line_given_to_the_image_is_accepted_by_the_cli(tmp_path):
     entry, cmd = dockerfile_command()
     assert entry == ["node", "/app/out/src/host/cli.js"]
     runtime_args = load("kserve/servingruntime.yaml")[0]["spec"]["containers"][0]["args"]
-    assert runtime_args[:len(cmd)] == cmd, "the runtime starts what the image's CMD starts, with more settings"
+    assert runtime_args[: len(cmd)] == cmd, "the runtime starts what the image's CMD starts, with more settings"
     job_args = load("batch/job.yaml")[1]["spec"]["template"]["spec"]["containers"][0]["args"]
     merge_cmd = load("batch/merge-job.yaml")[0]["spec"]["template"]["spec"]["containers"][0]["command"][-1].split()
     assert merge_cmd[:3] == ["exec", "node", entry[1]]
@@ -186,7 +195,9 @@ def test_every_command_line_given_to_the_image_is_accepted_by_the_cli(tmp_path):
     ]
     for args, message in cases:
         # Paths point into the temporary folder: the prompt file exists there, nothing else does.
-        args = [str(tmp_path) + a if a.startswith("/config/") else missing + a if a.startswith("/") else a for a in args]
+        args = [
+            str(tmp_path) + a if a.startswith("/config/") else missing + a if a.startswith("/") else a for a in args
+        ]
         r = run_cli(args)
         assert r.returncode == 1, (args, r.stderr)
         assert re.search(message, r.stderr), r.stderr
@@ -209,7 +220,9 @@ def dockerfile_stages():
 
 
 def test_the_build_context_holds_what_the_dockerfile_copies():
-    allowed = [line[1:] for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines() if line.startswith("!")]
+    allowed = [
+        line[1:] for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines() if line.startswith("!")
+    ]
     for stage in dockerfile_stages():
         for op, rest in stage:
             if op == "COPY" and not rest.startswith("--from"):
@@ -249,8 +262,13 @@ def test_the_image_layout_serves(tmp_path):
     if not (REPO / "out" / "src" / "host" / "cli.js").exists():
         pytest.fail("run `npm run build` first")
     bundle = REPO / "test" / "fixtures" / "bundles" / "tiny-7b"
-    proc = subprocess.Popen([entry[0], str(cli), "serve", "--model", str(bundle), "--port", "0"], cwd=root,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [entry[0], str(cli), "serve", "--model", str(bundle), "--port", "0"],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line, said = "", ""
         while "serving" not in line:
@@ -259,6 +277,7 @@ def test_the_image_layout_serves(tmp_path):
             assert line, f"the server exited before serving: {said}"
         port = int(re.search(r":(\d+)/v2", line).group(1))
         import urllib.request
+
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=10) as r:
             assert json.loads(r.read()) == {"ready": True}
     finally:

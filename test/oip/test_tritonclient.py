@@ -1,6 +1,7 @@
 """`reason-segment serve` driven by a client nobody here wrote: tritonclient[http] from PyPI (NVIDIA's Open Inference
 Protocol v2 client). Health, server and model metadata, and infer with BYTES tensors, in binary (tritonclient's
 default) and in JSON, with a bearer token. Needs `npm run build` (it starts out/src/host/cli.js)."""
+
 import hashlib
 import json
 import os
@@ -32,7 +33,9 @@ def server(tmp_path_factory):
     log = open(tmp / "stderr", "w+")
     proc = subprocess.Popen(
         ["node", str(cli), "serve", "--model", str(BUNDLE), "--port", "0", "--token-file", str(token_file)],
-        stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, "XDG_CACHE_HOME": str(tmp)},
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        env={**os.environ, "XDG_CACHE_HOME": str(tmp)},
     )
     port = None
     deadline = time.time() + 60
@@ -108,8 +111,15 @@ def test_infer_bytes_tensors_binary_and_json(client):
     image = (BUNDLE / case["image"]).read_bytes()
     answers = []
     for binary in (True, False):
-        res = infer(client, image, case["prompt"], binary, binary,
-                    ASSISTANT_PREFIX=case["assistant_prefix"], MAX_NEW_TOKENS=case["max_new_tokens"])
+        res = infer(
+            client,
+            image,
+            case["prompt"],
+            binary,
+            binary,
+            ASSISTANT_PREFIX=case["assistant_prefix"],
+            MAX_NEW_TOKENS=case["max_new_tokens"],
+        )
         assert res.get_response()["id"] == "py-1"
         text = as_text(res.as_numpy("TEXT")[0])
         result = json.loads(as_text(res.as_numpy("RESULT")[0]))
@@ -130,4 +140,6 @@ def test_errors_come_back_as_exceptions_with_the_message(client):
     assert str(err.value.status()) == "400"
     assert "image" in err.value.message().lower()
     with pytest.raises(InferenceServerException, match="unknown input"):
-        client.infer("reason-segment", [bytes_input("PROMPT", b"x", True), bytes_input("COLOUR", b"red", True)], headers=AUTH)
+        client.infer(
+            "reason-segment", [bytes_input("PROMPT", b"x", True), bytes_input("COLOUR", b"red", True)], headers=AUTH
+        )

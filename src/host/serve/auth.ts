@@ -10,12 +10,20 @@ export async function readTokens(file: string): Promise<string[]> {
   try {
     text = await fs.readFile(file, 'utf8');
   } catch (e) {
-    throw new Error(`--token-file ${file} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new Error(
+      `--token-file ${file} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+    );
   }
-  const tokens = text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
+  const tokens = text
+    .split(/\r?\n/)
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !l.startsWith('#'));
   if (tokens.length === 0) throw new Error(`--token-file ${file} holds no token; write one token a line`);
   const short = tokens.find((t) => t.length < 16 || /\s/.test(t));
-  if (short !== undefined) throw new Error(`--token-file ${file}: each token must be at least 16 characters without spaces (make one with: openssl rand -hex 32)`);
+  if (short !== undefined)
+    throw new Error(
+      `--token-file ${file}: each token must be at least 16 characters without spaces (make one with: openssl rand -hex 32)`,
+    );
   return tokens;
 }
 

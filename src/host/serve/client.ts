@@ -14,7 +14,10 @@ export class RemoteModel {
   /** The model's variant, known after the first answer. */
   variant = '';
 
-  private constructor(private readonly base: string, private readonly token: string | undefined) {}
+  private constructor(
+    private readonly base: string,
+    private readonly token: string | undefined,
+  ) {}
 
   /** Checks that the server is there and ready before any work. The token is the first of the token file. */
   static async connect(url: string, tokenFile?: string): Promise<RemoteModel> {
@@ -24,9 +27,13 @@ export class RemoteModel {
     } catch {
       throw new HostError('ParamsInvalid', `--server ${url} is not a URL; write e.g. http://gpu-box:8000`);
     }
-    const token = tokenFile ? (await readTokens(tokenFile).catch((e) => {
-      throw new HostError('ParamsInvalid', (e as Error).message);
-    }))[0] : undefined;
+    const token = tokenFile
+      ? (
+          await readTokens(tokenFile).catch((e) => {
+            throw new HostError('ParamsInvalid', (e as Error).message);
+          })
+        )[0]
+      : undefined;
     const remote = new RemoteModel(base.href, token);
     const ready = await remote.call('GET', `v2/models/${MODEL_NAME}/ready`);
     if (ready.status !== 200) throw remote.unavailable(ready.status, ready.body);
@@ -34,14 +41,20 @@ export class RemoteModel {
   }
 
   async segment(req: SegmentRequest): Promise<SegmentResult> {
-    const image = 'sha256' in req.image ? undefined : 'data' in req.image ? req.image.data : await fs.readFile(req.image.path);
+    const image =
+      'sha256' in req.image ? undefined : 'data' in req.image ? req.image.data : await fs.readFile(req.image.path);
     const bytes: Array<[string, Buffer]> = [['PROMPT', Buffer.from(req.prompt)]];
     if (image) bytes.push(['IMAGE', image]);
     else bytes.push(['IMAGE_SHA256', Buffer.from((req.image as { sha256: string }).sha256)]);
     if (req.history?.length) bytes.push(['HISTORY', Buffer.from(JSON.stringify(req.history))]);
     if (req.assistantPrefix) bytes.push(['ASSISTANT_PREFIX', Buffer.from(req.assistantPrefix)]);
     const blobs = bytes.map(([, v]) => serializeBytes([v]));
-    const inputs = bytes.map(([name], i) => ({ name, shape: [1], datatype: 'BYTES', parameters: { binary_data_size: blobs[i].length } }));
+    const inputs = bytes.map(([name], i) => ({
+      name,
+      shape: [1],
+      datatype: 'BYTES',
+      parameters: { binary_data_size: blobs[i].length },
+    }));
     if (req.maxNewTokens !== undefined) {
       const n = Buffer.alloc(4);
       n.writeInt32LE(req.maxNewTokens);
@@ -49,8 +62,13 @@ export class RemoteModel {
       inputs.push({ name: 'MAX_NEW_TOKENS', shape: [1], datatype: 'INT32', parameters: { binary_data_size: 4 } });
     }
     const header = Buffer.from(JSON.stringify({ inputs, outputs: [{ name: 'RESULT' }] }));
-    const reply = await this.call('POST', `v2/models/${MODEL_NAME}/infer`, Buffer.concat([header, ...blobs]),
-      { [HEADER_LENGTH]: String(header.length) }, req.signal);
+    const reply = await this.call(
+      'POST',
+      `v2/models/${MODEL_NAME}/infer`,
+      Buffer.concat([header, ...blobs]),
+      { [HEADER_LENGTH]: String(header.length) },
+      req.signal,
+    );
     if (reply.status === 400 || reply.status === 413) throw new HostError('ImageUnreadable', errorOf(reply.body));
     if (reply.status !== 200) throw this.unavailable(reply.status, reply.body);
     const result = JSON.parse(JSON.parse(reply.body.toString('utf8')).outputs[0].data[0]) as SegmentResult;
@@ -60,17 +78,28 @@ export class RemoteModel {
 
   async dispose(): Promise<void> {}
 
-  private async call(method: string, rel: string, body?: Buffer, headers: Record<string, string> = {}, signal?: AbortSignal): Promise<{ status: number; body: Buffer }> {
+  private async call(
+    method: string,
+    rel: string,
+    body?: Buffer,
+    headers: Record<string, string> = {},
+    signal?: AbortSignal,
+  ): Promise<{ status: number; body: Buffer }> {
     try {
       const res = await fetch(new URL(rel, this.base), {
-        method, signal, body: body && new Uint8Array(body),
+        method,
+        signal,
+        body: body && new Uint8Array(body),
         headers: { ...headers, ...(this.token ? { authorization: `Bearer ${this.token}` } : {}) },
       });
       return { status: res.status, body: Buffer.from(await res.arrayBuffer()) };
     } catch (e) {
       if (signal?.aborted) throw new HostError('Cancelled', 'The request was cancelled.');
       const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-      throw new HostError('ProviderUnavailable', `the server ${this.base} cannot be reached (${cause?.code ?? cause?.message ?? (e as Error).message}); check --server and that it runs`);
+      throw new HostError(
+        'ProviderUnavailable',
+        `the server ${this.base} cannot be reached (${cause?.code ?? cause?.message ?? (e as Error).message}); check --server and that it runs`,
+      );
     }
   }
 

@@ -7,8 +7,26 @@ import type { AddressInfo } from 'node:net';
 import { HostError, isHostError, oneLine } from '../errors';
 import type { LisaPipeline } from '../pipeline';
 import { isLoopback, readTokens, tokenIndex } from './auth';
-import { MODEL_NAME, MODEL_VERSION, type ModelRequest, modelMetadata, OUTPUT_NAMES, outputValues, publicResult, requestFromGenerate, requestFromTensors } from './model';
-import { binaryOutputNames, decodeInferRequest, encodeInferResponse, HEADER_LENGTH, HttpError, type InferRequest, type ServerMetadata } from './oip';
+import {
+  MODEL_NAME,
+  MODEL_VERSION,
+  type ModelRequest,
+  modelMetadata,
+  OUTPUT_NAMES,
+  outputValues,
+  publicResult,
+  requestFromGenerate,
+  requestFromTensors,
+} from './model';
+import {
+  binaryOutputNames,
+  decodeInferRequest,
+  encodeInferResponse,
+  HEADER_LENGTH,
+  HttpError,
+  type InferRequest,
+  type ServerMetadata,
+} from './oip';
 import { FairQueue } from './queue';
 
 const VERSION: string = require('../../../../package.json').version;
@@ -28,15 +46,24 @@ export interface ServeOptions {
 export const DEFAULTS = { host: '127.0.0.1', port: 8000, maxBodyMb: 32, timeoutS: 300, maxQueue: 64 };
 
 /** The serve command's options, checked before the model loads: a refusal costs nothing. */
-export async function serveOptions(o: { host?: string; port?: string; tokenFile?: string; maxRequestMb?: string; requestTimeout?: string; maxQueue?: string }): Promise<ServeOptions> {
+export async function serveOptions(o: {
+  host?: string;
+  port?: string;
+  tokenFile?: string;
+  maxRequestMb?: string;
+  requestTimeout?: string;
+  maxQueue?: string;
+}): Promise<ServeOptions> {
   const host = o.host ?? DEFAULTS.host;
   const number = (v: string | undefined, dflt: number, flag: string, min: number) => {
     const n = v === undefined ? dflt : Number(v);
-    if (!Number.isFinite(n) || n < min) throw new HostError('ParamsInvalid', `${flag} takes a number of at least ${min}, not ${v}`);
+    if (!Number.isFinite(n) || n < min)
+      throw new HostError('ParamsInvalid', `${flag} takes a number of at least ${min}, not ${v}`);
     return n;
   };
   const port = number(o.port, DEFAULTS.port, '--port', 0);
-  if (!Number.isInteger(port) || port > 65535) throw new HostError('ParamsInvalid', `--port takes a port number (0-65535), not ${o.port}`);
+  if (!Number.isInteger(port) || port > 65535)
+    throw new HostError('ParamsInvalid', `--port takes a port number (0-65535), not ${o.port}`);
   let tokens: string[] = [];
   if (o.tokenFile !== undefined) {
     try {
@@ -46,7 +73,10 @@ export async function serveOptions(o: { host?: string; port?: string; tokenFile?
     }
   }
   if (tokens.length === 0 && !isLoopback(host)) {
-    throw new HostError('ParamsInvalid', `--host ${host} would let other machines use the model without a password; give --token-file FILE (one bearer token a line) or bind 127.0.0.1`);
+    throw new HostError(
+      'ParamsInvalid',
+      `--host ${host} would let other machines use the model without a password; give --token-file FILE (one bearer token a line) or bind 127.0.0.1`,
+    );
   }
   return {
     host,
@@ -70,7 +100,10 @@ export class InferenceServer {
   private readonly queue: FairQueue;
   private nextId = 1;
 
-  constructor(private readonly pipeline: LisaPipeline, private readonly opts: ServeOptions) {
+  constructor(
+    private readonly pipeline: LisaPipeline,
+    private readonly opts: ServeOptions,
+  ) {
     this.queue = new FairQueue(opts.maxQueue);
     this.http = http.createServer((req, res) => {
       this.route(req, res).catch((e) => this.fail(res, e));
@@ -102,13 +135,18 @@ export class InferenceServer {
     const client = this.authorise(req);
     if (path === '/v2') {
       method(req, 'GET');
-      const meta: ServerMetadata = { name: MODEL_NAME, version: VERSION, extensions: ['binary_tensor_data', 'generate'] };
+      const meta: ServerMetadata = {
+        name: MODEL_NAME,
+        version: VERSION,
+        extensions: ['binary_tensor_data', 'generate'],
+      };
       return json(res, 200, meta);
     }
     const m = ROUTE.exec(path);
     if (!m) throw new HttpError(404, `no such endpoint ${path}; see GET /v2/models/${MODEL_NAME}`);
     if (m[1] !== MODEL_NAME) throw new HttpError(404, `unknown model ${m[1]}; this server serves ${MODEL_NAME}`);
-    if (m[2] !== undefined && m[2] !== MODEL_VERSION) throw new HttpError(404, `unknown version ${m[2]} of ${MODEL_NAME}; it has version ${MODEL_VERSION}`);
+    if (m[2] !== undefined && m[2] !== MODEL_VERSION)
+      throw new HttpError(404, `unknown version ${m[2]} of ${MODEL_NAME}; it has version ${MODEL_VERSION}`);
     const action = (m[3] ?? 'metadata') as Action;
     switch (action) {
       case 'metadata':
@@ -131,7 +169,13 @@ export class InferenceServer {
   private authorise(req: http.IncomingMessage): string {
     if (this.opts.tokens.length === 0) return `${req.socket.remoteAddress}:${req.socket.remotePort}`;
     const i = tokenIndex(req.headers.authorization, this.opts.tokens);
-    if (i < 0) throw new HttpError(401, req.headers.authorization ? 'the bearer token is not valid' : 'this server needs "Authorization: Bearer <token>"');
+    if (i < 0)
+      throw new HttpError(
+        401,
+        req.headers.authorization
+          ? 'the bearer token is not valid'
+          : 'this server needs "Authorization: Bearer <token>"',
+      );
     return `token ${i}`;
   }
 
@@ -140,14 +184,19 @@ export class InferenceServer {
     const header = req.headers[HEADER_LENGTH];
     const { request, tensors } = decodeInferRequest(body, Array.isArray(header) ? header[0] : header);
     for (const o of request.outputs ?? []) {
-      if (!OUTPUT_NAMES.includes(o.name)) throw new HttpError(400, `unknown output ${o.name}; this model has ${OUTPUT_NAMES.join(', ')}`);
+      if (!OUTPUT_NAMES.includes(o.name))
+        throw new HttpError(400, `unknown output ${o.name}; this model has ${OUTPUT_NAMES.join(', ')}`);
     }
     const modelReq = requestFromTensors(tensors);
     const result = await this.run(req, res, client, modelReq, request.parameters ?? {}, undefined);
     const values = outputValues(result);
     const names = request.outputs?.length ? request.outputs.map((o) => o.name) : OUTPUT_NAMES;
     const { body: out, headers } = encodeInferResponse(
-      { model_name: MODEL_NAME, model_version: MODEL_VERSION, ...(request.id !== undefined ? { id: String(request.id) } : {}) },
+      {
+        model_name: MODEL_NAME,
+        model_version: MODEL_VERSION,
+        ...(request.id !== undefined ? { id: String(request.id) } : {}),
+      },
       names.map((name) => ({ name, values: [values[name]] })),
       binaryOutputNames(request as InferRequest, names),
     );
@@ -155,7 +204,12 @@ export class InferenceServer {
     res.end(out);
   }
 
-  private async generate(req: http.IncomingMessage, res: http.ServerResponse, client: string, stream: boolean): Promise<void> {
+  private async generate(
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    client: string,
+    stream: boolean,
+  ): Promise<void> {
     const body = await readBody(req, this.opts.maxBodyBytes);
     let parsed: Record<string, unknown>;
     try {
@@ -171,11 +225,14 @@ export class InferenceServer {
     }
     // Headers go out with the first event, so a request refused before inference gets a plain JSON error and status.
     const event = (data: unknown) => {
-      if (!res.headersSent) res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache' });
+      if (!res.headersSent)
+        res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache' });
       res.write(`data: ${JSON.stringify(data)}\n\n`);
     };
     try {
-      const result = await this.run(req, res, client, modelReq, parameters, (delta) => event({ ...head, text_output: delta }));
+      const result = await this.run(req, res, client, modelReq, parameters, (delta) =>
+        event({ ...head, text_output: delta }),
+      );
       event({ ...head, text_output: '', TEXT: result.answer, RESULT: publicResult(result) });
       res.end();
     } catch (e) {
@@ -192,23 +249,37 @@ export class InferenceServer {
    * parameters: `timeout` (microseconds, as Triton's), and `include_overlay`, `include_png`, `include_image` (booleans:
    * the result then carries the overlay PNG, each mask as PNG, the image itself, as a notebook shows them).
    */
-  private async run(req: http.IncomingMessage, res: http.ServerResponse, client: string, request: ModelRequest,
-    parameters: Record<string, unknown>, onText: ((delta: string) => void) | undefined) {
+  private async run(
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    client: string,
+    request: ModelRequest,
+    parameters: Record<string, unknown>,
+    onText: ((delta: string) => void) | undefined,
+  ) {
     const id = this.nextId++;
     const modelReq: ModelRequest = { ...request };
-    for (const [key, field] of [['include_overlay', 'includeOverlay'], ['include_png', 'includePng'], ['include_image', 'includeImage']] as const) {
+    for (const [key, field] of [
+      ['include_overlay', 'includeOverlay'],
+      ['include_png', 'includePng'],
+      ['include_image', 'includeImage'],
+    ] as const) {
       const v = parameters[key];
       if (v === undefined) continue;
       if (typeof v !== 'boolean') throw new HttpError(400, `parameters.${key} is true or false`);
       modelReq[field] = v;
     }
     if ('sha256' in modelReq.image && !this.pipeline.cache.get(modelReq.image.sha256)) {
-      throw new HttpError(404, `the image ${modelReq.image.sha256} is not in the server's cache (it restarted or evicted it); send IMAGE again`);
+      throw new HttpError(
+        404,
+        `the image ${modelReq.image.sha256} is not in the server's cache (it restarted or evicted it); send IMAGE again`,
+      );
     }
     const requestedTimeoutUs = parameters.timeout;
     let timeoutMs = this.opts.timeoutMs;
     if (requestedTimeoutUs !== undefined) {
-      if (typeof requestedTimeoutUs !== 'number' || !(requestedTimeoutUs > 0)) throw new HttpError(400, 'parameters.timeout is in microseconds and must be positive');
+      if (typeof requestedTimeoutUs !== 'number' || !(requestedTimeoutUs > 0))
+        throw new HttpError(400, 'parameters.timeout is in microseconds and must be positive');
       timeoutMs = Math.min(timeoutMs, requestedTimeoutUs / 1000);
     }
     const ac = new AbortController();
@@ -225,18 +296,28 @@ export class InferenceServer {
     };
     res.on('close', onClose);
     try {
-      return await this.queue.run(client, () => this.pipeline.segment({
-        ...modelReq,
-        signal: ac.signal,
-        onText: onText && ((delta) => {
-          deltas++;
-          onText(delta);
-        }),
-      }), ac.signal);
+      return await this.queue.run(
+        client,
+        () =>
+          this.pipeline.segment({
+            ...modelReq,
+            signal: ac.signal,
+            onText:
+              onText &&
+              ((delta) => {
+                deltas++;
+                onText(delta);
+              }),
+          }),
+        ac.signal,
+      );
     } catch (e) {
       if (isHostError(e, 'Cancelled') && why === 'timeout') {
         log(`request ${id} timed out after ${timeoutMs / 1000} s`);
-        throw new HttpError(504, `the request did not finish within ${timeoutMs / 1000} s (the server's --request-timeout or the request's timeout)`);
+        throw new HttpError(
+          504,
+          `the request did not finish within ${timeoutMs / 1000} s (the server's --request-timeout or the request's timeout)`,
+        );
       }
       if (isHostError(e, 'Cancelled') && why === 'disconnect') {
         log(`request ${id} cancelled: the client disconnected (after ${deltas} text deltas)`);
@@ -251,10 +332,14 @@ export class InferenceServer {
   private describe(e: unknown): HttpError {
     if (e instanceof HttpError) return e;
     if (isHostError(e)) {
-      const status = e.kind === 'Internal' || e.kind === 'ProviderUnavailable' ? 500
-        : e.kind === 'ModelNotLoaded' ? 503
-        : e.kind === 'Cancelled' ? 499
-        : 400;
+      const status =
+        e.kind === 'Internal' || e.kind === 'ProviderUnavailable'
+          ? 500
+          : e.kind === 'ModelNotLoaded'
+            ? 503
+            : e.kind === 'Cancelled'
+              ? 499
+              : 400;
       return new HttpError(status, e.message);
     }
     log(`internal error: ${(e as Error)?.stack ?? e}`);
@@ -277,7 +362,8 @@ export class InferenceServer {
 }
 
 function method(req: http.IncomingMessage, want: 'GET' | 'POST'): void {
-  if (req.method !== want && !(want === 'GET' && req.method === 'HEAD')) throw new HttpError(405, `${req.url} takes ${want}, not ${req.method}`);
+  if (req.method !== want && !(want === 'GET' && req.method === 'HEAD'))
+    throw new HttpError(405, `${req.url} takes ${want}, not ${req.method}`);
 }
 
 function json(res: http.ServerResponse, status: number, value: unknown, headers: Record<string, string> = {}): void {
@@ -287,11 +373,17 @@ function json(res: http.ServerResponse, status: number, value: unknown, headers:
 }
 
 function readBody(req: http.IncomingMessage, max: number): Promise<Buffer> {
-  const tooLarge = () => new HttpError(413, `the request is larger than ${Math.round((max / 1024 / 1024) * 1000) / 1000} MB (--max-request-mb)`);
+  const tooLarge = () =>
+    new HttpError(
+      413,
+      `the request is larger than ${Math.round((max / 1024 / 1024) * 1000) / 1000} MB (--max-request-mb)`,
+    );
   if (Number(req.headers['content-length']) > max) return Promise.reject(tooLarge());
   const encoding = req.headers['content-encoding'];
   if (encoding !== undefined && encoding !== 'identity') {
-    return Promise.reject(new HttpError(415, `Content-Encoding ${encoding} is not supported; send the body uncompressed`));
+    return Promise.reject(
+      new HttpError(415, `Content-Encoding ${encoding} is not supported; send the body uncompressed`),
+    );
   }
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
@@ -318,10 +410,15 @@ export async function serve(pipeline: LisaPipeline, opts: ServeOptions): Promise
   try {
     addr = await server.listen();
   } catch (e) {
-    throw new HostError('ParamsInvalid', `cannot listen on ${opts.host}:${opts.port} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); choose another --host or --port`);
+    throw new HostError(
+      'ParamsInvalid',
+      `cannot listen on ${opts.host}:${opts.port} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); choose another --host or --port`,
+    );
   }
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
-  log(`serving ${pipeline.bundle.manifest.variant} as ${MODEL_NAME} on http://${host}:${addr.port}/v2 (${opts.tokens.length ? `${opts.tokens.length} token(s)` : 'no auth, loopback only'})`);
+  log(
+    `serving ${pipeline.bundle.manifest.variant} as ${MODEL_NAME} on http://${host}:${addr.port}/v2 (${opts.tokens.length ? `${opts.tokens.length} token(s)` : 'no auth, loopback only'})`,
+  );
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       log(`${signal}: closing`);

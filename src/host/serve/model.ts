@@ -40,10 +40,13 @@ export function requestFromTensors(tensors: Tensor[]): ModelRequest {
   const byName = new Map<string, Tensor>();
   for (const t of tensors) {
     const spec = INPUTS.find((i) => i.name === t.name);
-    if (!spec) throw new HttpError(400, `unknown input ${t.name}; this model takes ${INPUTS.map((i) => i.name).join(', ')}`);
+    if (!spec)
+      throw new HttpError(400, `unknown input ${t.name}; this model takes ${INPUTS.map((i) => i.name).join(', ')}`);
     if (byName.has(t.name)) throw new HttpError(400, `input ${t.name} is given twice`);
-    if (t.datatype !== spec.datatype) throw new HttpError(400, `input ${t.name} is ${spec.datatype}, not ${t.datatype}`);
-    if (t.values.length !== 1) throw new HttpError(400, `input ${t.name} takes one element (shape [1]); batch by sending more requests`);
+    if (t.datatype !== spec.datatype)
+      throw new HttpError(400, `input ${t.name} is ${spec.datatype}, not ${t.datatype}`);
+    if (t.values.length !== 1)
+      throw new HttpError(400, `input ${t.name} takes one element (shape [1]); batch by sending more requests`);
     byName.set(t.name, t);
   }
   for (const name of REQUIRED) if (!byName.has(name)) throw new HttpError(400, `input ${name} is required`);
@@ -57,21 +60,30 @@ export function requestFromTensors(tensors: Tensor[]): ModelRequest {
   const image = imageOf(byName.get('IMAGE'), text('IMAGE_SHA256'));
   const history = historyOf(text('HISTORY'));
   const max = byName.get('MAX_NEW_TOKENS')?.values[0] as number | undefined;
-  if (max !== undefined && !(Number.isInteger(max) && max >= 1)) throw new HttpError(400, `MAX_NEW_TOKENS must be a positive whole number, not ${max}`);
+  if (max !== undefined && !(Number.isInteger(max) && max >= 1))
+    throw new HttpError(400, `MAX_NEW_TOKENS must be a positive whole number, not ${max}`);
   return { image, prompt, history, assistantPrefix: text('ASSISTANT_PREFIX'), maxNewTokens: max, includePng: false };
 }
 
 function imageOf(image: Tensor | undefined, sha256: string | undefined): SegmentRequest['image'] {
   if (image && sha256 !== undefined) throw new HttpError(400, 'give IMAGE or IMAGE_SHA256, not both');
   if (sha256 !== undefined) {
-    if (!/^[0-9a-f]{64}$/.test(sha256)) throw new HttpError(400, 'IMAGE_SHA256 must be 64 lowercase hex digits (the sha256 of the image file)');
+    if (!/^[0-9a-f]{64}$/.test(sha256))
+      throw new HttpError(400, 'IMAGE_SHA256 must be 64 lowercase hex digits (the sha256 of the image file)');
     return { sha256 };
   }
-  if (!image) throw new HttpError(400, 'input IMAGE (the encoded image file) is required, or IMAGE_SHA256 for an image sent before');
+  if (!image)
+    throw new HttpError(
+      400,
+      'input IMAGE (the encoded image file) is required, or IMAGE_SHA256 for an image sent before',
+    );
   let data = image.values[0] as Buffer;
   if (!image.binary) {
     if (image.parameters.content_type !== 'base64') {
-      throw new HttpError(400, 'IMAGE sent as JSON must be base64 with "parameters": {"content_type": "base64"}; or send it in binary (binary_data_size)');
+      throw new HttpError(
+        400,
+        'IMAGE sent as JSON must be base64 with "parameters": {"content_type": "base64"}; or send it in binary (binary_data_size)',
+      );
     }
     data = Buffer.from(data.toString('latin1'), 'base64');
   }
@@ -85,16 +97,24 @@ function historyOf(json: string | undefined): ChatTurn[] {
   try {
     raw = JSON.parse(json);
   } catch (e) {
-    throw new HttpError(400, `HISTORY is not JSON (${(e as Error).message}); send [{"user": ..., "assistant": ...}, ...]`);
+    throw new HttpError(
+      400,
+      `HISTORY is not JSON (${(e as Error).message}); send [{"user": ..., "assistant": ...}, ...]`,
+    );
   }
   const problems = validateChatTurns(raw, 'HISTORY');
-  if (problems.length) throw new HttpError(400, `${problems.slice(0, 3).join('; ')}; send [{"user": ..., "assistant": ...}, ...]`);
+  if (problems.length)
+    throw new HttpError(400, `${problems.slice(0, 3).join('; ')}; send [{"user": ..., "assistant": ...}, ...]`);
   return (raw as ChatTurn[]).map((t) => ({ user: t.user, assistant: t.assistant }));
 }
 
 /** The result as the protocol returns it: no PNGs (masks are COCO RLE), no server paths. */
 export function publicResult(result: SegmentResult): SegmentResult {
-  return { ...result, model: { variant: result.model.variant, bundle: MODEL_NAME }, image: { ...result.image, source: undefined } };
+  return {
+    ...result,
+    model: { variant: result.model.variant, bundle: MODEL_NAME },
+    image: { ...result.image, source: undefined },
+  };
 }
 
 export function outputValues(result: SegmentResult): Record<string, string> {
@@ -105,21 +125,38 @@ export function outputValues(result: SegmentResult): Record<string, string> {
  * The generate extension's body: input names as keys (`text_input` stands for PROMPT), each a value or a one-element
  * array; IMAGE is base64 there (JSON carries no raw bytes). `id` and `parameters` are the protocol's own.
  */
-export function requestFromGenerate(body: unknown): { request: ModelRequest; id?: string; parameters: Record<string, unknown> } {
-  if (!body || typeof body !== 'object' || Array.isArray(body)) throw new HttpError(400, 'the request must be a JSON object of input names and values');
+export function requestFromGenerate(body: unknown): {
+  request: ModelRequest;
+  id?: string;
+  parameters: Record<string, unknown>;
+} {
+  if (!body || typeof body !== 'object' || Array.isArray(body))
+    throw new HttpError(400, 'the request must be a JSON object of input names and values');
   const { id, parameters, ...inputs } = body as Record<string, unknown>;
   const tensors: Tensor[] = Object.entries(inputs).map(([key, raw]) => {
     const name = key === 'text_input' ? 'PROMPT' : key;
     const spec = INPUTS.find((i) => i.name === name);
-    if (!spec) throw new HttpError(400, `unknown input ${key}; this model takes ${INPUTS.map((i) => i.name).join(', ')} (text_input for PROMPT)`);
+    if (!spec)
+      throw new HttpError(
+        400,
+        `unknown input ${key}; this model takes ${INPUTS.map((i) => i.name).join(', ')} (text_input for PROMPT)`,
+      );
     const value = Array.isArray(raw) && raw.length === 1 ? raw[0] : raw;
     if (spec.datatype === 'BYTES') {
       if (typeof value !== 'string') throw new HttpError(400, `${key} must be a string`);
-      return { ...spec, values: [Buffer.from(value, 'utf8')], binary: false, parameters: (name === 'IMAGE' ? { content_type: 'base64' } : {}) as Parameters };
+      return {
+        ...spec,
+        values: [Buffer.from(value, 'utf8')],
+        binary: false,
+        parameters: (name === 'IMAGE' ? { content_type: 'base64' } : {}) as Parameters,
+      };
     }
     if (typeof value !== 'number') throw new HttpError(400, `${key} must be a number`);
     return { ...spec, values: [value], binary: false, parameters: {} };
   });
-  const params = parameters && typeof parameters === 'object' && !Array.isArray(parameters) ? parameters as Record<string, unknown> : {};
+  const params =
+    parameters && typeof parameters === 'object' && !Array.isArray(parameters)
+      ? (parameters as Record<string, unknown>)
+      : {};
   return { request: requestFromTensors(tensors), id: id === undefined ? undefined : String(id), parameters: params };
 }

@@ -59,7 +59,10 @@ export interface ModelMetadata {
 
 /** A refusal with its HTTP status; the body is the protocol's `{"error": message}`. */
 export class HttpError extends Error {
-  constructor(readonly status: number, message: string) {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
     super(message);
     this.name = 'HttpError';
   }
@@ -90,12 +93,18 @@ const NUMERIC: Record<string, { size: number; read: (b: Buffer, o: number) => nu
 const elementCount = (shape: number[]) => shape.reduce((n, d) => n * d, 1);
 
 /** The request body: JSON, or (with the header length) a JSON header followed by the binary tensors it announces. */
-export function decodeInferRequest(body: Buffer, headerLength: string | undefined): { request: InferRequest; tensors: Tensor[] } {
+export function decodeInferRequest(
+  body: Buffer,
+  headerLength: string | undefined,
+): { request: InferRequest; tensors: Tensor[] } {
   let jsonEnd = body.length;
   if (headerLength !== undefined) {
     jsonEnd = Number(headerLength);
     if (!Number.isInteger(jsonEnd) || jsonEnd < 0 || jsonEnd > body.length) {
-      throw new HttpError(400, `Inference-Header-Content-Length is ${headerLength} but the body has ${body.length} bytes`);
+      throw new HttpError(
+        400,
+        `Inference-Header-Content-Length is ${headerLength} but the body has ${body.length} bytes`,
+      );
     }
   }
   let request: InferRequest;
@@ -107,7 +116,10 @@ export function decodeInferRequest(body: Buffer, headerLength: string | undefine
   if (!request || typeof request !== 'object' || !Array.isArray(request.inputs)) {
     throw new HttpError(400, 'the request must be a JSON object with an "inputs" array');
   }
-  if (request.outputs !== undefined && (!Array.isArray(request.outputs) || request.outputs.some((o) => typeof o?.name !== 'string'))) {
+  if (
+    request.outputs !== undefined &&
+    (!Array.isArray(request.outputs) || request.outputs.some((o) => typeof o?.name !== 'string'))
+  ) {
     throw new HttpError(400, '"outputs" must be an array of {"name": ...} objects');
   }
   let offset = jsonEnd;
@@ -123,15 +135,21 @@ export function decodeInferRequest(body: Buffer, headerLength: string | undefine
     offset += size;
     return { ...meta(input), values: binaryValues(input, bytes), binary: true, parameters };
   });
-  if (offset !== body.length) throw new HttpError(400, `${body.length - offset} bytes follow the last binary input; check binary_data_size`);
+  if (offset !== body.length)
+    throw new HttpError(400, `${body.length - offset} bytes follow the last binary input; check binary_data_size`);
   return { request, tensors };
 }
 
 const meta = (t: TensorMetadata): TensorMetadata => ({ name: t.name, datatype: t.datatype, shape: t.shape });
 
 function checkMetadata(t: RequestInput, what: string): void {
-  if (!t || typeof t.name !== 'string' || typeof t.datatype !== 'string' || !Array.isArray(t.shape)
-    || !t.shape.every((d) => Number.isInteger(d) && d >= 0)) {
+  if (
+    !t ||
+    typeof t.name !== 'string' ||
+    typeof t.datatype !== 'string' ||
+    !Array.isArray(t.shape) ||
+    !t.shape.every((d) => Number.isInteger(d) && d >= 0)
+  ) {
     throw new HttpError(400, `each ${what} needs "name", "datatype" and "shape" (whole numbers)`);
   }
 }
@@ -140,14 +158,19 @@ function jsonValues(input: RequestInput): Buffer[] | number[] {
   if (input.data === undefined) throw new HttpError(400, `input ${input.name} has neither "data" nor binary_data_size`);
   const flat = Array.isArray(input.data) ? (input.data as unknown[]).flat(Number.POSITIVE_INFINITY) : [input.data];
   if (flat.length !== elementCount(input.shape)) {
-    throw new HttpError(400, `input ${input.name} has ${flat.length} element(s) but shape [${input.shape}] needs ${elementCount(input.shape)}`);
+    throw new HttpError(
+      400,
+      `input ${input.name} has ${flat.length} element(s) but shape [${input.shape}] needs ${elementCount(input.shape)}`,
+    );
   }
   if (input.datatype === 'BYTES') {
-    if (!flat.every((v) => typeof v === 'string')) throw new HttpError(400, `input ${input.name} is BYTES: its data must be strings`);
+    if (!flat.every((v) => typeof v === 'string'))
+      throw new HttpError(400, `input ${input.name} is BYTES: its data must be strings`);
     return (flat as string[]).map((s) => Buffer.from(s, 'utf8'));
   }
   if (!NUMERIC[input.datatype]) throw new HttpError(400, `input ${input.name}: unknown datatype ${input.datatype}`);
-  if (!flat.every((v) => typeof v === 'number' || typeof v === 'boolean')) throw new HttpError(400, `input ${input.name} is ${input.datatype}: its data must be numbers`);
+  if (!flat.every((v) => typeof v === 'number' || typeof v === 'boolean'))
+    throw new HttpError(400, `input ${input.name} is ${input.datatype}: its data must be numbers`);
   return flat.map(Number);
 }
 
@@ -157,18 +180,25 @@ function binaryValues(input: RequestInput, bytes: Buffer): Buffer[] | number[] {
     const out: Buffer[] = [];
     let o = 0;
     while (o < bytes.length) {
-      if (o + 4 > bytes.length) throw new HttpError(400, `input ${input.name}: a BYTES element's 4-byte length is cut off`);
+      if (o + 4 > bytes.length)
+        throw new HttpError(400, `input ${input.name}: a BYTES element's 4-byte length is cut off`);
       const len = bytes.readUInt32LE(o);
-      if (o + 4 + len > bytes.length) throw new HttpError(400, `input ${input.name}: a BYTES element runs past binary_data_size`);
+      if (o + 4 + len > bytes.length)
+        throw new HttpError(400, `input ${input.name}: a BYTES element runs past binary_data_size`);
       out.push(bytes.subarray(o + 4, o + 4 + len));
       o += 4 + len;
     }
-    if (out.length !== n) throw new HttpError(400, `input ${input.name} has ${out.length} element(s) but shape [${input.shape}] needs ${n}`);
+    if (out.length !== n)
+      throw new HttpError(
+        400,
+        `input ${input.name} has ${out.length} element(s) but shape [${input.shape}] needs ${n}`,
+      );
     return out;
   }
   const t = NUMERIC[input.datatype];
   if (!t) throw new HttpError(400, `input ${input.name}: unknown datatype ${input.datatype}`);
-  if (bytes.length !== n * t.size) throw new HttpError(400, `input ${input.name}: ${bytes.length} bytes for ${n} ${input.datatype} element(s)`);
+  if (bytes.length !== n * t.size)
+    throw new HttpError(400, `input ${input.name}: ${bytes.length} bytes for ${n} ${input.datatype} element(s)`);
   return Array.from({ length: n }, (_, i) => Number(t.read(bytes, i * t.size)));
 }
 
@@ -179,12 +209,21 @@ export interface BytesOutput {
 }
 
 /** The response body and its headers: JSON, or JSON + binary when any output was asked for in binary. */
-export function encodeInferResponse(head: Omit<InferResponse, 'outputs'>, outputs: BytesOutput[], binaryNames: Set<string>): { body: Buffer; headers: Record<string, string> } {
+export function encodeInferResponse(
+  head: Omit<InferResponse, 'outputs'>,
+  outputs: BytesOutput[],
+  binaryNames: Set<string>,
+): { body: Buffer; headers: Record<string, string> } {
   const tails: Buffer[] = [];
   const wire: ResponseOutput[] = outputs.map((o) => {
     const shape = [o.values.length];
     if (!binaryNames.has(o.name)) {
-      return { name: o.name, datatype: 'BYTES', shape, data: o.values.map((v) => (typeof v === 'string' ? v : v.toString('utf8'))) };
+      return {
+        name: o.name,
+        datatype: 'BYTES',
+        shape,
+        data: o.values.map((v) => (typeof v === 'string' ? v : v.toString('utf8'))),
+      };
     }
     const bytes = serializeBytes(o.values);
     tails.push(bytes);

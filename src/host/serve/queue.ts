@@ -25,17 +25,21 @@ export class FairQueue {
   run<T>(client: string, work: () => Promise<T>, signal: AbortSignal): Promise<T> {
     if (signal.aborted) return Promise.reject(cancelled());
     if (this.waiting >= this.maxWaiting) {
-      return Promise.reject(new HttpError(503, `the server has ${this.waiting} requests waiting already (--max-queue); try again later`));
+      return Promise.reject(
+        new HttpError(503, `the server has ${this.waiting} requests waiting already (--max-queue); try again later`),
+      );
     }
     return new Promise<T>((resolve, reject) => {
       const item: Waiting = {
         signal,
         start: () => {
           signal.removeEventListener('abort', onAbort);
-          work().then(resolve, reject).finally(() => {
-            this.running = false;
-            this.next();
-          });
+          work()
+            .then(resolve, reject)
+            .finally(() => {
+              this.running = false;
+              this.next();
+            });
         },
         drop: () => reject(cancelled()),
       };
