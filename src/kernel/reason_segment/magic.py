@@ -28,6 +28,7 @@ from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, 
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from .host import ErrorCode, Host, HostCrashed, HostError, Methods, RpcError, find_server_js
+from .remote import RemoteError, RemoteServer, read_token
 from .result import SegmentResult
 
 DEVICES = ("cpu", "cuda", "webgpu")
@@ -62,8 +63,9 @@ class _Session:
 
     def __init__(self) -> None:
         self.config: Dict[str, Any] = {"host": None, "node": None, "model": None, "device": None,
-                                       "max_new_tokens": None}
+                                       "max_new_tokens": None, "server": None, "token_file": None}
         self.host: Optional[Host] = None
+        self.remote: Optional[RemoteServer] = None
         self.lock = threading.Lock()
         self.last: Optional[Dict[str, Any]] = None  # image path, history, model, device, result
 
@@ -118,6 +120,49 @@ class _Session:
         h.request(Methods.loadModel, {"bundle": bundle, "device": device})
         h.loaded = (bundle, device)
 
+    def server(self) -> Optional[RemoteServer]:
+        """The remote server when one is configured (%segment_config --server, or $REASON_SEGMENT_SERVER), else None."""
+        url = self.config["server"] or os.environ.get("REASON_SEGMENT_SERVER")
+        if not url:
+            return None
+        token_file = self.config["token_file"] or os.environ.get("REASON_SEGMENT_TOKEN_FILE")
+        try:
+            token = read_token(token_file) if token_file else os.environ.get("REASON_SEGMENT_TOKEN")
+        except RemoteError as e:
+            raise SegmentError(str(e)) from None
+        r = self.remote
+        if r is None or r.url != url.rstrip("/") or r.token != token:
+            r = self.remote = RemoteServer(url, token)
+        return r
+
+    def run_remote(self, r: RemoteServer, path: str, prompt: str, history: List[Dict[str, str]],
+                   max_new_tokens: Optional[int], assistant_prefix: Optional[str], stream: bool) -> SegmentResult:
+        from IPython.display import clear_output
+
+        printed = [False]
+
+        def on_text(text: str) -> None:
+            if stream:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+                printed[0] = True
+
+        with self.lock:
+            try:
+                payload = r.segment(path, prompt, history, assistant_prefix=assistant_prefix, on_text=on_text,
+                                    max_new_tokens=max_new_tokens or self.config["max_new_tokens"])
+            except RemoteError as e:
+                if printed[0]:
+                    print(flush=True)
+                raise SegmentError(str(e)) from None
+        if printed[0]:
+            clear_output(wait=True)
+        result = SegmentResult(payload, image_path=path)
+        said = f"{assistant_prefix} {result.answer}".strip() if assistant_prefix else result.answer
+        self.last = {"image": path, "history": list(history) + [{"user": prompt, "assistant": said}],
+                     "model": None, "device": None, "result": result}
+        return result
+
     def stop(self) -> None:
         h, self.host = self.host, None
         if h is not None:
@@ -131,6 +176,10 @@ class _Session:
 
         if not prompt.strip():
             raise SegmentError("The instruction is empty: write it in the cell body, below the %%segment line.")
+        remote = self.server()
+        if remote is not None:
+            return self.run_remote(remote, os.path.abspath(os.path.expanduser(image)), prompt, history,
+                                   max_new_tokens, assistant_prefix, stream)
         bundle = self.model(model)
         dev = self.device(device)
         path = os.path.abspath(os.path.expanduser(image))
@@ -285,6 +334,10 @@ class SegmentMagics(Magics):
     @argument("--model", "-m", default=None, help="default model bundle folder")
     @argument("--device", "-d", default=None, choices=DEVICES, help="default device")
     @argument("--max-new-tokens", "-n", type=int, default=None, help="default longest answer in tokens")
+    @argument("--server", default=None, help="URL of a `reason-segment serve` to use instead of a host process "
+              "(default: $REASON_SEGMENT_SERVER); '' goes back to the local host")
+    @argument("--token-file", default=None, help="file whose first line is the server's bearer token (default: "
+              "$REASON_SEGMENT_TOKEN_FILE, or the token in $REASON_SEGMENT_TOKEN)")
     @argument("--reset", action="store_true", help="forget every setting made here (environment variables apply)")
     @line_magic
     def segment_config(self, line: str):
@@ -294,10 +347,12 @@ class SegmentMagics(Magics):
         if args.reset:
             for k in cfg:
                 cfg[k] = None
-        for key in ("host", "node", "model", "device", "max_new_tokens"):
+        for key in ("host", "node", "model", "device", "max_new_tokens", "server", "token_file"):
             v = getattr(args, key)
-            if v is not None:
-                cfg[key] = os.path.abspath(os.path.expanduser(v)) if key in ("host", "model") else v
+            if v is not None and key in ("host", "model", "token_file") and v:
+                cfg[key] = os.path.abspath(os.path.expanduser(v))
+            elif v is not None:
+                cfg[key] = v or None  # --server '' goes back to the local host
         h = _SESSION.host
         shown = {
             "host": find_server_js(cfg["host"]),
@@ -306,6 +361,7 @@ class SegmentMagics(Magics):
             "device": cfg["device"] or os.environ.get("REASON_SEGMENT_DEVICE") or "cpu",
             "max_new_tokens": cfg["max_new_tokens"],
             "host_pid": h.pid if h is not None and h.alive else None,
+            "server": cfg["server"] or os.environ.get("REASON_SEGMENT_SERVER"),
         }
         if not line.strip():
             for k, v in shown.items():
