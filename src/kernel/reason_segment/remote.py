@@ -11,7 +11,7 @@ import hashlib
 import json
 import urllib.error
 import urllib.request
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable
 
 __all__ = ["RemoteError", "RemoteServer", "read_token"]
 
@@ -21,7 +21,7 @@ MODEL = "reason-segment"
 class RemoteError(Exception):
     """The server refused or could not be reached; ``str(e)`` is one readable line."""
 
-    def __init__(self, message: str, status: Optional[int] = None):
+    def __init__(self, message: str, status: int | None = None):
         super().__init__(message)
         self.status = status
 
@@ -40,11 +40,11 @@ def read_token(path: str) -> str:
 
 
 class RemoteServer:
-    def __init__(self, url: str, token: Optional[str] = None, timeout: float = 600.0):
+    def __init__(self, url: str, token: str | None = None, timeout: float = 600.0):
         self.url = url.rstrip("/")
         self.token = token
         self.timeout = timeout
-        self.sent: Set[str] = set()
+        self.sent: set[str] = set()
         #: Images sent to the server (not counting turns that referred to one by its sha256).
         self.images_sent = 0
 
@@ -52,12 +52,12 @@ class RemoteServer:
         self,
         image_path: str,
         prompt: str,
-        history: List[Dict[str, str]],
+        history: list[dict[str, str]],
         *,
-        max_new_tokens: Optional[int] = None,
-        assistant_prefix: Optional[str] = None,
-        on_text: Optional[Callable[[str], None]] = None,
-    ) -> Dict[str, Any]:
+        max_new_tokens: int | None = None,
+        assistant_prefix: str | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
         """One turn; returns the result document (with the overlay and the image, as the local host gives them)."""
         try:
             with open(image_path, "rb") as f:
@@ -65,7 +65,7 @@ class RemoteServer:
         except OSError as e:
             raise RemoteError(f"The image {image_path} cannot be read ({e.strerror}).") from None
         sha = hashlib.sha256(data).hexdigest()
-        body: Dict[str, Any] = {"text_input": prompt, "parameters": {"include_overlay": True, "include_image": True}}
+        body: dict[str, Any] = {"text_input": prompt, "parameters": {"include_overlay": True, "include_image": True}}
         if history:
             body["HISTORY"] = json.dumps(history)
         if max_new_tokens:
@@ -83,7 +83,7 @@ class RemoteServer:
         self.images_sent += 1
         return result
 
-    def _stream(self, body: Dict[str, Any], on_text: Optional[Callable[[str], None]]) -> Dict[str, Any]:
+    def _stream(self, body: dict[str, Any], on_text: Callable[[str], None] | None) -> dict[str, Any]:
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
