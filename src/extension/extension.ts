@@ -4,7 +4,7 @@
 import * as vscode from 'vscode';
 import { validateWebviewMessage } from '../protocol/chat';
 import { ChatViewProvider, saveFileWithDialog } from './chatView';
-import { HostManager } from './host';
+import { HostManager, SERVER_TOKEN_SECRET } from './host';
 import { applyKernelEnvironment, enableKernelMagic } from './kernel';
 import { addModel, selectModel, watchModelSettings } from './models';
 import { exportConversation, openResultNotebook } from './notebookExport';
@@ -64,6 +64,12 @@ export function activate(context: vscode.ExtensionContext): ExtensionApi {
     }
   });
   cmd('reasonSegment.showHostLog', () => hostLog.show(true));
+  cmd('reasonSegment.setServerToken', async () => {
+    const value = await vscode.window.showInputBox({ prompt: vscode.l10n.t('Bearer token of the Reason Segment server (empty to forget it)'), password: true, ignoreFocusOut: true });
+    if (value === undefined) return;
+    if (value.trim()) await context.secrets.store(SERVER_TOKEN_SECRET, value.trim());
+    else await context.secrets.delete(SERVER_TOKEN_SECRET);
+  });
   cmd('reasonSegment.showHostStatus', async () => {
     const s = await host.status().catch((e) => ({ error: (e as Error).message }));
     log.appendLine(`[status] ${JSON.stringify({ seq: ++statusSeq, hostState: host.state, starts: host.starts, activationMs: Math.round(activationMs), status: s ?? null })}`);

@@ -2,6 +2,7 @@
 // process speaking LSP-framed JSON-RPC on stdio. Nothing starts at activation: the first request starts the host and
 // loads the model from the settings. A crash restarts it (a few times in a row at most) and tells the user; the
 // model is loaded again on the next request. The host's stderr goes to the "Reason Segment Host" output channel.
+import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import {
@@ -28,7 +29,11 @@ import {
   type TextDeltaParams,
 } from '../protocol/rpc';
 import type { SegmentResult } from '../protocol/result';
+import { RemoteError, type RemoteImage, segmentRemote } from './remote';
 import { isInside, readSettings, resolveModelPath, type Settings } from './settings';
+
+/** SecretStorage key of the bearer token for `reasonSegment.server`. */
+export const SERVER_TOKEN_SECRET = 'reasonSegment.serverToken';
 
 export type HostState = 'stopped' | 'starting' | 'running' | 'crashed';
 
@@ -257,6 +262,7 @@ export class HostManager implements vscode.Disposable {
 
   /** Runs one segment request (starting the host and loading the model first when needed). */
   async segment(params: SegmentParams, token?: vscode.CancellationToken): Promise<SegmentResult> {
+    if (this.settings().server) return this.segmentRemote(params, token);
     await this.ensureModel(token);
     const client = await this.start();
     const s = this.settings();
@@ -265,6 +271,25 @@ export class HostManager implements vscode.Disposable {
       return (await (token ? client.sendRequest(Methods.segment, p, token) : client.sendRequest(Methods.segment, p))) as SegmentResult;
     } catch (e) {
       throw describeError(e);
+    }
+  }
+
+  /** One segment request answered by the `reasonSegment.server` server instead of the local host. */
+  private async segmentRemote(params: SegmentParams, token?: vscode.CancellationToken): Promise<SegmentResult> {
+    const s = this.settings();
+    const p: SegmentParams = { maxNewTokens: s.maxNewTokens, ...(s.assistantPrefix ? { assistantPrefix: s.assistantPrefix } : {}), ...params };
+    const abort = new AbortController();
+    const sub = token?.onCancellationRequested(() => abort.abort());
+    try {
+      const image: RemoteImage = 'sha256' in p.image ? { sha256: p.image.sha256 }
+        : 'data' in p.image ? { data: Buffer.from(p.image.data, 'base64') } : { data: await fs.readFile(p.image.path) };
+      const bearer = await this.context.secrets.get(SERVER_TOKEN_SECRET);
+      return await segmentRemote(s.server, bearer, p, image, (text) => this.deltaEmitter.fire({ requestId: p.requestId ?? '', text, tokenIndex: -1 }), abort.signal);
+    } catch (e) {
+      if (e instanceof RemoteError) throw new HostRequestError(e.message, e.cancelled, e.code);
+      throw describeError(e);
+    } finally {
+      sub?.dispose();
     }
   }
 

@@ -17,6 +17,8 @@ export interface Settings {
   models: string[];
   /** Text every answer starts with (SegmentParams.assistantPrefix); '' for none. */
   assistantPrefix: string;
+  /** URL of a `reason-segment serve` that answers instead of the local host; '' for the local host. */
+  server: string;
 }
 
 export const DEFAULTS: Settings = {
@@ -29,6 +31,7 @@ export const DEFAULTS: Settings = {
   openResultsIn: 'chat',
   models: [],
   assistantPrefix: '',
+  server: '',
 };
 
 const DEVICES: readonly Device[] = ['cpu', 'cuda', 'webgpu'];
@@ -53,6 +56,7 @@ export function readSettings(get: (key: string) => unknown): Settings {
     cacheSizeMB: num(get('cacheSizeMB'), DEFAULTS.cacheSizeMB, 0, 1 << 20, true),
     overlayOpacity: num(get('overlayOpacity'), DEFAULTS.overlayOpacity, 0, 1),
     openResultsIn: open === 'notebook' ? 'notebook' : 'chat',
+    server: typeof get('server') === 'string' ? (get('server') as string).trim() : '',
     assistantPrefix: typeof get('assistantPrefix') === 'string' ? (get('assistantPrefix') as string).slice(0, 10_000) : '',
     models: Array.isArray(models) ? [...new Set(models.filter((m): m is string => typeof m === 'string' && m.trim() !== '').map((m) => m.trim()))] : [],
   };
