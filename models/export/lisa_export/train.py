@@ -1,0 +1,487 @@
+"""Train a tiny LISA on the shapes task: `npm run train:tiny -- --out DIR [--seed N] [--steps K]`.
+
+The model is the project's LISA (model.Lisa: transformers' LLaMA and CLIP, the official SAM modules, LISA's key names
+and config) at the 7b layout, with a SentencePiece tokenizer trained in-process as for the fixtures (on the committed
+corpus plus the shapes task's own sentences).  It is trained from scratch, every part of it (LISA freezes SAM's image
+encoder because it is pretrained; ours is random, so it learns too), with LISA's objective (model/LISA.py):
+next-token cross-entropy on the answer, plus per-mask BCE and Dice on masks postprocessed to the image's size, weighted
+ce 1.0, bce 2.0, dice 0.5.
+
+Each training example is one scene of lisa_export.shapes with LISA's validation prompt
+("<image>\\n {text} Please output segmentation mask." or "... What is {text} in this image? ...") and the scene's
+explanatory answer.  Two kinds of masks are supervised: one per [SEG] of the answer (that object's mask), and one from
+the last prompt position, the state that LISA's validate() reads when it forces the answer "[SEG]." (the merged target
+mask).  Both come from the same forward pass, so the bundle answers in words when it generates and gives the target
+mask when evaluated as LISA is.
+
+Then the checkpoint is exported through export.export_bundle (the path export:tiny takes) with goldens from the PyTorch
+reference on held-out scenes.  Same arguments and thread count -> the same weights.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # on shared cores, spinning OpenMP threads waste most of the time
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import save_file
+from transformers import CLIPVisionConfig, LlamaConfig
+
+from . import shapes
+from .model import Lisa, SamDims
+from .export import SAM_MEAN, SAM_STD
+from .reference import IMAGE_TOKEN_INDEX, NUM_IMAGE_TOKENS, build_prompt, clip_preprocess, sam_resize_size
+
+LAYOUT = "7b"
+VOCAB = 1024
+CE_WEIGHT, BCE_WEIGHT, DICE_WEIGHT = 1.0, 2.0, 0.5  # LISA train_ds.py defaults
+HELD_OUT_SEED = 424242  # goldens and the README's examples come from scenes of this seed, never trained on
+
+
+def dims() -> dict:
+    # small enough to train on 2 shared cores: SAM's encoder (1024 px input, fixed by the bundle format) is windowed
+    # only (no global block), so its cost is linear in the 64x64 grid
+    return {
+        "llm": {"hidden_size": 128, "num_attention_heads": 4, "num_key_value_heads": 4, "num_hidden_layers": 2,
+                "intermediate_size": 256, "rms_norm_eps": 1e-6, "max_position_embeddings": 2048},
+        "clip": {"hidden_size": 64, "num_hidden_layers": 3, "num_attention_heads": 2, "image_size": 224,
+                 "patch_size": 14},
+        "sam": SamDims(embed_dim=32, depth=2, num_heads=1, mlp_ratio=2.0, out_chans=32, window_size=16,
+                       global_attn_indexes=[], qkv_bias=True, use_abs_pos=True, use_rel_pos=True, mask_in_chans=16,
+                       dec_depth=2, dec_mlp_dim=64, dec_heads=8, num_multimask_outputs=3, iou_head_depth=3,
+                       iou_head_hidden_dim=32),
+    }
+
+
+def lisa_prompt(text: str, is_sentence: bool) -> str:
+    """The user message of LISA's ValDataset (utils/dataset.py), after its "<image>\\n"."""
+    if is_sentence:
+        return f" {text} Please output segmentation mask."
+    return f" What is {text} in this image? Please output segmentation mask."
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------------------------------
+
+def jpeg_roundtrip(img: np.ndarray) -> Image.Image:
+    """The scene as the model will meet it: through shapes.write_split's JPEG encoder and back."""
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=95)
+    buf.seek(0)
+    with Image.open(buf) as im:
+        return im.convert("RGB")
+
+
+def make_scenes(seed: int, count: int, log=print) -> list[dict]:
+    """The training scenes, pre-processed once (each is seen in several steps): CLIP pixels, the SAM-resized image
+    (uint8; normalised and padded per step) and the low-res mask targets."""
+    photos = shapes._photo_cache()
+    rng = random.Random(f"lisa-shapes/{seed}")  # the same stream as `npm run shapes -- --seed`
+    out = []
+    for i in range(count):
+        img, anno = shapes.scene(rng, photos)
+        out.append({"anno": anno, **scene_tensors(jpeg_roundtrip(img), anno)})
+        if (i + 1) % 100 == 0:
+            log(f"scenes {i + 1}/{count}")
+    return out
+
+
+def train_tokenizer(out_dir: Path, seed: int, scenes: list[dict]) -> Path:
+    """The fixtures' tokenizer recipe (tokenizer.train_tiny_tokenizer: LLaMA's SentencePiece settings, byte fallback,
+    the layout's added tokens) trained on the committed corpus plus the task's sentences, so that the task's words
+    are pieces of their own."""
+    import sentencepiece as spm
+
+    from .tokenizer import _train_sentencepiece, _write_slow_files, corpus_lines, layout_added_tokens
+
+    lines = corpus_lines(seed)
+    for s in scenes[:400]:
+        a = s["anno"]
+        for t, ans in zip(a["text"], a["answers"]):
+            lines.append(lisa_prompt(t, a["is_sentence"]).strip())
+            lines.append(ans.replace("[SEG]", ""))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = _train_sentencepiece(lines, seed, VOCAB)
+    (out_dir / "tokenizer.model").write_bytes(model.getvalue())
+    base = spm.SentencePieceProcessor(model_proto=model.getvalue()).get_piece_size()
+    _write_slow_files(out_dir, {tok: base + i for i, tok in enumerate(layout_added_tokens(LAYOUT))})
+    return out_dir
+
+
+def tokenize_examples(tokenizer, scenes: list[dict]) -> list[dict]:
+    """Per scene and text: the prompt ids (as the host builds them) and the answer ids that follow them."""
+    from .tokenizer import tokenize_prompts
+
+    prompts, fulls, where = [], [], []
+    for si, s in enumerate(scenes):
+        a = s["anno"]
+        for ti, (t, ans) in enumerate(zip(a["text"], a["answers"])):
+            p = build_prompt(lisa_prompt(t, a["is_sentence"]))
+            prompts.append(p)
+            fulls.append(p + " " + ans + "</s>")
+            where.append((si, ti))
+    p_ids = tokenize_prompts(tokenizer, prompts)
+    f_ids = tokenize_prompts(tokenizer, fulls)
+    for (si, ti), p, f in zip(where, p_ids, f_ids):
+        if f[:len(p)] != p:
+            raise RuntimeError(f"the answer changes the prompt's tokens: {prompts[si]!r}")
+        scenes[si].setdefault("examples", []).append({"text": ti, "ids": f, "prompt_len": len(p)})
+    return scenes
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------------------------------
+
+def build_model(seed: int, vocab: int) -> tuple[Lisa, LlamaConfig, CLIPVisionConfig]:
+    d = dims()
+    llm_cfg = LlamaConfig(vocab_size=vocab, **d["llm"], initializer_range=0.02, pad_token_id=0, bos_token_id=1,
+                          eos_token_id=2, tie_word_embeddings=False)
+    c = d["clip"]
+    clip_cfg = CLIPVisionConfig(hidden_size=c["hidden_size"], intermediate_size=4 * c["hidden_size"],
+                                num_hidden_layers=c["num_hidden_layers"], num_attention_heads=c["num_attention_heads"],
+                                image_size=224, patch_size=14, projection_dim=c["hidden_size"])
+    torch.manual_seed(seed)
+    lisa = Lisa(llm_cfg, clip_cfg, d["sam"])
+    with torch.no_grad():
+        for name, p in lisa.image_encoder.named_parameters():
+            if "rel_pos" in name or name == "pos_embed":
+                p.normal_(0, 0.02)
+    return lisa, llm_cfg, clip_cfg
+
+
+def save_checkpoint(lisa: Lisa, llm_cfg: LlamaConfig, clip_cfg: CLIPVisionConfig, tok_dir: Path, root: Path):
+    """A LISA-layout checkpoint folder (safetensors with LISA's key names, config.json, the slow tokenizer) and a
+    CLIP folder, as tiny.build_tiny_checkpoint writes them."""
+    ckpt, clip_dir = root / "lisa", root / "clip"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    clip_dir.mkdir(parents=True, exist_ok=True)
+    for f in tok_dir.iterdir():
+        if f.is_file():
+            shutil.copyfile(f, ckpt / f.name)
+    sd = {k: v.detach().contiguous() for k, v in lisa.state_dict_lisa().items()}
+    save_file(sd, str(ckpt / "model.safetensors"), metadata={"format": "pt"})
+    cfg = llm_cfg.to_dict()
+    cfg.update({"architectures": ["LISAForCausalLM"], "model_type": "llava", "mm_vision_select_layer": -2,
+                "mm_use_im_start_end": True, "out_dim": lisa.sam_dims.out_chans, "vision_tower": "tiny-clip"})
+    for k in ("transformers_version", "_name_or_path"):
+        cfg.pop(k, None)
+    (ckpt / "config.json").write_text(json.dumps(cfg, indent=1, sort_keys=True))
+    clip_sd = {k: v.detach().contiguous() for k, v in lisa.clip.state_dict().items() if k.startswith("vision_model.")}
+    save_file(clip_sd, str(clip_dir / "model.safetensors"), metadata={"format": "pt"})
+    ccfg = clip_cfg.to_dict()
+    ccfg.pop("transformers_version", None)
+    (clip_dir / "config.json").write_text(json.dumps(ccfg, indent=1, sort_keys=True))
+    return ckpt, clip_dir
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# LISA's losses (model/LISA.py)
+# ---------------------------------------------------------------------------------------------------------------------
+
+def dice_loss(inputs, targets, num_masks, scale=1000, eps=1e-6):
+    inputs = inputs.sigmoid().flatten(1, 2)
+    targets = targets.flatten(1, 2)
+    numerator = 2 * (inputs / scale * targets).sum(-1)
+    denominator = (inputs / scale).sum(-1) + (targets / scale).sum(-1)
+    loss = 1 - (numerator + eps) / (denominator + eps)
+    return loss.sum() / (num_masks + 1e-8)
+
+
+def sigmoid_ce_loss(inputs, targets, num_masks):
+    loss = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
+    return loss.flatten(1, 2).mean(1).sum() / (num_masks + 1e-8)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# One step
+# ---------------------------------------------------------------------------------------------------------------------
+
+def low_res_target(mask: np.ndarray, resize: tuple[int, int]) -> torch.Tensor:
+    """The target on the mask decoder's 256x256 grid: resized as the image was (ResizeLongestSide to 1024), padded
+    bottom-right, then averaged down 4x4 (a soft target at the edges).  LISA computes its mask losses after
+    postprocessing the logits to the image's size; here they are computed on the low-res logits, which is 16 times
+    less work on two cores and trains the same decoder."""
+    big = np.zeros((1024, 1024), np.float32)
+    big[:resize[0], :resize[1]] = np.asarray(Image.fromarray(mask * 255).resize((resize[1], resize[0]),
+                                                                                Image.BILINEAR), np.float32) / 255
+    return torch.from_numpy(big.reshape(256, 4, 256, 4).mean((1, 3)))
+
+
+def scene_tensors(img: Image.Image, anno: dict) -> dict:
+    h, w = anno["imageHeight"], anno["imageWidth"]
+    newh, neww = sam_resize_size(h, w)
+    objs = [shapes.polygon_mask(s["points"], h, w) for s in anno["shapes"] if s["label"] == "target"]
+    return {"clip": torch.from_numpy(clip_preprocess(img)),
+            "sam_rgb": torch.from_numpy(np.asarray(img.resize((neww, newh), resample=Image.BILINEAR)).copy()),
+            "objects": [low_res_target(m, (newh, neww)) for m in objs],
+            "merged": low_res_target(np.clip(np.sum(objs, 0), 0, 1).astype(np.uint8), (newh, neww))}
+
+
+SAM_MEAN_T = torch.tensor(SAM_MEAN).reshape(3, 1, 1)
+SAM_STD_T = torch.tensor(SAM_STD).reshape(3, 1, 1)
+
+
+def sam_pixels(rgb: torch.Tensor) -> torch.Tensor:
+    """reference.sam_preprocess after the resize: (x - mean) / std in float32, zero padding bottom-right to 1024."""
+    x = (rgb.permute(2, 0, 1).float() - SAM_MEAN_T) / SAM_STD_T
+    out = torch.zeros(1, 3, 1024, 1024)
+    out[0, :, :x.shape[1], :x.shape[2]] = x
+    return out
+
+
+def step_loss(lisa: Lisa, batch: list[dict], seg_id: int, pick: list[int]) -> tuple[torch.Tensor, dict]:
+    """LISA's loss on a batch of scenes, with example pick[i] (one of the scene's instructions) of scene i."""
+    tens = batch
+    clip_feats = lisa.clip_features(torch.cat([t["clip"] for t in tens]))  # [B,256,H]
+    img_emb = lisa.image_encoder(torch.cat([sam_pixels(t["sam_rgb"]) for t in tens]))  # [B,C,64,64]
+    emb_table = lisa.llm.model.embed_tokens
+    seqs, labels, seg_rows = [], [], []  # seg_rows: (sequence, position, scene, target mask)
+    for bi, s in enumerate(batch):
+        for ex in [s["examples"][pick[bi] % len(s["examples"])]]:
+            ids = ex["ids"]
+            k = ids.index(IMAGE_TOKEN_INDEX)
+            e = torch.cat([emb_table(torch.tensor(ids[:k])), clip_feats[bi], emb_table(torch.tensor(ids[k + 1:]))])
+            lab = torch.full((e.shape[0],), -100, dtype=torch.int64)
+            off = NUM_IMAGE_TOKENS - 1
+            pl = ex["prompt_len"]
+            lab[pl - 1 + off:len(ids) - 1 + off] = torch.tensor(ids[pl:])  # position j predicts token j+1
+            si = len(seqs)
+            objs = [tens[bi]["objects"][o] for o in s["anno"]["seg_shapes"][ex["text"]]]
+            segs = [j for j in range(pl - 1, len(ids) - 1) if ids[j + 1] == seg_id]
+            for j, m in zip(segs, objs):
+                seg_rows.append((si, j + off, bi, m))
+            seg_rows.append((si, pl - 1 + off, bi, tens[bi]["merged"]))  # what validate() reads after "[SEG]."
+            seqs.append(e)
+            labels.append(lab)
+    T = max(e.shape[0] for e in seqs)
+    H = seqs[0].shape[1]
+    x = torch.zeros(len(seqs), T, H)
+    am = torch.zeros(len(seqs), T, dtype=torch.int64)
+    lab = torch.full((len(seqs), T), -100, dtype=torch.int64)
+    for i, (e, l) in enumerate(zip(seqs, labels)):
+        x[i, :e.shape[0]] = e
+        am[i, :e.shape[0]] = 1
+        lab[i, :e.shape[0]] = l
+    hid = lisa.llm.model(inputs_embeds=x, attention_mask=am, use_cache=False).last_hidden_state
+    valid = lab != -100
+    logits = lisa.llm.lm_head(hid[valid])  # only where there is a label: the answer
+    ce = F.cross_entropy(logits, lab[valid])
+    seg_emb = lisa.seg_project(torch.stack([hid[si, p] for si, p, _, _ in seg_rows]))
+    bce = torch.zeros(())
+    dice = torch.zeros(())
+    n = len(seg_rows)
+    ious = []
+    for bi in range(len(batch)):
+        rows = [r for r, (_, _, b, _) in enumerate(seg_rows) if b == bi]
+        n_rows = len(rows)
+        sparse = seg_emb[rows][:, None, :]
+        dense = lisa.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(n_rows, -1, 64, 64)
+        low, _ = lisa.mask_decoder(image_embeddings=img_emb[bi:bi + 1], image_pe=lisa.prompt_encoder.get_dense_pe(),
+                                   sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                   multimask_output=False)
+        pred = low[:, 0]  # [N,256,256] over the padded 1024 square
+        gt = torch.stack([seg_rows[r][3] for r in rows])
+        bce = bce + sigmoid_ce_loss(pred, gt, n_rows) * n_rows
+        dice = dice + dice_loss(pred, gt, n_rows) * n_rows
+        with torch.no_grad():
+            p = pred > 0
+            g = gt > 0.5
+            ious += ((p & g).sum((1, 2)) / (p | g).sum((1, 2)).clamp(min=1)).tolist()
+    bce = BCE_WEIGHT * bce / (n + 1e-8)
+    dice = DICE_WEIGHT * dice / (n + 1e-8)
+    loss = CE_WEIGHT * ce + bce + dice
+    with torch.no_grad():
+        acc = float((logits.argmax(-1) == lab[valid]).float().mean())
+    return loss, {"ce": float(ce.detach()), "bce": float(bce.detach()), "dice": float(dice.detach()), "tok_acc": acc,
+                  "iou": float(np.mean(ious))}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The whole run
+# ---------------------------------------------------------------------------------------------------------------------
+
+def load_weights(lisa: Lisa, ckpt_root: Path) -> None:
+    """Weights saved by save_checkpoint (LISA's key names, CLIP beside them) into the model, exactly."""
+    from safetensors.torch import load_file
+
+    sd = {Lisa.lisa_to_module_key(k): v for k, v in load_file(str(ckpt_root / "lisa" / "model.safetensors")).items()}
+    sd.update({"clip." + k: v for k, v in load_file(str(ckpt_root / "clip" / "model.safetensors")).items()})
+    missing, unexpected = lisa.load_state_dict(sd, strict=False)
+    missing = [m for m in missing if not m.endswith("position_ids")]
+    if missing or unexpected:
+        raise ValueError(f"{ckpt_root}: not a checkpoint of this model ({(missing + unexpected)[:3]})")
+
+
+def train(out: Path, seed: int, steps: list[int], batch: int, scenes_n: int, lr: float, log=print,
+          weights: str = "float32", keep_checkpoint: Path | None = None, resume: Path | None = None) -> Path:
+    """Cosine cycles of `steps[c]` steps each, peak lr `lr / 2**c`, a fresh AdamW per cycle (warm restarts). With
+    `resume`, the end of a cycle kept by `keep_checkpoint` (its cycle<c> folder): the later cycles then run from it,
+    which is what one uninterrupted run does (no state but the weights crosses a cycle boundary)."""
+    from .tokenizer import load_slow_tokenizer
+
+    torch.set_num_threads(2)  # the machine's two cores
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    t0 = time.time()
+    scenes = make_scenes(seed, scenes_n, log=log)
+    with tempfile.TemporaryDirectory(prefix="lisa-train-") as tmp:
+        tmp = Path(tmp)
+        tok_dir = train_tokenizer(tmp / "tokenizer", seed, scenes)
+        tokenizer = load_slow_tokenizer(tok_dir)
+        seg_id = tokenizer.convert_tokens_to_ids("[SEG]")
+        tokenize_examples(tokenizer, scenes)
+        log(f"data ready: {len(scenes)} scenes, {time.time() - t0:.0f} s")
+        lisa, llm_cfg, clip_cfg = build_model(seed, len(tokenizer))
+        first = 0
+        if resume is not None:
+            first = int(resume.name.removeprefix("cycle")) + 1
+            if (resume / "lisa" / "tokenizer.model").read_bytes() != (tok_dir / "tokenizer.model").read_bytes():
+                raise ValueError(f"{resume} was trained with another tokenizer (other seed or scenes)")
+            load_weights(lisa, resume)
+            log(f"resumed from {resume}: cycles {first}..{len(steps) - 1} to go")
+        lisa.train()
+        for cycle in range(first, len(steps)):
+            n = steps[cycle]
+            opt = torch.optim.AdamW(lisa.parameters(), lr=lr / 2 ** cycle, weight_decay=0.0, betas=(0.9, 0.95))
+            warm = max(1, n // 20)
+            sched = torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda s, n=n, warm=warm: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, n) / n)))
+            order = random.Random(f"lisa-train/{seed}" + (f"/cycle{cycle}" if cycle else ""))
+            idx: list[tuple[int, int]] = []  # (scene, which of its instructions): a new one each pass over the scenes
+            ema: dict = {}
+            epoch = 0
+            for step in range(n):
+                if len(idx) < batch:
+                    perm = list(range(len(scenes)))
+                    order.shuffle(perm)
+                    idx += [(i, epoch) for i in perm]
+                    epoch += 1
+                b, idx = idx[:batch], idx[batch:]
+                loss, m = step_loss(lisa, [scenes[i] for i, _ in b], seg_id, [e for _, e in b])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(lisa.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                for k, v in m.items():
+                    ema[k] = v if k not in ema else 0.95 * ema[k] + 0.05 * v
+                if step % 10 == 0 or step == n - 1:
+                    log(f"cycle {cycle} step {step}/{n} " + " ".join(f"{k} {v:.3f}" for k, v in ema.items())
+                        + f" lr {sched.get_last_lr()[0]:.2e} {time.time() - t0:.0f} s")
+                if keep_checkpoint is not None and (step + 1) % 60 == 0:
+                    save_checkpoint(lisa, llm_cfg, clip_cfg, tok_dir, keep_checkpoint / "latest")
+            if keep_checkpoint is not None:
+                save_checkpoint(lisa, llm_cfg, clip_cfg, tok_dir, keep_checkpoint / f"cycle{cycle}")
+        lisa.eval()
+        ckpt, clip_dir = save_checkpoint(lisa, llm_cfg, clip_cfg, tok_dir, tmp / "ckpt")
+        log(f"trained in {time.time() - t0:.0f} s; exporting")
+        readme = README.format(seed=seed, steps="+".join(map(str, steps)), batch=batch, scenes=scenes_n, lr=lr,
+                               held=HELD_OUT_SEED)
+        return export_trained(ckpt, clip_dir, out, weights, readme, seed, log)
+
+
+def export_trained(ckpt: Path, clip_dir: Path, out: Path, weights: str, readme: str, seed: int, log=print) -> Path:
+    """export:tiny's path (export.export_bundle) with this README on top of the exporter's, and, for float32, goldens
+    from the PyTorch reference on held-out scenes; both written before the manifest lists the files."""
+    from .export import export_bundle
+
+    def extra(bundle: Path, lisa, tokenizer, layout: str, tokens: dict) -> None:
+        (bundle / "README.md").write_text(readme + "\n" + (bundle / "README.md").read_text())
+        if weights == "float32":
+            goldens_writer_shapes(bundle, lisa, tokenizer, layout, tokens)
+
+    name = f"shapes-7b-seed{seed}"
+    return export_bundle(ckpt, clip_dir, out, layout=LAYOUT, weights=weights, force=True,
+                         source_names={"checkpoint": name, "clip": f"{name}-clip", "variant": name}, extra=extra, log=log)
+
+
+GOLDEN_SCENES = 4
+
+
+def goldens_writer_shapes(bundle: Path, lisa, tokenizer, layout: str, tokens: dict) -> None:
+    """goldens.json (tiny.py's format) from the PyTorch reference on held-out scenes, one case per scene: its first
+    instruction as `eval` sends it, free generation."""
+    from .export import write_json
+    from .reference import run_case
+
+    images = bundle / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(f"lisa-shapes/{HELD_OUT_SEED}")
+    photos = shapes._photo_cache()
+    cases = []
+    for i in range(GOLDEN_SCENES):
+        img, anno = shapes.scene(rng, photos)
+        name = f"heldout-{i}"
+        Image.fromarray(img).save(images / f"{name}.jpg", format="JPEG", quality=95)
+        prompt = lisa_prompt(anno["text"][0], anno["is_sentence"])
+        r = run_case(lisa, tokenizer, tokens, images / f"{name}.jpg", prompt, [], "", 48)
+        cases.append({"name": name, "image": f"images/{name}.jpg", **r})
+    write_json(bundle / "goldens.json", {"format": "lisa-goldens/1", "cases": cases})
+
+
+README = """# A tiny LISA trained on coloured shapes
+
+Trained by `npm run train:tiny` (models/export/lisa_export/train.py) with seed {seed}: {steps} steps (cosine cycles,
+peak lr {lr} halved each cycle) of {batch} scenes drawn from {scenes} scenes of `npm run shapes -- --seed {seed}`, on 2 CPU cores. The goldens come from
+held-out scenes (seed {held}).
+
+**It knows nothing but this task.** It has seen only flat circles, squares, triangles, stars, hexagons and rings in six
+colours on noise, gradients and washed-out crops of five photographs, and only the instruction families of
+lisa_export/shapes.py (naming, most corners, largest, largest of a colour, all of a colour, left of, something you
+could roll), in English and Chinese, wrapped in LISA's validation prompt (" ... Please output segmentation mask.").
+Anything else (a real photograph, another question) gets a confident answer about shapes, and a mask that means
+nothing.
+
+Every part was trained from random weights, SAM's image encoder included (LISA freezes it because it starts from
+pretrained SAM; this one had nothing to start from). The objective is LISA's: next-token cross-entropy on the answer
+plus per-mask BCE (weight 2.0) and Dice (weight 0.5), with two differences: the mask losses are computed on the mask
+decoder's 256x256 logits (LISA upsamples them to the image size first; that was too slow here), and besides one mask
+per [SEG] of the answer, the state of the last prompt token is trained to give the whole target (that is the state
+LISA's validate() reads when it forces the answer "[SEG]."), so `reason-segment eval` scores it as LISA is scored.
+"""
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="lisa_export.train", description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--steps", default="360,600", help="steps of each cosine cycle, comma-separated")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--scenes", type=int, default=600)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--weights", choices=["float32", "int8", "int4", "w8a8"], default="float32")
+    ap.add_argument("--keep-checkpoint", type=Path, help="keep checkpoints here: cycle<c>/ at the end of each cycle, "
+                    "latest/ every 60 steps (each a lisa/ + clip/ pair, for --export-only or --resume)")
+    ap.add_argument("--resume", type=Path, metavar="CYCLE_DIR", help="continue from a cycle<c>/ kept by "
+                    "--keep-checkpoint with the same seed and scenes: the later cycles run from it")
+    ap.add_argument("--export-only", type=Path, metavar="CHECKPOINT",
+                    help="skip training: export a checkpoint kept by --keep-checkpoint (e.g. with --weights w8a8); "
+                         "--seed/--steps/--batch/--scenes/--lr then only describe it in the README")
+    a = ap.parse_args(argv)
+    if a.export_only:
+        torch.set_num_threads(2)
+        readme = README.format(seed=a.seed, steps=a.steps.replace(",", "+"), batch=a.batch, scenes=a.scenes, lr=a.lr, held=HELD_OUT_SEED)
+        export_trained(a.export_only / "lisa", a.export_only / "clip", a.out, a.weights, readme, a.seed,
+                       log=lambda s: print(s, file=sys.stderr, flush=True))
+        return 0
+    steps = [int(x) for x in a.steps.split(",")]
+    train(a.out, a.seed, steps, a.batch, a.scenes, a.lr, log=lambda s: print(s, file=sys.stderr, flush=True),
+          weights=a.weights, keep_checkpoint=a.keep_checkpoint, resume=a.resume)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
