@@ -9,6 +9,7 @@ import * as readline from 'node:readline';
 import { parseArgs } from 'node:util';
 import type { ChatTurn, SegmentResult } from '../protocol/result';
 import { isHostError } from './errors';
+import { evalMain } from './eval';
 import { LisaPipeline, type SegmentRequest } from './pipeline';
 import { RemoteModel } from './serve/client';
 import { serve, serveOptions } from './serve/http';
@@ -23,6 +24,8 @@ const USAGE = `usage:
                          [--shard i/N]   (every N-th image from the i-th, i from 0; resumable like any batch)
                          [--server URL [--token-file F]]   (a reason-segment serve does the work, instead of --model)
   reason-segment merge   --out <file.json> <shard.json>...   (joins all N shards into one run's COCO file)
+  reason-segment eval    --model <bundle> --data <folder> [--split val] [--out report.json]   (gIoU/cIoU as LISA's
+                         validate(); resumable; eval --help for its options)
   reason-segment serve   --model <bundle> [--host 127.0.0.1] [--port 8000] [--token-file F] [--device ...]
                          [--request-timeout S] [--max-request-mb MB] [--max-queue N]   (Open Inference Protocol v2)
   --prompt-file <file> reads the prompt from a file instead (- for stdin), for long prompts
@@ -59,6 +62,7 @@ const parse = (argv: string[]) => parseArgs({ args: argv, options: OPTIONS, allo
 class UsageError extends Error {}
 
 export async function main(argv: string[]): Promise<number> {
+  if (argv[0] === 'eval') return evalMain(argv.slice(1)); // its own options (src/host/eval.ts)
   let args: Args;
   let command: string | undefined;
   let operands: string[] = [];
