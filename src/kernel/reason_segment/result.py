@@ -1,12 +1,15 @@
 """The object a ``%%segment`` cell returns: the host's result payload with Python-friendly accessors.
 
-It displays itself as the Reason Segment result MIME type (drawn by the extension's notebook renderer), with an
-``image/png`` overlay and a ``text/plain`` answer beside it for frontends without the renderer.
+It displays itself as the Reason Segment result MIME type (drawn by the extension's notebook renderer). Frontends
+without the renderer show ONE other type of the bundle, the richest they know (JupyterLab and nbconvert prefer
+``text/html`` to ``image/png`` to ``text/plain``), so ``text/html`` carries the answer, the mask summary and the
+overlay together; ``image/png`` (for exporters that take images only) and ``text/plain`` stay beside it.
 """
 
 from __future__ import annotations
 
 import base64
+import html
 from typing import Any, Dict, List, Optional
 
 from . import rle as _rle
@@ -113,27 +116,38 @@ class SegmentResult:
         return path
 
     # ---- display -------------------------------------------------------------------------------------------------
-    def summary(self) -> str:
+    def _shown_answer(self) -> str:
         # `text` spans the whole conversation after the first prompt; a follow-up shows just its own answer.
         shown = self.answer if self.history else self.text
-        lines = [shown.strip() or "(empty answer)"]
+        return shown.strip() or "(empty answer)"
+
+    def _masks_line(self) -> str:
         n = len(self)
-        if n:
-            parts = []
-            for i, m in enumerate(self.payload.get("masks", [])):
-                x, y, w, h = (int(round(v)) for v in m.get("bbox", [0, 0, 0, 0]))
-                parts.append(f"[SEG] {i}: {m.get('area', 0)} px at x={x} y={y} {w}x{h}")
-            lines.append(f"{n} mask{'s' if n != 1 else ''}: " + "; ".join(parts))
-        else:
-            lines.append("no masks")
-        return "\n".join(lines)
+        if not n:
+            return "no masks"
+        parts = []
+        for i, m in enumerate(self.payload.get("masks", [])):
+            x, y, w, h = (int(round(v)) for v in m.get("bbox", [0, 0, 0, 0]))
+            parts.append(f"[SEG] {i}: {m.get('area', 0)} px at x={x} y={y} {w}x{h}")
+        return f"{n} mask{'s' if n != 1 else ''}: " + "; ".join(parts)
+
+    def summary(self) -> str:
+        return f"{self._shown_answer()}\n{self._masks_line()}"
 
     def _mime_payload(self) -> Dict[str, Any]:
         # The overlay already travels as image/png beside it; do not send it twice.
         return {k: v for k, v in self.payload.items() if k != "overlayPng"}
 
+    def _html(self) -> str:
+        answer, masks = self._shown_answer(), self._masks_line()
+        parts = [f'<p style="white-space:pre-wrap">{html.escape(answer)}</p>', f"<p><em>{html.escape(masks)}</em></p>"]
+        if self.payload.get("overlayPng"):
+            parts.append(f'<img src="data:image/png;base64,{self.payload["overlayPng"]}" '
+                         f'alt="{html.escape(masks, quote=True)}" style="max-width:100%">')
+        return "<div>" + "".join(parts) + "</div>"
+
     def _repr_mimebundle_(self, include=None, exclude=None):
-        bundle: Dict[str, Any] = {RESULT_MIME: self._mime_payload()}
+        bundle: Dict[str, Any] = {RESULT_MIME: self._mime_payload(), "text/html": self._html()}
         if self.payload.get("overlayPng"):
             bundle["image/png"] = self.payload["overlayPng"]
         bundle["text/plain"] = self.summary()

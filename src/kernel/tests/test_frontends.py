@@ -1,0 +1,102 @@
+"""What frontends without the extension's renderer show of a %%segment result, and line-magic text IPython must not
+take for help syntax.
+
+A notebook runs through nbclient in a real kernel against the real host; then each output is read the way a frontend
+that shows ONE MIME type of a display bundle would read it:
+- JupyterLab picks the lowest rank among the renderers it has (@jupyterlab/rendermime's standard factories:
+  text/html 50, text/markdown 60, text/latex 70, image/svg+xml 80, images 90, javascript 110, text/plain 120);
+- nbconvert's HTML exporter takes the first type of its display_data_priority.
+The answer text and the overlay image must both be in what they pick, and a result without masks must say so."""
+
+from __future__ import annotations
+
+import base64
+import os
+from html.parser import HTMLParser
+from typing import Any, Dict, List, Tuple
+
+import nbformat
+from nbclient import NotebookClient
+
+from conftest import BUNDLE, REPO, RESULT_MIME, SERVER_JS, goldens
+
+JUPYTERLAB_RANKS = {"text/html": 50, "text/markdown": 60, "text/latex": 70, "image/svg+xml": 80, "image/bmp": 90,
+                    "image/png": 90, "image/jpeg": 90, "image/gif": 90, "image/webp": 90, "text/javascript": 110,
+                    "application/javascript": 110, "text/plain": 120}
+NBCONVERT_HTML_PRIORITY = ["application/vnd.jupyter.widget-state+json", "application/vnd.jupyter.widget-view+json",
+                           "application/javascript", "text/html", "text/markdown", "image/svg+xml", "text/latex",
+                           "image/png", "image/jpeg", "text/plain"]
+
+MASKED = next(c for c in goldens() if c["masks"] and c["assistant_prefix"])
+UNMASKED = next(c for c in goldens() if not c["masks"] and not c["assistant_prefix"])
+
+
+def jupyterlab_choice(data: Dict[str, Any]) -> str:
+    known = [m for m in data if m in JUPYTERLAB_RANKS]
+    return min(known, key=lambda m: JUPYTERLAB_RANKS[m])
+
+
+def nbconvert_choice(data: Dict[str, Any]) -> str:
+    return next(m for m in NBCONVERT_HTML_PRIORITY if m in data)
+
+
+class _Visible(HTMLParser):
+    """The text a browser shows of an HTML fragment, and the sources of its images."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text: List[str] = []
+        self.images: List[str] = []
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+    def handle_starttag(self, tag: str, attrs: List[Tuple[str, Any]]) -> None:
+        if tag == "img":
+            self.images.append(dict(attrs).get("src", ""))
+
+
+def shown(data: Dict[str, Any], mime: str) -> Tuple[str, List[bytes]]:
+    """(visible text, image bytes) of what a frontend shows when it renders `mime` of the bundle."""
+    value = data[mime]
+    value = "".join(value) if isinstance(value, list) else value
+    if mime == "text/plain":
+        return value, []
+    if mime.startswith("image/"):
+        return "", [base64.b64decode(value)]
+    assert mime == "text/html", f"no reader for {mime} in this test"
+    p = _Visible()
+    p.feed(value)
+    prefix = "data:image/png;base64,"
+    return "".join(p.text), [base64.b64decode(s[len(prefix):]) for s in p.images if s.startswith(prefix)]
+
+
+def segment_cell(case: Dict[str, Any], n: int) -> str:
+    prefix = f" --assistant-prefix '{case['assistant_prefix']}'" if case["assistant_prefix"] else ""
+    return f"%%segment {os.path.join(BUNDLE, case['image'])} -q -n {n}{prefix}\n{case['prompt']}"
+
+
+def test_frontends_that_pick_one_mime_type_show_the_answer_and_the_overlay():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in (
+        f"%load_ext reason_segment\n%segment_config --host {SERVER_JS} --model {BUNDLE}",
+        segment_cell(MASKED, 2),
+        segment_cell(UNMASKED, 3),
+    )]
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": REPO}}).execute()
+    results = [o for c in nb.cells for o in c.outputs if o.output_type == "display_data" and RESULT_MIME in o.data]
+    assert len(results) == 2, [o.get("output_type") for c in nb.cells for o in c.outputs]
+    for out, case in zip(results, (MASKED, UNMASKED)):
+        data = out.data
+        payload = data[RESULT_MIME]
+        answer = payload["text"].strip()
+        assert answer, "the model wrote something"
+        overlay = base64.b64decode(data["image/png"])
+        for frontend, mime in (("JupyterLab", jupyterlab_choice(data)), ("nbconvert --to html", nbconvert_choice(data))):
+            text, images = shown(data, mime)
+            assert answer in text, f"{frontend} shows {mime} without the answer {answer!r}: {text!r}"
+            assert images == [overlay], f"{frontend} shows {mime} without the overlay image"
+            if case["masks"]:
+                assert f"{len(payload['masks'])} masks" in text, (frontend, text)
+            else:
+                assert not payload["masks"] and "no masks" in text, (frontend, text)
