@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
+import re
 import shlex
 import sys
 import threading
@@ -266,8 +267,32 @@ def _atexit() -> None:
 atexit.register(_atexit)
 
 
+_FOLLOWUP_LINE = re.compile(r"^(\s*)%segment_followup\s+(.*\?)\s*$")
+
+
+def keep_question_marks(lines: List[str]) -> List[str]:
+    """An input transformer: IPython reads a line ending in `?` as a help request, so `%segment_followup Which is
+    larger?` would show help; such a line becomes a direct call of the magic with its text. Cell magics are left as
+    they are (their body is text, not lines to transform)."""
+    if lines and lines[0].lstrip().startswith("%%"):
+        return lines
+    out = []
+    for line in lines:
+        m = _FOLLOWUP_LINE.match(line)
+        if m:
+            end = "\n" if line.endswith("\n") else ""
+            line = f"{m.group(1)}get_ipython().run_line_magic('segment_followup', {m.group(2)!r}){end}"
+        out.append(line)
+    return out
+
+
 @magics_class
 class SegmentMagics(Magics):
+    def __init__(self, shell=None):
+        super().__init__(shell)
+        if shell is not None and keep_question_marks not in shell.input_transformers_cleanup:
+            shell.input_transformers_cleanup.append(keep_question_marks)
+
     def _publish(self, result: SegmentResult, out: Optional[str]) -> SegmentResult:
         from IPython.display import display
 

@@ -100,3 +100,18 @@ def test_frontends_that_pick_one_mime_type_show_the_answer_and_the_overlay():
                 assert f"{len(payload['masks'])} masks" in text, (frontend, text)
             else:
                 assert not payload["masks"] and "no masks" in text, (frontend, text)
+
+
+def test_a_followup_ending_in_a_question_mark_is_a_followup_not_help(kernel):
+    case = MASKED
+    assert kernel.execute(f"%segment_config --model {BUNDLE}").status == "ok"
+    assert kernel.execute(segment_cell(case, 2)).status == "ok"
+    for code, prompt in (("%segment_followup Which of the two is larger?", "Which of the two is larger?"),
+                         ("x = 1\n%segment_followup is it {x}??", "is it 1??")):
+        ex = kernel.execute(code)
+        assert ex.status == "ok", ex.error_lines()
+        payloads = [d["data"][RESULT_MIME] for d in ex.displays if RESULT_MIME in d["data"]]
+        assert len(payloads) == 1, f"{code!r} showed no result (IPython's help ran instead?)"
+        assert payloads[0]["prompt"] == prompt
+    # Help on the magic itself still works.
+    assert kernel.execute("%segment_followup?").status == "ok"
