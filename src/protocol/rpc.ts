@@ -22,7 +22,7 @@
 // `requestId` the client chose (JSON-RPC ids are not visible to handlers, so the client names its request), and
 // `reasonSegment/progress` notifications for long stages (model loading, checksum verification, image encoders).
 
-import type { ChatTurn, SegmentResult } from './result';
+import type { SegmentResult } from './result';
 import type { Device, LoadModelParams, SegmentParams } from './wire-types';
 import { RESULT_FORMAT } from './result';
 
