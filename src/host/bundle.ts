@@ -10,7 +10,7 @@ import { HostError } from './errors';
 import type { Manifest } from './manifest-types';
 
 export const MANIFEST_FILE = 'lisa.manifest.json';
-export const BUNDLE_FORMAT = 'lisa-onnx/1';
+const BUNDLE_FORMAT = 'lisa-onnx/1';
 
 export type GraphName =
   | 'vision_encoder'
@@ -154,7 +154,7 @@ async function insideBundle(root: string, rel: string): Promise<string> {
   return real;
 }
 
-export function sha256File(file: string): Promise<string> {
+function sha256File(file: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const h = createHash('sha256');
     createReadStream(file).on('data', (c) => h.update(c)).on('error', reject).on('end', () => resolve(h.digest('hex')));

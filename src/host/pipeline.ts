@@ -49,7 +49,7 @@ export interface Counters {
   cacheHits: number;
 }
 
-export const DEFAULT_CACHE_BYTES = 512 * 1024 * 1024;
+const DEFAULT_CACHE_BYTES = 512 * 1024 * 1024;
 
 export const newCounters = (): Counters => ({ visionEncoderRuns: 0, samEncoderRuns: 0, imageDecodes: 0, cacheHits: 0 });
 

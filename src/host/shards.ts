@@ -101,7 +101,7 @@ export function claimShard(coco: CocoOutput, shard: Shard | undefined, files: nu
   coco.info.shard = { ...shard, files };
 }
 
-export async function readBatchFile(file: string): Promise<CocoOutput> {
+async function readBatchFile(file: string): Promise<CocoOutput> {
   let coco: CocoOutput | undefined;
   try {
     coco = JSON.parse(await fs.readFile(file, 'utf8'));
@@ -121,7 +121,7 @@ export async function readBatchFile(file: string): Promise<CocoOutput> {
 }
 
 /** Joins finished shards of one batch; refuses missing, repeated, unfinished or mismatched shards. */
-export function mergeShards(parts: Array<{ file: string; coco: CocoOutput }>): CocoOutput {
+function mergeShards(parts: Array<{ file: string; coco: CocoOutput }>): CocoOutput {
   const [first] = parts;
   const count = first.coco.info.shard?.count;
   const seen = new Map<number, string>();

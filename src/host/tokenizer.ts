@@ -72,7 +72,7 @@ function pyRstrip(s: string): string {
 
 const BYTE_PIECE = /^<0x([0-9A-F]{2})>$/;
 
-export class TokenizerError extends Error {}
+class TokenizerError extends Error {}
 
 /** One piece of a decode: the text each id contributes (concatenated, they give the full decode). */
 interface Surfaces {

@@ -31,7 +31,7 @@ export type { ChatTurn, SegmentResult } from './result';
 // ---- shared types ----------------------------------------------------------------------------------------------
 
 export type TurnStatus = 'streaming' | 'done' | 'failed' | 'cancelled';
-export const TURN_STATUSES: readonly TurnStatus[] = ['streaming', 'done', 'failed', 'cancelled'];
+const TURN_STATUSES: readonly TurnStatus[] = ['streaming', 'done', 'failed', 'cancelled'];
 
 export interface Turn {
   id: string;

@@ -25,21 +25,3 @@ export function maskColor(i: number, palette: readonly Rgb[] = PALETTE): Rgb {
   return palette[((i % n) + n) % n];
 }
 
-/** `#rrggbb` for CSS. */
-export function maskColorHex(i: number, palette: readonly Rgb[] = PALETTE): string {
-  return '#' + maskColor(i, palette).map((v) => v.toString(16).padStart(2, '0')).join('');
-}
-
-/** `rgba(r, g, b, a)` for CSS. */
-export function maskColorCss(i: number, alpha = 1, palette: readonly Rgb[] = PALETTE): string {
-  const [r, g, b] = maskColor(i, palette);
-  return `rgba(${r}, ${g}, ${b}, ${alpha})`;
-}
-
-/**
- * LISA's display rule for one pixel channel: 0.5 * image + 0.5 * colour, truncated to an integer as numpy does when
- * LISA assigns the float result into its uint8 image.
- */
-export function blendChannel(image: number, colour: number): number {
-  return (image + colour) >> 1;
-}

@@ -255,9 +255,6 @@ export function paintRle(
   }
 }
 
-/** Old name kept for callers that think of it as an alpha mask. */
-export const decodeRleToAlpha = paintRle;
-
 /**
  * Calls `fn(x, y0, y1)` for every vertical segment [y0, y1) of column x covered by the mask, in column-major order.
  * Zero-length runs are skipped.
@@ -339,7 +336,7 @@ export function rleIou(a: AnyRle, b: AnyRle): number {
 }
 
 /** Intersection and union areas of two run-length lists over the same pixels. */
-export function countsIntersectUnion(ca: ArrayLike<number>, cb: ArrayLike<number>): { inter: number; union: number } {
+function countsIntersectUnion(ca: ArrayLike<number>, cb: ArrayLike<number>): { inter: number; union: number } {
   let ia = 0, ib = 0;
   let ra = ca.length ? ca[0] : 0, rb = cb.length ? cb[0] : 0;
   let va = false, vb = false;

@@ -7,7 +7,7 @@
 
 import type { ChatTurn, CocoRle, SegmentResult } from './result';
 import { countsArea, countsBbox, stringToCounts } from './rle';
-import type { LoadModelParams, SegmentParams } from './rpc';
+import type { SegmentParams } from './rpc';
 import * as wire from './wire-validators';
 
 export interface ValidateOptions {
@@ -275,16 +275,8 @@ export function validateSegmentParams(v: unknown, limits: ParamsLimits = {}): st
   return found;
 }
 
-export function isSegmentParams(v: unknown, limits?: ParamsLimits): v is SegmentParams {
-  return validateSegmentParams(v, limits).length === 0;
-}
-
 export function validateLoadModelParams(v: unknown): string[] {
   return problems(wire.loadModelParams, v);
-}
-
-export function isLoadModelParams(v: unknown): v is LoadModelParams {
-  return validateLoadModelParams(v).length === 0;
 }
 
 /**

@@ -95,7 +95,7 @@ export function log(message: string): void {
 type Action = 'metadata' | 'ready' | 'infer' | 'generate' | 'generate_stream';
 const ROUTE = /^\/v2\/models\/([^/]+)(?:\/versions\/([^/]+))?(?:\/(ready|infer|generate|generate_stream))?$/;
 
-export class InferenceServer {
+class InferenceServer {
   readonly http: http.Server;
   private readonly queue: FairQueue;
   private nextId = 1;

@@ -11,7 +11,7 @@ export const MODEL_VERSION = '1';
 
 const bytes = (name: string): TensorMetadata => ({ name, datatype: 'BYTES', shape: [1] });
 
-export const INPUTS: TensorMetadata[] = [
+const INPUTS: TensorMetadata[] = [
   bytes('IMAGE'),
   bytes('PROMPT'),
   bytes('HISTORY'),
@@ -22,7 +22,7 @@ export const INPUTS: TensorMetadata[] = [
 const REQUIRED = new Set(['PROMPT']);
 
 /** TEXT: this turn's answer (what a follow-up re-feeds as history). RESULT: the whole result JSON, masks as COCO RLE. */
-export const OUTPUTS: TensorMetadata[] = [bytes('TEXT'), bytes('RESULT')];
+const OUTPUTS: TensorMetadata[] = [bytes('TEXT'), bytes('RESULT')];
 export const OUTPUT_NAMES = OUTPUTS.map((o) => o.name);
 
 export function modelMetadata(platform: string): ModelMetadata {
