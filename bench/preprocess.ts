@@ -7,16 +7,27 @@ import { performance } from 'node:perf_hooks';
 import sharp from 'sharp';
 import { decodeImage } from '../src/host/image/decode';
 import {
-  ClipPreprocessSpec, clipPixelValues, preprocessImageParallel, SamPreprocessSpec, samPixelValues,
+  type ClipPreprocessSpec,
+  clipPixelValues,
+  preprocessImageParallel,
+  type SamPreprocessSpec,
+  samPixelValues,
   stopPreprocessWorker,
 } from '../src/host/image/preprocess';
 
 const CLIP: ClipPreprocessSpec = {
-  shortest_edge: 224, resample: 'bicubic', crop: [224, 224], rescale: 1 / 255,
-  mean: [0.48145466, 0.4578275, 0.40821073], std: [0.26862954, 0.26130258, 0.27577711],
+  shortest_edge: 224,
+  resample: 'bicubic',
+  crop: [224, 224],
+  rescale: 1 / 255,
+  mean: [0.48145466, 0.4578275, 0.40821073],
+  std: [0.26862954, 0.26130258, 0.27577711],
 };
 const SAM: SamPreprocessSpec = {
-  long_side: 1024, resample: 'bilinear', mean: [123.675, 116.28, 103.53], std: [58.395, 57.12, 57.375],
+  long_side: 1024,
+  resample: 'bilinear',
+  mean: [123.675, 116.28, 103.53],
+  std: [58.395, 57.12, 57.375],
   pad: 'bottom-right-zero',
 };
 
@@ -106,8 +117,14 @@ export async function benchPreprocess(runs = 7): Promise<PreprocessBench> {
     const sf = median(fromFile);
     const so = median(once);
     return {
-      image: { ...dims, bytes }, runs, ours: o, oursOneThread: o1, sharpFromFile: sf, sharpDecodeOnce: so,
-      ratioVsSharpFromFile: o.total / sf, ratioVsSharpDecodeOnce: o.total / so,
+      image: { ...dims, bytes },
+      runs,
+      ours: o,
+      oursOneThread: o1,
+      sharpFromFile: sf,
+      sharpDecodeOnce: so,
+      ratioVsSharpFromFile: o.total / sf,
+      ratioVsSharpDecodeOnce: o.total / so,
       threads: sharp.concurrency(),
     };
   } finally {
@@ -118,19 +135,32 @@ export async function benchPreprocess(runs = 7): Promise<PreprocessBench> {
 
 if (require.main === module) {
   const runs = Number(process.argv[2] ?? 7);
-  benchPreprocess(runs).then((r) => {
-    const f = (x: number) => `${x.toFixed(1)} ms`;
-    console.log(`pre-processing a ${r.image.width}x${r.image.height} JPEG (${(r.image.bytes / 1e6).toFixed(1)} MB), ` +
-      `median of ${r.runs} runs, sharp threads ${r.threads}`);
-    console.log(`  ours (decode + sha256, CLIP bicubic 224 + tensor, SAM bilinear 1024 + tensor): ${f(r.ours.total)} ` +
-      `(decode ${f(r.ours.decode)}, both tensors on 2 threads ${f(r.ours.tensors)})`);
-    const s1 = r.oursOneThread;
-    console.log(`  ours on one thread: ${f(s1.total)} (decode ${f(s1.decode)}, clip ${f(s1.clip)}, sam ${f(s1.sam)})`);
-    console.log(`  sharp, file -> 1024 and file -> 224 (shrink-on-load):   ${f(r.sharpFromFile)}  ratio ${r.ratioVsSharpFromFile.toFixed(2)}`);
-    console.log(`  sharp, full decode once -> 1024 and -> 224:            ${f(r.sharpDecodeOnce)}  ratio ${r.ratioVsSharpDecodeOnce.toFixed(2)}`);
-    console.log(JSON.stringify(r));
-  }, (e) => {
-    console.error(e);
-    process.exit(1);
-  });
+  benchPreprocess(runs).then(
+    (r) => {
+      const f = (x: number) => `${x.toFixed(1)} ms`;
+      console.log(
+        `pre-processing a ${r.image.width}x${r.image.height} JPEG (${(r.image.bytes / 1e6).toFixed(1)} MB), ` +
+          `median of ${r.runs} runs, sharp threads ${r.threads}`,
+      );
+      console.log(
+        `  ours (decode + sha256, CLIP bicubic 224 + tensor, SAM bilinear 1024 + tensor): ${f(r.ours.total)} ` +
+          `(decode ${f(r.ours.decode)}, both tensors on 2 threads ${f(r.ours.tensors)})`,
+      );
+      const s1 = r.oursOneThread;
+      console.log(
+        `  ours on one thread: ${f(s1.total)} (decode ${f(s1.decode)}, clip ${f(s1.clip)}, sam ${f(s1.sam)})`,
+      );
+      console.log(
+        `  sharp, file -> 1024 and file -> 224 (shrink-on-load):   ${f(r.sharpFromFile)}  ratio ${r.ratioVsSharpFromFile.toFixed(2)}`,
+      );
+      console.log(
+        `  sharp, full decode once -> 1024 and -> 224:            ${f(r.sharpDecodeOnce)}  ratio ${r.ratioVsSharpDecodeOnce.toFixed(2)}`,
+      );
+      console.log(JSON.stringify(r));
+    },
+    (e) => {
+      console.error(e);
+      process.exit(1);
+    },
+  );
 }

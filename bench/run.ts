@@ -12,8 +12,8 @@ import { execFileSync } from 'node:child_process';
 import { statSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { LisaPipeline } from '../src/host/pipeline';
 import { stopPreprocessWorker } from '../src/host/image/preprocess';
+import { LisaPipeline } from '../src/host/pipeline';
 import { benchPreprocess } from './preprocess';
 
 const REPO = path.resolve(__dirname, '..', '..');
@@ -45,7 +45,14 @@ function memoryBandwidth(): number {
   return (2 * n) / (best / 1000);
 }
 
-interface RequestFigures { totalMs: number; onnxMs: number; prefillMs: number; decodeMs: number; newTokens: number; outputIds: number[] }
+interface RequestFigures {
+  totalMs: number;
+  onnxMs: number;
+  prefillMs: number;
+  decodeMs: number;
+  newTokens: number;
+  outputIds: number[];
+}
 
 async function timeOurs(bundle: string, newTokens: number, runs: number): Promise<RequestFigures[]> {
   const p = await LisaPipeline.load(bundle, { verifyCacheFile: null });
@@ -54,7 +61,14 @@ async function timeOurs(bundle: string, newTokens: number, runs: number): Promis
     for (let i = 0; i < runs; i++) {
       p.cache.clear(); // every request pays for both image encoders, as the reference does
       const r = await p.segment({ image: { path: IMAGE }, prompt: PROMPT, maxNewTokens: newTokens, includePng: true });
-      out.push({ totalMs: r.timings.totalMs, onnxMs: r.timings.onnxMs, prefillMs: r.timings.prefillMs, decodeMs: r.timings.decodeMs, newTokens: r.timings.newTokens, outputIds: r.outputIds });
+      out.push({
+        totalMs: r.timings.totalMs,
+        onnxMs: r.timings.onnxMs,
+        prefillMs: r.timings.prefillMs,
+        decodeMs: r.timings.decodeMs,
+        newTokens: r.timings.newTokens,
+        outputIds: r.outputIds,
+      });
     }
     return out;
   } finally {
@@ -64,14 +78,18 @@ async function timeOurs(bundle: string, newTokens: number, runs: number): Promis
 
 function overheadLine(label: string, runs: RequestFigures[]): void {
   const ratios = runs.map((r) => r.totalMs / r.onnxMs);
-  console.log(`  ${label}: end-to-end / onnxruntime = ${ratios.map(f2).join(', ')} (goal <= 1.10); ` +
-    `end-to-end ${runs.map((r) => f1(r.totalMs)).join(', ')} ms`);
+  console.log(
+    `  ${label}: end-to-end / onnxruntime = ${ratios.map(f2).join(', ')} (goal <= 1.10); ` +
+      `end-to-end ${runs.map((r) => f1(r.totalMs)).join(', ')} ms`,
+  );
 }
 
 async function main(): Promise<void> {
   const newTokens = Number(arg('--new-tokens') ?? 16);
   const quick = process.argv.includes('--quick');
-  console.log(`Reason Segment benchmark on ${os.cpus().length} x ${os.cpus()[0]?.model ?? 'cpu'}, ${f1(os.totalmem() / 2 ** 30)} GiB, node ${process.version}\n`);
+  console.log(
+    `Reason Segment benchmark on ${os.cpus().length} x ${os.cpus()[0]?.model ?? 'cpu'}, ${f1(os.totalmem() / 2 ** 30)} GiB, node ${process.version}\n`,
+  );
 
   const bw = memoryBandwidth();
   console.log(`memory bandwidth (memcpy, read + write): ${f1(bw / 1e9)} GB/s\n`);
@@ -80,9 +98,20 @@ async function main(): Promise<void> {
   overheadLine('tiny-7b, 40 tokens', await timeOurs(TINY, 40, 4));
 
   if (!quick) {
-    console.log(`\n2. ours vs the PyTorch reference, >= 1B-parameter random LISA, ${newTokens} new tokens (building it once may take minutes):`);
-    const reference = (...args: string[]) => JSON.parse(execFileSync(VENV, ['run', path.join(REPO, 'bench', 'reference_1b.py'), ...args, '--root', CACHE],
-      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 26 }).trim().split('\n').pop()!);
+    console.log(
+      `\n2. ours vs the PyTorch reference, >= 1B-parameter random LISA, ${newTokens} new tokens (building it once may take minutes):`,
+    );
+    const reference = (...args: string[]) =>
+      JSON.parse(
+        execFileSync(VENV, ['run', path.join(REPO, 'bench', 'reference_1b.py'), ...args, '--root', CACHE], {
+          encoding: 'utf8',
+          stdio: ['ignore', 'pipe', 'inherit'],
+          maxBuffer: 1 << 26,
+        })
+          .trim()
+          .split('\n')
+          .pop()!,
+      );
     const fastest = (runs: RequestFigures[]) => runs.reduce((a, b) => (b.totalMs < a.totalMs ? b : a));
     const fp32Bundle: string = reference('build').bundle;
     const w8a8Bundle: string = reference('build', '--weights', 'w8a8').bundle;
@@ -93,15 +122,23 @@ async function main(): Promise<void> {
     const ref = reference('time', '--image', IMAGE, '--prompt', PROMPT, '--new-tokens', String(newTokens), '--w8a8');
     const agreeing = (ids: number[], want: number[]) => `${ids.filter((t, i) => t === want[i]).length}/${want.length}`;
     const s = (ms: number) => `${f2(ms / 1000)} s`;
-    console.log(`  model: ${(ref.llm_parameters / 1e9).toFixed(2)} B LLM parameters, prompt ${ref.prompt_tokens} positions with the image; torch threads ${ref.torch_threads}`);
+    console.log(
+      `  model: ${(ref.llm_parameters / 1e9).toFixed(2)} B LLM parameters, prompt ${ref.prompt_tokens} positions with the image; torch threads ${ref.torch_threads}`,
+    );
     console.log(`  reference fp32, KV cache on:                    ${f2(ref.cached_s)} s`);
     console.log(`  reference fp32, no KV cache (LISA chat.py):     ${f2(ref.no_cache_s)} s`);
-    console.log(`  reference w8a8 (torch quantize_dynamic), cache: ${f2(ref.w8a8_cached_s)} s   tokens agreeing with reference fp32 ${agreeing(ref.w8a8_output_ids, ref.output_ids)}`);
-    console.log(`  ours fp32:  ${s(fp32.totalMs)}   / reference fp32 cached = ${f2(fp32.totalMs / 1000 / ref.cached_s)}, / no cache = ${f2(fp32.totalMs / 1000 / ref.no_cache_s)}; ` +
-      `tokens agreeing with reference fp32 ${agreeing(fp32.outputIds, ref.output_ids)}`);
-    console.log(`  ours w8a8:  ${s(w8a8.totalMs)}   / reference fp32 cached = ${f2(w8a8.totalMs / 1000 / ref.cached_s)} (goal <= 0.5), / no cache = ${f2(w8a8.totalMs / 1000 / ref.no_cache_s)}, ` +
-      `/ reference w8a8 cached = ${f2(w8a8.totalMs / 1000 / ref.w8a8_cached_s)}; tokens agreeing with reference fp32 ${agreeing(w8a8.outputIds, ref.output_ids)}, ` +
-      `with reference w8a8 ${agreeing(w8a8.outputIds, ref.w8a8_output_ids)}; teacher-forced (fp32 answer fed) ${agreeing(ref.w8a8_bundle_teacher_forced, ref.output_ids)}`);
+    console.log(
+      `  reference w8a8 (torch quantize_dynamic), cache: ${f2(ref.w8a8_cached_s)} s   tokens agreeing with reference fp32 ${agreeing(ref.w8a8_output_ids, ref.output_ids)}`,
+    );
+    console.log(
+      `  ours fp32:  ${s(fp32.totalMs)}   / reference fp32 cached = ${f2(fp32.totalMs / 1000 / ref.cached_s)}, / no cache = ${f2(fp32.totalMs / 1000 / ref.no_cache_s)}; ` +
+        `tokens agreeing with reference fp32 ${agreeing(fp32.outputIds, ref.output_ids)}`,
+    );
+    console.log(
+      `  ours w8a8:  ${s(w8a8.totalMs)}   / reference fp32 cached = ${f2(w8a8.totalMs / 1000 / ref.cached_s)} (goal <= 0.5), / no cache = ${f2(w8a8.totalMs / 1000 / ref.no_cache_s)}, ` +
+        `/ reference w8a8 cached = ${f2(w8a8.totalMs / 1000 / ref.w8a8_cached_s)}; tokens agreeing with reference fp32 ${agreeing(w8a8.outputIds, ref.output_ids)}, ` +
+        `with reference w8a8 ${agreeing(w8a8.outputIds, ref.w8a8_output_ids)}; teacher-forced (fp32 answer fed) ${agreeing(ref.w8a8_bundle_teacher_forced, ref.output_ids)}`,
+    );
     overheadLine('1B fp32', fp32Runs);
     overheadLine('1B w8a8', w8a8Runs);
 
@@ -109,24 +146,33 @@ async function main(): Promise<void> {
     if (quantised && quantised !== 'float32' && quantised !== 'w8a8') {
       const runs = await timeOurs(reference('build', '--weights', quantised).bundle, newTokens, 2);
       const qb = fastest(runs);
-      console.log(`  ours ${quantised}:  ${s(qb.totalMs)}   / reference fp32 cached = ${f2(qb.totalMs / 1000 / ref.cached_s)}; ` +
-        `tokens agreeing with reference fp32 ${agreeing(qb.outputIds, ref.output_ids)}`);
+      console.log(
+        `  ours ${quantised}:  ${s(qb.totalMs)}   / reference fp32 cached = ${f2(qb.totalMs / 1000 / ref.cached_s)}; ` +
+          `tokens agreeing with reference fp32 ${agreeing(qb.outputIds, ref.output_ids)}`,
+      );
     }
 
     console.log('\n4. decode step vs memory bandwidth:');
-    for (const [label, bundle, r] of [['fp32', fp32Bundle, fp32], ['w8a8', w8a8Bundle, w8a8]] as const) {
+    for (const [label, bundle, r] of [
+      ['fp32', fp32Bundle, fp32],
+      ['w8a8', w8a8Bundle, w8a8],
+    ] as const) {
       const weightBytes = statSync(path.join(bundle, 'onnx', 'decoder.onnx_data')).size;
       const stepMs = r.decodeMs / Math.max(1, r.newTokens - 1);
       const achieved = weightBytes / (stepMs / 1000);
-      console.log(`  ${label}: ${f1(stepMs)} ms for ${f2(weightBytes / 1e9)} GB of decoder weights = ${f1(achieved / 1e9)} GB/s, ` +
-        `${f2(achieved / bw)} of the measured memcpy bandwidth (read+write), ${f2(achieved / (bw / 2))} of its read half; prefill ${s(r.prefillMs)}`);
+      console.log(
+        `  ${label}: ${f1(stepMs)} ms for ${f2(weightBytes / 1e9)} GB of decoder weights = ${f1(achieved / 1e9)} GB/s, ` +
+          `${f2(achieved / bw)} of the measured memcpy bandwidth (read+write), ${f2(achieved / (bw / 2))} of its read half; prefill ${s(r.prefillMs)}`,
+      );
     }
   }
 
   console.log('\n3. pre-processing a 12 MP JPEG:');
   const pre = await benchPreprocess(5);
-  console.log(`  ours ${f1(pre.ours.total)} ms (decode ${f1(pre.ours.decode)}, tensors ${f1(pre.ours.tensors)}) vs sharp decode-once + resizes ${f1(pre.sharpDecodeOnce)} ms: ratio ${f2(pre.ratioVsSharpDecodeOnce)} (goal <= 1.5); ` +
-    `vs sharp shrink-on-load ${f1(pre.sharpFromFile)} ms: ratio ${f2(pre.ratioVsSharpFromFile)}`);
+  console.log(
+    `  ours ${f1(pre.ours.total)} ms (decode ${f1(pre.ours.decode)}, tensors ${f1(pre.ours.tensors)}) vs sharp decode-once + resizes ${f1(pre.sharpDecodeOnce)} ms: ratio ${f2(pre.ratioVsSharpDecodeOnce)} (goal <= 1.5); ` +
+      `vs sharp shrink-on-load ${f1(pre.sharpFromFile)} ms: ratio ${f2(pre.ratioVsSharpFromFile)}`,
+  );
   await stopPreprocessWorker();
 }
 

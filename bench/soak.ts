@@ -33,7 +33,8 @@ let served = 0;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const short = (s: string, n = 110) => (s.length > n ? `${s.slice(0, n - 1)}…` : s);
-const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))];
+const pct = (xs: number[], p: number) =>
+  [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))];
 const rssMb = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
 
 async function startHost(): Promise<HostClient> {
@@ -43,7 +44,11 @@ async function startHost(): Promise<HostClient> {
 }
 
 function segment(host: HostClient, params: Partial<SegmentParams>, token?: CancellationTokenSource) {
-  const p = host.request(Methods.segment, { image: { path: CHELSEA }, prompt: 'What is here?', history: [], maxNewTokens: 4, ...params }, token);
+  const p = host.request(
+    Methods.segment,
+    { image: { path: CHELSEA }, prompt: 'What is here?', history: [], maxNewTokens: 4, ...params },
+    token,
+  );
   return p.then((r) => {
     served++;
     return r;
@@ -67,10 +72,14 @@ async function hostileInputs(host: HostClient): Promise<void> {
   const fifo = path.join(tmp, 'pipe.png');
   execFileSync('mkfifo', [fifo]);
   const svg = path.join(tmp, 'bomb.svg');
-  writeFileSync(svg, '<svg xmlns="http://www.w3.org/2000/svg" width="9900" height="9900"><filter id="b"><feGaussianBlur stdDeviation="900"/></filter><rect width="9900" height="9900" filter="url(#b)"/></svg>');
+  writeFileSync(
+    svg,
+    '<svg xmlns="http://www.w3.org/2000/svg" width="9900" height="9900"><filter id="b"><feGaussianBlur stdDeviation="900"/></filter><rect width="9900" height="9900" filter="url(#b)"/></svg>',
+  );
   const swapped = path.join(tmp, 'swapped');
   cpSync(BUNDLE, swapped, { recursive: true });
-  for (const f of ['decoder.onnx', 'decoder.onnx_data']) copyFileSync(path.join(BUNDLE_13B, 'onnx', f), path.join(swapped, 'onnx', f));
+  for (const f of ['decoder.onnx', 'decoder.onnx_data'])
+    copyFileSync(path.join(BUNDLE_13B, 'onnx', f), path.join(swapped, 'onnx', f));
   const mf = path.join(swapped, 'lisa.manifest.json');
   const manifest = JSON.parse(readFileSync(mf, 'utf8'));
   for (const rel of Object.keys(manifest.files)) {
@@ -91,19 +100,29 @@ async function hostileInputs(host: HostClient): Promise<void> {
     ['text named .png', () => segment(host, { image: { path: path.join(IMAGES, 'not-an-image.png') } })],
     ['a decompression bomb', () => segment(host, { image: { path: path.join(IMAGES, 'bomb.png') } })],
     ['a missing file', () => segment(host, { image: { path: path.join(tmp, 'nope.png') } })],
-    ['inline bytes that are not an image', () => segment(host, { image: { data: Buffer.from('hello').toString('base64') } })],
+    [
+      'inline bytes that are not an image',
+      () => segment(host, { image: { data: Buffer.from('hello').toString('base64') } }),
+    ],
     ['an unknown image hash', () => segment(host, { image: { sha256: '0'.repeat(64) } })],
     ['"<image>" in the prompt', () => segment(host, { prompt: 'What is <image>?' })],
     ['"<image>" in history', () => segment(host, { history: [{ user: '<image>', assistant: 'ok' }] })],
     ['a blank prompt', () => segment(host, { prompt: ' \t ' })],
     ['a prompt over the context', () => segment(host, { prompt: 'cat '.repeat(5000) })],
     // a failed load leaves no model (the old one is freed first), so the good one is loaded again
-    ['a decoder swapped in from tiny-13b (checksums updated)', () => host.request(Methods.loadModel, { bundle: swapped, device: 'cpu' })
-      .finally(() => host.request(Methods.loadModel, { bundle: BUNDLE, device: 'cpu' }))],
+    [
+      'a decoder swapped in from tiny-13b (checksums updated)',
+      () =>
+        host
+          .request(Methods.loadModel, { bundle: swapped, device: 'cpu' })
+          .finally(() => host.request(Methods.loadModel, { bundle: BUNDLE, device: 'cpu' })),
+    ],
   ];
   for (const [what, run] of cases) {
     const got = await outcome(run());
-    const after = await outcome(segment(host, { maxNewTokens: 1 }).then(() => Promise.reject({ code: 0, message: 'ok' })));
+    const after = await outcome(
+      segment(host, { maxNewTokens: 1 }).then(() => Promise.reject({ code: 0, message: 'ok' })),
+    );
     console.log(`  ${what.padEnd(56)} -> ${got}${after.startsWith('0 ok') ? '' : `  THEN ${after}`}`);
   }
 
@@ -119,7 +138,10 @@ async function hostileInputs(host: HostClient): Promise<void> {
   ];
   for (const [what, input] of framing) {
     const t0 = performance.now();
-    const child = spawn(process.execPath, [SERVER_JS], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    const child = spawn(process.execPath, [SERVER_JS], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: { ...process.env, ...env },
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => {
@@ -130,9 +152,15 @@ async function hostileInputs(host: HostClient): Promise<void> {
     });
     child.stdin.end(input);
     const code = await new Promise<number | null>((r) => child.on('exit', r));
-    const line = stderr.split('\n').filter((l) => l && !/listening on stdio/.test(l)).map((l) => l.replace(/^\[[^\]]*\] /, '')).join(' | ');
+    const line = stderr
+      .split('\n')
+      .filter((l) => l && !/listening on stdio/.test(l))
+      .map((l) => l.replace(/^\[[^\]]*\] /, ''))
+      .join(' | ');
     const reply = /"code":(-?\d+)/.exec(stdout)?.[1];
-    console.log(`  ${what.padEnd(56)} -> exit ${code} in ${(performance.now() - t0).toFixed(0)} ms${reply ? `, replied ${reply}` : ''}: ${short(line, 90)}`);
+    console.log(
+      `  ${what.padEnd(56)} -> exit ${code} in ${(performance.now() - t0).toFixed(0)} ms${reply ? `, replied ${reply}` : ''}: ${short(line, 90)}`,
+    );
   }
 }
 
@@ -148,7 +176,9 @@ async function distinctImage(i: number, dir: string): Promise<string> {
     raw[j] = s >>> 24;
   }
   const file = path.join(dir, `img-${i}.png`);
-  await sharp(raw, { raw: { width: w, height: h, channels: 3 } }).png().toFile(file);
+  await sharp(raw, { raw: { width: w, height: h, channels: 3 } })
+    .png()
+    .toFile(file);
   return file;
 }
 
@@ -189,7 +219,9 @@ async function cancels(host: HostClient, images: string[]): Promise<void> {
   for (const [kind, xs] of Object.entries(latencies)) {
     if (!xs.length) continue;
     const over = xs.filter((x) => x > 100).length;
-    console.log(`  ${kind.padEnd(22)} n=${String(xs.length).padStart(3)}  min ${Math.min(...xs).toFixed(1)}  p50 ${pct(xs, 50).toFixed(1)}  p90 ${pct(xs, 90).toFixed(1)}  max ${Math.max(...xs).toFixed(1)}  over 100 ms: ${over}`);
+    console.log(
+      `  ${kind.padEnd(22)} n=${String(xs.length).padStart(3)}  min ${Math.min(...xs).toFixed(1)}  p50 ${pct(xs, 50).toFixed(1)}  p90 ${pct(xs, 90).toFixed(1)}  max ${Math.max(...xs).toFixed(1)}  over 100 ms: ${over}`,
+    );
   }
 }
 
@@ -221,14 +253,19 @@ async function kills(): Promise<void> {
         await host.stop().catch(() => undefined);
         host = await startHost();
         restarts++;
-        answer = await segment(host, params).then((r) => r.answer, () => undefined);
+        answer = await segment(host, params).then(
+          (r) => r.answer,
+          () => undefined,
+        );
       }
     }
     if (answer === undefined) lost++;
     else history.push({ user: params.prompt, assistant: answer });
   }
   await host.stop();
-  console.log(`\nhost kills: ${Math.ceil(turns / 2)} SIGKILLs mid-turn over ${turns} chat turns, ${restarts} restarts, ${lost} turns lost (goal 0), history kept ${history.length} turns`);
+  console.log(
+    `\nhost kills: ${Math.ceil(turns / 2)} SIGKILLs mid-turn over ${turns} chat turns, ${restarts} restarts, ${lost} turns lost (goal 0), history kept ${history.length} turns`,
+  );
 }
 
 // ---- memory ------------------------------------------------------------------------------------------------------
@@ -247,14 +284,20 @@ async function memory(host: HostClient, images: string[]): Promise<void> {
   const status = await host.request(Methods.status, undefined);
   const cacheFull = samples.find(([k]) => k >= Math.ceil((CACHE_MB * 1024 * 1024) / (700 * 1024)) * 2) ?? samples[0];
   const last = samples[samples.length - 1];
-  console.log(`\nhost RSS over ${n} requests on distinct images (${((performance.now() - t0) / 1000).toFixed(0)} s, embedding cache ${CACHE_MB} MB, now ${(status.counters.cacheBytes / 1048576).toFixed(1)} MB):`);
+  console.log(
+    `\nhost RSS over ${n} requests on distinct images (${((performance.now() - t0) / 1000).toFixed(0)} s, embedding cache ${CACHE_MB} MB, now ${(status.counters.cacheBytes / 1048576).toFixed(1)} MB):`,
+  );
   console.log(`  ${samples.map(([k, mb]) => `${k}: ${mb.toFixed(0)} MB`).join(', ')}`);
-  console.log(`  growth after the cache filled (request ${cacheFull[0]} -> ${last[0]}): ${(last[1] - cacheFull[1]).toFixed(1)} MB`);
+  console.log(
+    `  growth after the cache filled (request ${cacheFull[0]} -> ${last[0]}): ${(last[1] - cacheFull[1]).toFixed(1)} MB`,
+  );
 }
 
 async function main(): Promise<void> {
   const started = Date.now();
-  console.log(`soak: ${quick ? 'quick' : 'full'} run, tiny-7b on cpu, ${DISTINCT} distinct images, ${CANCELS} cancels of each kind, ${KILLS} kills; stops by ${new Date(DEADLINE).toISOString()}`);
+  console.log(
+    `soak: ${quick ? 'quick' : 'full'} run, tiny-7b on cpu, ${DISTINCT} distinct images, ${CANCELS} cancels of each kind, ${KILLS} kills; stops by ${new Date(DEADLINE).toISOString()}`,
+  );
   const dir = path.join(tmp, 'images');
   mkdirSync(dir);
   const images: string[] = [];
@@ -275,10 +318,14 @@ async function main(): Promise<void> {
   } finally {
     await fresh.stop();
   }
-  console.log(`\nrequests served: ${served}; run time ${((Date.now() - started) / 1000).toFixed(0)} s${Date.now() > DEADLINE ? ' (stopped at its time limit)' : ''}`);
+  console.log(
+    `\nrequests served: ${served}; run time ${((Date.now() - started) / 1000).toFixed(0)} s${Date.now() > DEADLINE ? ' (stopped at its time limit)' : ''}`,
+  );
 }
 
-main().catch((e) => {
-  console.error(`soak failed: ${(e as Error).stack ?? e}`);
-  process.exitCode = 1;
-}).finally(() => rmSync(tmp, { recursive: true, force: true }));
+main()
+  .catch((e) => {
+    console.error(`soak failed: ${(e as Error).stack ?? e}`);
+    process.exitCode = 1;
+  })
+  .finally(() => rmSync(tmp, { recursive: true, force: true }));

@@ -20,7 +20,12 @@ export type GraphName =
   | 'sam_image_encoder'
   | 'sam_mask_decoder';
 export const GRAPH_NAMES: GraphName[] = [
-  'vision_encoder', 'embed_tokens', 'decoder', 'seg_projector', 'sam_image_encoder', 'sam_mask_decoder',
+  'vision_encoder',
+  'embed_tokens',
+  'decoder',
+  'seg_projector',
+  'sam_image_encoder',
+  'sam_mask_decoder',
 ];
 
 // The manifest's types are generated from models/bundle.schema.json, its one definition.
@@ -45,7 +50,7 @@ export interface OpenBundleOptions {
 export const defaultVerifyCacheFile = (): string =>
   path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'reason-segment', 'verified-files.json');
 
-let validateManifest: ((m: unknown) => boolean) & { errors?: unknown } | undefined;
+let validateManifest: (((m: unknown) => boolean) & { errors?: unknown }) | undefined;
 
 async function schemaValidator() {
   if (!validateManifest) {
@@ -61,7 +66,10 @@ export async function openBundle(dir: string, opts: OpenBundleOptions = {}): Pro
   try {
     root = await fs.realpath(dir);
   } catch {
-    throw new HostError('BundleMissingFile', `Model folder ${dir} does not exist: point the model setting at a folder holding ${MANIFEST_FILE}.`);
+    throw new HostError(
+      'BundleMissingFile',
+      `Model folder ${dir} does not exist: point the model setting at a folder holding ${MANIFEST_FILE}.`,
+    );
   }
   const manifestPath = path.join(root, MANIFEST_FILE);
   let manifest: Manifest;
@@ -69,19 +77,28 @@ export async function openBundle(dir: string, opts: OpenBundleOptions = {}): Pro
     manifest = JSON.parse(await fs.readFile(manifestPath, 'utf8'));
   } catch (e) {
     const missing = (e as NodeJS.ErrnoException).code === 'ENOENT';
-    throw new HostError(missing ? 'BundleMissingFile' : 'BundleInvalid', missing
-      ? `${dir} is not a Reason Segment model: it has no ${MANIFEST_FILE}. Export one with models/export or pick another folder.`
-      : `${manifestPath} is not valid JSON (${(e as Error).message}); re-export or re-download the model.`);
+    throw new HostError(
+      missing ? 'BundleMissingFile' : 'BundleInvalid',
+      missing
+        ? `${dir} is not a Reason Segment model: it has no ${MANIFEST_FILE}. Export one with models/export or pick another folder.`
+        : `${manifestPath} is not valid JSON (${(e as Error).message}); re-export or re-download the model.`,
+    );
   }
   if (manifest?.format !== BUNDLE_FORMAT) {
-    throw new HostError('BundleInvalid', `${dir} has model format ${JSON.stringify(manifest?.format)}; this version reads ${BUNDLE_FORMAT}. Re-export the model with this version's exporter.`);
+    throw new HostError(
+      'BundleInvalid',
+      `${dir} has model format ${JSON.stringify(manifest?.format)}; this version reads ${BUNDLE_FORMAT}. Re-export the model with this version's exporter.`,
+    );
   }
   // Before the schema, so a path that climbs out is reported as what it is rather than as a schema mismatch.
   for (const rel of namedPaths(manifest)) assertNoClimb(rel);
   const validate = await schemaValidator();
   if (!validate(manifest)) {
     const first = (validate.errors as Array<{ instancePath: string; message: string }>)[0];
-    throw new HostError('BundleInvalid', `${manifestPath} does not match the bundle schema at ${first.instancePath || '/'}: ${first.message}. Re-export the model.`);
+    throw new HostError(
+      'BundleInvalid',
+      `${manifestPath} does not match the bundle schema at ${first.instancePath || '/'}: ${first.message}. Re-export the model.`,
+    );
   }
 
   const resolve = (rel: string) => path.join(root, rel);
@@ -89,16 +106,26 @@ export async function openBundle(dir: string, opts: OpenBundleOptions = {}): Pro
   for (const g of GRAPH_NAMES) {
     const spec = manifest.graphs[g];
     for (const f of [spec.file, ...(spec.external_data ?? [])]) {
-      if (!named.has(f)) throw new HostError('BundleInvalid', `${MANIFEST_FILE} names ${f} for graph ${g} but gives no checksum for it; re-export the model.`);
+      if (!named.has(f))
+        throw new HostError(
+          'BundleInvalid',
+          `${MANIFEST_FILE} names ${f} for graph ${g} but gives no checksum for it; re-export the model.`,
+        );
     }
   }
-  if (!named.has('tokenizer.json')) throw new HostError('BundleInvalid', `${MANIFEST_FILE} lists no tokenizer.json; re-export the model.`);
+  if (!named.has('tokenizer.json'))
+    throw new HostError('BundleInvalid', `${MANIFEST_FILE} lists no tokenizer.json; re-export the model.`);
 
   await verifyFiles(root, manifest.files, opts);
   return { dir: root, manifest, resolve };
 }
 
-interface VerifiedRecord { size: number; mtimeMs: number; ino: number; sha256: string }
+interface VerifiedRecord {
+  size: number;
+  mtimeMs: number;
+  ino: number;
+  sha256: string;
+}
 
 async function verifyFiles(root: string, files: Manifest['files'], opts: OpenBundleOptions): Promise<void> {
   const cache = opts.verifyCacheFile ? await readCache(opts.verifyCacheFile) : {};
@@ -113,7 +140,10 @@ async function verifyFiles(root: string, files: Manifest['files'], opts: OpenBun
     const unchanged = known && known.size === st.size && known.mtimeMs === st.mtimeMs && known.ino === st.ino;
     const sha = unchanged ? known.sha256 : await sha256File(abs);
     if (sha !== expect.sha256) {
-      throw new HostError('BundleChecksum', `${rel} in ${root} is damaged or was changed (sha256 ${sha.slice(0, 12)}…, expected ${expect.sha256.slice(0, 12)}…); download or export the model again.`);
+      throw new HostError(
+        'BundleChecksum',
+        `${rel} in ${root} is damaged or was changed (sha256 ${sha.slice(0, 12)}…, expected ${expect.sha256.slice(0, 12)}…); download or export the model again.`,
+      );
     }
     if (!unchanged) {
       cache[abs] = { size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, sha256: sha };
@@ -135,7 +165,10 @@ function namedPaths(manifest: Manifest): string[] {
 
 function assertNoClimb(rel: string): void {
   if (path.isAbsolute(rel) || rel.split(/[\\/]/).includes('..')) {
-    throw new HostError('BundlePathEscape', `${MANIFEST_FILE} names ${rel}, which points outside the model folder; refusing to load it.`);
+    throw new HostError(
+      'BundlePathEscape',
+      `${MANIFEST_FILE} names ${rel}, which points outside the model folder; refusing to load it.`,
+    );
   }
 }
 
@@ -149,7 +182,10 @@ async function insideBundle(root: string, rel: string): Promise<string> {
     throw new HostError('BundleMissingFile', `${rel} is missing from ${root}; download or export the model again.`);
   }
   if (real !== root && !real.startsWith(root + path.sep)) {
-    throw new HostError('BundlePathEscape', `${rel} in ${root} links to ${real}, outside the model folder; refusing to load it.`);
+    throw new HostError(
+      'BundlePathEscape',
+      `${rel} in ${root} links to ${real}, outside the model folder; refusing to load it.`,
+    );
   }
   return real;
 }
@@ -157,7 +193,10 @@ async function insideBundle(root: string, rel: string): Promise<string> {
 function sha256File(file: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const h = createHash('sha256');
-    createReadStream(file).on('data', (c) => h.update(c)).on('error', reject).on('end', () => resolve(h.digest('hex')));
+    createReadStream(file)
+      .on('data', (c) => h.update(c))
+      .on('error', reject)
+      .on('end', () => resolve(h.digest('hex')));
   });
 }
 

@@ -2,7 +2,7 @@
 // reason-segment: the inference host from a terminal. segment (one question), chat (a conversation about one image,
 // the image encoded once), batch (a folder, COCO results, resumable). Errors are one line; --verbose adds the stack.
 import { spawn } from 'node:child_process';
-import { constants as fsConstants, promises as fs } from 'node:fs';
+import { promises as fs, constants as fsConstants } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
@@ -13,8 +13,16 @@ import { evalMain } from './eval';
 import { LisaPipeline, type SegmentRequest } from './pipeline';
 import { RemoteModel } from './serve/client';
 import { serve, serveOptions } from './serve/http';
-import { BATCH_DESCRIPTION, type CocoOutput, claimShard, listImages, mergeShardFiles, parseShard, shardOf } from './shards';
 import type { Device } from './sessions';
+import {
+  BATCH_DESCRIPTION,
+  type CocoOutput,
+  claimShard,
+  listImages,
+  mergeShardFiles,
+  parseShard,
+  shardOf,
+} from './shards';
 
 const USAGE = `usage:
   reason-segment segment --model <bundle> --image <file> --prompt <text> [--history <file.json>] [--out <dir>]
@@ -81,19 +89,27 @@ export async function main(argv: string[]): Promise<number> {
   }
   try {
     switch (command) {
-      case 'segment': return await segmentCommand(args);
-      case 'chat': return await chatCommand(args);
-      case 'batch': return await batchCommand(args);
-      case 'serve': return await serveCommand(args);
-      case 'merge': return await mergeCommand(args, operands);
-      default: throw new UsageError(`unknown command ${command}`);
+      case 'segment':
+        return await segmentCommand(args);
+      case 'chat':
+        return await chatCommand(args);
+      case 'batch':
+        return await batchCommand(args);
+      case 'serve':
+        return await serveCommand(args);
+      case 'merge':
+        return await mergeCommand(args, operands);
+      default:
+        throw new UsageError(`unknown command ${command}`);
     }
   } catch (e) {
     if (e instanceof UsageError) {
       process.stderr.write(`reason-segment: ${e.message}\n${USAGE}\n`);
       return 2;
     }
-    const message = isHostError(e) ? e.message : `internal error: ${(e as Error).message}${args.verbose ? '' : ' (run with --verbose for details)'}`;
+    const message = isHostError(e)
+      ? e.message
+      : `internal error: ${(e as Error).message}${args.verbose ? '' : ' (run with --verbose for details)'}`;
     process.stderr.write(`reason-segment: ${message}\n`);
     if (args.verbose) process.stderr.write(`${(e as Error).stack}\n`);
     return 1;
@@ -115,12 +131,17 @@ async function promptOf(args: Args): Promise<string> {
     try {
       prompt = (file === '-' ? await readStdin() : await fs.readFile(file, 'utf8')).replace(/\r?\n$/, '');
     } catch (e) {
-      throw new UsageError(`--prompt-file ${file} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+      throw new UsageError(
+        `--prompt-file ${file} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+      );
     }
   } else {
     prompt = required(args, 'prompt');
   }
-  if (prompt.trim() === '') throw new UsageError(`the prompt${file !== undefined ? ` in ${file}` : ''} is blank; write a question or an instruction`);
+  if (prompt.trim() === '')
+    throw new UsageError(
+      `the prompt${file !== undefined ? ` in ${file}` : ''} is blank; write a question or an instruction`,
+    );
   return prompt;
 }
 
@@ -144,10 +165,18 @@ async function loadModel(args: Args, quiet: boolean): Promise<LisaPipeline> {
     device,
     allowFallback: args['allow-fallback'],
     // Progress redraws one line, which only makes sense on a terminal.
-    onProgress: quiet || !process.stderr.isTTY ? undefined : (msg, loaded, total) =>
-      process.stderr.write(`\r\x1b[Kloading model: ${msg}${total ? ` (${Math.round((100 * (loaded ?? 0)) / total)}%)` : ''}`),
+    onProgress:
+      quiet || !process.stderr.isTTY
+        ? undefined
+        : (msg, loaded, total) =>
+            process.stderr.write(
+              `\r\x1b[Kloading model: ${msg}${total ? ` (${Math.round((100 * (loaded ?? 0)) / total)}%)` : ''}`,
+            ),
   });
-  if (!quiet) process.stderr.write(`${process.stderr.isTTY ? '\r\x1b[K' : ''}loaded ${pipeline.bundle.manifest.variant} on ${pipeline.provider}${pipeline.sessions.provider.fallbackReason ? ` (${pipeline.sessions.provider.fallbackReason})` : ''} in ${(pipeline.loadMs / 1000).toFixed(1)} s\n`);
+  if (!quiet)
+    process.stderr.write(
+      `${process.stderr.isTTY ? '\r\x1b[K' : ''}loaded ${pipeline.bundle.manifest.variant} on ${pipeline.provider}${pipeline.sessions.provider.fallbackReason ? ` (${pipeline.sessions.provider.fallbackReason})` : ''} in ${(pipeline.loadMs / 1000).toFixed(1)} s\n`,
+    );
   return pipeline;
 }
 
@@ -160,10 +189,18 @@ async function readHistory(file: string | undefined): Promise<ChatTurn[]> {
     throw new UsageError(`--history ${file}: ${(e as Error).message}`);
   }
   const turns = Array.isArray(raw) ? raw : [];
-  const ok = turns.every((t) => (Array.isArray(t) && t.length === 2 && t.every((x) => typeof x === 'string'))
-    || (t && typeof t.user === 'string' && typeof t.assistant === 'string'));
-  if (!Array.isArray(raw) || !ok) throw new UsageError(`--history ${file} must be a JSON array of {"user", "assistant"} objects or [user, assistant] pairs`);
-  return turns.map((t) => (Array.isArray(t) ? { user: t[0], assistant: t[1] } : { user: t.user, assistant: t.assistant }));
+  const ok = turns.every(
+    (t) =>
+      (Array.isArray(t) && t.length === 2 && t.every((x) => typeof x === 'string')) ||
+      (t && typeof t.user === 'string' && typeof t.assistant === 'string'),
+  );
+  if (!Array.isArray(raw) || !ok)
+    throw new UsageError(
+      `--history ${file} must be a JSON array of {"user", "assistant"} objects or [user, assistant] pairs`,
+    );
+  return turns.map((t) =>
+    Array.isArray(t) ? { user: t[0], assistant: t[1] } : { user: t.user, assistant: t.assistant },
+  );
 }
 
 /** Writes result.json, overlay.png and one PNG per mask; the JSON keeps RLE only (PNGs are files beside it). */
@@ -200,10 +237,14 @@ async function segmentCommand(args: Args): Promise<number> {
       onText: streaming ? (delta) => process.stdout.write(delta) : undefined,
     });
     if (args.json) {
-      process.stdout.write(`${JSON.stringify({ ...result, overlayPng: undefined, masks: result.masks.map((m) => ({ ...m, png: undefined })) })}\n`);
+      process.stdout.write(
+        `${JSON.stringify({ ...result, overlayPng: undefined, masks: result.masks.map((m) => ({ ...m, png: undefined })) })}\n`,
+      );
     } else {
       process.stdout.write('\n');
-      process.stderr.write(`${result.masks.length} mask(s), ${result.timings.newTokens} tokens in ${(result.timings.totalMs / 1000).toFixed(2)} s\n`);
+      process.stderr.write(
+        `${result.masks.length} mask(s), ${result.timings.newTokens} tokens in ${(result.timings.totalMs / 1000).toFixed(2)} s\n`,
+      );
     }
     if (args.out) {
       const files = await writeOutputs(args.out, result);
@@ -235,8 +276,13 @@ async function chatCommand(args: Args): Promise<number> {
       }
       turn = new AbortController();
       const req: SegmentRequest = {
-        image: { path: image }, prompt: text, history: [...history], maxNewTokens: maxNewTokens(args),
-        includePng: true, includeOverlay: Boolean(args.out), signal: turn.signal,
+        image: { path: image },
+        prompt: text,
+        history: [...history],
+        maxNewTokens: maxNewTokens(args),
+        includePng: true,
+        includeOverlay: Boolean(args.out),
+        signal: turn.signal,
         onText: (delta) => process.stdout.write(delta),
       };
       try {
@@ -271,7 +317,9 @@ async function batchCommand(args: Args): Promise<number> {
   const todo = files.filter((f) => !done.has(f));
   if (done.size) process.stderr.write(`resuming: ${done.size} of ${files.length} already in ${outFile}\n`);
 
-  const pipeline = args.server ? await RemoteModel.connect(args.server, args['token-file']) : await loadModel(args, false);
+  const pipeline = args.server
+    ? await RemoteModel.connect(args.server, args['token-file'])
+    : await loadModel(args, false);
   if (pipeline instanceof LisaPipeline) coco.info.model = pipeline.bundle.manifest.variant;
   const interrupt = new AbortController();
   const onSigint = () => interrupt.abort();
@@ -281,12 +329,33 @@ async function batchCommand(args: Args): Promise<number> {
       if (interrupt.signal.aborted) break;
       progressBar(done.size + i, files.length, file);
       try {
-        const result = await pipeline.segment({ image: { path: path.resolve(root, file) }, prompt, assistantPrefix: args['assistant-prefix'], maxNewTokens: maxNewTokens(args), includePng: false, signal: interrupt.signal });
+        const result = await pipeline.segment({
+          image: { path: path.resolve(root, file) },
+          prompt,
+          assistantPrefix: args['assistant-prefix'],
+          maxNewTokens: maxNewTokens(args),
+          includePng: false,
+          signal: interrupt.signal,
+        });
         coco.info.model ||= result.model.variant;
         const imageId = coco.images.length + coco.failures.length + 1;
-        coco.images.push({ id: imageId, file_name: file, width: result.image.width, height: result.image.height, text: result.text });
+        coco.images.push({
+          id: imageId,
+          file_name: file,
+          width: result.image.width,
+          height: result.image.height,
+          text: result.text,
+        });
         for (const m of result.masks) {
-          coco.annotations.push({ id: coco.annotations.length + 1, image_id: imageId, category_id: 1, segmentation: m.rle, area: m.area, bbox: m.bbox, score: m.score });
+          coco.annotations.push({
+            id: coco.annotations.length + 1,
+            image_id: imageId,
+            category_id: 1,
+            segmentation: m.rle,
+            area: m.area,
+            bbox: m.bbox,
+            score: m.score,
+          });
         }
       } catch (e) {
         if (isHostError(e, 'Cancelled')) break;
@@ -302,23 +371,34 @@ async function batchCommand(args: Args): Promise<number> {
   await writeJsonAtomic(outFile, coco);
   const finished = coco.images.length + coco.failures.length;
   progressBar(finished, files.length, '');
-  process.stderr.write(`\n${coco.images.length} image(s) segmented, ${coco.failures.length} failed, ${coco.annotations.length} mask(s) -> ${outFile}\n`);
+  process.stderr.write(
+    `\n${coco.images.length} image(s) segmented, ${coco.failures.length} failed, ${coco.annotations.length} mask(s) -> ${outFile}\n`,
+  );
   if (interrupt.signal.aborted) process.stderr.write('interrupted: run the same command again to resume\n');
   return interrupt.signal.aborted ? 130 : 0;
 }
 
 async function serveCommand(args: Args): Promise<number> {
-  const opts = await serveOptions({ host: args.host, port: args.port, tokenFile: args['token-file'], maxRequestMb: args['max-request-mb'],
-    requestTimeout: args['request-timeout'], maxQueue: args['max-queue'] });
+  const opts = await serveOptions({
+    host: args.host,
+    port: args.port,
+    tokenFile: args['token-file'],
+    maxRequestMb: args['max-request-mb'],
+    requestTimeout: args['request-timeout'],
+    maxQueue: args['max-queue'],
+  });
   return serve(await loadModel(args, false), opts);
 }
 
 async function mergeCommand(args: Args, shards: string[]): Promise<number> {
   const outFile = required(args, 'out');
-  if (shards.length === 0) throw new UsageError('merge joins shard outputs: reason-segment merge --out all.json shard-*.json');
+  if (shards.length === 0)
+    throw new UsageError('merge joins shard outputs: reason-segment merge --out all.json shard-*.json');
   const merged = await mergeShardFiles(shards, outFile);
   await writeJsonAtomic(outFile, merged);
-  process.stderr.write(`merged ${shards.length} shard(s): ${merged.images.length} image(s), ${merged.failures.length} failed, ${merged.annotations.length} mask(s) -> ${outFile}\n`);
+  process.stderr.write(
+    `merged ${shards.length} shard(s): ${merged.images.length} image(s), ${merged.failures.length} failed, ${merged.annotations.length} mask(s) -> ${outFile}\n`,
+  );
   return 0;
 }
 
@@ -342,17 +422,26 @@ async function openBatchOut(outFile: string, prompt: string): Promise<CocoOutput
     } catch {
       coco = undefined;
     }
-    const ours = coco?.info?.description === BATCH_DESCRIPTION && Array.isArray(coco.images) && Array.isArray(coco.failures)
-      && Array.isArray(coco.annotations);
-    if (!ours) throw new UsageError(`--out ${outFile} exists and is not a Reason Segment batch result; it was left untouched: choose another file`);
-    if (coco!.info.prompt !== prompt) throw new UsageError(`${outFile} holds results for another prompt; choose another --out or delete it`);
+    const ours =
+      coco?.info?.description === BATCH_DESCRIPTION &&
+      Array.isArray(coco.images) &&
+      Array.isArray(coco.failures) &&
+      Array.isArray(coco.annotations);
+    if (!ours)
+      throw new UsageError(
+        `--out ${outFile} exists and is not a Reason Segment batch result; it was left untouched: choose another file`,
+      );
+    if (coco!.info.prompt !== prompt)
+      throw new UsageError(`${outFile} holds results for another prompt; choose another --out or delete it`);
   }
   const probe = `${outFile}.${process.pid}.tmp`;
   try {
     await fs.writeFile(probe, '', { flag: 'wx' });
     await fs.unlink(probe);
   } catch (e) {
-    throw new UsageError(`cannot write --out ${outFile} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message} in ${path.dirname(path.resolve(outFile))}); choose a writable place`);
+    throw new UsageError(
+      `cannot write --out ${outFile} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message} in ${path.dirname(path.resolve(outFile))}); choose a writable place`,
+    );
   }
   if (text !== undefined) {
     try {
@@ -361,7 +450,15 @@ async function openBatchOut(outFile: string, prompt: string): Promise<CocoOutput
       throw new UsageError(`--out ${outFile} is read-only; make it writable or choose another file`);
     }
   }
-  return coco ?? { info: { prompt, model: '', description: BATCH_DESCRIPTION }, images: [], annotations: [], categories: [{ id: 1, name: 'lisa' }], failures: [] };
+  return (
+    coco ?? {
+      info: { prompt, model: '', description: BATCH_DESCRIPTION },
+      images: [],
+      annotations: [],
+      categories: [{ id: 1, name: 'lisa' }],
+      failures: [],
+    }
+  );
 }
 
 function progressBar(done: number, total: number, label: string): void {
@@ -385,21 +482,31 @@ const MAX_CMDLINE_BYTES = 16 * 1024;
 const MAX_ENV_STRING = 128 * 1024 - 64;
 
 function commandLineBytes(): number {
-  return [process.execPath, ...process.execArgv, ...process.argv.slice(1)].reduce((n, a) => n + Buffer.byteLength(a) + 1, 0);
+  return [process.execPath, ...process.execArgv, ...process.argv.slice(1)].reduce(
+    (n, a) => n + Buffer.byteLength(a) + 1,
+    0,
+  );
 }
 
 function relaunch(argv: string[]): Promise<number> {
   const packed = JSON.stringify(argv);
   if (Buffer.byteLength(packed) > MAX_ENV_STRING) {
-    process.stderr.write(`reason-segment: the command line is ${Math.round(Buffer.byteLength(packed) / 1024)} KB; pass a long prompt with --prompt-file <file> (or --prompt-file - for stdin)\n`);
+    process.stderr.write(
+      `reason-segment: the command line is ${Math.round(Buffer.byteLength(packed) / 1024)} KB; pass a long prompt with --prompt-file <file> (or --prompt-file - for stdin)\n`,
+    );
     return Promise.resolve(2);
   }
   const ignore = () => undefined; // Ctrl-C reaches the child too; this process waits for it
   process.on('SIGINT', ignore);
-  const child = spawn(process.execPath, [...process.execArgv, __filename], { stdio: 'inherit', env: { ...process.env, [ARGV_ENV]: packed } });
+  const child = spawn(process.execPath, [...process.execArgv, __filename], {
+    stdio: 'inherit',
+    env: { ...process.env, [ARGV_ENV]: packed },
+  });
   return new Promise((resolve) => {
     child.on('error', (e) => {
-      process.stderr.write(`reason-segment: cannot start a second process for the long command line (${e.message}); use --prompt-file\n`);
+      process.stderr.write(
+        `reason-segment: cannot start a second process for the long command line (${e.message}); use --prompt-file\n`,
+      );
       resolve(1);
     });
     child.on('exit', (code, signal) => {
@@ -412,9 +519,12 @@ function relaunch(argv: string[]): Promise<number> {
 if (require.main === module) {
   const packed = process.env[ARGV_ENV];
   delete process.env[ARGV_ENV];
-  const run = packed !== undefined ? main(JSON.parse(packed))
-    : commandLineBytes() > MAX_CMDLINE_BYTES ? relaunch(process.argv.slice(2))
-    : main(process.argv.slice(2));
+  const run =
+    packed !== undefined
+      ? main(JSON.parse(packed))
+      : commandLineBytes() > MAX_CMDLINE_BYTES
+        ? relaunch(process.argv.slice(2))
+        : main(process.argv.slice(2));
   run.then((code) => {
     process.exitCode = code;
   });

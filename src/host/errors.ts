@@ -6,7 +6,10 @@ import type { RpcErrorName } from '../protocol/rpc';
 export type HostErrorKind = RpcErrorName;
 
 export class HostError extends Error {
-  constructor(readonly kind: HostErrorKind, message: string) {
+  constructor(
+    readonly kind: HostErrorKind,
+    message: string,
+  ) {
     super(oneLine(message));
     this.name = 'HostError';
   }

@@ -5,7 +5,7 @@ import type * as ort from 'onnxruntime-node';
 import type { Manifest } from './bundle';
 import { HostError } from './errors';
 import { KvCache } from './kv-cache';
-import { f32, GraphSessions, i64 } from './sessions';
+import { f32, type GraphSessions, i64 } from './sessions';
 
 export interface GenerateRequest {
   /** Prompt ids with the image placeholder (-200) standing once where the image features go. */
@@ -41,7 +41,8 @@ export async function generate(sessions: GraphSessions, m: Manifest, req: Genera
   const { image_placeholder, num_image_tokens, seg, mask_attention_for_ids } = m.tokens;
   const k = req.inputIds.indexOf(image_placeholder);
   if (k < 0) throw new HostError('Internal', 'the prompt has no image placeholder');
-  if (req.imageFeatures.length !== num_image_tokens * H) throw new HostError('Internal', 'image features have the wrong size');
+  if (req.imageFeatures.length !== num_image_tokens * H)
+    throw new HostError('Internal', 'image features have the wrong size');
 
   const prefillLen = assertPromptFits(m, req.inputIds);
   const maxNew = Math.min(req.maxNewTokens, max_positions - prefillLen);
@@ -88,7 +89,10 @@ export async function generate(sessions: GraphSessions, m: Manifest, req: Genera
       const feeds: Record<string, ort.Tensor> = {
         ...cache.feeds(stepMask),
         inputs_embeds: f32(inputs, [1, seqLen, H]),
-        position_ids: i64(BigInt64Array.from({ length: seqLen }, (_, j) => BigInt(cache.length + j)), [1, seqLen]),
+        position_ids: i64(
+          BigInt64Array.from({ length: seqLen }, (_, j) => BigInt(cache.length + j)),
+          [1, seqLen],
+        ),
       };
       const out = await sessions.run('decoder', feeds, ['logits', 'last_hidden_state', ...cache.fetches()]);
       const logits = out.logits.data as Float32Array;
@@ -121,7 +125,10 @@ export async function generate(sessions: GraphSessions, m: Manifest, req: Genera
 export function assertPromptFits(m: Manifest, inputIds: number[]): number {
   const prefillLen = inputIds.length - 1 + m.tokens.num_image_tokens;
   if (prefillLen >= m.llm.max_positions) {
-    throw new HostError('PromptTooLong', `The conversation is ${prefillLen} tokens long with the image; this model reads at most ${m.llm.max_positions}. Start a new conversation or shorten the instruction.`);
+    throw new HostError(
+      'PromptTooLong',
+      `The conversation is ${prefillLen} tokens long with the image; this model reads at most ${m.llm.max_positions}. Start a new conversation or shorten the instruction.`,
+    );
   }
   return prefillLen;
 }

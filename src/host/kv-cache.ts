@@ -84,7 +84,8 @@ export class KvCache {
       for (const [j, kind] of (['key', 'value'] as const).entries()) {
         const rows = out[`new_key_values.${i}.${kind}`].data as Float32Array; // [KV, S, D]
         const dst = this.stores[2 * i + j];
-        for (let h = 0; h < KV; h++) dst.set(rows.subarray(h * S * D, (h + 1) * S * D), (h * this.capacity + this.length) * D);
+        for (let h = 0; h < KV; h++)
+          dst.set(rows.subarray(h * S * D, (h + 1) * S * D), (h * this.capacity + this.length) * D);
       }
     }
     this.length += S;
@@ -120,13 +121,15 @@ export class KvCache {
 
   /** Stores of at least `length`: the last generation's if they are big enough (their pages are mapped), else new. */
   private takeStores(length: number): void {
-    const reuse = kept && kept.length === this.stores.length && kept.every((s) => s.length >= length) ? kept : undefined;
+    const reuse =
+      kept && kept.length === this.stores.length && kept.every((s) => s.length >= length) ? kept : undefined;
     if (reuse) kept = undefined;
     const fresh = reuse ?? this.stores.map(() => new Float32Array(length));
     // only reached with an empty cache or a full one (the stores are sized for the whole generation up front)
     const { heads: KV, headDim: D, capacity: C, length: n } = this;
     for (let b = 0; b < fresh.length; b++) {
-      for (let h = 0; h < KV && n > 0; h++) fresh[b].set(this.stores[b].subarray(h * C * D, (h * C + n) * D), h * C * D);
+      for (let h = 0; h < KV && n > 0; h++)
+        fresh[b].set(this.stores[b].subarray(h * C * D, (h * C + n) * D), h * C * D);
     }
     this.stores = fresh;
   }

@@ -2,7 +2,7 @@
 // the overlay image. RLE, bbox and area come from src/protocol/rle.ts (pycocotools-exact); colours from
 // src/protocol/palette.ts, so the overlay PNG and the browser surfaces agree.
 import sharp from 'sharp';
-import { PALETTE, maskColor, type Rgb } from '../protocol/palette';
+import { maskColor, PALETTE, type Rgb } from '../protocol/palette';
 import type { CocoRle, ResultMask } from '../protocol/result';
 import { countsArea, countsBbox, countsToString, decodeRle, maskToCounts } from '../protocol/rle';
 
@@ -12,7 +12,8 @@ import { countsArea, countsBbox, countsToString, decodeRle, maskToCounts } from 
  */
 export function masksFromLogits(logits: Float32Array, n: number, h: number, w: number, threshold = 0): Uint8Array[] {
   const hw = h * w;
-  if (logits.length < n * hw) throw new RangeError(`mask logits have ${logits.length} values, expected ${n}*${h}*${w} = ${n * hw}`);
+  if (logits.length < n * hw)
+    throw new RangeError(`mask logits have ${logits.length} values, expected ${n}*${h}*${w} = ${n * hw}`);
   const out: Uint8Array[] = [];
   for (let k = 0; k < n; k++) {
     const m = new Uint8Array(hw);
@@ -25,7 +26,9 @@ export function masksFromLogits(logits: Float32Array, n: number, h: number, w: n
 
 /** RGB PNG of row-major RGB pixels. */
 export function rgbPng(rgb: Uint8Array, w: number, h: number): Promise<Buffer> {
-  return sharp(rgb, { raw: { width: w, height: h, channels: 3 } }).png().toBuffer();
+  return sharp(rgb, { raw: { width: w, height: h, channels: 3 } })
+    .png()
+    .toBuffer();
 }
 
 /** Single-channel 8-bit PNG (0 outside, 255 inside) of a row-major mask. */
@@ -109,7 +112,8 @@ export function overlayRgb(
     if (m instanceof Uint8Array) {
       mm = m;
     } else {
-      if (m.size[0] !== h || m.size[1] !== w) throw new RangeError(`mask ${k} is ${m.size[0]}x${m.size[1]}, the image ${h}x${w}`);
+      if (m.size[0] !== h || m.size[1] !== w)
+        throw new RangeError(`mask ${k} is ${m.size[0]}x${m.size[1]}, the image ${h}x${w}`);
       mm = decodeRle(m);
     }
     if (mm.length < n) throw new RangeError(`mask ${k} has ${mm.length} values, expected ${n}`);

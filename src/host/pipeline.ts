@@ -8,7 +8,7 @@ import { type Bundle, defaultVerifyCacheFile, openBundle } from './bundle';
 import { EmbeddingCache, type ImageEmbeddings } from './embedding-cache';
 import { HostError } from './errors';
 import { assertPromptFits, generate } from './generate';
-import { decodeImage, type DecodedImage, DEFAULT_MAX_PIXELS, maxFileBytes, sha256Hex } from './image/decode';
+import { DEFAULT_MAX_PIXELS, type DecodedImage, decodeImage, maxFileBytes, sha256Hex } from './image/decode';
 import { preprocessImageParallel } from './image/preprocess';
 import { buildResultMasks, masksFromLogits, overlayPng, rgbPng } from './masks';
 import { buildPrompt, cleanAnswer } from './prompt';
@@ -70,21 +70,35 @@ export class LisaPipeline {
     this.cache = new EmbeddingCache(cacheBytes);
   }
 
-  static async load(dir: string, opts: LoadOptions & { cacheBytes?: number; maxPixels?: number; counters?: Counters } = {}): Promise<LisaPipeline> {
+  static async load(
+    dir: string,
+    opts: LoadOptions & { cacheBytes?: number; maxPixels?: number; counters?: Counters } = {},
+  ): Promise<LisaPipeline> {
     const t0 = performance.now();
     const provider = chooseProvider(opts.device ?? 'cpu', opts.allowFallback ?? false);
-    const verifyCacheFile = opts.verifyCacheFile === null ? undefined : opts.verifyCacheFile ?? defaultVerifyCacheFile();
+    const verifyCacheFile =
+      opts.verifyCacheFile === null ? undefined : (opts.verifyCacheFile ?? defaultVerifyCacheFile());
     const bundle = await openBundle(dir, {
       verifyCacheFile,
       onProgress: (msg, loaded, total) => opts.onProgress?.(msg, loaded, total),
     });
-    const tokenizer = new LisaTokenizer(JSON.parse(await fs.readFile(bundle.resolve('tokenizer.json'), 'utf8')), bundle.manifest.tokens);
+    const tokenizer = new LisaTokenizer(
+      JSON.parse(await fs.readFile(bundle.resolve('tokenizer.json'), 'utf8')),
+      bundle.manifest.tokens,
+    );
     const sessions = await GraphSessions.create(bundle, provider, {
       allowFallback: opts.allowFallback,
       onProgress: (g, i, n) => opts.onProgress?.(`loading ${g}`, i, n),
     });
-    return new LisaPipeline(bundle, sessions, tokenizer, performance.now() - t0,
-      opts.cacheBytes ?? DEFAULT_CACHE_BYTES, opts.maxPixels ?? DEFAULT_MAX_PIXELS, opts.counters ?? newCounters());
+    return new LisaPipeline(
+      bundle,
+      sessions,
+      tokenizer,
+      performance.now() - t0,
+      opts.cacheBytes ?? DEFAULT_CACHE_BYTES,
+      opts.maxPixels ?? DEFAULT_MAX_PIXELS,
+      opts.counters ?? newCounters(),
+    );
   }
 
   get provider(): string {
@@ -109,7 +123,15 @@ export class LisaPipeline {
     const clock = this.sessions.clock;
     clock.reset();
     const t0 = performance.now();
-    const timings = { decodeImageMs: 0, preprocessMs: 0, clipMs: 0, samEncoderMs: 0, prefillMs: 0, decodeMs: 0, maskDecoderMs: 0 };
+    const timings = {
+      decodeImageMs: 0,
+      preprocessMs: 0,
+      clipMs: 0,
+      samEncoderMs: 0,
+      prefillMs: 0,
+      decodeMs: 0,
+      maskDecoderMs: 0,
+    };
 
     checkCancelled(req.signal);
     refuseImageToken(req);
@@ -141,14 +163,32 @@ export class LisaPipeline {
     if (tail) req.onText?.(tail, gen.outputIds.length - 1);
     const decodedAll = this.tokenizer.decode(promptIds.concat(gen.outputIds));
     const marker = `${m.prompt.roles[1]}:`;
-    const answer = decodedAll.slice(decodedAll.lastIndexOf(marker) + marker.length).replace(/<\/s>\s*$/, '').trim();
+    const answer = decodedAll
+      .slice(decodedAll.lastIndexOf(marker) + marker.length)
+      .replace(/<\/s>\s*$/, '')
+      .trim();
     timings.prefillMs = gen.prefillMs;
     timings.decodeMs = gen.decodeMs;
 
     const tMask = performance.now();
-    const binary = gen.seg.length === 0 ? { masks: [], scores: [] } : await this.decodeMasks(emb, gen.seg.map((s) => s.hidden));
-    const masks = await buildResultMasks(binary.masks, emb.height, emb.width, binary.scores, gen.seg.map((s) => s.tokenIndex), { png: req.includePng ?? true });
-    const overlay = req.includeOverlay ? (await overlayPng(emb.rgb, emb.width, emb.height, binary.masks)).toString('base64') : undefined;
+    const binary =
+      gen.seg.length === 0
+        ? { masks: [], scores: [] }
+        : await this.decodeMasks(
+            emb,
+            gen.seg.map((s) => s.hidden),
+          );
+    const masks = await buildResultMasks(
+      binary.masks,
+      emb.height,
+      emb.width,
+      binary.scores,
+      gen.seg.map((s) => s.tokenIndex),
+      { png: req.includePng ?? true },
+    );
+    const overlay = req.includeOverlay
+      ? (await overlayPng(emb.rgb, emb.width, emb.height, binary.masks)).toString('base64')
+      : undefined;
     timings.maskDecoderMs = performance.now() - tMask;
 
     return {
@@ -160,10 +200,22 @@ export class LisaPipeline {
       text: cleanAnswer(decodedAll),
       answer,
       outputIds: gen.outputIds,
-      image: { width: emb.width, height: emb.height, sha256: emb.sha256, source: 'path' in req.image ? req.image.path : undefined, ...(req.includeImage ? await imagePayload(req.image, emb, this.maxPixels) : {}) },
+      image: {
+        width: emb.width,
+        height: emb.height,
+        sha256: emb.sha256,
+        source: 'path' in req.image ? req.image.path : undefined,
+        ...(req.includeImage ? await imagePayload(req.image, emb, this.maxPixels) : {}),
+      },
       masks,
       overlayPng: overlay,
-      timings: { ...timings, totalMs: performance.now() - t0, onnxMs: clock.onnxMs, newTokens: gen.outputIds.length, cacheHit },
+      timings: {
+        ...timings,
+        totalMs: performance.now() - t0,
+        onnxMs: clock.onnxMs,
+        newTokens: gen.outputIds.length,
+        cacheHit,
+      },
       stopReason: gen.stopReason,
     };
   }
@@ -172,7 +224,10 @@ export class LisaPipeline {
     try {
       return this.tokenizer.encodePrompt(prompt);
     } catch (e) {
-      throw new HostError('ParamsInvalid', `The tokenizer could not encode this prompt (${(e as Error).message}); remove unusual characters and try again.`);
+      throw new HostError(
+        'ParamsInvalid',
+        `The tokenizer could not encode this prompt (${(e as Error).message}); remove unusual characters and try again.`,
+      );
     }
   }
 
@@ -181,10 +236,18 @@ export class LisaPipeline {
    * A cancel is honoured between stages: during decoding at once (sharp finishes, bounded by its timeout, unseen), and
    * after pre-processing and after each encoder.
    */
-  private async embeddings(image: SegmentRequest['image'], timings: Record<string, number>, signal?: AbortSignal): Promise<{ emb: ImageEmbeddings; cacheHit: boolean }> {
+  private async embeddings(
+    image: SegmentRequest['image'],
+    timings: Record<string, number>,
+    signal?: AbortSignal,
+  ): Promise<{ emb: ImageEmbeddings; cacheHit: boolean }> {
     if ('sha256' in image) {
       const known = this.cache.get(image.sha256);
-      if (!known) throw new HostError('ImageUnreadable', 'That image is no longer in the host\'s cache (the host restarted or evicted it); send the image again.');
+      if (!known)
+        throw new HostError(
+          'ImageUnreadable',
+          "That image is no longer in the host's cache (the host restarted or evicted it); send the image again.",
+        );
       this.counters.cacheHits++;
       return { emb: known, cacheHit: true };
     }
@@ -237,12 +300,15 @@ export class LisaPipeline {
   }
 
   /** [SEG] hidden states -> text_hidden_fcs -> SAM mask decoder (all [SEG]s in one batch) -> binary masks. */
-  private async decodeMasks(emb: ImageEmbeddings, hidden: Float32Array[]): Promise<{ masks: Uint8Array[]; scores: number[] }> {
+  private async decodeMasks(
+    emb: ImageEmbeddings,
+    hidden: Float32Array[],
+  ): Promise<{ masks: Uint8Array[]; scores: number[] }> {
     const m = this.bundle.manifest;
     const n = hidden.length;
     const H = m.llm.hidden_size;
     const segHidden = new Float32Array(n * H);
-    hidden.forEach((h, i) => segHidden.set(h, i * H));
+    for (let i = 0; i < n; i++) segHidden.set(hidden[i], i * H);
     const proj = await this.sessions.run('seg_projector', { seg_hidden: f32(segHidden, [n, H]) });
     const C = m.sam.prompt_dim;
     const out = await this.sessions.run('sam_mask_decoder', {
@@ -259,9 +325,17 @@ export class LisaPipeline {
 }
 
 /** The image as the surfaces show it: the original file's bytes when we have them, else the decoded pixels as PNG. */
-async function imagePayload(image: ImageSource, emb: ImageEmbeddings, maxPixels: number): Promise<{ data: string; mimeType: string }> {
-  const bytes = 'path' in image ? await readRegularFile(image.path, maxFileBytes(maxPixels), `"${image.path}"`, 'the image read limit')
-    : 'data' in image ? image.data : undefined;
+async function imagePayload(
+  image: ImageSource,
+  emb: ImageEmbeddings,
+  maxPixels: number,
+): Promise<{ data: string; mimeType: string }> {
+  const bytes =
+    'path' in image
+      ? await readRegularFile(image.path, maxFileBytes(maxPixels), `"${image.path}"`, 'the image read limit')
+      : 'data' in image
+        ? image.data
+        : undefined;
   const sniffed = bytes && sniffMime(bytes);
   if (bytes && sniffed) return { data: bytes.toString('base64'), mimeType: sniffed };
   return { data: (await rgbPng(emb.rgb, emb.width, emb.height)).toString('base64'), mimeType: 'image/png' };
@@ -271,7 +345,8 @@ async function imagePayload(image: ImageSource, emb: ImageEmbeddings, maxPixels:
 function sniffMime(b: Buffer): string | undefined {
   if (b[0] === 0x89 && b[1] === 0x50 && b[2] === 0x4e && b[3] === 0x47) return 'image/png';
   if (b[0] === 0xff && b[1] === 0xd8) return 'image/jpeg';
-  if (b.subarray(0, 4).toString('latin1') === 'RIFF' && b.subarray(8, 12).toString('latin1') === 'WEBP') return 'image/webp';
+  if (b.subarray(0, 4).toString('latin1') === 'RIFF' && b.subarray(8, 12).toString('latin1') === 'WEBP')
+    return 'image/webp';
   if (b.subarray(0, 3).toString('latin1') === 'GIF') return 'image/gif';
   return undefined;
 }
@@ -294,7 +369,10 @@ function aborted(signal: AbortSignal): Promise<never> {
 function refuseImageToken(req: SegmentRequest): void {
   const texts = [req.prompt, req.assistantPrefix ?? '', ...(req.history ?? []).flatMap((t) => [t.user, t.assistant])];
   if (texts.some((t) => t.includes('<image>'))) {
-    throw new HostError('ParamsInvalid', 'The text contains "<image>", which LISA reserves for the picture itself; remove it (the image is attached already).');
+    throw new HostError(
+      'ParamsInvalid',
+      'The text contains "<image>", which LISA reserves for the picture itself; remove it (the image is attached already).',
+    );
   }
 }
 

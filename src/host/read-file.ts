@@ -7,7 +7,10 @@ import { constants, promises as fs } from 'node:fs';
 export type ReadRefusal = 'not_found' | 'not_a_file' | 'too_big';
 
 export class FileReadError extends Error {
-  constructor(readonly reason: ReadRefusal, message: string) {
+  constructor(
+    readonly reason: ReadRefusal,
+    message: string,
+  ) {
     super(message);
     this.name = 'FileReadError';
   }
@@ -25,13 +28,23 @@ const KINDS: Array<[string, (s: import('node:fs').Stats) => boolean]> = [
  * The bytes of a regular file, at most `maxBytes` of them. `label` names the file in messages; `limitWhy` says where
  * the byte limit comes from. Throws FileReadError.
  */
-export async function readRegularFile(file: string, maxBytes: number, label: string, limitWhy: string): Promise<Buffer> {
+export async function readRegularFile(
+  file: string,
+  maxBytes: number,
+  label: string,
+  limitWhy: string,
+): Promise<Buffer> {
   let fh: fs.FileHandle;
   try {
     fh = await fs.open(file, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    const why = code === 'ENOENT' ? 'does not exist' : code === 'EACCES' ? 'cannot be read (no permission)' : `cannot be read (${code ?? e})`;
+    const why =
+      code === 'ENOENT'
+        ? 'does not exist'
+        : code === 'EACCES'
+          ? 'cannot be read (no permission)'
+          : `cannot be read (${code ?? e})`;
     throw new FileReadError('not_found', `${label} ${why}; check the image path`);
   }
   try {
@@ -40,8 +53,11 @@ export async function readRegularFile(file: string, maxBytes: number, label: str
       const kind = KINDS.find(([, is]) => is(st))?.[0] ?? 'not a regular file';
       throw new FileReadError('not_a_file', `${label} is ${kind}, not an image file; give the path of a picture file`);
     }
-    const tooBig = (n: string) => new FileReadError('too_big',
-      `${label} is ${n} bytes, over the ${mb(maxBytes)} read limit (${limitWhy}); downscale or re-encode it`);
+    const tooBig = (n: string) =>
+      new FileReadError(
+        'too_big',
+        `${label} is ${n} bytes, over the ${mb(maxBytes)} read limit (${limitWhy}); downscale or re-encode it`,
+      );
     if (st.size > maxBytes) throw tooBig(String(st.size));
     // Read to the end rather than trusting st.size: a file can change between the stat and the read.
     const chunks: Buffer[] = [];

@@ -3,6 +3,7 @@
 // carries framed messages and nothing else.
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
+import * as ort from 'onnxruntime-node';
 import {
   AbstractMessageReader,
   AbstractMessageWriter,
@@ -15,7 +16,7 @@ import {
   type MessageWriter,
   ResponseError,
 } from 'vscode-languageserver/node';
-import * as ort from 'onnxruntime-node';
+import { RESULT_FORMAT } from '../protocol/result';
 import {
   DEVICES,
   type Device,
@@ -31,7 +32,6 @@ import {
   type SegmentParams,
   type StatusResult,
 } from '../protocol/rpc';
-import { RESULT_FORMAT } from '../protocol/result';
 import { validateLoadModelParams, validateSegmentParams } from '../protocol/validate';
 import { HostError, isHostError, oneLine } from './errors';
 import { DEFAULT_MAX_PIXELS } from './image/decode';
@@ -65,9 +65,15 @@ export function toResponseError(e: unknown): ResponseError<unknown> {
 function modelInfo(p: LisaPipeline): ModelInfo {
   const m = p.bundle.manifest;
   return {
-    bundle: p.bundle.dir, variant: m.variant, provider: p.provider as Device, layers: m.llm.num_layers,
-    hiddenSize: m.llm.hidden_size, vocabSize: m.llm.vocab_size, contextLength: m.llm.max_positions,
-    imageTokens: m.tokens.num_image_tokens, bundleFormat: m.format,
+    bundle: p.bundle.dir,
+    variant: m.variant,
+    provider: p.provider as Device,
+    layers: m.llm.num_layers,
+    hiddenSize: m.llm.hidden_size,
+    vocabSize: m.llm.vocab_size,
+    contextLength: m.llm.max_positions,
+    imageTokens: m.tokens.num_image_tokens,
+    bundleFormat: m.format,
   };
 }
 
@@ -139,7 +145,8 @@ export function startServer(opts: { maxPixels?: number; cacheBytes?: number } = 
   let active = 0; // segment requests running or queued
   const started = Date.now();
 
-  const guarded = <P, R>(handler: (params: P, token: CancellationToken) => Promise<R>) =>
+  const guarded =
+    <P, R>(handler: (params: P, token: CancellationToken) => Promise<R>) =>
     async (params: P, token: CancellationToken): Promise<R | ResponseError<unknown>> => {
       try {
         return await handler(params, token);
@@ -157,103 +164,137 @@ export function startServer(opts: { maxPixels?: number; cacheBytes?: number } = 
       protocol: PROTOCOL_VERSION,
       resultFormat: RESULT_FORMAT,
       version: VERSION,
-      providers: DEVICES.filter((d) => d === 'cpu' || ort.listSupportedBackends().some((b) => b.name === d && b.bundled)),
+      providers: DEVICES.filter(
+        (d) => d === 'cpu' || ort.listSupportedBackends().some((b) => b.name === d && b.bundled),
+      ),
       maxImagePixels: maxPixels,
     };
-    return { capabilities: { experimental: { reasonSegment: capabilities } }, serverInfo: { name: 'reason-segment-host', version: VERSION } };
+    return {
+      capabilities: { experimental: { reasonSegment: capabilities } },
+      serverInfo: { name: 'reason-segment-host', version: VERSION },
+    };
   });
 
-  connection.onRequest(Methods.loadModel, guarded(async (params: LoadModelParams): Promise<LoadModelResult> => {
-    invalid(validateLoadModelParams(params));
-    const load = loading.then(async () => {
+  connection.onRequest(
+    Methods.loadModel,
+    guarded(async (params: LoadModelParams): Promise<LoadModelResult> => {
+      invalid(validateLoadModelParams(params));
+      const load = loading.then(async () => {
+        const old = pipeline;
+        pipeline = undefined;
+        await old?.dispose();
+        const verifyStart = performance.now();
+        let hashed = false;
+        const p = await LisaPipeline.load(params.bundle, {
+          device: params.device,
+          allowFallback: params.allowFallback,
+          maxPixels,
+          cacheBytes: opts.cacheBytes,
+          counters,
+          onProgress: (message, loaded, total) => {
+            if (message.startsWith('verified')) hashed = hashed || performance.now() - verifyStart > 50;
+            connection.sendNotification(Notifications.progress, {
+              requestId: params.requestId,
+              stage: message.startsWith('loading') ? 'load' : 'verify',
+              loaded,
+              total,
+              message,
+            });
+          },
+        });
+        pipeline = p;
+        log(`loaded ${p.bundle.manifest.variant} from ${p.bundle.dir} on ${p.provider} in ${p.loadMs.toFixed(0)} ms`);
+        return {
+          ...modelInfo(p),
+          requestedDevice: params.device,
+          fellBack: p.provider !== params.device,
+          fallbackReason: p.sessions.provider.fallbackReason,
+          checksums: hashed ? 'verified' : 'cached',
+          loadMs: p.loadMs,
+        } satisfies LoadModelResult;
+      });
+      loading = load.catch(() => undefined);
+      return load;
+    }),
+  );
+
+  connection.onRequest(
+    Methods.unloadModel,
+    guarded(async () => {
       const old = pipeline;
       pipeline = undefined;
       await old?.dispose();
-      const verifyStart = performance.now();
-      let hashed = false;
-      const p = await LisaPipeline.load(params.bundle, {
-        device: params.device,
-        allowFallback: params.allowFallback,
-        maxPixels,
-        cacheBytes: opts.cacheBytes,
-        counters,
-        onProgress: (message, loaded, total) => {
-          if (message.startsWith('verified')) hashed = hashed || performance.now() - verifyStart > 50;
-          connection.sendNotification(Notifications.progress, {
-            requestId: params.requestId, stage: message.startsWith('loading') ? 'load' : 'verify', loaded, total, message,
-          });
-        },
-      });
-      pipeline = p;
-      log(`loaded ${p.bundle.manifest.variant} from ${p.bundle.dir} on ${p.provider} in ${p.loadMs.toFixed(0)} ms`);
-      return {
-        ...modelInfo(p), requestedDevice: params.device, fellBack: p.provider !== params.device,
-        fallbackReason: p.sessions.provider.fallbackReason, checksums: hashed ? 'verified' : 'cached', loadMs: p.loadMs,
-      } satisfies LoadModelResult;
-    });
-    loading = load.catch(() => undefined);
-    return load;
-  }));
+      return { unloaded: Boolean(old) };
+    }),
+  );
 
-  connection.onRequest(Methods.unloadModel, guarded(async () => {
-    const old = pipeline;
-    pipeline = undefined;
-    await old?.dispose();
-    return { unloaded: Boolean(old) };
-  }));
+  connection.onRequest(
+    Methods.segment,
+    guarded(async (params: SegmentParams, token: CancellationToken) => {
+      invalid(validateSegmentParams(params, { maxPromptChars: 100_000 }));
+      await loading;
+      const p = pipeline;
+      if (!p) throw new HostError('ModelNotLoaded', 'No model is loaded; load one with reasonSegment/loadModel first.');
+      const image =
+        'path' in params.image
+          ? { path: params.image.path }
+          : 'data' in params.image
+            ? { data: Buffer.from(params.image.data, 'base64') }
+            : { sha256: params.image.sha256 };
+      active++;
+      const abort = new AbortController();
+      const onCancel = token.onCancellationRequested(() => abort.abort());
+      try {
+        const result = await p.segment({
+          image,
+          prompt: params.prompt,
+          history: params.history,
+          maxNewTokens: params.maxNewTokens,
+          includePng: params.includePng ?? false,
+          includeOverlay: params.includeOverlay ?? false,
+          includeImage: params.includeImage ?? false,
+          assistantPrefix: params.assistantPrefix,
+          signal: abort.signal,
+          onText: (text, tokenIndex) => {
+            if (params.requestId)
+              connection.sendNotification(Notifications.textDelta, { requestId: params.requestId, text, tokenIndex });
+          },
+        });
+        requests++;
+        return result;
+      } finally {
+        onCancel.dispose();
+        active--;
+      }
+    }),
+  );
 
-  connection.onRequest(Methods.segment, guarded(async (params: SegmentParams, token: CancellationToken) => {
-    invalid(validateSegmentParams(params, { maxPromptChars: 100_000 }));
-    await loading;
-    const p = pipeline;
-    if (!p) throw new HostError('ModelNotLoaded', 'No model is loaded; load one with reasonSegment/loadModel first.');
-    const image = 'path' in params.image ? { path: params.image.path }
-      : 'data' in params.image ? { data: Buffer.from(params.image.data, 'base64') }
-      : { sha256: params.image.sha256 };
-    active++;
-    const abort = new AbortController();
-    const onCancel = token.onCancellationRequested(() => abort.abort());
-    try {
-      const result = await p.segment({
-        image,
-        prompt: params.prompt,
-        history: params.history,
-        maxNewTokens: params.maxNewTokens,
-        includePng: params.includePng ?? false,
-        includeOverlay: params.includeOverlay ?? false,
-        includeImage: params.includeImage ?? false,
-        assistantPrefix: params.assistantPrefix,
-        signal: abort.signal,
-        onText: (text, tokenIndex) => {
-          if (params.requestId) connection.sendNotification(Notifications.textDelta, { requestId: params.requestId, text, tokenIndex });
-        },
-      });
-      requests++;
-      return result;
-    } finally {
-      onCancel.dispose();
-      active--;
-    }
-  }));
-
-  connection.onRequest(Methods.status, guarded(async (): Promise<StatusResult> => ({
-    state: active > 0 ? 'busy' : pipeline ? 'ready' : 'idle',
-    model: pipeline ? modelInfo(pipeline) : undefined,
-    provider: pipeline?.provider as Device | undefined,
-    counters: { ...counters, cacheBytes: pipeline?.cache.sizeBytes ?? 0, requests },
-    pid: process.pid,
-    uptimeMs: Date.now() - started,
-  })));
+  connection.onRequest(
+    Methods.status,
+    guarded(
+      async (): Promise<StatusResult> => ({
+        state: active > 0 ? 'busy' : pipeline ? 'ready' : 'idle',
+        model: pipeline ? modelInfo(pipeline) : undefined,
+        provider: pipeline?.provider as Device | undefined,
+        counters: { ...counters, cacheBytes: pipeline?.cache.sizeBytes ?? 0, requests },
+        pid: process.pid,
+        uptimeMs: Date.now() - started,
+      }),
+    ),
+  );
 
   const shutdown = async () => {
     await pipeline?.dispose().catch(() => undefined);
     pipeline = undefined;
   };
-  connection.onRequest(Methods.shutdown, guarded(async () => {
-    await shutdown();
-    setImmediate(() => stdio.exitAfterFlush(0)); // after this response is handed to the stdio thread
-    return {};
-  }));
+  connection.onRequest(
+    Methods.shutdown,
+    guarded(async () => {
+      await shutdown();
+      setImmediate(() => stdio.exitAfterFlush(0)); // after this response is handed to the stdio thread
+      return {};
+    }),
+  );
   connection.onShutdown(shutdown);
   connection.onExit(() => process.exit(0));
   connection.listen();

@@ -18,11 +18,15 @@ export function chooseProvider(device: Device, allowFallback: boolean): Provider
   if (device === 'cpu') return { provider: 'cpu' };
   const backend = ort.listSupportedBackends().find((b) => b.name === device);
   if (backend?.bundled) return { provider: device };
-  const why = device === 'cuda'
-    ? 'the CUDA provider libraries are not installed (onnxruntime-node downloads them at npm install on Linux x64; see docs/gpu.md)'
-    : `onnxruntime-node on this platform has no ${device} provider`;
+  const why =
+    device === 'cuda'
+      ? 'the CUDA provider libraries are not installed (onnxruntime-node downloads them at npm install on Linux x64; see docs/gpu.md)'
+      : `onnxruntime-node on this platform has no ${device} provider`;
   if (allowFallback) return { provider: 'cpu', fallbackReason: `${device} unavailable: ${why}; running on cpu` };
-  throw new HostError('ProviderUnavailable', `Cannot run on ${device}: ${why}. Choose the cpu device or allow fallback.`);
+  throw new HostError(
+    'ProviderUnavailable',
+    `Cannot run on ${device}: ${why}. Choose the cpu device or allow fallback.`,
+  );
 }
 
 /** Accumulates time spent inside ONNX Runtime, so overhead can be measured as total / onnx. */
@@ -46,28 +50,46 @@ export class GraphSessions {
    * Sessions for all six graphs. A GPU provider that is bundled but cannot start here (no adapter, no driver) is
    * reported as unavailable, or replaced by cpu when the caller allows fallback.
    */
-  static async create(bundle: Bundle, provider: ProviderChoice, opts: { allowFallback?: boolean; onProgress?: (g: GraphName, i: number, n: number) => void } = {}): Promise<GraphSessions> {
+  static async create(
+    bundle: Bundle,
+    provider: ProviderChoice,
+    opts: { allowFallback?: boolean; onProgress?: (g: GraphName, i: number, n: number) => void } = {},
+  ): Promise<GraphSessions> {
     try {
       return new GraphSessions(await createAll(bundle, provider.provider, opts.onProgress), provider, new RunClock());
     } catch (e) {
       if (isHostError(e)) throw e;
       if (provider.provider === 'cpu') {
-        throw new HostError('BundleInvalid', `ONNX Runtime could not load the model in ${bundle.dir}: ${firstLine(e)}. Re-export or re-download it.`);
+        throw new HostError(
+          'BundleInvalid',
+          `ONNX Runtime could not load the model in ${bundle.dir}: ${firstLine(e)}. Re-export or re-download it.`,
+        );
       }
       const why = `the ${provider.provider} provider failed to start (${firstLine(e)})`;
-      if (!opts.allowFallback) throw new HostError('ProviderUnavailable', `Cannot run on ${provider.provider}: ${why}. Choose the cpu device or allow fallback.`);
+      if (!opts.allowFallback)
+        throw new HostError(
+          'ProviderUnavailable',
+          `Cannot run on ${provider.provider}: ${why}. Choose the cpu device or allow fallback.`,
+        );
       return GraphSessions.create(bundle, { provider: 'cpu', fallbackReason: `${why}; running on cpu` }, opts);
     }
   }
 
   /** Runs a graph; `fetches` names the outputs to bring back (default all: each one is copied into JS memory). */
-  async run(graph: GraphName, feeds: Record<string, ort.Tensor>, fetches?: readonly string[]): Promise<ort.InferenceSession.OnnxValueMapType> {
+  async run(
+    graph: GraphName,
+    feeds: Record<string, ort.Tensor>,
+    fetches?: readonly string[],
+  ): Promise<ort.InferenceSession.OnnxValueMapType> {
     const t0 = performance.now();
     let out: ort.InferenceSession.OnnxValueMapType;
     try {
       out = await (fetches ? this.sessions[graph].run(feeds, fetches) : this.sessions[graph].run(feeds));
     } catch (e) {
-      throw new HostError('BundleInvalid', `The model's ${graph} graph failed to run (${firstLine(e)}); the bundle does not fit this host: re-export or re-download it.`);
+      throw new HostError(
+        'BundleInvalid',
+        `The model's ${graph} graph failed to run (${firstLine(e)}); the bundle does not fit this host: re-export or re-download it.`,
+      );
     }
     const ms = performance.now() - t0;
     this.clock.onnxMs += ms;
@@ -84,8 +106,15 @@ export class GraphSessions {
   }
 }
 
-async function createAll(bundle: Bundle, provider: Device, onProgress?: (g: GraphName, i: number, n: number) => void): Promise<Record<GraphName, ort.InferenceSession>> {
-  const options: ort.InferenceSession.SessionOptions = { executionProviders: [provider], graphOptimizationLevel: 'all' };
+async function createAll(
+  bundle: Bundle,
+  provider: Device,
+  onProgress?: (g: GraphName, i: number, n: number) => void,
+): Promise<Record<GraphName, ort.InferenceSession>> {
+  const options: ort.InferenceSession.SessionOptions = {
+    executionProviders: [provider],
+    graphOptimizationLevel: 'all',
+  };
   const sessions = {} as Record<GraphName, ort.InferenceSession>;
   try {
     for (const [i, g] of GRAPH_NAMES.entries()) {
@@ -94,7 +123,10 @@ async function createAll(bundle: Bundle, provider: Device, onProgress?: (g: Grap
       sessions[g] = await ort.InferenceSession.create(bundle.resolve(spec.file), options);
       const mismatch = signatureMismatch(sessions[g], spec);
       if (mismatch) {
-        throw new HostError('BundleInvalid', `Graph ${g} (${spec.file}) in ${bundle.dir} does not match the manifest: ${mismatch}; the graphs were mixed up or changed, re-export or re-download the model.`);
+        throw new HostError(
+          'BundleInvalid',
+          `Graph ${g} (${spec.file}) in ${bundle.dir} does not match the manifest: ${mismatch}; the graphs were mixed up or changed, re-export or re-download the model.`,
+        );
       }
     }
     return sessions;
@@ -115,7 +147,8 @@ function signatureMismatch(session: ort.InferenceSession, spec: GraphSpec): stri
   ];
   for (const [side, actual, expected] of sides) {
     const byName = new Map(actual.map((v) => [v.name, v]));
-    for (const name of Object.keys(expected)) if (!byName.has(name)) return `it has no ${side} "${name}" (it has ${[...byName.keys()].join(', ')})`;
+    for (const name of Object.keys(expected))
+      if (!byName.has(name)) return `it has no ${side} "${name}" (it has ${[...byName.keys()].join(', ')})`;
     for (const v of actual) {
       const want = expected[v.name];
       if (!want) return `its ${side} "${v.name}" is not in the manifest`;
@@ -123,8 +156,10 @@ function signatureMismatch(session: ort.InferenceSession, spec: GraphSpec): stri
       if (v.type !== want.dtype) return `${side} "${v.name}" is ${v.type}, the manifest says ${want.dtype}`;
       const shown = (d: readonly unknown[]) => `[${d.join(', ')}]`;
       const fixed = (d: unknown) => typeof d === 'number' && d >= 0;
-      if (v.shape.length !== want.shape.length
-        || v.shape.some((d, i) => fixed(d) && fixed(want.shape[i]) && d !== want.shape[i])) {
+      if (
+        v.shape.length !== want.shape.length ||
+        v.shape.some((d, i) => fixed(d) && fixed(want.shape[i]) && d !== want.shape[i])
+      ) {
         return `${side} "${v.name}" has shape ${shown(v.shape)}, the manifest says ${shown(want.shape)}`;
       }
     }

@@ -29,7 +29,10 @@ export class StrictStdioReader extends AbstractMessageReader {
   private stall: NodeJS.Timeout | undefined;
   private failed = false;
 
-  constructor(private readonly input: NodeJS.ReadableStream, private readonly opts: StdioReaderOptions) {
+  constructor(
+    private readonly input: NodeJS.ReadableStream,
+    private readonly opts: StdioReaderOptions,
+  ) {
     super();
   }
 
@@ -71,7 +74,12 @@ export class StrictStdioReader extends AbstractMessageReader {
         const pending = this.joined();
         const end = pending.indexOf(HEADER_END);
         if (end < 0) {
-          if (this.total > MAX_HEADER_BYTES) return this.fail(`no end of header within ${MAX_HEADER_BYTES} bytes (starts ${JSON.stringify(pending.subarray(0, 24).toString('latin1'))})`);
+          if (this.total > MAX_HEADER_BYTES) {
+            this.fail(
+              `no end of header within ${MAX_HEADER_BYTES} bytes (starts ${JSON.stringify(pending.subarray(0, 24).toString('latin1'))})`,
+            );
+            return;
+          }
           break;
         }
         const length = this.parseHeader(pending.subarray(0, end).toString('latin1'));
@@ -103,7 +111,9 @@ export class StrictStdioReader extends AbstractMessageReader {
   }
 
   private progress(): string {
-    return this.bodyLength >= 0 ? `${this.total} of ${this.bodyLength} body bytes` : `${this.total} bytes of an unfinished header`;
+    return this.bodyLength >= 0
+      ? `${this.total} of ${this.bodyLength} body bytes`
+      : `${this.total} bytes of an unfinished header`;
   }
 
   /** The body's length from a header block, or undefined after reporting why it is unusable. */
@@ -115,14 +125,16 @@ export class StrictStdioReader extends AbstractMessageReader {
       const name = line.slice(0, colon).trim().toLowerCase();
       const value = line.slice(colon + 1).trim();
       if (name === 'content-length') {
-        if (!/^\d{1,12}$/.test(value)) return void this.fail(`Content-Length ${JSON.stringify(value.slice(0, 20))} is not a byte count`);
+        if (!/^\d{1,12}$/.test(value))
+          return void this.fail(`Content-Length ${JSON.stringify(value.slice(0, 20))} is not a byte count`);
         length = Number(value);
       } else if (name === 'content-type' && /charset=/i.test(value) && !/charset=["']?utf-?8/i.test(value)) {
         return void this.fail(`unsupported ${line.trim()} (only utf-8)`);
       }
     }
     if (length === undefined) return void this.fail('a header without Content-Length');
-    if (length > this.opts.maxFrameBytes) return void this.fail(`Content-Length ${length} is over the ${this.opts.maxFrameBytes}-byte message limit`);
+    if (length > this.opts.maxFrameBytes)
+      return void this.fail(`Content-Length ${length} is over the ${this.opts.maxFrameBytes}-byte message limit`);
     return length;
   }
 
@@ -135,7 +147,10 @@ export class StrictStdioReader extends AbstractMessageReader {
       return undefined;
     }
     if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-      this.opts.onBadMessage(-32600, 'Invalid Request: a message must be one JSON-RPC object (batches are not supported)');
+      this.opts.onBadMessage(
+        -32600,
+        'Invalid Request: a message must be one JSON-RPC object (batches are not supported)',
+      );
       return undefined;
     }
     return value as Message;
@@ -145,7 +160,10 @@ export class StrictStdioReader extends AbstractMessageReader {
     clearTimeout(this.stall);
     this.stall = undefined;
     if (this.total === 0 && this.bodyLength < 0) return;
-    this.stall = setTimeout(() => this.fail(`a message stalled: ${this.progress()}, then nothing for ${this.opts.stallMs} ms`), this.opts.stallMs);
+    this.stall = setTimeout(
+      () => this.fail(`a message stalled: ${this.progress()}, then nothing for ${this.opts.stallMs} ms`),
+      this.opts.stallMs,
+    );
     this.stall.unref();
   }
 }

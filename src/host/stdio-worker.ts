@@ -11,11 +11,22 @@ import { Methods, RpcErrorCode } from '../protocol/rpc';
 import { StrictStdioReader } from './stdio-reader';
 
 /** Messages between this thread and the main one. */
-export type ToMain = { type: 'message'; message: Message } | { type: 'fatal'; why: string } | { type: 'end' } | { type: 'flushed' }
+export type ToMain =
+  | { type: 'message'; message: Message }
+  | { type: 'fatal'; why: string }
+  | { type: 'end' }
+  | { type: 'flushed' }
   | { type: 'log'; line: string };
-export type ToWorker = { type: 'write'; message: Message } | { type: 'flush' } | { type: 'options'; maxFrameBytes: number; stallMs: number };
+export type ToWorker =
+  | { type: 'write'; message: Message }
+  | { type: 'flush' }
+  | { type: 'options'; maxFrameBytes: number; stallMs: number };
 
-interface Rpc { id?: number | string | null; method?: string; params?: { id?: number | string } }
+interface Rpc {
+  id?: number | string | null;
+  method?: string;
+  params?: { id?: number | string };
+}
 
 const port = parentPort!;
 const post = (m: ToMain) => port.postMessage(m);
@@ -27,7 +38,7 @@ const answered = new Set<number | string>();
 function writeFrame(message: unknown): void {
   const body = Buffer.from(JSON.stringify(message), 'utf8');
   const bytes = Buffer.concat([Buffer.from(`Content-Length: ${body.length}\r\n\r\n`, 'ascii'), body]);
-  for (let off = 0; off < bytes.length;) {
+  for (let off = 0; off < bytes.length; ) {
     try {
       off += writeSync(1, bytes, off);
     } catch (e) {
@@ -43,7 +54,11 @@ function incoming(message: Message): void {
   if (m.method === '$/cancelRequest' && m.params?.id !== undefined && inFlight.get(m.params.id) === Methods.segment) {
     inFlight.delete(m.params.id);
     answered.add(m.params.id);
-    writeFrame({ jsonrpc: '2.0', id: m.params.id, error: { code: RpcErrorCode.Cancelled, message: 'The request was cancelled.' } });
+    writeFrame({
+      jsonrpc: '2.0',
+      id: m.params.id,
+      error: { code: RpcErrorCode.Cancelled, message: 'The request was cancelled.' },
+    });
   }
   post({ type: 'message', message });
 }
@@ -63,7 +78,9 @@ function outgoing(message: Message): void {
  */
 function stdin(): NodeJS.ReadableStream {
   const st = fstatSync(0);
-  return st.isFIFO() || st.isSocket() ? new Socket({ fd: 0, readable: true, writable: false }) : createReadStream('', { fd: 0, autoClose: false });
+  return st.isFIFO() || st.isSocket()
+    ? new Socket({ fd: 0, readable: true, writable: false })
+    : createReadStream('', { fd: 0, autoClose: false });
 }
 
 port.on('message', (m: ToWorker) => {

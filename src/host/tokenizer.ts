@@ -13,8 +13,8 @@
 //  The @huggingface/tokenizers library cannot express those rules (it decodes and splits like transformers >= 4.34),
 //  so the SentencePiece model is run here from the vocab and merges of tokenizer.json.
 
-import { promises as fs } from 'fs';
-import * as path from 'path';
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
 
 export interface TokenIds {
   bos: number;
@@ -53,9 +53,8 @@ const IMAGE_TOKEN = '<image>';
 
 // Python's str.isspace() (what str.strip() removes), which differs from JavaScript's trim().
 const PY_WHITESPACE = new Set<number>([
-  0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x1c, 0x1d, 0x1e, 0x1f, 0x20, 0x85, 0xa0, 0x1680,
-  0x2000, 0x2001, 0x2002, 0x2003, 0x2004, 0x2005, 0x2006, 0x2007, 0x2008, 0x2009, 0x200a,
-  0x2028, 0x2029, 0x202f, 0x205f, 0x3000,
+  0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x1c, 0x1d, 0x1e, 0x1f, 0x20, 0x85, 0xa0, 0x1680, 0x2000, 0x2001, 0x2002, 0x2003,
+  0x2004, 0x2005, 0x2006, 0x2007, 0x2008, 0x2009, 0x200a, 0x2028, 0x2029, 0x202f, 0x205f, 0x3000,
 ]);
 
 function pyLstrip(s: string): string {
@@ -97,8 +96,10 @@ export class LisaTokenizer {
 
   constructor(json: TokenizerJson, tokens?: Partial<TokenIds>) {
     const model = json.model;
-    if (!model || model.type !== 'BPE' || typeof model.vocab !== 'object' || !Array.isArray(model.merges)) {
-      throw new TokenizerError('tokenizer.json: expected a SentencePiece BPE model (model.type "BPE" with vocab and merges)');
+    if (model?.type !== 'BPE' || typeof model.vocab !== 'object' || !Array.isArray(model.merges)) {
+      throw new TokenizerError(
+        'tokenizer.json: expected a SentencePiece BPE model (model.type "BPE" with vocab and merges)',
+      );
     }
     for (const [piece, id] of Object.entries(model.vocab)) {
       this.pieceToId.set(piece, id);
@@ -130,7 +131,11 @@ export class LisaTokenizer {
       // latter "special", so a converter that did not record the strip flags still gives 4.31's ids.
       const special = !!t.special;
       const spec: AddedTokenSpec = {
-        id: t.id, content: t.content, lstrip: special ? !!t.lstrip : true, rstrip: special ? !!t.rstrip : true, special,
+        id: t.id,
+        content: t.content,
+        lstrip: special ? !!t.lstrip : true,
+        rstrip: special ? !!t.rstrip : true,
+        special,
       };
       this.added.set(spec.content, spec);
       this.addedById.set(spec.id, spec);
@@ -155,12 +160,21 @@ export class LisaTokenizer {
       image_placeholder: -200,
       ...(tokens ?? {}),
     } as TokenIds;
-    for (const [key, content] of [['bos', '<s>'], ['eos', '</s>'], ['unk', '<unk>'], ['seg', '[SEG]'],
-      ['im_start', '<im_start>'], ['im_end', '<im_end>'], ['im_patch', '<im_patch>']] as const) {
+    for (const [key, content] of [
+      ['bos', '<s>'],
+      ['eos', '</s>'],
+      ['unk', '<unk>'],
+      ['seg', '[SEG]'],
+      ['im_start', '<im_start>'],
+      ['im_end', '<im_end>'],
+      ['im_patch', '<im_patch>'],
+    ] as const) {
       const want = resolved[key];
       const have = idOf(content);
       if (typeof want === 'number' && have !== undefined && want !== have) {
-        throw new TokenizerError(`tokenizer.json gives ${content} id ${have} but the manifest says tokens.${key} = ${want}`);
+        throw new TokenizerError(
+          `tokenizer.json gives ${content} id ${have} but the manifest says tokens.${key} = ${want}`,
+        );
       }
     }
     this.tokens = resolved;
@@ -322,7 +336,10 @@ export class LisaTokenizer {
    *  returns the rest; the concatenation of all pushes and finish() equals decode(context + ids) minus decode's text of
    *  the context. */
   createStreamDecoder(context: readonly number[] = []): StreamDecoder {
-    return new StreamDecoder(this, context.filter((id) => id !== this.tokens.image_placeholder));
+    return new StreamDecoder(
+      this,
+      context.filter((id) => id !== this.tokens.image_placeholder),
+    );
   }
 
   /** Per-id text of a decode (ids without the placeholder). */
@@ -348,7 +365,7 @@ export class LisaTokenizer {
         end++;
       }
       this.convertTokensToString(ids, k, end, surfaces);
-      if (subTextIndex > 0) surfaces[k] = ' ' + surfaces[k];
+      if (subTextIndex > 0) surfaces[k] = ` ${surfaces[k]}`;
       subTextIndex++;
       k = end;
     }
@@ -378,7 +395,7 @@ export class LisaTokenizer {
         this.spDecode(ids, runStart, i, surfaces);
         if (!prevIsSpecial && i !== from) {
           // out_string += " " before the decoded run
-          surfaces[runStart] = ' ' + surfaces[runStart];
+          surfaces[runStart] = ` ${surfaces[runStart]}`;
         }
         surfaces[i] = this.pieceOf(id);
         prevIsSpecial = true;
@@ -475,7 +492,8 @@ function validUtf8Length(bytes: readonly number[], i: number): number {
   }
   if ((b0 & 0xf8) === 0xf0) {
     if (left < 4 || !isTrail(bytes[i + 1]) || !isTrail(bytes[i + 2]) || !isTrail(bytes[i + 3])) return 0;
-    const cp = ((b0 & 0x07) << 18) | ((bytes[i + 1] & 0x3f) << 12) | ((bytes[i + 2] & 0x3f) << 6) | (bytes[i + 3] & 0x3f);
+    const cp =
+      ((b0 & 0x07) << 18) | ((bytes[i + 1] & 0x3f) << 12) | ((bytes[i + 2] & 0x3f) << 6) | (bytes[i + 3] & 0x3f);
     return cp >= 0x10000 && cp <= 0x10ffff ? 4 : 0;
   }
   return 0;
@@ -514,7 +532,10 @@ export class StreamDecoder {
   private emitted = '';
   private finished = false;
 
-  constructor(private readonly tok: LisaTokenizer, context: readonly number[]) {
+  constructor(
+    private readonly tok: LisaTokenizer,
+    context: readonly number[],
+  ) {
     this.ids = [...context];
     this.contextLength = context.length;
   }

@@ -42,6 +42,10 @@ export interface Turn {
   result?: SegmentResult;
   /** The user-facing message of a failed or cancelled turn. */
   error?: string;
+  /** false when asking the same again cannot succeed (the instruction alone does not fit the context). */
+  retryable?: boolean;
+  /** How many of the oldest turns were left out of this turn's request so that it fit the model's context. */
+  trimmed?: number;
   status: TurnStatus;
 }
 
@@ -97,6 +101,7 @@ export function historyOf(conversation: Pick<Conversation, 'turns'>): ChatTurn[]
 
 // ---- webview -> extension --------------------------------------------------------------------------------------
 
+export { validateWebviewMessage } from './validate';
 // Each message the webview may send, and SaveFile (also what the notebook renderer posts), is defined once, in
 // wire.schema.json, with its documentation; the types are generated into wire-types.ts and validateWebviewMessage
 // checks them with the validator generated from the same schema.
@@ -113,7 +118,6 @@ export type {
   StopMessage,
   WebviewMessage,
 } from './wire-types';
-export { validateWebviewMessage } from './validate';
 
 export type WebviewMessageType = WebviewMessage['type'];
 export const WEBVIEW_MESSAGE_TYPES: readonly WebviewMessageType[] = [
@@ -161,6 +165,8 @@ export interface TurnDoneMessage {
   conversationId: string;
   turnId: string;
   result: SegmentResult;
+  /** See Turn.trimmed. */
+  trimmed?: number;
 }
 /** `message` is one line for the user (rpc.ts's `errorMessage`); `cancelled` when the user stopped it. */
 export interface TurnFailedMessage {
@@ -169,6 +175,8 @@ export interface TurnFailedMessage {
   turnId: string;
   message: string;
   cancelled: boolean;
+  /** See Turn.retryable. */
+  retryable?: boolean;
 }
 /** Shown inline in the conversation: the host crashed (and is being restarted) or was restarted. */
 export interface HostEventMessage {

@@ -24,4 +24,3 @@ export function maskColor(i: number, palette: readonly Rgb[] = PALETTE): Rgb {
   const n = palette.length;
   return palette[((i % n) + n) % n];
 }
-

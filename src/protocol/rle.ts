@@ -72,12 +72,17 @@ function countsFromRowDiffs(mask: Uint8Array, h: number, w: number): Uint32Array
     if (t === rows.length) {
       if (t >= limit) return false;
       const size = Math.min(limit, t * 2);
-      const r2 = new Int32Array(size); r2.set(rows); rows = r2;
-      const n2 = new Int32Array(size); n2.set(next); next = n2;
+      const r2 = new Int32Array(size);
+      r2.set(rows);
+      rows = r2;
+      const n2 = new Int32Array(size);
+      n2.set(next);
+      next = n2;
     }
     rows[t] = y;
     next[t] = -1;
-    if (tail[x] < 0) head[x] = t; else next[tail[x]] = t;
+    if (tail[x] < 0) head[x] = t;
+    else next[tail[x]] = t;
     tail[x] = t++;
     return true;
   };
@@ -86,7 +91,8 @@ function countsFromRowDiffs(mask: Uint8Array, h: number, w: number): Uint32Array
     const before = x === 0 ? false : mask[(h - 1) * w + x - 1] !== 0;
     if ((mask[x] !== 0) !== before && !add(x, 0)) return undefined;
   }
-  const words = mask.byteOffset % 4 === 0 && w % 4 === 0 ? new Uint32Array(mask.buffer, mask.byteOffset, n >>> 2) : undefined;
+  const words =
+    mask.byteOffset % 4 === 0 && w % 4 === 0 ? new Uint32Array(mask.buffer, mask.byteOffset, n >>> 2) : undefined;
   const w4 = w >>> 2;
   for (let y = 1; y < h; y++) {
     const row = y * w;
@@ -187,7 +193,10 @@ export function encodeMask(mask: ArrayLike<number>, h: number, w: number): CocoR
 
 /** Compresses run lengths into the pycocotools string form. */
 export function compressRle(rle: AnyRle): CocoRle {
-  return { size: [rle.size[0], rle.size[1]], counts: typeof rle.counts === 'string' ? rle.counts : countsToString(rle.counts) };
+  return {
+    size: [rle.size[0], rle.size[1]],
+    counts: typeof rle.counts === 'string' ? rle.counts : countsToString(rle.counts),
+  };
 }
 
 /** Run lengths of either RLE form, checked against the size (they must add up to h*w). */
@@ -243,7 +252,9 @@ export function paintRle(
     });
   } else {
     const k = 1 - blend;
-    const br = blend * r, bg = blend * g, bb = blend * b;
+    const br = blend * r,
+      bg = blend * g,
+      bb = blend * b;
     forEachRun(cnts, h, w, (x, y0, y1) => {
       for (let i = (y0 * w + x) * 4, end = (y1 * w + x) * 4; i < end; i += stride) {
         out[i] = k * out[i] + br;
@@ -259,7 +270,12 @@ export function paintRle(
  * Calls `fn(x, y0, y1)` for every vertical segment [y0, y1) of column x covered by the mask, in column-major order.
  * Zero-length runs are skipped.
  */
-export function forEachRun(cnts: ArrayLike<number>, h: number, w: number, fn: (x: number, y0: number, y1: number) => void): void {
+export function forEachRun(
+  cnts: ArrayLike<number>,
+  h: number,
+  w: number,
+  fn: (x: number, y0: number, y1: number) => void,
+): void {
   if (h === 0 || w === 0) return;
   let pos = 0;
   for (let j = 0; j < cnts.length; j++) {
@@ -271,7 +287,7 @@ export function forEachRun(cnts: ArrayLike<number>, h: number, w: number, fn: (x
         const x = Math.floor(p / h);
         const y0 = p - x * h;
         const colEnd = (x + 1) * h;
-        const stop = end < colEnd ? end : colEnd;
+        const stop = Math.min(end, colEnd);
         fn(x, y0, y0 + (stop - p));
         p = stop;
       }
@@ -299,7 +315,12 @@ export function rleBbox(rle: AnyRle): [number, number, number, number] {
 export function countsBbox(cnts: ArrayLike<number>, h: number, w: number): [number, number, number, number] {
   const m = Math.floor(cnts.length / 2) * 2;
   if (m === 0 || h === 0) return [0, 0, 0, 0];
-  let xs = w, ys = h, xe = 0, ye = 0, cc = 0, xp = 0;
+  let xs = w,
+    ys = h,
+    xe = 0,
+    ye = 0,
+    cc = 0,
+    xp = 0;
   for (let j = 0; j < m; j++) {
     cc += cnts[j];
     const t = cc - (j % 2);
@@ -337,16 +358,26 @@ export function rleIou(a: AnyRle, b: AnyRle): number {
 
 /** Intersection and union areas of two run-length lists over the same pixels. */
 function countsIntersectUnion(ca: ArrayLike<number>, cb: ArrayLike<number>): { inter: number; union: number } {
-  let ia = 0, ib = 0;
-  let ra = ca.length ? ca[0] : 0, rb = cb.length ? cb[0] : 0;
-  let va = false, vb = false;
-  let inter = 0, union = 0;
+  let ia = 0,
+    ib = 0;
+  let ra = ca.length ? ca[0] : 0,
+    rb = cb.length ? cb[0] : 0;
+  let va = false,
+    vb = false;
+  let inter = 0,
+    union = 0;
   for (;;) {
     // Skip exhausted runs.
-    while (ra === 0 && ia + 1 < ca.length) { ra = ca[++ia]; va = !va; }
-    while (rb === 0 && ib + 1 < cb.length) { rb = cb[++ib]; vb = !vb; }
+    while (ra === 0 && ia + 1 < ca.length) {
+      ra = ca[++ia];
+      va = !va;
+    }
+    while (rb === 0 && ib + 1 < cb.length) {
+      rb = cb[++ib];
+      vb = !vb;
+    }
     if (ra === 0 || rb === 0) break;
-    const c = ra < rb ? ra : rb;
+    const c = Math.min(ra, rb);
     if (va || vb) {
       union += c;
       if (va && vb) inter += c;
@@ -367,5 +398,6 @@ function bboxIou(a: [number, number, number, number], b: [number, number, number
 }
 
 function checkSize(h: number, w: number): void {
-  if (!Number.isInteger(h) || !Number.isInteger(w) || h < 0 || w < 0) throw new RangeError(`invalid mask size ${h}x${w}`);
+  if (!Number.isInteger(h) || !Number.isInteger(w) || h < 0 || w < 0)
+    throw new RangeError(`invalid mask size ${h}x${w}`);
 }

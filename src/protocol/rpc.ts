@@ -22,9 +22,8 @@
 // `requestId` the client chose (JSON-RPC ids are not visible to handlers, so the client names its request), and
 // `reasonSegment/progress` notifications for long stages (model loading, checksum verification, image encoders).
 
-import type { SegmentResult } from './result';
+import type { RESULT_FORMAT, SegmentResult } from './result';
 import type { Device, LoadModelParams, SegmentParams } from './wire-types';
-import { RESULT_FORMAT } from './result';
 
 export type { ChatTurn, SegmentResult } from './result';
 
@@ -305,7 +304,7 @@ export interface RpcErrorData {
 }
 
 export function isRpcErrorCode(code: unknown): code is RpcErrorCodeValue {
-  return typeof code === 'number' && Object.prototype.hasOwnProperty.call(RPC_ERRORS, code);
+  return typeof code === 'number' && Object.hasOwn(RPC_ERRORS, code);
 }
 
 export function errorInfo(code: number): RpcErrorInfo {
@@ -328,7 +327,10 @@ export function isCancellation(code: number): boolean {
  */
 export function errorMessage(code: number, detail?: string): string {
   const info = errorInfo(code);
-  const d = (detail ?? '').replace(/\s+/g, ' ').trim().replace(/[.\s]+$/, '');
+  const d = (detail ?? '')
+    .replace(/\s+/g, ' ')
+    .trim()
+    .replace(/[.\s]+$/, '');
   return d ? `${info.title}: ${d}. ${info.hint}` : `${info.title}. ${info.hint}`;
 }
 

@@ -4,12 +4,29 @@
 import * as assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { DownloadError, downloadBundle, downloadFile, extractTar, fragmentSha256, safeJoin } from '../../src/extension/download';
+import {
+  DownloadError,
+  downloadBundle,
+  downloadFile,
+  extractTar,
+  fragmentSha256,
+  safeJoin,
+} from '../../src/extension/download';
 
 const ROOT = path.resolve(__dirname, '../../..');
 const BUNDLE = path.join(ROOT, 'test/fixtures/bundles/tiny-7b');
@@ -47,7 +64,8 @@ async function serve(dir: string, extra: Record<string, Buffer> = {}): Promise<S
       }
       body = readFileSync(file);
     }
-    if (s.corrupt.has(rel)) body = Buffer.concat([body.subarray(0, body.length - 1), Buffer.from([body[body.length - 1] ^ 0xff])]);
+    if (s.corrupt.has(rel))
+      body = Buffer.concat([body.subarray(0, body.length - 1), Buffer.from([body[body.length - 1] ^ 0xff])]);
     let start = 0;
     const m = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
     if (m && !s.ignoreRange) {
@@ -57,7 +75,10 @@ async function serve(dir: string, extra: Record<string, Buffer> = {}): Promise<S
         res.end();
         return;
       }
-      res.writeHead(206, { 'content-length': body.length - start, 'content-range': `bytes ${start}-${body.length - 1}/${body.length}` });
+      res.writeHead(206, {
+        'content-length': body.length - start,
+        'content-range': `bytes ${start}-${body.length - 1}/${body.length}`,
+      });
     } else {
       res.writeHead(200, { 'content-length': body.length, 'accept-ranges': 'bytes' });
     }
@@ -73,12 +94,18 @@ async function serve(dir: string, extra: Record<string, Buffer> = {}): Promise<S
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const { port } = server.address() as AddressInfo;
   s.url = `http://127.0.0.1:${port}/`;
-  s.close = () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); });
+  s.close = () =>
+    new Promise<void>((r) => {
+      server.closeAllConnections();
+      server.close(() => r());
+    });
   return s;
 }
 
 function sha(p: string | Buffer): string {
-  return createHash('sha256').update(typeof p === 'string' ? readFileSync(p) : p).digest('hex');
+  return createHash('sha256')
+    .update(typeof p === 'string' ? readFileSync(p) : p)
+    .digest('hex');
 }
 
 /** One 512-byte ustar header. `size` is the length in octal, or the raw 12-byte field (GNU base-256). */
@@ -111,12 +138,14 @@ function base256(n: bigint): Buffer {
 
 /** A pax extended header ('x') with these records, padded to whole blocks. */
 function paxHeader(records: Record<string, string>): Buffer {
-  const body = Object.entries(records).map(([k, v]) => {
-    const rest = ` ${k}=${v}\n`;
-    let n = rest.length + 1;
-    while (`${n}${rest}`.length !== n) n++;
-    return `${n}${rest}`;
-  }).join('');
+  const body = Object.entries(records)
+    .map(([k, v]) => {
+      const rest = ` ${k}=${v}\n`;
+      let n = rest.length + 1;
+      while (`${n}${rest}`.length !== n) n++;
+      return `${n}${rest}`;
+    })
+    .join('');
   return Buffer.concat([ustarHeader('PaxHeader', 'x', Buffer.byteLength(body)), blocks(Buffer.from(body))]);
 }
 
@@ -137,7 +166,9 @@ describe('extension: model download (real http server)', () => {
   let tmp: string;
   let srv: Served;
   let tarBytes: Buffer;
-  const files = Object.keys(JSON.parse(readFileSync(path.join(BUNDLE, MANIFEST), 'utf8')).files as Record<string, unknown>);
+  const files = Object.keys(
+    JSON.parse(readFileSync(path.join(BUNDLE, MANIFEST), 'utf8')).files as Record<string, unknown>,
+  );
 
   before(async () => {
     tmp = mkdtempSync(path.join(os.tmpdir(), 'rs-download-'));
@@ -151,7 +182,9 @@ describe('extension: model download (real http server)', () => {
     srv = await serve(BUNDLE, {
       'tiny-7b.tar': tarBytes,
       'evil.tar': readFileSync(path.join(tmp, 'evil.tar')),
-      'escape/lisa.manifest.json': Buffer.from(JSON.stringify({ files: { '../../etc/passwd': { bytes: 1, sha256: 'a'.repeat(64) } } })),
+      'escape/lisa.manifest.json': Buffer.from(
+        JSON.stringify({ files: { '../../etc/passwd': { bytes: 1, sha256: 'a'.repeat(64) } } }),
+      ),
       'nosha/lisa.manifest.json': Buffer.from(JSON.stringify({ files: { 'a.onnx': { bytes: 1 } } })),
     });
   });
@@ -170,7 +203,10 @@ describe('extension: model download (real http server)', () => {
     for (const f of [...files, MANIFEST]) assert.equal(sha(path.join(dest, f)), sha(path.join(BUNDLE, f)), f);
     const total = files.reduce((s, f) => s + statSync(path.join(BUNDLE, f)).size, 0);
     assert.equal(seen.at(-1), total);
-    assert.ok(seen.every((v, i) => i === 0 || v >= seen[i - 1]), 'progress never goes back');
+    assert.ok(
+      seen.every((v, i) => i === 0 || v >= seen[i - 1]),
+      'progress never goes back',
+    );
     assert.ok(!files.some((f) => existsSync(path.join(dest, `${f}.part`))));
   });
 
@@ -182,7 +218,10 @@ describe('extension: model download (real http server)', () => {
   it('resumes a dropped file with a Range request and ends with the right bytes', async () => {
     const dest = path.join(tmp, 'm3');
     srv.cutAfter.set('onnx/sam_image_encoder.onnx', 300_000);
-    await assert.rejects(downloadBundle(`${srv.url}${MANIFEST}`, dest), (e: Error) => e instanceof DownloadError && /partial file is kept/.test(e.message));
+    await assert.rejects(
+      downloadBundle(`${srv.url}${MANIFEST}`, dest),
+      (e: Error) => e instanceof DownloadError && /partial file is kept/.test(e.message),
+    );
     // Node drops what it had buffered but not yet delivered when a response ends early, so the partial file holds
     // at most the bytes sent; the resume must start exactly where it ends.
     const kept = statSync(path.join(dest, 'onnx/sam_image_encoder.onnx.part')).size;
@@ -194,7 +233,10 @@ describe('extension: model download (real http server)', () => {
     assert.equal(ranged?.range, `bytes=${kept}-`);
     // Files finished before the cut are not fetched again.
     assert.ok(!srv.requests.some((q) => q.path === 'README.md'));
-    assert.equal(sha(path.join(dest, 'onnx/sam_image_encoder.onnx')), sha(path.join(BUNDLE, 'onnx/sam_image_encoder.onnx')));
+    assert.equal(
+      sha(path.join(dest, 'onnx/sam_image_encoder.onnx')),
+      sha(path.join(BUNDLE, 'onnx/sam_image_encoder.onnx')),
+    );
   });
 
   it('starts over when the server ignores Range', async () => {
@@ -215,7 +257,10 @@ describe('extension: model download (real http server)', () => {
     const dest = path.join(tmp, 'm5');
     srv.corrupt.add('tokenizer.json');
     try {
-      await assert.rejects(downloadBundle(`${srv.url}${MANIFEST}`, dest), (e: Error) => e instanceof DownloadError && e.kind === 'checksum' && /tokenizer\.json/.test(e.message));
+      await assert.rejects(
+        downloadBundle(`${srv.url}${MANIFEST}`, dest),
+        (e: Error) => e instanceof DownloadError && e.kind === 'checksum' && /tokenizer\.json/.test(e.message),
+      );
     } finally {
       srv.corrupt.delete('tokenizer.json');
     }
@@ -224,7 +269,10 @@ describe('extension: model download (real http server)', () => {
   });
 
   it('refuses manifests naming paths outside the folder or files without a checksum', async () => {
-    await assert.rejects(downloadBundle(`${srv.url}escape/${MANIFEST}`, path.join(tmp, 'm6')), (e: Error) => (e as DownloadError).kind === 'unsafe');
+    await assert.rejects(
+      downloadBundle(`${srv.url}escape/${MANIFEST}`, path.join(tmp, 'm6')),
+      (e: Error) => (e as DownloadError).kind === 'unsafe',
+    );
     await assert.rejects(downloadBundle(`${srv.url}nosha/${MANIFEST}`, path.join(tmp, 'm7')), /no sha256/);
     assert.throws(() => safeJoin(tmp, '/etc/passwd'), /outside/);
     assert.throws(() => safeJoin(tmp, 'a/../../b'), /outside/);
@@ -246,14 +294,23 @@ describe('extension: model download (real http server)', () => {
     await assert.rejects(downloadBundle(`${srv.url}tiny-7b.tar`, dest, { sha256: sha(tarBytes) }));
     const r = await downloadBundle(`${srv.url}tiny-7b.tar`, dest, { sha256: sha(tarBytes) });
     assert.ok(r.resumedBytes > 0 && r.resumedBytes <= 1_000_000, `resumed from ${r.resumedBytes} bytes`);
-    await assert.rejects(downloadBundle(`${srv.url}tiny-7b.tar`, path.join(tmp, 't3'), { sha256: '0'.repeat(64) }), (e: Error) => (e as DownloadError).kind === 'checksum');
+    await assert.rejects(
+      downloadBundle(`${srv.url}tiny-7b.tar`, path.join(tmp, 't3'), { sha256: '0'.repeat(64) }),
+      (e: Error) => (e as DownloadError).kind === 'checksum',
+    );
     await assert.rejects(downloadBundle(`${srv.url}tiny-7b.tar`, path.join(tmp, 't4')), /checksum is needed/);
-    await assert.rejects(downloadBundle('ftp://example.invalid/x.tar#sha256=' + 'a'.repeat(64), path.join(tmp, 't5')), /http and https/);
+    await assert.rejects(
+      downloadBundle(`ftp://example.invalid/x.tar#sha256=${'a'.repeat(64)}`, path.join(tmp, 't5')),
+      /http and https/,
+    );
   });
 
   it('refuses a .tar whose entries climb out of the destination', async () => {
     const evil = readFileSync(path.join(tmp, 'evil.tar'));
-    await assert.rejects(downloadBundle(`${srv.url}evil.tar`, path.join(tmp, 't6'), { sha256: sha(evil) }), (e: Error) => (e as DownloadError).kind === 'unsafe');
+    await assert.rejects(
+      downloadBundle(`${srv.url}evil.tar`, path.join(tmp, 't6'), { sha256: sha(evil) }),
+      (e: Error) => (e as DownloadError).kind === 'unsafe',
+    );
     assert.ok(!existsSync(path.join(tmp, 'x.txt')));
   });
 
@@ -267,14 +324,26 @@ describe('extension: model download (real http server)', () => {
       execFileSync('tar', ['-cf', t, `--format=${format}`, '-C', src, '.']);
       const out = path.join(tmp, `long-out-${format}`);
       assert.ok((await extractTar(t, out)) >= 1);
-      assert.equal(readFileSync(path.join(out, 'd'.repeat(90), 'e'.repeat(90), `${'f'.repeat(120)}.bin`), 'utf8'), 'hello');
+      assert.equal(
+        readFileSync(path.join(out, 'd'.repeat(90), 'e'.repeat(90), `${'f'.repeat(120)}.bin`), 'utf8'),
+        'hello',
+      );
     }
   });
 
   it('honours a pax size record over the ustar size field (what tar writes for a file over 8 GiB)', async () => {
     // The ustar field says 0, as it does when the real size does not fit; the body that follows is the pax size.
     const t = path.join(tmp, 'pax-size.tar');
-    writeFileSync(t, Buffer.concat([paxHeader({ size: '5' }), ustarHeader('big.bin', '0', 0), blocks('hello'), fileEntry('next.txt', 'world'), END]));
+    writeFileSync(
+      t,
+      Buffer.concat([
+        paxHeader({ size: '5' }),
+        ustarHeader('big.bin', '0', 0),
+        blocks('hello'),
+        fileEntry('next.txt', 'world'),
+        END,
+      ]),
+    );
     const out = path.join(tmp, 'pax-size-out');
     assert.equal(await extractTar(t, out), 2);
     assert.equal(readFileSync(path.join(out, 'big.bin'), 'utf8'), 'hello');
@@ -283,7 +352,10 @@ describe('extension: model download (real http server)', () => {
 
   it('reads a GNU base-256 size field', async () => {
     const t = path.join(tmp, 'b256.tar');
-    writeFileSync(t, Buffer.concat([ustarHeader('big.bin', '0', base256(5n)), blocks('hello'), fileEntry('next.txt', 'world'), END]));
+    writeFileSync(
+      t,
+      Buffer.concat([ustarHeader('big.bin', '0', base256(5n)), blocks('hello'), fileEntry('next.txt', 'world'), END]),
+    );
     const out = path.join(tmp, 'b256-out');
     assert.equal(await extractTar(t, out), 2);
     assert.equal(readFileSync(path.join(out, 'big.bin'), 'utf8'), 'hello');
@@ -294,14 +366,27 @@ describe('extension: model download (real http server)', () => {
     const huge = 27_000_000_000;
     const cut = Buffer.alloc(64 * 1024, 7);
     const cases: Record<string, Buffer> = {
-      pax: Buffer.concat([fileEntry('README.md', 'kept?'), paxHeader({ size: String(huge) }), ustarHeader('decoder.onnx_data', '0', 0), cut]),
-      base256: Buffer.concat([fileEntry('README.md', 'kept?'), ustarHeader('decoder.onnx_data', '0', base256(BigInt(huge))), cut]),
+      pax: Buffer.concat([
+        fileEntry('README.md', 'kept?'),
+        paxHeader({ size: String(huge) }),
+        ustarHeader('decoder.onnx_data', '0', 0),
+        cut,
+      ]),
+      base256: Buffer.concat([
+        fileEntry('README.md', 'kept?'),
+        ustarHeader('decoder.onnx_data', '0', base256(BigInt(huge))),
+        cut,
+      ]),
     };
     for (const [form, bytes] of Object.entries(cases)) {
       const t = path.join(tmp, `cut-${form}.tar`);
       writeFileSync(t, bytes);
       const out = path.join(tmp, `cut-${form}-out`);
-      await assert.rejects(extractTar(t, out), (e: Error) => e instanceof DownloadError && e.kind === 'format' && /truncated/.test(e.message), form);
+      await assert.rejects(
+        extractTar(t, out),
+        (e: Error) => e instanceof DownloadError && e.kind === 'format' && /truncated/.test(e.message),
+        form,
+      );
       assert.ok(!existsSync(path.join(out, 'decoder.onnx_data')), `${form}: no partial decoder.onnx_data`);
       assert.ok(!existsSync(path.join(out, 'README.md')), `${form}: nothing from a refused archive is kept`);
     }
@@ -316,7 +401,10 @@ describe('extension: model download (real http server)', () => {
       absolute: fileEntry(path.join(outside, 'escaped.txt'), 'x'),
       'pax path': Buffer.concat([paxHeader({ path: '../../escaped.txt' }), fileEntry('innocent.txt', 'x')]),
       symlink: ustarHeader('link', '2', 0, outside),
-      'symlink then a file through it': Buffer.concat([ustarHeader('link', '2', 0, outside), fileEntry('link/escaped.txt', 'x')]),
+      'symlink then a file through it': Buffer.concat([
+        ustarHeader('link', '2', 0, outside),
+        fileEntry('link/escaped.txt', 'x'),
+      ]),
       hardlink: ustarHeader('hard', '1', 0, '/etc/passwd'),
       'character device': ustarHeader('zero', '3', 0),
       fifo: ustarHeader('pipe', '6', 0),
@@ -327,7 +415,10 @@ describe('extension: model download (real http server)', () => {
       const out = path.join(tmp, 'unsafe-out', what.replace(/ /g, '-'));
       await assert.rejects(extractTar(t, out), (e: Error) => e instanceof DownloadError && e.kind === 'unsafe', what);
       assert.deepEqual(readdirSync(outside), [], `${what}: nothing written outside`);
-      assert.ok(!existsSync(path.join(tmp, 'escaped.txt')) && !existsSync(path.join(tmp, 'unsafe-out', 'escaped.txt')), what);
+      assert.ok(
+        !existsSync(path.join(tmp, 'escaped.txt')) && !existsSync(path.join(tmp, 'unsafe-out', 'escaped.txt')),
+        what,
+      );
       assert.ok(!existsSync(path.join(out, 'first.txt')), `${what}: nothing from a refused archive is kept`);
     }
   });
@@ -338,7 +429,10 @@ describe('extension: model download (real http server)', () => {
     symlinkSync('/etc/passwd', path.join(src, 'passwd'));
     const t = path.join(tmp, 'with-link.tar');
     execFileSync('tar', ['-cf', t, '-C', src, '.']);
-    await assert.rejects(extractTar(t, path.join(tmp, 'with-link-out')), (e: Error) => (e as DownloadError).kind === 'unsafe' && /passwd \(SymbolicLink\)/.test(e.message));
+    await assert.rejects(
+      extractTar(t, path.join(tmp, 'with-link-out')),
+      (e: Error) => (e as DownloadError).kind === 'unsafe' && /passwd \(SymbolicLink\)/.test(e.message),
+    );
   });
 
   it('stops on cancel and keeps the partial file for a later resume', async () => {
@@ -346,7 +440,17 @@ describe('extension: model download (real http server)', () => {
     const dest = path.join(tmp, 'c1', 'big.tar');
     srv.cutAfter.delete('tiny-7b.tar');
     await assert.rejects(
-      downloadFile(`${srv.url}tiny-7b.tar`, dest, { sha256: sha(tarBytes) }, { signal: ac.signal, onProgress: (p) => { if (p.loaded > 0) ac.abort(); } }),
+      downloadFile(
+        `${srv.url}tiny-7b.tar`,
+        dest,
+        { sha256: sha(tarBytes) },
+        {
+          signal: ac.signal,
+          onProgress: (p) => {
+            if (p.loaded > 0) ac.abort();
+          },
+        },
+      ),
       (e: Error) => (e as DownloadError).kind === 'cancelled',
     );
     assert.ok(!existsSync(dest));

@@ -24,8 +24,20 @@ describe('reason-segment CLI', function () {
   const twoSeg = goldens(BUNDLE).find((c) => c.masks.length === 2)!;
 
   it('segment --json prints only the result, identical to the reference', () => {
-    const r = cli(['segment', '--model', BUNDLE, '--image', path.join(BUNDLE, twoSeg.image), '--prompt', twoSeg.prompt,
-      '--assistant-prefix', twoSeg.assistant_prefix, '--max-new-tokens', String(twoSeg.max_new_tokens), '--json']);
+    const r = cli([
+      'segment',
+      '--model',
+      BUNDLE,
+      '--image',
+      path.join(BUNDLE, twoSeg.image),
+      '--prompt',
+      twoSeg.prompt,
+      '--assistant-prefix',
+      twoSeg.assistant_prefix,
+      '--max-new-tokens',
+      String(twoSeg.max_new_tokens),
+      '--json',
+    ]);
     assert.equal(r.code, 0, r.stderr);
     const result = JSON.parse(r.stdout);
     assert.deepEqual(result.outputIds, twoSeg.output_ids);
@@ -35,8 +47,21 @@ describe('reason-segment CLI', function () {
 
   it('segment --out writes the overlay, one PNG per mask and the result JSON, and streams the answer', async () => {
     const out = path.join(tmp, 'out');
-    const r = cli(['segment', '--model', BUNDLE, '--image', path.join(BUNDLE, twoSeg.image), '--prompt', twoSeg.prompt,
-      '--assistant-prefix', twoSeg.assistant_prefix, '--max-new-tokens', '6', '--out', out]);
+    const r = cli([
+      'segment',
+      '--model',
+      BUNDLE,
+      '--image',
+      path.join(BUNDLE, twoSeg.image),
+      '--prompt',
+      twoSeg.prompt,
+      '--assistant-prefix',
+      twoSeg.assistant_prefix,
+      '--max-new-tokens',
+      '6',
+      '--out',
+      out,
+    ]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /2 mask\(s\), 6 tokens/);
     const result = JSON.parse(readFileSync(path.join(out, 'result.json'), 'utf8'));
@@ -56,7 +81,14 @@ describe('reason-segment CLI', function () {
   it('errors are one line with a non-zero exit; --verbose adds the stack', () => {
     const missing = cli(['segment', '--model', BUNDLE, '--image', path.join(tmp, 'nope.jpg'), '--prompt', 'x']);
     assert.equal(missing.code, 1);
-    assert.equal(missing.stderr.trim().split('\n').filter((l) => !l.startsWith('loaded')).length, 1, missing.stderr);
+    assert.equal(
+      missing.stderr
+        .trim()
+        .split('\n')
+        .filter((l) => !l.startsWith('loaded')).length,
+      1,
+      missing.stderr,
+    );
     assert.match(missing.stderr, /nope\.jpg"? does not exist/);
     assert.doesNotMatch(missing.stderr, /\n\s+at /);
     const badModel = cli(['segment', '--model', tmp, '--image', path.join(BUNDLE, twoSeg.image), '--prompt', 'x']);
@@ -65,12 +97,25 @@ describe('reason-segment CLI', function () {
     const usage = cli(['segment', '--model', BUNDLE]);
     assert.equal(usage.code, 2);
     assert.match(usage.stderr, /--image is required/);
-    const verbose = cli(['segment', '--model', BUNDLE, '--image', path.join(tmp, 'nope.jpg'), '--prompt', 'x', '--verbose']);
+    const verbose = cli([
+      'segment',
+      '--model',
+      BUNDLE,
+      '--image',
+      path.join(tmp, 'nope.jpg'),
+      '--prompt',
+      'x',
+      '--verbose',
+    ]);
     assert.match(verbose.stderr, /\n\s+at /);
   });
 
   it('chat keeps history and does not encode the image again on the second turn', async () => {
-    const child = spawn(process.execPath, [CLI, 'chat', '--model', BUNDLE, '--image', path.join(BUNDLE, 'images', 'chelsea.png'), '--max-new-tokens', '4'], { env });
+    const child = spawn(
+      process.execPath,
+      [CLI, 'chat', '--model', BUNDLE, '--image', path.join(BUNDLE, 'images', 'chelsea.png'), '--max-new-tokens', '4'],
+      { env },
+    );
     let stderr = '';
     child.stderr.on('data', (d) => {
       stderr += d;
@@ -99,12 +144,30 @@ describe('reason-segment CLI', function () {
     cpSync(path.join(REPO, 'test', 'fixtures', 'images', 'truncated.png'), path.join(dir, 'b-broken.png'));
     writeFileSync(path.join(dir, 'notes.txt'), 'not an image, not listed');
     const out = path.join(tmp, 'coco.json');
-    const args = ['batch', '--model', BUNDLE, '--images', dir, '--prompt', 'Segment the cat.', '--out', out, '--max-new-tokens', '3'];
+    const args = [
+      'batch',
+      '--model',
+      BUNDLE,
+      '--images',
+      dir,
+      '--prompt',
+      'Segment the cat.',
+      '--out',
+      out,
+      '--max-new-tokens',
+      '3',
+    ];
     const first = cli(args);
     assert.equal(first.code, 0, first.stderr);
     let coco = JSON.parse(readFileSync(out, 'utf8'));
-    assert.deepEqual(coco.images.map((i: { file_name: string }) => i.file_name), ['a-chelsea.png']);
-    assert.deepEqual(coco.failures.map((f: { file_name: string }) => f.file_name), ['b-broken.png']);
+    assert.deepEqual(
+      coco.images.map((i: { file_name: string }) => i.file_name),
+      ['a-chelsea.png'],
+    );
+    assert.deepEqual(
+      coco.failures.map((f: { file_name: string }) => f.file_name),
+      ['b-broken.png'],
+    );
     assert.deepEqual(coco.categories, [{ id: 1, name: 'lisa' }]);
 
     cpSync(path.join(BUNDLE, 'images', 'coffee.png'), path.join(dir, 'c-coffee.png'));
@@ -112,8 +175,14 @@ describe('reason-segment CLI', function () {
     assert.equal(second.code, 0, second.stderr);
     assert.match(second.stderr, /resuming: 2 of 3/);
     coco = JSON.parse(readFileSync(out, 'utf8'));
-    assert.deepEqual(coco.images.map((i: { file_name: string }) => i.file_name), ['a-chelsea.png', 'c-coffee.png']);
-    assert.deepEqual(coco.images.map((i: { id: number }) => i.id), [1, 3]);
+    assert.deepEqual(
+      coco.images.map((i: { file_name: string }) => i.file_name),
+      ['a-chelsea.png', 'c-coffee.png'],
+    );
+    assert.deepEqual(
+      coco.images.map((i: { id: number }) => i.id),
+      [1, 3],
+    );
     assert.ok(existsSync(out));
 
     const other = cli([...args.slice(0, 6), 'Another prompt', ...args.slice(7)]);

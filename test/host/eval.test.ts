@@ -7,13 +7,25 @@ import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { intersectionAndUnion, lisaPrompt, maskFromJson, polygonMask, ReasonSegMeter, readReasonSeg } from '../../src/host/eval';
+import {
+  intersectionAndUnion,
+  lisaPrompt,
+  maskFromJson,
+  polygonMask,
+  ReasonSegMeter,
+  readReasonSeg,
+} from '../../src/host/eval';
 import { REPO } from '../helpers/bundles';
 
 const VENV = path.join(REPO, 'models', 'export', 'venv');
 
 function python(args: string[], input?: string): string {
-  return execFileSync(VENV, ['run', ...args], { cwd: REPO, input, maxBuffer: 1 << 28, stdio: ['pipe', 'pipe', 'pipe'] }).toString();
+  return execFileSync(VENV, ['run', ...args], {
+    cwd: REPO,
+    input,
+    maxBuffer: 1 << 28,
+    stdio: ['pipe', 'pipe', 'pipe'],
+  }).toString();
 }
 
 /** A deterministic pseudo-random source (mulberry32). */
@@ -34,14 +46,15 @@ function blob(h: number, w: number, r: () => number, value = 1, into?: Uint8Arra
   const cx = r() * w;
   const ry = 2 + r() * h * 0.4;
   const rx = 2 + r() * w * 0.4;
-  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) if (((y - cy) / ry) ** 2 + ((x - cx) / rx) ** 2 <= 1) m[y * w + x] = value;
+  for (let y = 0; y < h; y++)
+    for (let x = 0; x < w; x++) if (((y - cy) / ry) ** 2 + ((x - cx) / rx) ** 2 <= 1) m[y * w + x] = value;
   return m;
 }
 
 describe('eval: LISA validate() metric', function () {
   this.timeout(120_000);
 
-  it('gives the gIoU, cIoU and per-image IoU of a transcription of LISA\'s intersectionAndUnionGPU and meters', function () {
+  it("gives the gIoU, cIoU and per-image IoU of a transcription of LISA's intersectionAndUnionGPU and meters", function () {
     const r = rng(12);
     const pairs: { h: number; w: number; pred: number[]; target: number[] }[] = [];
     for (let i = 0; i < 14; i++) {
@@ -76,8 +89,14 @@ describe('eval: LISA validate() metric', function () {
   });
 
   it('wraps texts as ValDataset does', function () {
-    assert.equal(lisaPrompt('Which shape has the most corners?', true), ' Which shape has the most corners? Please output segmentation mask.');
-    assert.equal(lisaPrompt('the red ring', false), ' What is the red ring in this image? Please output segmentation mask.');
+    assert.equal(
+      lisaPrompt('Which shape has the most corners?', true),
+      ' Which shape has the most corners? Please output segmentation mask.',
+    );
+    assert.equal(
+      lisaPrompt('the red ring', false),
+      ' What is the red ring in this image? Please output segmentation mask.',
+    );
   });
 });
 
@@ -90,7 +109,7 @@ describe('eval: reading a ReasonSeg folder written by the shapes generator', fun
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  it('reads every image with its texts, and rasterises its polygons as the generator\'s get_mask_from_json', async function () {
+  it("reads every image with its texts, and rasterises its polygons as the generator's get_mask_from_json", async function () {
     const samples = await readReasonSeg(dir);
     assert.equal(samples.length, 12);
     const script = `
@@ -117,13 +136,21 @@ print(json.dumps(out))`;
     assert.ok(ignores > 0, 'some scene has an ignore region');
   });
 
-  it('leaves a ring\'s hole out of its keyhole polygon', function () {
+  it("leaves a ring's hole out of its keyhole polygon", function () {
     const pts: number[][] = [];
-    for (let i = 0; i < 48; i++) pts.push([Math.round(50 + 30 * Math.cos((2 * Math.PI * i) / 48)), Math.round(50 + 30 * Math.sin((2 * Math.PI * i) / 48))]);
+    for (let i = 0; i < 48; i++)
+      pts.push([
+        Math.round(50 + 30 * Math.cos((2 * Math.PI * i) / 48)),
+        Math.round(50 + 30 * Math.sin((2 * Math.PI * i) / 48)),
+      ]);
     const outer0 = pts[0];
     pts.push(outer0);
     const inner: number[][] = [];
-    for (let i = 0; i < 32; i++) inner.push([Math.round(50 + 15 * Math.cos((-2 * Math.PI * i) / 32)), Math.round(50 + 15 * Math.sin((-2 * Math.PI * i) / 32))]);
+    for (let i = 0; i < 32; i++)
+      inner.push([
+        Math.round(50 + 15 * Math.cos((-2 * Math.PI * i) / 32)),
+        Math.round(50 + 15 * Math.sin((-2 * Math.PI * i) / 32)),
+      ]);
     pts.push(...inner, inner[0]);
     const m = polygonMask(pts, 100, 100);
     assert.equal(m[50 * 100 + 50], 0, 'the hole');
@@ -133,7 +160,10 @@ print(json.dumps(out))`;
   });
 
   it('says in one line what is wrong with a folder that is not ReasonSeg', async function () {
-    await assert.rejects(readReasonSeg(path.join(dir, 'nope')), /cannot be read \(ENOENT\); pass a ReasonSeg-format folder/);
+    await assert.rejects(
+      readReasonSeg(path.join(dir, 'nope')),
+      /cannot be read \(ENOENT\); pass a ReasonSeg-format folder/,
+    );
     const empty = mkdtempSync(path.join(os.tmpdir(), 'rs-empty-'));
     try {
       await assert.rejects(readReasonSeg(empty), /no <name>\.jpg \+ <name>\.json pairs/);

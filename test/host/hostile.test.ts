@@ -4,7 +4,18 @@
 import * as assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  copyFileSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { type HostCounters, Methods, RpcErrorCode, type SegmentParams } from '../../src/protocol/rpc';
@@ -32,8 +43,14 @@ const frame = (body: string) => `Content-Length: ${Buffer.byteLength(body)}\r\n\
  * Starts a bare host, writes `input` to its stdin, closes stdin when `end` (at once, or once the output has that many
  * messages), and collects what comes back.
  */
-function rawHost(input: string, end: boolean | number): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [SERVER_JS], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, XDG_CACHE_HOME: tmp } });
+function rawHost(
+  input: string,
+  end: boolean | number,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [SERVER_JS], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: { ...process.env, XDG_CACHE_HOME: tmp },
+  });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d) => {
@@ -60,7 +77,12 @@ describe('hostile input: stdio framing', function () {
     ['garbage without a header end', 'x'.repeat(10_000), false, /no end of header/],
     ['a negative Content-Length', 'Content-Length: -5\r\n\r\n{}', false, /"-5" is not a byte count/],
     ['a huge Content-Length', 'Content-Length: 99999999999\r\n\r\n', false, /over the \d+-byte message limit/],
-    ['a length larger than the body, then EOF', 'Content-Length: 100\r\n\r\n{"jsonrpc":"2.0"}', true, /ended inside a message \(17 of 100/],
+    [
+      'a length larger than the body, then EOF',
+      'Content-Length: 100\r\n\r\n{"jsonrpc":"2.0"}',
+      true,
+      /ended inside a message \(17 of 100/,
+    ],
     ['a header without Content-Length', 'Content-Type: application/json\r\n\r\n{}', false, /without Content-Length/],
   ];
   for (const [what, input, end, why] of fatal) {
@@ -84,7 +106,10 @@ describe('hostile input: stdio framing', function () {
     const status = JSON.stringify({ jsonrpc: '2.0', id: 7, method: Methods.status });
     const r = await rawHost(frame('{not json') + frame('[1, 2]') + frame(status), 3);
     assert.equal(r.code, 0, r.stderr);
-    const bodies = r.stdout.split(/Content-Length: \d+\r\n\r\n/).filter(Boolean).map((b) => JSON.parse(b));
+    const bodies = r.stdout
+      .split(/Content-Length: \d+\r\n\r\n/)
+      .filter(Boolean)
+      .map((b) => JSON.parse(b));
     assert.equal(bodies[0].error.code, -32700);
     assert.equal(bodies[0].id, null);
     assert.equal(bodies[1].error.code, -32600);
@@ -98,7 +123,11 @@ describe('hostile input: the host with a model loaded', function () {
   this.timeout(300_000);
   let host: HostClient;
   const segment = (params: Partial<SegmentParams>, token?: CancellationTokenSource) =>
-    host.request(Methods.segment, { image: { path: CHELSEA }, prompt: 'What is here?', history: [], maxNewTokens: 4, ...params }, token);
+    host.request(
+      Methods.segment,
+      { image: { path: CHELSEA }, prompt: 'What is here?', history: [], maxNewTokens: 4, ...params },
+      token,
+    );
   const counters = async (): Promise<HostCounters> => (await host.request(Methods.status, undefined)).counters;
   const stillServes = async () => assert.equal((await segment({ maxNewTokens: 2 })).outputIds.length, 2);
 
@@ -113,7 +142,10 @@ describe('hostile input: the host with a model loaded', function () {
   it('a FIFO is refused at once, and the requests queued behind it are served', async () => {
     const fifo = path.join(tmp, 'pipe.png');
     execFileSync('mkfifo', [fifo]);
-    const [refused, next] = await Promise.allSettled([segment({ image: { path: fifo } }), segment({ maxNewTokens: 2 })]);
+    const [refused, next] = await Promise.allSettled([
+      segment({ image: { path: fifo } }),
+      segment({ maxNewTokens: 2 }),
+    ]);
     assert.equal(refused.status, 'rejected');
     const e = (refused as PromiseRejectedResult).reason;
     assert.equal(e.code, RpcErrorCode.ImageUnreadable);
@@ -137,7 +169,10 @@ describe('hostile input: the host with a model loaded', function () {
 
   it('a tiny SVG with a huge canvas and a blur is refused before rasterising', async () => {
     const svg = path.join(tmp, 'bomb.svg');
-    writeFileSync(svg, '<svg xmlns="http://www.w3.org/2000/svg" width="9900" height="9900"><filter id="b"><feGaussianBlur stdDeviation="900"/></filter><rect width="9900" height="9900" filter="url(#b)"/></svg>');
+    writeFileSync(
+      svg,
+      '<svg xmlns="http://www.w3.org/2000/svg" width="9900" height="9900"><filter id="b"><feGaussianBlur stdDeviation="900"/></filter><rect width="9900" height="9900" filter="url(#b)"/></svg>',
+    );
     const named = path.join(tmp, 'bomb.png');
     copyFileSync(svg, named);
     for (const file of [svg, named]) {
@@ -151,11 +186,19 @@ describe('hostile input: the host with a model loaded', function () {
   it('a cancelled queued request is answered before the one ahead of it ends, and never encodes its image', async () => {
     const before = await counters();
     host.deltas.length = 0;
-    const ahead = segment({ image: { path: path.join(BUNDLE, 'images', 'astronaut.png') }, prompt: 'Describe everything.', maxNewTokens: 200, requestId: 'ahead' });
+    const ahead = segment({
+      image: { path: path.join(BUNDLE, 'images', 'astronaut.png') },
+      prompt: 'Describe everything.',
+      maxNewTokens: 200,
+      requestId: 'ahead',
+    });
     let aheadDone = false;
-    void ahead.then(() => {
-      aheadDone = true;
-    }, () => undefined);
+    void ahead.then(
+      () => {
+        aheadDone = true;
+      },
+      () => undefined,
+    );
     const source = new CancellationTokenSource();
     const queued = segment({ image: { path: path.join(BUNDLE, 'images', 'coffee.png') } }, source);
     source.cancel();
@@ -169,7 +212,10 @@ describe('hostile input: the host with a model loaded', function () {
   });
 
   it('"<image>" typed in a prompt or in history is refused as LISA does', async () => {
-    for (const params of [{ prompt: 'What is <image> here?' }, { history: [{ user: 'hi <image>', assistant: 'ok' }] }]) {
+    for (const params of [
+      { prompt: 'What is <image> here?' },
+      { history: [{ user: 'hi <image>', assistant: 'ok' }] },
+    ]) {
       const e = await rpcError(segment(params));
       assert.equal(e.code, RpcErrorCode.ParamsInvalid);
       assert.match(e.message, /<image>/);
@@ -178,7 +224,8 @@ describe('hostile input: the host with a model loaded', function () {
 
   it('an answer cut by the context limit says so, not max_new_tokens', async () => {
     // The prompt's length in tokens, read from the host's own refusal, fixes how many "cat" tokens leave 3 free.
-    const tokensOf = async (n: number) => Number((await rpcError(segment({ prompt: 'cat '.repeat(n) }))).message.match(/is (\d+) tokens/)![1]);
+    const tokensOf = async (n: number) =>
+      Number((await rpcError(segment({ prompt: 'cat '.repeat(n) }))).message.match(/is (\d+) tokens/)![1]);
     const [a, b] = [await tokensOf(3000), await tokensOf(4000)];
     const perRepeat = (b - a) / 1000;
     const n = 3000 - Math.ceil((a - (2048 - 3)) / perRepeat);
@@ -208,7 +255,8 @@ describe('hostile input: the host with a model loaded', function () {
 
     it('a decoder from the 13b layout is refused at load, naming the graph and the mismatch', async () => {
       const dir = copy('swap-13b');
-      for (const f of ['decoder.onnx', 'decoder.onnx_data']) copyFileSync(path.join(BUNDLE_13B, 'onnx', f), path.join(dir, 'onnx', f));
+      for (const f of ['decoder.onnx', 'decoder.onnx_data'])
+        copyFileSync(path.join(BUNDLE_13B, 'onnx', f), path.join(dir, 'onnx', f));
       rehash(dir);
       const e = await load(dir);
       assert.equal(e.code, RpcErrorCode.BundleInvalid, e.message);
@@ -280,7 +328,10 @@ describe('hostile input: the CLI', function () {
   });
 
   it('a blank prompt is refused before loading the model', () => {
-    for (const extra of [['--prompt', '  \t '], ['--prompt-file', '-']]) {
+    for (const extra of [
+      ['--prompt', '  \t '],
+      ['--prompt-file', '-'],
+    ]) {
       const r = cli([...segmentArgs, ...extra], '\n\n');
       assert.equal(r.code, 2);
       assert.match(r.stderr, /blank/);
@@ -289,10 +340,16 @@ describe('hostile input: the CLI', function () {
   });
 
   it('non-files as --image: one line each', () => {
-    for (const [image, why] of [['/dev/zero', /character device/], [tmp, /folder/]] as const) {
+    for (const [image, why] of [
+      ['/dev/zero', /character device/],
+      [tmp, /folder/],
+    ] as const) {
       const r = cli(['segment', '--model', BUNDLE, '--image', image, '--prompt', 'x', '--max-new-tokens', '1']);
       assert.equal(r.code, 1);
-      const lines = r.stderr.trim().split('\n').filter((l) => !l.startsWith('loaded'));
+      const lines = r.stderr
+        .trim()
+        .split('\n')
+        .filter((l) => !l.startsWith('loaded'));
       assert.equal(lines.length, 1, r.stderr);
       assert.match(lines[0], why);
     }
@@ -304,7 +361,8 @@ describe('hostile input: the CLI', function () {
       mkdirSync(images, { recursive: true });
       copyFileSync(CHELSEA, path.join(images, 'chelsea.png'));
     });
-    const batch = (out: string) => cli(['batch', '--model', BUNDLE, '--images', images, '--prompt', 'cat?', '--max-new-tokens', '2', '--out', out]);
+    const batch = (out: string) =>
+      cli(['batch', '--model', BUNDLE, '--images', images, '--prompt', 'cat?', '--max-new-tokens', '2', '--out', out]);
 
     it('an existing file that is not our results is refused before any work and left untouched', () => {
       const out = path.join(tmp, 'notes.json');
@@ -341,7 +399,10 @@ describe('hostile input: the CLI', function () {
       assert.equal(r.code, 0, r.stderr);
       assert.equal(JSON.parse(readFileSync(out, 'utf8')).images.length, 1);
       assert.equal(existsSync(`${out}.${process.pid}.tmp`), false);
-      assert.deepEqual(readdirSync(tmp).filter((f) => f.endsWith('.tmp')), []);
+      assert.deepEqual(
+        readdirSync(tmp).filter((f) => f.endsWith('.tmp')),
+        [],
+      );
     });
   });
 });

@@ -2,24 +2,28 @@
 // full capacity (empty slots masked) gives the same logits as feeding the exact `present` cache each step.
 import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
-import * as ort from 'onnxruntime-node';
+import type * as ort from 'onnxruntime-node';
 import { openBundle } from '../../src/host/bundle';
-import { KvCache } from '../../src/host/kv-cache';
 import { argmax } from '../../src/host/generate';
+import { KvCache } from '../../src/host/kv-cache';
 import { f32, GraphSessions, i64 } from '../../src/host/sessions';
 import { FIXTURE_BUNDLES } from '../helpers/bundles';
 
 /** A step's new rows [KV, S, D] whose values name their layer, kind, head, position and dim. */
 function rows(layer: number, kind: number, KV: number, D: number, from: number, S: number): Float32Array {
   const r = new Float32Array(KV * S * D);
-  for (let h = 0; h < KV; h++) for (let s = 0; s < S; s++) for (let d = 0; d < D; d++) r[(h * S + s) * D + d] = code(layer, kind, h, from + s, d);
+  for (let h = 0; h < KV; h++)
+    for (let s = 0; s < S; s++) for (let d = 0; d < D; d++) r[(h * S + s) * D + d] = code(layer, kind, h, from + s, d);
   return r;
 }
-const code = (layer: number, kind: number, h: number, p: number, d: number) => layer * 1e6 + kind * 5e5 + h * 1e4 + p * 10 + d + 1;
+const code = (layer: number, kind: number, h: number, p: number, d: number) =>
+  layer * 1e6 + kind * 5e5 + h * 1e4 + p * 10 + d + 1;
 
 describe('host KV cache', () => {
   it('keeps every row at [head, position] across capacity growth and store reuse, with empty slots zero and masked', () => {
-    const L = 2, KV = 3, D = 2;
+    const L = 2,
+      KV = 3,
+      D = 2;
     /** Runs a generation of `steps` through a cache sized for `maxPositions`, checking its feeds after every step. */
     const generation = (maxPositions: number, steps: number[], offset: number) => {
       const cache = new KvCache(L, KV, D, maxPositions, true);
@@ -36,7 +40,10 @@ describe('host KV cache', () => {
 
         const feeds = cache.feeds([1n]);
         const C = feeds['past_key_values.0.key'].dims[2];
-        assert.ok(C >= cache.length && C < cache.length + 64 && C % 64 === 0, `capacity ${C} for ${cache.length} positions`);
+        assert.ok(
+          C >= cache.length && C < cache.length + 64 && C % 64 === 0,
+          `capacity ${C} for ${cache.length} positions`,
+        );
         const attention = feeds.attention_mask.data as BigInt64Array;
         assert.deepEqual(Array.from(attention), [...masks, ...Array<bigint>(C - cache.length).fill(0n), 1n]);
         for (let l = 0; l < L; l++) {
@@ -44,14 +51,22 @@ describe('host KV cache', () => {
             const t = feeds[`past_key_values.${l}.${name}`];
             assert.deepEqual(t.dims, [1, KV, C, D]);
             const data = t.data as Float32Array;
-            for (let h = 0; h < KV; h++) for (let p = 0; p < C; p++) for (let d = 0; d < D; d++) {
-              const want = p < cache.length ? code(l + offset, kind, h, p, d) : 0;
-              if (data[(h * C + p) * D + d] !== want) assert.fail(`layer ${l} ${name} head ${h} position ${p} dim ${d}: ${data[(h * C + p) * D + d]} != ${want}`);
-            }
+            for (let h = 0; h < KV; h++)
+              for (let p = 0; p < C; p++)
+                for (let d = 0; d < D; d++) {
+                  const want = p < cache.length ? code(l + offset, kind, h, p, d) : 0;
+                  if (data[(h * C + p) * D + d] !== want)
+                    assert.fail(
+                      `layer ${l} ${name} head ${h} position ${p} dim ${d}: ${data[(h * C + p) * D + d]} != ${want}`,
+                    );
+                }
           }
         }
       }
-      assert.equal(cache.length, steps.reduce((a, b) => a + b, 0));
+      assert.equal(
+        cache.length,
+        steps.reduce((a, b) => a + b, 0),
+      );
       cache.release();
     };
     // a prefill of 61 positions (one masked, as the <unk> rule does), then 70 single steps: grows in place past 64,
@@ -59,7 +74,10 @@ describe('host KV cache', () => {
     generation(100, [61, ...Array<number>(70).fill(1)], 0);
     // the next generation reuses those stores, full of the last one's rows: none of them may show through
     generation(90, [30, ...Array<number>(50).fill(1)], 7);
-    assert.deepEqual(new KvCache(L, KV, D, 10, true).fetches().slice(0, 2), ['new_key_values.0.key', 'new_key_values.0.value']);
+    assert.deepEqual(new KvCache(L, KV, D, 10, true).fetches().slice(0, 2), [
+      'new_key_values.0.key',
+      'new_key_values.0.value',
+    ]);
   });
 
   for (const name of ['tiny-7b', 'tiny-13b']) {
@@ -72,7 +90,11 @@ describe('host KV cache', () => {
         const ours = new KvCache(L, KV, D, 137, true);
         const exact = new KvCache(L, KV, D, 137, false); // the path bundles without new_key_values take
         let seed = 7;
-        const random = (n: number) => Float32Array.from({ length: n }, () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31 - 0.5) * 0.2);
+        const random = (n: number) =>
+          Float32Array.from(
+            { length: n },
+            () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31 - 0.5) * 0.2,
+          );
         let worst = 0;
         for (let step = 0; step < 100; step++) {
           const S = step === 0 ? 37 : 1;
@@ -80,11 +102,18 @@ describe('host KV cache', () => {
           const x = random(S * H);
           const logits: Float32Array[] = [];
           for (const cache of [ours, exact]) {
-            const out = await sessions.run('decoder', {
-              ...cache.feeds(stepMask),
-              inputs_embeds: f32(x, [1, S, H]),
-              position_ids: i64(BigInt64Array.from({ length: S }, (_, j) => BigInt(cache.length + j)), [1, S]),
-            }, ['logits', ...cache.fetches()]);
+            const out = await sessions.run(
+              'decoder',
+              {
+                ...cache.feeds(stepMask),
+                inputs_embeds: f32(x, [1, S, H]),
+                position_ids: i64(
+                  BigInt64Array.from({ length: S }, (_, j) => BigInt(cache.length + j)),
+                  [1, S],
+                ),
+              },
+              ['logits', ...cache.fetches()],
+            );
             cache.append(out, stepMask);
             logits.push((out.logits.data as Float32Array).subarray((S - 1) * V));
           }

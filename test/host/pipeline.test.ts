@@ -19,12 +19,22 @@ describe('pipeline conversations', function () {
   after(async () => p?.dispose());
 
   it('masks the [SEG]s of this answer only, not those re-fed from history or typed by the user', async () => {
-    const first = await p.segment({ image, prompt: twoSeg.prompt, assistantPrefix: twoSeg.assistant_prefix, maxNewTokens: 4 });
+    const first = await p.segment({
+      image,
+      prompt: twoSeg.prompt,
+      assistantPrefix: twoSeg.assistant_prefix,
+      maxNewTokens: 4,
+    });
     assert.equal(first.masks.length, 2);
-    assert.ok(first.masks.every((m) => m.tokenIndex === -1), 'both [SEG]s stood in the assistant prefix');
+    assert.ok(
+      first.masks.every((m) => m.tokenIndex === -1),
+      'both [SEG]s stood in the assistant prefix',
+    );
     const seg = p.bundle.manifest.tokens.seg;
     const followUp = await p.segment({
-      image, prompt: 'And what about [SEG] here?', maxNewTokens: 6,
+      image,
+      prompt: 'And what about [SEG] here?',
+      maxNewTokens: 6,
       history: [{ user: twoSeg.prompt, assistant: first.answer }],
     });
     assert.match(first.answer, /\[SEG\]/);
@@ -34,13 +44,17 @@ describe('pipeline conversations', function () {
 
   it('the same file bytes sent as data are answered from the cache without decoding them again', async () => {
     const bytes = await fs.readFile(path.join(BUNDLE, 'images', 'chelsea.png'));
-    const first = await p.segment({ image: { path: path.join(BUNDLE, 'images', 'chelsea.png') }, prompt: 'x', maxNewTokens: 1 });
+    const first = await p.segment({
+      image: { path: path.join(BUNDLE, 'images', 'chelsea.png') },
+      prompt: 'x',
+      maxNewTokens: 1,
+    });
     const decodes = p.counters.imageDecodes;
     const again = await p.segment({ image: { data: bytes }, prompt: 'y', maxNewTokens: 1 });
     assert.equal(again.timings.cacheHit, true);
     assert.equal(p.counters.imageDecodes, decodes, 'no second decode');
     assert.equal(again.image.sha256, first.image.sha256);
-    assert.equal(first.image.sha256, createHash('sha256').update(bytes).digest('hex'), 'the key is the file\'s sha256');
+    assert.equal(first.image.sha256, createHash('sha256').update(bytes).digest('hex'), "the key is the file's sha256");
   });
 
   it('a bounded cache evicts the oldest image and re-encodes it when asked again', async () => {

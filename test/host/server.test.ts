@@ -27,7 +27,13 @@ describe('inference host over JSON-RPC', function () {
   let host: HostClient;
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'rs-host-'));
   const segment = (params: Partial<SegmentParams>) =>
-    host.request(Methods.segment, { image: { path: CHELSEA }, prompt: 'What is here?', history: [], maxNewTokens: 8, ...params });
+    host.request(Methods.segment, {
+      image: { path: CHELSEA },
+      prompt: 'What is here?',
+      history: [],
+      maxNewTokens: 8,
+      ...params,
+    });
   const counters = async (): Promise<HostCounters> => (await host.request(Methods.status, undefined)).counters;
 
   before(async () => {
@@ -82,7 +88,10 @@ describe('inference host over JSON-RPC', function () {
   it('streams the answer as text deltas whose concatenation is the answer', async () => {
     host.deltas.length = 0;
     const result = await segment({ requestId: 'stream-1', maxNewTokens: 12 });
-    const streamed = host.deltas.filter((d) => d.requestId === 'stream-1').map((d) => d.text).join('');
+    const streamed = host.deltas
+      .filter((d) => d.requestId === 'stream-1')
+      .map((d) => d.text)
+      .join('');
     assert.ok(host.deltas.length > 1, 'several deltas arrived');
     assert.equal(streamed.replace(/<\/s>$/, '').trim(), result.answer);
     assert.equal(result.outputIds.length, 12);
@@ -94,7 +103,9 @@ describe('inference host over JSON-RPC', function () {
     await segment({ image: { path: image }, prompt: golden.history[0][0] });
     const before = await counters();
     const result = await segment({
-      image: { path: image }, prompt: golden.prompt, maxNewTokens: golden.max_new_tokens,
+      image: { path: image },
+      prompt: golden.prompt,
+      maxNewTokens: golden.max_new_tokens,
       history: golden.history.map(([user, assistant]) => ({ user, assistant })),
     });
     const after = await counters();
@@ -141,7 +152,17 @@ describe('inference host over JSON-RPC', function () {
   it('stops decoding when cancelled mid-answer, then serves the next request', async () => {
     const source = new CancellationTokenSource();
     host.deltas.length = 0;
-    const cancelled = host.request(Methods.segment, { image: { path: CHELSEA }, prompt: 'Describe everything.', history: [], maxNewTokens: 400, requestId: 'cancel-2' }, source);
+    const cancelled = host.request(
+      Methods.segment,
+      {
+        image: { path: CHELSEA },
+        prompt: 'Describe everything.',
+        history: [],
+        maxNewTokens: 400,
+        requestId: 'cancel-2',
+      },
+      source,
+    );
     // Cancel once tokens are streaming, so the cancel lands in the middle of decoding.
     while (!host.deltas.some((d) => d.requestId === 'cancel-2')) await new Promise((r) => setTimeout(r, 5));
     source.cancel();

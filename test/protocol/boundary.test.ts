@@ -12,11 +12,18 @@ describe('protocol/ import boundary', function () {
     assert.ok(files.includes('rle.ts') && files.includes('rpc.ts'));
     for (const f of files) {
       const src = fs.readFileSync(path.join(dir, f), 'utf8');
-      const specs = [...src.matchAll(/(?:import|export)\s[^'"]*?from\s*['"]([^'"]+)['"]|import\s*\(\s*['"]([^'"]+)['"]|require\s*\(\s*['"]([^'"]+)['"]/g)]
-        .map((m) => m[1] ?? m[2] ?? m[3]);
+      const specs = [
+        ...src.matchAll(
+          /(?:import|export)\s[^'"]*?from\s*['"]([^'"]+)['"]|import\s*\(\s*['"]([^'"]+)['"]|require\s*\(\s*['"]([^'"]+)['"]/g,
+        ),
+      ].map((m) => m[1] ?? m[2] ?? m[3]);
       for (const s of specs) assert.match(s, /^\.\/[a-z-]+$/, `${f} imports ${s}`);
       assert.doesNotMatch(src, /^\s*import\s+['"]/m, `${f} has a side-effect import`);
-      assert.doesNotMatch(src, /\b(process|Buffer|require|globalThis|window|document)\s*[.(]/, `${f} touches a host global`);
+      assert.doesNotMatch(
+        src,
+        /\b(process|Buffer|require|globalThis|window|document)\s*[.(]/,
+        `${f} touches a host global`,
+      );
     }
   });
 });

@@ -7,7 +7,7 @@ export function repoRoot(): string {
   let d = __dirname;
   while (!fs.existsSync(path.join(d, 'package.json'))) {
     const up = path.dirname(d);
-    if (up === d) throw new Error('repository root not found above ' + __dirname);
+    if (up === d) throw new Error(`repository root not found above ${__dirname}`);
     d = up;
   }
   return d;
@@ -58,14 +58,19 @@ export function randomMask(h: number, w: number, density: number, rand: () => nu
 export function blobMask(h: number, w: number, n: number, rand: () => number): Uint8Array {
   const m = new Uint8Array(h * w);
   for (let k = 0; k < n; k++) {
-    const cx = rand() * w, cy = rand() * h;
-    const rx = 1 + rand() * w * 0.3, ry = 1 + rand() * h * 0.3;
+    const cx = rand() * w,
+      cy = rand() * h;
+    const rx = 1 + rand() * w * 0.3,
+      ry = 1 + rand() * h * 0.3;
     const rect = rand() < 0.3;
-    const y0 = Math.max(0, Math.floor(cy - ry)), y1 = Math.min(h, Math.ceil(cy + ry));
-    const x0 = Math.max(0, Math.floor(cx - rx)), x1 = Math.min(w, Math.ceil(cx + rx));
+    const y0 = Math.max(0, Math.floor(cy - ry)),
+      y1 = Math.min(h, Math.ceil(cy + ry));
+    const x0 = Math.max(0, Math.floor(cx - rx)),
+      x1 = Math.min(w, Math.ceil(cx + rx));
     for (let y = y0; y < y1; y++) {
       for (let x = x0; x < x1; x++) {
-        const dx = (x + 0.5 - cx) / rx, dy = (y + 0.5 - cy) / ry;
+        const dx = (x + 0.5 - cx) / rx,
+          dy = (y + 0.5 - cy) / ry;
         if (rect || dx * dx + dy * dy <= 1) m[y * w + x] = 1;
       }
     }

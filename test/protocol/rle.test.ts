@@ -1,14 +1,34 @@
 // The RLE codec against the real pycocotools: counts strings byte for byte, area, bbox, IoU, round trips.
 import * as assert from 'node:assert/strict';
-import {
-  countsToString, decodeRle, encodeMask, forEachRun, maskToCounts, paintRle, rleArea, rleBbox, rleCounts, rleIou,
-  stringToCounts, compressRle, countsArea,
-} from '../../src/protocol/rle';
 import type { CocoRle } from '../../src/protocol/result';
+import {
+  compressRle,
+  countsArea,
+  countsToString,
+  decodeRle,
+  encodeMask,
+  forEachRun,
+  maskToCounts,
+  paintRle,
+  rleArea,
+  rleBbox,
+  rleCounts,
+  rleIou,
+  stringToCounts,
+} from '../../src/protocol/rle';
 import { b64, blobMask, cocoRef, randomMask, rng, unb64 } from './coco_ref';
 
-interface MaskCase { name: string; h: number; w: number; mask: Uint8Array }
-interface EncodeRef { counts: string; area: number; bbox: number[] }
+interface MaskCase {
+  name: string;
+  h: number;
+  w: number;
+  mask: Uint8Array;
+}
+interface EncodeRef {
+  counts: string;
+  area: number;
+  bbox: number[];
+}
 
 function buildMaskCases(): MaskCase[] {
   const rand = rng(20240611);
@@ -23,15 +43,27 @@ function buildMaskCases(): MaskCase[] {
     for (let i = 0; i < 9; i++) m[i] = (bits >> i) & 1;
     add(`3x3 #${bits}`, 3, 3, m);
   }
-  for (const [h, w] of [[1, 37], [37, 1], [1, 1000], [1000, 1], [2, 2], [7, 13], [13, 7], [64, 64], [31, 97]]) {
+  for (const [h, w] of [
+    [1, 37],
+    [37, 1],
+    [1, 1000],
+    [1000, 1],
+    [2, 2],
+    [7, 13],
+    [13, 7],
+    [64, 64],
+    [31, 97],
+  ]) {
     for (const d of [0, 0.02, 0.3, 0.5, 0.7, 0.98, 1]) add(`${h}x${w} p=${d}`, h, w, randomMask(h, w, d, rand));
   }
   for (let k = 0; k < 60; k++) {
-    const h = 1 + Math.floor(rand() * 80), w = 1 + Math.floor(rand() * 80);
+    const h = 1 + Math.floor(rand() * 80),
+      w = 1 + Math.floor(rand() * 80);
     add(`random ${h}x${w} #${k}`, h, w, randomMask(h, w, rand(), rand));
   }
   for (let k = 0; k < 10; k++) {
-    const h = 20 + Math.floor(rand() * 300), w = 20 + Math.floor(rand() * 300);
+    const h = 20 + Math.floor(rand() * 300),
+      w = 20 + Math.floor(rand() * 300);
     add(`blobs ${h}x${w} #${k}`, h, w, blobMask(h, w, 1 + Math.floor(rand() * 5), rand));
   }
   // Nonzero values other than 1 (the row-diff path compares 4-byte words first), and a view at an odd byte offset.
@@ -98,16 +130,30 @@ describe('protocol/rle against pycocotools', function () {
     pair('identical full', 5, 6, full, full);
     // Overlapping boxes, disjoint pixels: a checkerboard and its complement.
     const cb = new Uint8Array(64).map((_, i) => ((i >> 3) + (i & 7)) & 1);
-    pair('checkerboards', 8, 8, cb, cb.map((v) => 1 - v));
+    pair(
+      'checkerboards',
+      8,
+      8,
+      cb,
+      cb.map((v) => 1 - v),
+    );
     pair('disjoint boxes', 10, 10, blobMaskAt(10, 10, 0, 0, 3, 3), blobMaskAt(10, 10, 6, 6, 3, 3));
     for (let k = 0; k < 40; k++) {
-      const h = 1 + Math.floor(rand() * 60), w = 1 + Math.floor(rand() * 60);
+      const h = 1 + Math.floor(rand() * 60),
+        w = 1 + Math.floor(rand() * 60);
       const gen = (): Uint8Array => (rand() < 0.5 ? randomMask(h, w, rand(), rand) : blobMask(h, w, 2, rand));
       pair(`random ${k}`, h, w, gen(), gen());
     }
-    const a = blobMask(1000, 1500, 3, rand), b = blobMask(1000, 1500, 3, rand);
+    const a = blobMask(1000, 1500, 3, rand),
+      b = blobMask(1000, 1500, 3, rand);
     pair('photo-size blobs', 1000, 1500, a, b);
-    pair('photo-size blob vs itself shifted', 1000, 1500, a, a.map((_, i) => a[i >= 1 ? i - 1 : 0]));
+    pair(
+      'photo-size blob vs itself shifted',
+      1000,
+      1500,
+      a,
+      a.map((_, i) => a[i >= 1 ? i - 1 : 0]),
+    );
     for (const c of cases.filter((_, i) => i % 23 === 0)) decodeCases.push(encodeMask(c.mask, c.h, c.w));
 
     const batch: object[] = [
@@ -154,7 +200,8 @@ describe('protocol/rle against pycocotools', function () {
 
   it('matches pycocotools on real photographs thresholded at photo size', function () {
     for (let i = 0; i < photos.length; i++) {
-      const p = photos[i], ref = photoRefs[i];
+      const p = photos[i],
+        ref = photoRefs[i];
       const mask = unb64(ref.mask);
       const rle = encodeMask(mask, p.h, p.w);
       assert.equal(rle.counts, ref.counts, p.name);
@@ -185,7 +232,10 @@ describe('protocol/rle against pycocotools', function () {
   });
 
   it('refuses IoU of masks with different sizes', function () {
-    assert.throws(() => rleIou(encodeMask(new Uint8Array(6), 2, 3), encodeMask(new Uint8Array(6), 3, 2)), /different sizes/);
+    assert.throws(
+      () => rleIou(encodeMask(new Uint8Array(6), 2, 3), encodeMask(new Uint8Array(6), 3, 2)),
+      /different sizes/,
+    );
   });
 });
 
@@ -208,7 +258,11 @@ describe('protocol/rle without the reference', function () {
   });
 
   it('handles zero-area sizes', function () {
-    for (const [h, w] of [[0, 0], [0, 5], [5, 0]]) {
+    for (const [h, w] of [
+      [0, 0],
+      [0, 5],
+      [5, 0],
+    ]) {
       const rle = encodeMask(new Uint8Array(0), h, w);
       assert.equal(rle.counts, '0');
       assert.equal(decodeRle(rle).length, 0);
@@ -219,7 +273,12 @@ describe('protocol/rle without the reference', function () {
 
   it('paints a mask into RGBA pixels exactly where decodeRle puts ones', function () {
     const rand = rng(99);
-    for (const [h, w] of [[1, 1], [17, 23], [120, 80], [3, 200]]) {
+    for (const [h, w] of [
+      [1, 1],
+      [17, 23],
+      [120, 80],
+      [3, 200],
+    ]) {
       const mask = rand() < 0.5 ? randomMask(h, w, 0.4, rand) : blobMask(h, w, 3, rand);
       const rle = encodeMask(mask, h, w);
       const px = new Uint8ClampedArray(h * w * 4).fill(7);
@@ -242,7 +301,10 @@ describe('protocol/rle without the reference', function () {
     // 3x2 mask, column-major ones at positions 1..4 -> column 0 rows 1..3, column 1 rows 0..2.
     const segs: number[][] = [];
     forEachRun([1, 4, 1], 3, 2, (x, y0, y1) => segs.push([x, y0, y1]));
-    assert.deepEqual(segs, [[0, 1, 3], [1, 0, 2]]);
+    assert.deepEqual(segs, [
+      [0, 1, 3],
+      [1, 0, 2],
+    ]);
     assert.deepEqual(Array.from(maskToCounts([0, 1, 1, 1, 1, 0], 3, 2)), [1, 4, 1]);
   });
 });

@@ -1,15 +1,34 @@
 // The RPC surface: error codes in the server range with hints, method names, and messages as users will read them.
 import * as assert from 'node:assert/strict';
 import {
-  CANCEL_REQUEST_METHOD, LSP_REQUEST_CANCELLED, Methods, Notifications, RPC_ERRORS, RpcErrorCode, errorInfo, errorMessage,
-  errorName, errorResponse, isCancellation, isRpcErrorCode,
+  CANCEL_REQUEST_METHOD,
+  errorInfo,
+  errorMessage,
+  errorName,
+  errorResponse,
+  isCancellation,
+  isRpcErrorCode,
+  LSP_REQUEST_CANCELLED,
+  Methods,
+  Notifications,
+  RPC_ERRORS,
+  RpcErrorCode,
 } from '../../src/protocol/rpc';
 
 describe('protocol/rpc', function () {
   it('gives every error a unique code in the JSON-RPC server-error range, a title and a hint', function () {
     const required = [
-      'ImageUnreadable', 'ImageTooLarge', 'BundleInvalid', 'BundleChecksum', 'BundlePathEscape', 'BundleMissingFile',
-      'ModelNotLoaded', 'PromptTooLong', 'Cancelled', 'ProviderUnavailable', 'Internal',
+      'ImageUnreadable',
+      'ImageTooLarge',
+      'BundleInvalid',
+      'BundleChecksum',
+      'BundlePathEscape',
+      'BundleMissingFile',
+      'ModelNotLoaded',
+      'PromptTooLong',
+      'Cancelled',
+      'ProviderUnavailable',
+      'Internal',
     ];
     for (const n of required) assert.ok(n in RpcErrorCode, n);
     const codes = Object.values(RpcErrorCode);
@@ -29,7 +48,10 @@ describe('protocol/rpc', function () {
       errorMessage(RpcErrorCode.ImageUnreadable, 'photo.jpg is truncated.\n'),
       'The image could not be read: photo.jpg is truncated. Check that the file exists and is a complete PNG, JPEG, WebP, GIF, TIFF or BMP image.',
     );
-    assert.equal(errorMessage(RpcErrorCode.ModelNotLoaded), 'No model is loaded. Select a model first (Reason Segment: Select Model, or --model).');
+    assert.equal(
+      errorMessage(RpcErrorCode.ModelNotLoaded),
+      'No model is loaded. Select a model first (Reason Segment: Select Model, or --model).',
+    );
     assert.match(errorMessage(-1, 'boom'), /^Internal error in the inference host: boom\. Restart/);
     assert.equal(errorInfo(12345).name, 'Internal');
     assert.equal(isRpcErrorCode(-32700), false);
@@ -39,10 +61,14 @@ describe('protocol/rpc', function () {
     const e = errorResponse(RpcErrorCode.BundleChecksum, 'llm_decoder.onnx sha256 differs', 'llm_decoder.onnx');
     assert.equal(e.code, -32011);
     assert.deepEqual(e.data, {
-      name: 'BundleChecksum', hint: RPC_ERRORS[RpcErrorCode.BundleChecksum].hint, detail: 'llm_decoder.onnx sha256 differs',
+      name: 'BundleChecksum',
+      hint: RPC_ERRORS[RpcErrorCode.BundleChecksum].hint,
+      detail: 'llm_decoder.onnx sha256 differs',
       path: 'llm_decoder.onnx',
     });
-    assert.ok(e.message.startsWith('A model bundle file does not match its checksum: llm_decoder.onnx sha256 differs.'));
+    assert.ok(
+      e.message.startsWith('A model bundle file does not match its checksum: llm_decoder.onnx sha256 differs.'),
+    );
   });
 
   it('treats both cancellation codes as cancellation', function () {
@@ -52,9 +78,14 @@ describe('protocol/rpc', function () {
   });
 
   it('names methods under reasonSegment/ and uses LSP cancellation', function () {
-    for (const m of [...Object.values(Methods), ...Object.values(Notifications)]) assert.match(m, /^reasonSegment\/[a-z][A-Za-z]+$/);
+    for (const m of [...Object.values(Methods), ...Object.values(Notifications)])
+      assert.match(m, /^reasonSegment\/[a-z][A-Za-z]+$/);
     assert.deepEqual(Object.values(Methods).sort(), [
-      'reasonSegment/loadModel', 'reasonSegment/segment', 'reasonSegment/shutdown', 'reasonSegment/status', 'reasonSegment/unloadModel',
+      'reasonSegment/loadModel',
+      'reasonSegment/segment',
+      'reasonSegment/shutdown',
+      'reasonSegment/status',
+      'reasonSegment/unloadModel',
     ]);
     assert.equal(CANCEL_REQUEST_METHOD, '$/cancelRequest');
   });

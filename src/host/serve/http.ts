@@ -250,7 +250,7 @@ class InferenceServer {
    * the result then carries the overlay PNG, each mask as PNG, the image itself, as a notebook shows them).
    */
   private async run(
-    req: http.IncomingMessage,
+    _req: http.IncomingMessage,
     res: http.ServerResponse,
     client: string,
     request: ModelRequest,
