@@ -60,9 +60,13 @@ export function buildPrompt(spec: PromptSpec | undefined, history: readonly Turn
 }
 
 /** LISA app.py: drop every "\n", replace "  " by " " (one pass, as Python's str.replace), keep the text after the
- *  last "ASSISTANT: ". */
-export function cleanAnswer(decodedFullText: string): string {
+ *  last "ASSISTANT: ". Unlike app.py, an answer that starts without a space (no assistant prefix, first token glued
+ *  to the role) is cut after the last "ASSISTANT:" too, instead of returning the whole prompt, system text included. */
+export function cleanAnswer(decodedFullText: string, assistantRole = 'ASSISTANT'): string {
   const t = decodedFullText.split('\n').join('').split('  ').join(' ');
-  const parts = t.split('ASSISTANT: ');
-  return parts[parts.length - 1];
+  const marker = `${assistantRole}:`;
+  const at = t.lastIndexOf(marker);
+  if (at < 0) return t;
+  const rest = t.slice(at + marker.length);
+  return rest.startsWith(' ') ? rest.slice(1) : rest;
 }

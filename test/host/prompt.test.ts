@@ -35,6 +35,12 @@ describe('cleanAnswer (LISA app.py)', () => {
     assert.strictEqual(cleanAnswer('<s>A chat. USER: <im_start> <im_end> \nWhat? ASSISTANT: Sure, [SEG]  .</s>'), 'Sure, [SEG] .</s>');
     assert.strictEqual(cleanAnswer('x ASSISTANT: a</s>USER: y ASSISTANT: b\nc'), 'bc');
     assert.strictEqual(cleanAnswer('no marker   here'), 'no marker  here');
-    assert.strictEqual(cleanAnswer('ASSISTANT:no space'), 'ASSISTANT:no space');
+  });
+
+  it('keeps the system prompt out when the answer starts without a space after "ASSISTANT:"', () => {
+    const prompt = buildPrompt(undefined, [{ user: 'a', assistant: 'b' }], 'Segment the cup.');
+    assert.strictEqual(cleanAnswer(`<s>${prompt}Sure,[SEG].</s>`), 'Sure,[SEG].</s>');
+    assert.strictEqual(cleanAnswer('ASSISTANT:no space'), 'no space');
+    assert.strictEqual(cleanAnswer('A USER: x GPT:y', 'GPT'), 'y');
   });
 });

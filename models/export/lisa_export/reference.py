@@ -226,9 +226,15 @@ def rle_of(mask: np.ndarray) -> dict:
 
 
 def clean_text(decoded: str) -> str:
-    """chat.py/app.py: drop every newline, collapse double spaces, keep the text after the last 'ASSISTANT: '."""
+    """chat.py/app.py: drop every newline, collapse double spaces, keep the text after the last 'ASSISTANT: '; unlike
+    app.py, an answer glued to 'ASSISTANT:' (no space) is cut there too rather than returning the whole prompt
+    (src/host/prompt.ts cleanAnswer)."""
     t = decoded.replace("\n", "").replace("  ", " ")
-    return t.split("ASSISTANT: ")[-1]
+    at = t.rfind("ASSISTANT:")
+    if at < 0:
+        return t
+    rest = t[at + len("ASSISTANT:"):]
+    return rest[1:] if rest.startswith(" ") else rest
 
 
 @dataclass
