@@ -17,6 +17,7 @@ import {
 } from '../protocol/chat';
 import type { SegmentResult } from '../protocol/result';
 import { RpcErrorCode, type SegmentParams } from '../protocol/rpc';
+import { askWithinContext } from './fitContext';
 import { describeError, type HostManager } from './host';
 import { IMAGE_EXTENSIONS, isImagePath } from './settings';
 
@@ -316,14 +317,15 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
     this.post({ type: 'turnStarted', conversationId: c.id, turnId: turn.id, prompt });
     this.post({ type: 'hostState', hostState: 'busy', model: this.modelInfo() });
     const imagePath = c.image.path;
-    const base: Omit<SegmentParams, 'image'> = {
-      requestId: turn.id, prompt, history, conversationId: c.id, includeOverlay: true,
-      includeImage: /\.(tiff?)$/i.test(imagePath),
-    };
+    const tooLong = (e: unknown) => describeError(e).code === RpcErrorCode.PromptTooLong;
     try {
-      const result = await vscode.window.withProgress(
+      const { result, trimmed } = await vscode.window.withProgress(
         { location: { viewId: ChatViewProvider.viewId }, title: vscode.l10n.t('Answering…') },
-        async () => {
+        () => askWithinContext(history, async (fitted) => {
+          const base: Omit<SegmentParams, 'image'> = {
+            requestId: turn.id, prompt, history: fitted, conversationId: c.id, includeOverlay: true,
+            includeImage: /\.(tiff?)$/i.test(imagePath),
+          };
           if (lastSha) {
             // A follow-up: the host still holds the decoded image and both embeddings under its hash.
             try {
@@ -335,7 +337,7 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
             }
           }
           return this.host.segment({ ...base, image: { path: toUri(imagePath).fsPath } }, cts.token);
-        },
+        }, tooLong),
       );
       const stored: SegmentResult = { ...result, image: { ...result.image } };
       if (result.image.data && /\.(tiff?)$/i.test(imagePath)) {
@@ -349,16 +351,23 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
       turn.result = stored;
       turn.answer = result.answer;
       turn.status = 'done';
+      if (trimmed) turn.trimmed = trimmed;
       this.save();
-      this.post({ type: 'turnDone', conversationId: c.id, turnId: turn.id, result: stored });
+      this.post({ type: 'turnDone', conversationId: c.id, turnId: turn.id, result: stored, trimmed });
+      if (trimmed) this.log.appendLine(`[chat] left out the ${trimmed} oldest turn(s) to fit the model's context`);
       this.log.appendLine(`[chat] turn done in ${result.timings.totalMs.toFixed(0)} ms (cacheHit ${result.timings.cacheHit}, ${result.masks.length} masks)`);
       return result;
     } catch (e) {
       const err = describeError(e);
       turn.status = err.cancelled ? 'cancelled' : 'failed';
       turn.error = err.message;
+      // Too long even with every earlier turn left out: only a shorter instruction can help, not the same again.
+      if (tooLong(err)) {
+        turn.retryable = false;
+        turn.error = vscode.l10n.t('This instruction does not fit in the model\'s context even without the earlier turns: shorten it.');
+      }
       this.save();
-      this.post({ type: 'turnFailed', conversationId: c.id, turnId: turn.id, message: err.message, cancelled: err.cancelled });
+      this.post({ type: 'turnFailed', conversationId: c.id, turnId: turn.id, message: turn.error, cancelled: err.cancelled, retryable: turn.retryable });
       if (!err.cancelled) this.log.appendLine(`[chat] turn failed: ${err.message}`);
       return undefined;
     } finally {

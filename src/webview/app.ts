@@ -312,6 +312,7 @@ export function createChatApp(root: HTMLElement, api: VsCodeApi, opts: { nonce?:
       }
       const n = t.result.masks.length;
       const ms = t.result.timings?.totalMs;
+      if (t.trimmed) bot.append(el('div', 'rs-turn-note rs-trimmed', tr('The {0} oldest turn(s) were left out so that this one fits the model\'s context.', t.trimmed)));
       bot.append(el('div', 'rs-turn-note',
         `${n === 0 ? tr('No masks') : n === 1 ? tr('1 mask') : tr('{0} masks', n)}${typeof ms === 'number' ? ` · ${(ms / 1000).toFixed(1)} s` : ''}` +
         `${t.result.timings?.cacheHit ? ` · ${tr('image encoders skipped (cached)')}` : ''}`));
@@ -327,6 +328,7 @@ export function createChatApp(root: HTMLElement, api: VsCodeApi, opts: { nonce?:
       t.status === 'cancelled' ? tr('Stopped.') : t.error ?? tr('The answer failed.'));
     if (t.status === 'failed') msg.setAttribute('role', 'alert');
     bot.append(msg);
+    if (t.retryable === false) return entry;
     const row = el('div', 'rs-turn-actions');
     const retry = button(tr('Retry'), 'rs-secondary', tr('Retry: {0}', t.prompt.slice(0, 80)));
     on(retry, 'click', () => {

@@ -44,6 +44,7 @@ const ZH_CN: Readonly<Record<string, string>> = {
   'Stopped.': '已停止。',
   'The answer failed.': '回答失败。',
   'Retry': '重试',
+  'The {0} oldest turn(s) were left out so that this one fits the model\'s context.': '为使本轮对话放得进模型的上下文，省略了最早的 {0} 轮。',
   'Retry: {0}': '重试：{0}',
   'Waiting for the host…': '等待推理进程…',
 };

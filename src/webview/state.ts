@@ -142,6 +142,7 @@ export function apply(s: ChatState, msg: ExtensionMessage): Change {
       t.status = 'done';
       t.result = stripResult(result);
       t.answer = typeof result?.answer === 'string' ? result.answer : t.answer;
+      if (typeof msg.trimmed === 'number' && msg.trimmed > 0) t.trimmed = msg.trimmed;
       delete t.error;
       return { kind: 'all' };
     }
@@ -162,6 +163,7 @@ export function apply(s: ChatState, msg: ExtensionMessage): Change {
       }
       t.status = msg.cancelled ? 'cancelled' : 'failed';
       t.error = msg.message;
+      if (msg.retryable === false) t.retryable = false;
       return { kind: 'all' };
     }
     case 'hostEvent': {

@@ -27,6 +27,7 @@ import {
 import type { ChatTurn, SegmentResult } from '../../src/protocol/result';
 import { errorMessage, isCancellation, Methods, Notifications, RpcErrorCode, type TextDeltaParams } from '../../src/protocol/rpc';
 import { CancellationTokenSource, HostClient } from '../helpers/host-client';
+import { askWithinContext } from '../../src/extension/fitContext';
 import { CHROMIUM, CHROMIUM_ARGS, ROOT, startServer } from './harness';
 
 export const CSP = (nonce: string) =>
@@ -310,18 +311,21 @@ export class StandInExtension {
     this.running.set(conversationId, { turnId, cts });
     await this.send({ type: 'turnStarted', conversationId, turnId, prompt });
     this.hostState = 'busy';
+    const tooLong = (e: unknown) => (e as { code?: number }).code === RpcErrorCode.PromptTooLong;
     try {
-      const result = await this.host.request(Methods.segment, {
-        requestId: turnId, conversationId, image: { path: c.image.path }, prompt, history,
+      // As chatView.ts: the oldest turns are left out while the conversation overflows the model's context.
+      const { result, trimmed } = await askWithinContext(history, (fitted) => this.host.request(Methods.segment, {
+        requestId: turnId, conversationId, image: { path: c.image!.path }, prompt, history: fitted,
         maxNewTokens: this.maxNewTokens, ...(this.assistantPrefix !== undefined ? { assistantPrefix: this.assistantPrefix } : {}),
-      }, cts);
+      }, cts), tooLong);
       this.results.push(result);
       turn.status = 'done';
       turn.result = result;
       turn.answer = result.answer;
+      if (trimmed) turn.trimmed = trimmed;
       this.running.delete(conversationId);
       this.hostState = 'ready';
-      await this.send({ type: 'turnDone', conversationId, turnId, result });
+      await this.send({ type: 'turnDone', conversationId, turnId, result, trimmed });
     } catch (e) {
       this.running.delete(conversationId);
       const err = e as { code?: number; message?: string };
@@ -334,9 +338,10 @@ export class StandInExtension {
           ? 'The inference host stopped while answering. It is being restarted; ask again.'
           : errorMessage(typeof err.code === 'number' ? err.code : RpcErrorCode.Internal, err.message);
       turn.status = cancelled ? 'cancelled' : 'failed';
-      turn.error = message;
+      turn.error = tooLong(e) ? "This instruction does not fit in the model's context even without the earlier turns: shorten it." : message;
+      if (tooLong(e)) turn.retryable = false;
       if (!crashed) this.hostState = 'ready';
-      await this.send({ type: 'turnFailed', conversationId, turnId, message, cancelled });
+      await this.send({ type: 'turnFailed', conversationId, turnId, message: turn.error, cancelled, retryable: turn.retryable });
     }
   }
 

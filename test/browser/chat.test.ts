@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Page } from 'playwright-core';
 import { decodeRle } from '../../src/protocol/rle';
+import { historyOf } from '../../src/protocol/chat';
 import { Methods } from '../../src/protocol/rpc';
 import { goldens } from '../helpers/bundles';
 import { IMAGES, startChatHarness, StandInExtension, TINY_BUNDLE, type ChatHarness } from './chat-harness';
@@ -274,5 +275,32 @@ describe('chat panel webview (Chromium, strict CSP, real host via a stand-in ext
     await page.waitForFunction(() => document.querySelectorAll('.rs-turn[data-status="done"]').length === 5);
     assert.equal(await turnCount(page, 'cancelled'), 1, 'only the turn stopped in (c) is left; the retried one was replaced');
     assert.equal(ext.results.at(-1)!.prompt, 'Describe the floor.\nAnd the wall.');
+  });
+
+  it('a follow-up that overflows the context leaves the oldest turns out and says so; a too-long instruction has no Retry', async () => {
+    const c = ext.active()!;
+    const long = Array.from({ length: 12 }, (_, i) => ({
+      id: `long${i}`, status: 'done' as const,
+      prompt: `Turn ${i}: describe the cat's fur, whiskers and ears in detail. `.repeat(6),
+      answer: `The cat in turn ${i} has striped grey fur and long white whiskers. `.repeat(6),
+    }));
+    c.turns.unshift(...long);
+    await ext.sendState();
+    const done = await turnCount(page, 'done');
+    ext.maxNewTokens = 2;
+    await ask(page, 'And its tail?');
+    await page.waitForFunction((n) => document.querySelectorAll('.rs-turn[data-status="done"]').length === n + 1, done);
+    const fed = ext.results.at(-1)!.history.length;
+    const trimmed = historyOf(c).length - 1 - fed;
+    assert.ok(trimmed > 0, 'some turns were left out');
+    assert.equal(await page.locator('.rs-turn[data-status="done"]').last().locator('.rs-trimmed').textContent(),
+      `The ${trimmed} oldest turn(s) were left out so that this one fits the model's context.`);
+    await page.fill('#rs-prompt', 'segment the cat '.repeat(3000));
+    await page.keyboard.press('Enter');
+    await page.waitForSelector('.rs-turn[data-status="failed"]');
+    const failed = page.locator('.rs-turn[data-status="failed"]').last();
+    assert.equal(await failed.locator('[role=alert]').textContent(),
+      "This instruction does not fit in the model's context even without the earlier turns: shorten it.");
+    assert.equal(await failed.locator('button', { hasText: 'Retry' }).count(), 0, 'asking the same again cannot work');
   });
 });
