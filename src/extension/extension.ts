@@ -5,6 +5,7 @@ import * as vscode from 'vscode';
 import { validateWebviewMessage } from '../protocol/chat';
 import { ChatViewProvider, saveFileWithDialog } from './chatView';
 import { HostManager, SERVER_TOKEN_SECRET } from './host';
+import { formatHostStatus } from './hostStatus';
 import { applyKernelEnvironment, enableKernelMagic } from './kernel';
 import { addModel, selectModel, watchModelSettings } from './models';
 import { exportConversation, openResultNotebook } from './notebookExport';
@@ -72,8 +73,14 @@ export function activate(context: vscode.ExtensionContext): ExtensionApi {
   });
   cmd('reasonSegment.showHostStatus', async () => {
     const s = await host.status().catch((e) => ({ error: (e as Error).message }));
+    const lines = formatHostStatus({ hostState: host.state, starts: host.starts, status: s }, (m, ...a) => vscode.l10n.t(m, ...a));
+    log.appendLine(vscode.l10n.t('Reason Segment host status:'));
+    for (const line of lines) log.appendLine(`  ${line}`);
+    // One machine-readable line for bug reports and the end-to-end test, after the readable ones.
     log.appendLine(`[status] ${JSON.stringify({ seq: ++statusSeq, hostState: host.state, starts: host.starts, activationMs: Math.round(activationMs), status: s ?? null })}`);
     log.show(true);
+    const showLog = vscode.l10n.t('Show Host Log');
+    void vscode.window.showInformationMessage(lines.join(' '), showLog).then((a) => a === showLog && hostLog.show(true));
     return s;
   });
   cmd('reasonSegment.enableKernelMagic', () => enableKernelMagic(context));
