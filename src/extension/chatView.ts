@@ -369,6 +369,10 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
       this.save();
       this.post({ type: 'turnFailed', conversationId: c.id, turnId: turn.id, message: turn.error, cancelled: err.cancelled, retryable: turn.retryable });
       if (!err.cancelled) this.log.appendLine(`[chat] turn failed: ${err.message}`);
+      if (err.code === RpcErrorCode.ModelNotLoaded) {
+        const pick = vscode.l10n.t('Select Model…');
+        void vscode.window.showErrorMessage(err.message, pick).then((a) => a === pick && vscode.commands.executeCommand('reasonSegment.selectModel'));
+      }
       return undefined;
     } finally {
       this.running.delete(c.id);

@@ -24,6 +24,7 @@ import {
   Methods,
   Notifications,
   type ProgressParams,
+  RpcErrorCode,
   type SegmentParams,
   type StatusResult,
   type TextDeltaParams,
@@ -193,7 +194,7 @@ export class HostManager implements vscode.Disposable {
     const s = this.settings();
     const folder = vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
     const resolved = resolveModelPath(s.model, process.env.HOME ?? process.env.USERPROFILE ?? '', folder, path.join, path.isAbsolute);
-    if (!resolved) throw new HostRequestError(vscode.l10n.t('No model is selected. Run "Reason Segment: Select Model" or "Reason Segment: Add Model".'));
+    if (!resolved) throw new HostRequestError(vscode.l10n.t('No model is selected. Run "Reason Segment: Select Model" or "Reason Segment: Add Model".'), false, RpcErrorCode.ModelNotLoaded);
     const abs = path.resolve(resolved);
     if (!vscode.workspace.isTrusted) {
       for (const f of vscode.workspace.workspaceFolders ?? []) {

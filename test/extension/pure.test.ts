@@ -111,6 +111,17 @@ describe('extension: manifest and translations', () => {
   const bundle = JSON.parse(readFileSync(path.join(ROOT, 'l10n/bundle.l10n.zh-cn.json'), 'utf8'));
   const sources = readdirSync(path.join(ROOT, 'src/extension')).filter((f) => f.endsWith('.ts')).map((f) => readFileSync(path.join(ROOT, 'src/extension', f), 'utf8'));
 
+  it('the view is not named like VS Code\'s own Chat, and the image preview\'s title button has a text label', () => {
+    for (const t of [nls, zh]) assert.ok(!/^(chat|对话|聊天)$/i.test(t['view.chat'].trim()), t['view.chat']);
+    const titleButtons = pkg.contributes.menus['editor/title'] as { command: string }[];
+    assert.ok(titleButtons.length > 0);
+    for (const b of titleButtons) {
+      const c = (pkg.contributes.commands as { command: string; icon?: string; title: string }[]).find((x) => x.command === b.command)!;
+      assert.equal(c.icon, undefined, `${b.command} would show as an unlabelled icon in the editor title bar`);
+      assert.ok(nls[c.title.slice(1, -1)], c.title);
+    }
+  });
+
   it('every %key% of package.json has English and Chinese text', () => {
     const keys = [...JSON.stringify(pkg).matchAll(/"%([\w.]+)%"/g)].map((m) => m[1]);
     assert.ok(keys.length > 30);
