@@ -1,0 +1,41 @@
+"""train:tiny's pieces: LISA's losses reach every part LISA's inference uses, and the targets line up with the mask
+decoder's grid."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from lisa_export import train
+
+
+def test_one_step_trains_every_part_that_inference_uses(tmp_path):
+    scenes = train.make_scenes(3, 2, log=lambda *_: None)
+    from lisa_export.tokenizer import load_slow_tokenizer
+
+    tok = load_slow_tokenizer(train.train_tokenizer(tmp_path / "tok", 3, scenes))
+    train.tokenize_examples(tok, scenes)
+    lisa, _, _ = train.build_model(3, len(tok))
+    lisa.train()
+    loss, m = train.step_loss(lisa, scenes, tok.convert_tokens_to_ids("[SEG]"), [0, 1])
+    loss.backward()
+    assert all(np.isfinite(v) for v in m.values()) and m["ce"] > 0 and m["bce"] > 0 and m["dice"] > 0
+    # not used by LISA's inference, so no gradient: CLIP's last layer and post-norm (hidden_states[-2] is read), the
+    # IoU head and the multimask tokens (multimask_output=False), the prompt encoder's point and mask inputs
+    unused = ("clip.vision_model.encoder.layers.2.", "clip.vision_model.post_layernorm", "iou_prediction_head",
+              "iou_token", "output_hypernetworks_mlps.1.", "output_hypernetworks_mlps.2.",
+              "output_hypernetworks_mlps.3.", "prompt_encoder.point_embeddings", "prompt_encoder.not_a_point_embed",
+              "prompt_encoder.mask_downscaling", "mask_tokens")
+    for name, p in lisa.named_parameters():
+        if any(u in name for u in unused):
+            continue
+        assert p.grad is not None and float(p.grad.abs().sum()) > 0, f"{name} gets no gradient"
+
+
+def test_low_res_target_lines_up_with_the_padded_1024_square():
+    m = np.zeros((300, 600), np.uint8)
+    m[:, 300:] = 1  # right half of a 2:1 image
+    t = train.low_res_target(m, (512, 1024))  # ResizeLongestSide: 300x600 -> 512x1024
+    assert t.shape == (256, 256)
+    assert float(t[:128, 129:].min()) == 1.0 and float(t[:128, :127].max()) == 0.0  # column 128: the resized edge
+    assert float(t[128:].max()) == 0.0  # the padding below the image
+    assert torch.isclose(t.sum(), torch.tensor(128 * 128.0), atol=64)
