@@ -8,6 +8,7 @@ parameters, exports it with the project's exporter, and times the reference runn
 Timing covers what one request costs the reference: pre-processing, both image encoders, greedy decoding and the
 mask decoder, with torch on 2 threads (the machine's cores; ONNX Runtime uses the same number).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,13 @@ from pathlib import Path
 
 import torch
 
-LLM = {"hidden_size": 2048, "num_hidden_layers": 20, "intermediate_size": 5504, "num_attention_heads": 16,
-       "num_key_value_heads": 16}
+LLM = {
+    "hidden_size": 2048,
+    "num_hidden_layers": 20,
+    "intermediate_size": 5504,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 16,
+}
 
 
 def build(root: Path, weights: str = "float32") -> dict:
@@ -37,9 +43,28 @@ def build(root: Path, weights: str = "float32") -> dict:
     bundle = root / ("bundle" if weights == "float32" else f"bundle-{weights}")
     manifest = bundle / "lisa.manifest.json"
     # re-export a bundle made before the decoder had its new_key_values outputs (the host's fast KV path needs them)
-    if not manifest.exists() or "new_key_values.0.key" not in json.loads(manifest.read_text())["graphs"]["decoder"]["outputs"]:
-        subprocess.run([sys.executable, "-m", "lisa_export", "export", "--checkpoint", info["checkpoint"], "--clip",
-                        info["clip"], "--out", str(bundle), "--weights", weights, "--force"], check=True)
+    if (
+        not manifest.exists()
+        or "new_key_values.0.key" not in json.loads(manifest.read_text())["graphs"]["decoder"]["outputs"]
+    ):
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "lisa_export",
+                "export",
+                "--checkpoint",
+                info["checkpoint"],
+                "--clip",
+                info["clip"],
+                "--out",
+                str(bundle),
+                "--weights",
+                weights,
+                "--force",
+            ],
+            check=True,
+        )
     info[f"bundle-{weights}"] = str(bundle)
     done.write_text(json.dumps(info))
     return {**info, "bundle": str(bundle)}
@@ -71,9 +96,16 @@ def time_reference(info: dict, image: str, prompt: str, new_tokens: int, w8a8_bu
     request(True, 2)  # warm-up: first-call allocations and thread pools
     cached_s, out_ids = request(True, new_tokens)
     no_cache_s, no_cache_ids = request(False, new_tokens)
-    result = {"cached_s": cached_s, "no_cache_s": no_cache_s, "no_cache_output_ids": no_cache_ids,
-              "new_tokens": new_tokens, "output_ids": out_ids, "prompt_tokens": len(ids) - 1 + 256,
-              "llm_parameters": params, "torch_threads": torch.get_num_threads()}
+    result = {
+        "cached_s": cached_s,
+        "no_cache_s": no_cache_s,
+        "no_cache_output_ids": no_cache_ids,
+        "new_tokens": new_tokens,
+        "output_ids": out_ids,
+        "prompt_tokens": len(ids) - 1 + 256,
+        "llm_parameters": params,
+        "torch_threads": torch.get_num_threads(),
+    }
     if w8a8_bundle:
         # torch's own int8 path for the like-for-like comparison with our w8a8 bundle: every Linear of the LLM
         # (lm_head included) with int8 weights per channel and activations quantised at run time (fbgemm)
@@ -108,7 +140,11 @@ def main() -> int:
     if a.command == "build":
         print(json.dumps(info))
     else:
-        print(json.dumps(time_reference(info, a.image, a.prompt, a.new_tokens, build(root, "w8a8")["bundle"] if a.w8a8 else None)))
+        print(
+            json.dumps(
+                time_reference(info, a.image, a.prompt, a.new_tokens, build(root, "w8a8")["bundle"] if a.w8a8 else None)
+            )
+        )
     return 0
 
 

@@ -34,30 +34,41 @@ md = nbformat.v4.new_markdown_cell
 code = nbformat.v4.new_code_cell
 
 CELLS = [
-    md("# Reason Segment in a notebook\n\n"
-       "`%%segment IMAGE` runs LISA reasoning segmentation on an image with the instruction in the cell body. "
-       "The answer streams into the cell, then the result shows with the Reason Segment renderer (or, without it, "
-       "as a PNG overlay and text). See `docs/jupyter.md`.\n\n"
-       "The photograph is scikit-image's *Chelsea*, downscaled. This notebook runs the repository's *tiny random-weight* test model, so the words are noise; "
-       "`--assistant-prefix` makes its answer start with `[SEG]` tokens so that it produces masks "
-       "(a real LISA model writes `[SEG]` by itself)."),
-    code("%load_ext reason_segment\n"
-         f"%segment_config --model {BUNDLE} --device cpu"),
-    code(f"%%segment {IMAGE} --assistant-prefix 'Sure, [SEG] and [SEG].' --max-new-tokens 16 --out cat\n"
-         "Segment the cat's face and the cat's ears."),
-    md("A follow-up continues the conversation on the same image; the host's embedding cache means neither image "
-       "encoder runs again."),
+    md(
+        "# Reason Segment in a notebook\n\n"
+        "`%%segment IMAGE` runs LISA reasoning segmentation on an image with the instruction in the cell body. "
+        "The answer streams into the cell, then the result shows with the Reason Segment renderer (or, without it, "
+        "as a PNG overlay and text). See `docs/jupyter.md`.\n\n"
+        "The photograph is scikit-image's *Chelsea*, downscaled. This notebook runs the repository's *tiny random-weight* test model, so the words are noise; "
+        "`--assistant-prefix` makes its answer start with `[SEG]` tokens so that it produces masks "
+        "(a real LISA model writes `[SEG]` by itself)."
+    ),
+    code(f"%load_ext reason_segment\n%segment_config --model {BUNDLE} --device cpu"),
+    code(
+        f"%%segment {IMAGE} --assistant-prefix 'Sure, [SEG] and [SEG].' --max-new-tokens 16 --out cat\n"
+        "Segment the cat's face and the cat's ears."
+    ),
+    md(
+        "A follow-up continues the conversation on the same image; the host's embedding cache means neither image "
+        "encoder runs again."
+    ),
     code("%%segment_followup --max-new-tokens 16\nWhich of the two is larger?"),
-    code("counters = %segment_status\n"
-         "{k: counters['counters'][k] for k in ('visionEncoderRuns', 'samEncoderRuns', 'cacheHits', 'requests')}"),
-    md("The result object holds the masks as numpy boolean arrays (height x width), their COCO RLE, boxes and "
-       "areas, and the raw payload."),
-    code("import numpy as np\n"
-         "face, ears = cat.masks\n"
-         "print(cat.image_size, face.dtype, face.shape)\n"
-         "print('pixels per mask:', [int(m.sum()) for m in cat.masks])\n"
-         "print('overlap of the two masks:', int(np.logical_and(face, ears).sum()))\n"
-         "print('boxes (x, y, w, h):', cat.boxes)"),
+    code(
+        "counters = %segment_status\n"
+        "{k: counters['counters'][k] for k in ('visionEncoderRuns', 'samEncoderRuns', 'cacheHits', 'requests')}"
+    ),
+    md(
+        "The result object holds the masks as numpy boolean arrays (height x width), their COCO RLE, boxes and "
+        "areas, and the raw payload."
+    ),
+    code(
+        "import numpy as np\n"
+        "face, ears = cat.masks\n"
+        "print(cat.image_size, face.dtype, face.shape)\n"
+        "print('pixels per mask:', [int(m.sum()) for m in cat.masks])\n"
+        "print('overlap of the two masks:', int(np.logical_and(face, ears).sum()))\n"
+        "print('boxes (x, y, w, h):', cat.boxes)"
+    ),
 ]
 
 
@@ -65,9 +76,19 @@ def main() -> int:
     if not os.path.isfile(SERVER_JS):
         print(f"{SERVER_JS} is missing: build the host first (npx tsc -p .)", file=sys.stderr)
         return 1
-    subprocess.run(["node", "-e", "require('sharp')(process.argv[1]).resize(+process.argv[3])"
-                    ".jpeg({quality: 85}).toFile(process.argv[2]).catch((e) => { console.error(e); process.exit(1); })",
-                    SOURCE_IMAGE, os.path.join(HERE, IMAGE), str(IMAGE_WIDTH)], cwd=REPO, check=True)
+    subprocess.run(
+        [
+            "node",
+            "-e",
+            "require('sharp')(process.argv[1]).resize(+process.argv[3])"
+            ".jpeg({quality: 85}).toFile(process.argv[2]).catch((e) => { console.error(e); process.exit(1); })",
+            SOURCE_IMAGE,
+            os.path.join(HERE, IMAGE),
+            str(IMAGE_WIDTH),
+        ],
+        cwd=REPO,
+        check=True,
+    )
     nb = nbformat.v4.new_notebook(cells=CELLS)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
@@ -79,8 +100,9 @@ def main() -> int:
     os.environ.clear()
     os.environ.update(env)  # the kernel inherits this process's environment
     try:
-        NotebookClient(nb, timeout=300, kernel_name="python3", record_timing=False,
-                       resources={"metadata": {"path": HERE}}).execute()
+        NotebookClient(
+            nb, timeout=300, kernel_name="python3", record_timing=False, resources={"metadata": {"path": HERE}}
+        ).execute()
     finally:
         os.environ.clear()
         os.environ.update(old_env)

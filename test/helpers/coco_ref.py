@@ -12,6 +12,7 @@ Cases:
       -> {"mask", "counts", "area", "bbox"}: a real photograph from scikit-image's data folder, resized with
          Pillow to w x h, one channel (or luminance) thresholded; real object-like shapes at photo size.
 """
+
 import base64
 import json
 import os

@@ -1,5 +1,6 @@
 """Writes test/fixtures/images/: real photographs (scikit-image's samples) in the forms the host must decode, and
 hostile files. Run: models/export/venv run test/helpers/make_image_fixtures.py  (deterministic; outputs committed)."""
+
 import io
 import os
 import struct
@@ -22,8 +23,12 @@ def write_png16_rgb(path: str, arr: np.ndarray) -> None:
     raw = b"".join(b"\x00" + arr[y].astype(">u2").tobytes() for y in range(h))
     ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
     with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(raw, 9))
-                + png_chunk(b"IEND", b""))
+        f.write(
+            b"\x89PNG\r\n\x1a\n"
+            + png_chunk(b"IHDR", ihdr)
+            + png_chunk(b"IDAT", zlib.compress(raw, 9))
+            + png_chunk(b"IEND", b"")
+        )
 
 
 def s15f16(v: float) -> bytes:
@@ -33,6 +38,7 @@ def s15f16(v: float) -> bytes:
 def icc_profile(name: str, colorants: list[tuple[float, float, float]], trc: bytes) -> bytes:
     """A minimal ICC v2 RGB display profile (matrix/TRC), as cameras embed: colorants are the D50-adapted XYZ of the
     primaries, ``trc`` a curveType body shared by the three channels."""
+
     def xyz(v):
         return b"XYZ \0\0\0\0" + b"".join(s15f16(c) for c in v)
 
@@ -41,19 +47,34 @@ def icc_profile(name: str, colorants: list[tuple[float, float, float]], trc: byt
         (b"desc", b"desc\0\0\0\0" + struct.pack(">I", len(desc)) + desc + b"\0" * 12 + b"\0" * 67),
         (b"cprt", b"text\0\0\0\0" + b"No copyright, test fixture\0"),
         (b"wtpt", xyz((0.9642, 1.0, 0.8249))),
-        (b"rXYZ", xyz(colorants[0])), (b"gXYZ", xyz(colorants[1])), (b"bXYZ", xyz(colorants[2])),
-        (b"rTRC", trc), (b"gTRC", trc), (b"bTRC", trc),
+        (b"rXYZ", xyz(colorants[0])),
+        (b"gXYZ", xyz(colorants[1])),
+        (b"bXYZ", xyz(colorants[2])),
+        (b"rTRC", trc),
+        (b"gTRC", trc),
+        (b"bTRC", trc),
     ]
     table, body, offset, seen = b"", b"", 128 + 4 + 12 * len(tags), {}
-    for sig, data in tags:
-        if data not in seen:  # the three TRCs share one body, as real profiles do
-            seen[data] = offset + len(body)
-            body += data + b"\0" * (-len(data) % 4)
-        table += sig + struct.pack(">II", seen[data], len(data))
+    for sig, tag in tags:
+        if tag not in seen:  # the three TRCs share one body, as real profiles do
+            seen[tag] = offset + len(body)
+            body += tag + b"\0" * (-len(tag) % 4)
+        table += sig + struct.pack(">II", seen[tag], len(tag))
     size = 128 + 4 + len(table) + len(body)
-    header = (struct.pack(">I", size) + b"\0\0\0\0" + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ "
-              + struct.pack(">6H", 2024, 1, 1, 0, 0, 0) + b"acsp" + b"\0" * 24 + struct.pack(">I", 0)
-              + s15f16(0.9642) + s15f16(1.0) + s15f16(0.8249) + b"\0" * 48)
+    header = (
+        struct.pack(">I", size)
+        + b"\0\0\0\0"
+        + struct.pack(">I", 0x02100000)
+        + b"mntrRGB XYZ "
+        + struct.pack(">6H", 2024, 1, 1, 0, 0, 0)
+        + b"acsp"
+        + b"\0" * 24
+        + struct.pack(">I", 0)
+        + s15f16(0.9642)
+        + s15f16(1.0)
+        + s15f16(0.8249)
+        + b"\0" * 48
+    )
     assert len(header) == 128
     return header + struct.pack(">I", len(tags)) + table + body
 
@@ -69,21 +90,27 @@ def srgb_curve(n: int = 1024) -> bytes:
 
 
 # Adobe RGB (1998): gamma 563/256; Display P3: the sRGB curve. Colorants D50-adapted, as in the published profiles.
-ADOBE_RGB = icc_profile("Adobe RGB (1998) test profile", [(0.60974, 0.31111, 0.01947), (0.20528, 0.62567, 0.06087),
-                                                          (0.14919, 0.06322, 0.74457)], gamma_curve(563 / 256))
-DISPLAY_P3 = icc_profile("Display P3 test profile", [(0.515121, 0.241196, -0.001053), (0.291977, 0.692245, 0.041885),
-                                                     (0.157104, 0.066574, 0.784073)], srgb_curve())
+ADOBE_RGB = icc_profile(
+    "Adobe RGB (1998) test profile",
+    [(0.60974, 0.31111, 0.01947), (0.20528, 0.62567, 0.06087), (0.14919, 0.06322, 0.74457)],
+    gamma_curve(563 / 256),
+)
+DISPLAY_P3 = icc_profile(
+    "Display P3 test profile",
+    [(0.515121, 0.241196, -0.001053), (0.291977, 0.692245, 0.041885), (0.157104, 0.066574, 0.784073)],
+    srgb_curve(),
+)
 
 
 def strip_adobe_marker(jpeg: bytes) -> bytes:
     """The JPEG without its APP14 'Adobe' segment (some writers omit it; then CMYK is stored uninverted)."""
     out, i = jpeg[:2], 2
     while i < len(jpeg):
-        marker, length = jpeg[i:i + 2], struct.unpack(">H", jpeg[i + 2:i + 4])[0]
+        marker, length = jpeg[i : i + 2], struct.unpack(">H", jpeg[i + 2 : i + 4])[0]
         if marker == b"\xff\xda":  # start of scan: the rest is entropy-coded data
             return out + jpeg[i:]
-        if not (marker == b"\xff\xee" and jpeg[i + 4:i + 9] == b"Adobe"):
-            out += jpeg[i:i + 2 + length]
+        if not (marker == b"\xff\xee" and jpeg[i + 4 : i + 9] == b"Adobe"):
+            out += jpeg[i : i + 2 + length]
         i += 2 + length
     raise ValueError("no start of scan")
 
@@ -114,8 +141,11 @@ def main() -> None:
     rgba.save(f"{OUT}/chelsea-rgba.png", optimize=True)
 
     # EXIF orientation: the stored pixels are rotated so that the upright photo appears after orientation is applied
-    for orientation, method in ((6, Image.Transpose.ROTATE_90), (3, Image.Transpose.ROTATE_180),
-                                (8, Image.Transpose.ROTATE_270)):
+    for orientation, method in (
+        (6, Image.Transpose.ROTATE_90),
+        (3, Image.Transpose.ROTATE_180),
+        (8, Image.Transpose.ROTATE_270),
+    ):
         exif = Image.Exif()
         exif[0x0112] = orientation
         coffee.transpose(method).save(f"{OUT}/coffee-exif{orientation}.jpg", quality=92, exif=exif.tobytes())
@@ -141,7 +171,11 @@ def main() -> None:
     # palette (with and without transparency), grey + alpha
     pal = chelsea.quantize(colors=200, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     pal.save(f"{OUT}/chelsea-palette.png", optimize=False)
-    pal.save(f"{OUT}/chelsea-palette-trns.png", optimize=False, transparency=bytes(0 if i % 7 == 0 else 255 for i in range(200)))
+    pal.save(
+        f"{OUT}/chelsea-palette-trns.png",
+        optimize=False,
+        transparency=bytes(0 if i % 7 == 0 else 255 for i in range(200)),
+    )
     la = camera.convert("LA")
     la.putalpha(Image.fromarray(np.tile(np.linspace(0, 255, camera.width).astype(np.uint8), (camera.height, 1))))
     la.resize((256, 256), Image.BICUBIC).save(f"{OUT}/camera-gray-alpha.png", optimize=True)
@@ -168,8 +202,7 @@ def main() -> None:
     # animated GIF and WebP: the first frame is the one that counts
     frames = [chelsea.crop((0, 0, 200, 150)), chelsea.crop((200, 100, 400, 250)), coffee.crop((0, 0, 200, 150))]
     frames[0].save(f"{OUT}/animated.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
-    frames[0].save(f"{OUT}/animated.webp", save_all=True, append_images=frames[1:], duration=100, loop=0,
-                   lossless=True)
+    frames[0].save(f"{OUT}/animated.webp", save_all=True, append_images=frames[1:], duration=100, loop=0, lossless=True)
 
     # BMP (sharp has no BMP loader; the host reads plain BMP itself)
     chelsea.crop((0, 0, 151, 101)).save(f"{OUT}/chelsea.bmp")

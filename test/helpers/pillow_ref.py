@@ -12,6 +12,7 @@ ops:
   clip    {in, w, h, spec, out, out_u8}   transformers CLIPImageProcessor steps in numpy on Pillow's resize
   sam     {in, w, h, spec, out, out_u8, meta}  segment_anything ResizeLongestSide + Sam.preprocess in numpy
 """
+
 import json
 import sys
 
@@ -52,8 +53,9 @@ def op_cv2(job):
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     rgb.tofile(job["out"])
     with open(job["meta"], "w") as f:
-        json.dump({"w": rgb.shape[1], "h": rgb.shape[0], "versions": f"OpenCV {cv2.__version__}, Pillow {PIL.__version__}"},
-                  f)
+        json.dump(
+            {"w": rgb.shape[1], "h": rgb.shape[0], "versions": f"OpenCV {cv2.__version__}, Pillow {PIL.__version__}"}, f
+        )
 
 
 def op_clip(job):
@@ -69,7 +71,7 @@ def op_clip(job):
     a = np.asarray(im)
     ch, cw = spec["crop"]
     top, left = (nh - ch) // 2, (nw - cw) // 2
-    a = a[top:top + ch, left:left + cw]
+    a = a[top : top + ch, left : left + cw]
     a.tofile(job["out_u8"])
     x = (a * spec["rescale"]).astype(np.float32)
     x = (x - np.array(spec["mean"], dtype=np.float32)) / np.array(spec["std"], dtype=np.float32)

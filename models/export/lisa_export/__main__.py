@@ -1,6 +1,7 @@
 """python -m lisa_export export --checkpoint DIR --clip DIR --out BUNDLE [--layout 7b|13b] [--weights ...]
 python -m lisa_export reference --checkpoint DIR --clip DIR --image FILE --prompt TEXT [--history F.json]
                                 [--assistant-prefix TEXT] [--max-new-tokens N] --json"""
+
 from __future__ import annotations
 
 import argparse
@@ -17,19 +18,28 @@ def main(argv=None) -> int:
     e.add_argument("--clip", required=True, help="CLIP ViT-L/14 folder (or hub id openai/clip-vit-large-patch14)")
     e.add_argument("--out", required=True, type=Path, help="bundle folder to write")
     e.add_argument("--layout", choices=["7b", "13b"], help="check the tokenizer has this layout (default: detect)")
-    e.add_argument("--weights", choices=["float32", "int8", "int4", "w8a8"], default="float32",
-                   help="language-model weights: int8/int4 weight-only MatMulNBits (block 32); w8a8 int8 weights and "
-                        "activations (DynamicQuantizeMatMul, fastest on CPUs with VNNI/AMX); SAM and CLIP stay fp32")
+    e.add_argument(
+        "--weights",
+        choices=["float32", "int8", "int4", "w8a8"],
+        default="float32",
+        help="language-model weights: int8/int4 weight-only MatMulNBits (block 32); w8a8 int8 weights and "
+        "activations (DynamicQuantizeMatMul, fastest on CPUs with VNNI/AMX); SAM and CLIP stay fp32",
+    )
     e.add_argument("--variant", help="variant name for the manifest (default: from the layout)")
     e.add_argument("--force", action="store_true", help="replace an existing bundle folder")
-    r = sub.add_parser("reference", help="run the PyTorch reference (LISA's decode, pre-processing, prompt and greedy "
-                                         "decoding) on a checkpoint and print the result JSON of `reason-segment "
-                                         "segment --json`")
+    r = sub.add_parser(
+        "reference",
+        help="run the PyTorch reference (LISA's decode, pre-processing, prompt and greedy "
+        "decoding) on a checkpoint and print the result JSON of `reason-segment "
+        "segment --json`",
+    )
     r.add_argument("--checkpoint", required=True, help="LISA checkpoint folder")
     r.add_argument("--clip", required=True, help="CLIP ViT-L/14 folder")
     r.add_argument("--image", required=True, type=Path)
     r.add_argument("--prompt", required=True)
-    r.add_argument("--history", type=Path, help='JSON array of {"user", "assistant"} objects or [user, assistant] pairs')
+    r.add_argument(
+        "--history", type=Path, help='JSON array of {"user", "assistant"} objects or [user, assistant] pairs'
+    )
     r.add_argument("--assistant-prefix", default="", help="text forced at the start of the answer")
     r.add_argument("--max-new-tokens", type=int, default=512)
     r.add_argument("--json", action="store_true", required=True, help="print the result JSON (the only output form)")
@@ -45,8 +55,16 @@ def main(argv=None) -> int:
     try:
         from .export import export_bundle
 
-        export_bundle(a.checkpoint, a.clip, a.out, layout=a.layout, weights=a.weights, variant=a.variant,
-                      force=a.force, log=lambda m: print(m, file=sys.stderr))
+        export_bundle(
+            a.checkpoint,
+            a.clip,
+            a.out,
+            layout=a.layout,
+            weights=a.weights,
+            variant=a.variant,
+            force=a.force,
+            log=lambda m: print(m, file=sys.stderr),
+        )
     except (CheckpointError, HubUnreachable, FileExistsError) as err:
         print(f"lisa_export: {err}", file=sys.stderr)
         return 1
@@ -57,10 +75,15 @@ def read_history(path: Path | None) -> list[tuple[str, str]]:
     if path is None:
         return []
     raw = json.loads(path.read_text(encoding="utf-8"))
-    turns = [(t["user"], t["assistant"]) if isinstance(t, dict) else tuple(t) for t in raw] if isinstance(raw, list) else None
+    turns = (
+        [(t["user"], t["assistant"]) if isinstance(t, dict) else tuple(t) for t in raw]
+        if isinstance(raw, list)
+        else None
+    )
     if turns is None or not all(len(t) == 2 and all(isinstance(x, str) for x in t) for t in turns):
-        raise ValueError(f'--history {path} must be a JSON array of {{"user", "assistant"}} objects or '
-                         "[user, assistant] pairs")
+        raise ValueError(
+            f'--history {path} must be a JSON array of {{"user", "assistant"}} objects or [user, assistant] pairs'
+        )
     return turns
 
 
@@ -78,9 +101,17 @@ def reference(a) -> int:
     layout = detect_layout(tokenizer)
     lisa, folder = load_lisa(folder, a.clip, layout=layout, tokenizer_len=len(tokenizer))
     torch.manual_seed(0)
-    result = segment_result(lisa, tokenizer, token_spec(tokenizer, layout), a.image, a.prompt, history,
-                            a.assistant_prefix, a.max_new_tokens,
-                            model={"variant": f"pytorch-reference ({layout})", "bundle": str(a.checkpoint)})
+    result = segment_result(
+        lisa,
+        tokenizer,
+        token_spec(tokenizer, layout),
+        a.image,
+        a.prompt,
+        history,
+        a.assistant_prefix,
+        a.max_new_tokens,
+        model={"variant": f"pytorch-reference ({layout})", "bundle": str(a.checkpoint)},
+    )
     print(json.dumps(result, ensure_ascii=False))
     return 0
 

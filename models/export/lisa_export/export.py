@@ -3,19 +3,19 @@
 The bundle is built in a hidden sibling folder and renamed into place only at the very end, so a failed export never
 leaves anything that looks like a bundle.
 """
+
 from __future__ import annotations
 
 import contextlib
 import gc
 import hashlib
-import io
 import json
 import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import onnx
@@ -28,8 +28,10 @@ from .model import LAYOUT_ADDED_TOKENS, LAYOUT_VARIANT, CheckpointError, Lisa, l
 OPSET = 17
 MANIFEST = "lisa.manifest.json"
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "bundle.schema.json"
-SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, "
-          "detailed, and polite answers to the human's questions.")
+SYSTEM = (
+    "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, "
+    "detailed, and polite answers to the human's questions."
+)
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 SAM_MEAN = [123.675, 116.28, 103.53]
@@ -59,6 +61,7 @@ def write_json(path: Path, obj) -> None:
 # Tokenizer and layout
 # ---------------------------------------------------------------------------------------------------------------------
 
+
 def detect_layout(tokenizer) -> str:
     added = {tok: i for tok, i in tokenizer.get_added_vocab().items()}
     for layout, toks in LAYOUT_ADDED_TOKENS.items():
@@ -66,8 +69,10 @@ def detect_layout(tokenizer) -> str:
             order = sorted(toks, key=lambda t: added[t])
             if order == toks:
                 return layout
-    raise CheckpointError(f"the tokenizer's added tokens {sorted(added, key=added.get)} match neither layout: 7b "
-                          f"expects {LAYOUT_ADDED_TOKENS['7b']}, 13b expects {LAYOUT_ADDED_TOKENS['13b']}")
+    raise CheckpointError(
+        f"the tokenizer's added tokens {sorted(added, key=added.get)} match neither layout: 7b "
+        f"expects {LAYOUT_ADDED_TOKENS['7b']}, 13b expects {LAYOUT_ADDED_TOKENS['13b']}"
+    )
 
 
 def check_layout(tokenizer, layout: str) -> dict[str, int]:
@@ -85,9 +90,18 @@ def token_spec(tokenizer, layout: str) -> dict:
     seg = tokenizer("[SEG]", add_special_tokens=False).input_ids[0]  # as chat.py: never hard-coded
     if seg != ids["[SEG]"]:
         raise CheckpointError(f"tokenizing '[SEG]' gives {seg}; expected the added token id {ids['[SEG]']}")
-    spec = {"bos": 1, "eos": 2, "unk": 0, "pad": 0, "seg": seg, "im_start": ids["<im_start>"],
-            "im_end": ids["<im_end>"], "image_placeholder": -200, "num_image_tokens": 256,
-            "mask_attention_for_ids": [0]}
+    spec = {
+        "bos": 1,
+        "eos": 2,
+        "unk": 0,
+        "pad": 0,
+        "seg": seg,
+        "im_start": ids["<im_start>"],
+        "im_end": ids["<im_end>"],
+        "image_placeholder": -200,
+        "num_image_tokens": 256,
+        "mask_attention_for_ids": [0],
+    }
     if "<im_patch>" in ids:
         spec["im_patch"] = ids["<im_patch>"]
     return spec
@@ -96,6 +110,7 @@ def token_spec(tokenizer, layout: str) -> dict:
 # ---------------------------------------------------------------------------------------------------------------------
 # ONNX export helpers
 # ---------------------------------------------------------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def _quiet():
@@ -109,9 +124,18 @@ def _torch_export(module, args, path: Path, input_names, output_names, dynamic_a
     pre-transposed into MatMul initializers (what ONNX Runtime's weight-only quantisers look for)."""
     module.eval()
     with torch.no_grad(), _quiet():
-        torch.onnx.export(module, tuple(args), str(path), input_names=list(input_names),
-                          output_names=list(output_names), dynamic_axes=dynamic_axes, opset_version=OPSET,
-                          do_constant_folding=True, dynamo=False, external_data=True)
+        torch.onnx.export(
+            module,
+            tuple(args),
+            str(path),
+            input_names=list(input_names),
+            output_names=list(output_names),
+            dynamic_axes=dynamic_axes,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+            external_data=True,
+        )
 
 
 def externalize(onnx_path: Path, data_name: str) -> None:
@@ -170,8 +194,7 @@ def _graph_io(model_path: Path) -> tuple[dict, dict]:
         return {"dtype": names[vi.type.tensor_type.elem_type], "shape": dims}
 
     inits = {i.name for i in m.graph.initializer}
-    return ({i.name: spec(i) for i in m.graph.input if i.name not in inits},
-            {o.name: spec(o) for o in m.graph.output})
+    return ({i.name: spec(i) for i in m.graph.input if i.name not in inits}, {o.name: spec(o) for o in m.graph.output})
 
 
 def contract_shapes(lisa: Lisa) -> dict[str, dict[str, list]]:
@@ -181,8 +204,13 @@ def contract_shapes(lisa: Lisa) -> dict[str, dict[str, list]]:
     KV = cfg.num_key_value_heads
     D = getattr(cfg, "head_dim", None) or H // cfg.num_attention_heads
     C = lisa.sam_dims.out_chans
-    dec = {"inputs_embeds": [1, "S", H], "attention_mask": [1, "P+S"], "position_ids": [1, "S"],
-           "logits": [1, "S", V], "last_hidden_state": [1, "S", H]}
+    dec = {
+        "inputs_embeds": [1, "S", H],
+        "attention_mask": [1, "P+S"],
+        "position_ids": [1, "S"],
+        "logits": [1, "S", V],
+        "last_hidden_state": [1, "S", H],
+    }
     for i in range(L):
         for kv in ("key", "value"):
             dec[f"past_key_values.{i}.{kv}"] = [1, KV, "P", D]
@@ -194,9 +222,15 @@ def contract_shapes(lisa: Lisa) -> dict[str, dict[str, list]]:
         "decoder": dec,
         "seg_projector": {"seg_hidden": ["N", H], "seg_embeddings": ["N", C]},
         "sam_image_encoder": {"pixel_values": [1, 3, 1024, 1024], "image_embeddings": [1, C, 64, 64]},
-        "sam_mask_decoder": {"image_embeddings": [1, C, 64, 64], "seg_embeddings": ["N", C], "resize_size": [2],
-                             "orig_size": [2], "masks": ["N", 1, "h", "w"], "iou_predictions": ["N", 1],
-                             "low_res_masks": ["N", 1, 256, 256]},
+        "sam_mask_decoder": {
+            "image_embeddings": [1, C, 64, 64],
+            "seg_embeddings": ["N", C],
+            "resize_size": [2],
+            "orig_size": [2],
+            "masks": ["N", 1, "h", "w"],
+            "iou_predictions": ["N", 1],
+            "low_res_masks": ["N", 1, 256, 256],
+        },
     }
 
 
@@ -241,18 +275,35 @@ def export_graphs(lisa: Lisa, onnx_dir: Path, log=print) -> None:
     g = torch.Generator().manual_seed(0)
 
     log("export vision_encoder")
-    _torch_export(VisionEncoder(lisa), [torch.randn(1, 3, 224, 224, generator=g)], onnx_dir / "vision_encoder.onnx",
-                  ["pixel_values"], ["image_features"], None)
+    _torch_export(
+        VisionEncoder(lisa),
+        [torch.randn(1, 3, 224, 224, generator=g)],
+        onnx_dir / "vision_encoder.onnx",
+        ["pixel_values"],
+        ["image_features"],
+        None,
+    )
     log("export embed_tokens")
-    _torch_export(EmbedTokens(lisa), [torch.tensor([[1, 2, 3]], dtype=torch.int64)], onnx_dir / "embed_tokens.onnx",
-                  ["input_ids"], ["inputs_embeds"], {"input_ids": {1: "S"}, "inputs_embeds": {1: "S"}})
+    _torch_export(
+        EmbedTokens(lisa),
+        [torch.tensor([[1, 2, 3]], dtype=torch.int64)],
+        onnx_dir / "embed_tokens.onnx",
+        ["input_ids"],
+        ["inputs_embeds"],
+        {"input_ids": {1: "S"}, "inputs_embeds": {1: "S"}},
+    )
     log("export decoder")
     S, P = 3, 2
     past = []
     names_in = ["inputs_embeds", "attention_mask", "position_ids"]
     names_out = ["logits", "last_hidden_state"]
-    dyn = {"inputs_embeds": {1: "S"}, "attention_mask": {1: "P+S"}, "position_ids": {1: "S"},
-           "logits": {1: "S"}, "last_hidden_state": {1: "S"}}
+    dyn = {
+        "inputs_embeds": {1: "S"},
+        "attention_mask": {1: "P+S"},
+        "position_ids": {1: "S"},
+        "logits": {1: "S"},
+        "last_hidden_state": {1: "S"},
+    }
     for i in range(L):
         for kv in ("key", "value"):
             past.append(torch.zeros(1, KV, P, D))
@@ -265,29 +316,64 @@ def export_graphs(lisa: Lisa, onnx_dir: Path, log=print) -> None:
             names_out.append(f"new_key_values.{i}.{kv}")
             dyn[f"new_key_values.{i}.{kv}"] = {2: "S"}
     dec_path = onnx_dir / "decoder.onnx"
-    _torch_export(Decoder(lisa), [torch.randn(1, S, H, generator=g), torch.ones(1, P + S, dtype=torch.int64),
-                                  torch.arange(P, P + S).unsqueeze(0), *past], dec_path, names_in, names_out, dyn)
+    _torch_export(
+        Decoder(lisa),
+        [
+            torch.randn(1, S, H, generator=g),
+            torch.ones(1, P + S, dtype=torch.int64),
+            torch.arange(P, P + S).unsqueeze(0),
+            *past,
+        ],
+        dec_path,
+        names_in,
+        names_out,
+        dyn,
+    )
     externalize(dec_path, "decoder.onnx_data")
     gc.collect()
     log("export seg_projector")
-    _torch_export(SegProjector(lisa), [torch.randn(2, H, generator=g)], onnx_dir / "seg_projector.onnx",
-                  ["seg_hidden"], ["seg_embeddings"], {"seg_hidden": {0: "N"}, "seg_embeddings": {0: "N"}})
+    _torch_export(
+        SegProjector(lisa),
+        [torch.randn(2, H, generator=g)],
+        onnx_dir / "seg_projector.onnx",
+        ["seg_hidden"],
+        ["seg_embeddings"],
+        {"seg_hidden": {0: "N"}, "seg_embeddings": {0: "N"}},
+    )
     log("export sam_image_encoder")
     enc_path = onnx_dir / "sam_image_encoder.onnx"
-    _torch_export(SamImageEncoder(lisa), [torch.randn(1, 3, 1024, 1024, generator=g)], enc_path, ["pixel_values"],
-                  ["image_embeddings"], None)
+    _torch_export(
+        SamImageEncoder(lisa),
+        [torch.randn(1, 3, 1024, 1024, generator=g)],
+        enc_path,
+        ["pixel_values"],
+        ["image_embeddings"],
+        None,
+    )
     if enc_path.stat().st_size > (1 << 31) - (1 << 24) or any(
-            p.name not in ("sam_image_encoder.onnx",) and p.name.startswith(("onnx__", "image_encoder"))
-            for p in onnx_dir.iterdir()):
+        p.name not in ("sam_image_encoder.onnx",) and p.name.startswith(("onnx__", "image_encoder"))
+        for p in onnx_dir.iterdir()
+    ):
         externalize(enc_path, "sam_image_encoder.onnx_data")
     log("export sam_mask_decoder")
-    _torch_export(SamMaskDecoder(lisa), [torch.randn(1, C, 64, 64, generator=g), torch.randn(2, C, generator=g),
-                                         torch.tensor([1024, 683]), torch.tensor([600, 400])],
-                  onnx_dir / "sam_mask_decoder.onnx",
-                  ["image_embeddings", "seg_embeddings", "resize_size", "orig_size"],
-                  ["masks", "iou_predictions", "low_res_masks"],
-                  {"seg_embeddings": {0: "N"}, "masks": {0: "N", 2: "h", 3: "w"}, "iou_predictions": {0: "N"},
-                   "low_res_masks": {0: "N"}})
+    _torch_export(
+        SamMaskDecoder(lisa),
+        [
+            torch.randn(1, C, 64, 64, generator=g),
+            torch.randn(2, C, generator=g),
+            torch.tensor([1024, 683]),
+            torch.tensor([600, 400]),
+        ],
+        onnx_dir / "sam_mask_decoder.onnx",
+        ["image_embeddings", "seg_embeddings", "resize_size", "orig_size"],
+        ["masks", "iou_predictions", "low_res_masks"],
+        {
+            "seg_embeddings": {0: "N"},
+            "masks": {0: "N", 2: "h", 3: "w"},
+            "iou_predictions": {0: "N"},
+            "low_res_masks": {0: "N"},
+        },
+    )
     for name, shapes in contract_shapes(lisa).items():
         set_io_shapes(onnx_dir / Path(GRAPH_FILES[name]).name, shapes)
 
@@ -346,8 +432,14 @@ def quantize_language_model(onnx_dir: Path, weights: str, log=print) -> None:
     for t in _graph_tensors(qmodel):  # anything the quantiser skipped comes into memory before the fp32 file goes
         if t.data_location == onnx.TensorProto.EXTERNAL:
             load_external_data_for_tensor(t, str(onnx_dir))
-    onnx.save_model(qmodel, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="decoder.onnx_data", size_threshold=0)
+    onnx.save_model(
+        qmodel,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="decoder.onnx_data",
+        size_threshold=0,
+    )
     fp32_data.unlink()
     log(f"quantised {n} MatMuls of the decoder: {what}")
 
@@ -370,11 +462,21 @@ def _dynamic_int8(model, onnx_dir: Path):
         scale[scale == 0] = 1.0
         q = np.clip(np.rint(arr / scale), -W8A8_WEIGHT_MAX, W8A8_WEIGHT_MAX).astype(np.int8)
         graph.initializer.remove(w)
-        graph.initializer.extend([numpy_helper.from_array(q, w.name + "_int8"),
-                                  numpy_helper.from_array(scale.astype(np.float32), w.name + "_scale")])
-        nodes.append(onnx.helper.make_node("DynamicQuantizeMatMul", [node.input[0], w.name + "_int8",
-                                                                     w.name + "_scale"],
-                                           list(node.output), name=node.name + "_w8a8", domain="com.microsoft"))
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(q, w.name + "_int8"),
+                numpy_helper.from_array(scale.astype(np.float32), w.name + "_scale"),
+            ]
+        )
+        nodes.append(
+            onnx.helper.make_node(
+                "DynamicQuantizeMatMul",
+                [node.input[0], w.name + "_int8", w.name + "_scale"],
+                list(node.output),
+                name=node.name + "_w8a8",
+                domain="com.microsoft",
+            )
+        )
     del graph.node[:]
     graph.node.extend(nodes)
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
@@ -417,23 +519,52 @@ def build_manifest(bundle: Path, lisa: Lisa, layout: str, tokens: dict, weights:
         "format": "lisa-onnx/1",
         "variant": source.get("variant") or LAYOUT_VARIANT[layout],
         "layout": layout,
-        "llm": {"hidden_size": H, "num_layers": L, "num_heads": cfg.num_attention_heads,
-                "num_kv_heads": cfg.num_key_value_heads, "head_dim": D, "vocab_size": cfg.vocab_size,
-                "max_positions": cfg.max_position_embeddings, "rms_norm_eps": cfg.rms_norm_eps, "weights": weights},
+        "llm": {
+            "hidden_size": H,
+            "num_layers": L,
+            "num_heads": cfg.num_attention_heads,
+            "num_kv_heads": cfg.num_key_value_heads,
+            "head_dim": D,
+            "vocab_size": cfg.vocab_size,
+            "max_positions": cfg.max_position_embeddings,
+            "rms_norm_eps": cfg.rms_norm_eps,
+            "weights": weights,
+        },
         "sam": {"prompt_dim": lisa.sam_dims.out_chans, "mask_index": 0, "threshold": 0.0},
         "tokens": tokens,
-        "prompt": {"template": "llava_v1", "system": SYSTEM, "roles": ["USER", "ASSISTANT"], "sep": " ",
-                   "sep2": "</s>", "image_text": "<im_start><image><im_end>\n"},
+        "prompt": {
+            "template": "llava_v1",
+            "system": SYSTEM,
+            "roles": ["USER", "ASSISTANT"],
+            "sep": " ",
+            "sep2": "</s>",
+            "image_text": "<im_start><image><im_end>\n",
+        },
         "generation": {"strategy": "greedy", "max_new_tokens": 512, "stop_ids": [2]},
-        "clip_preprocess": {"shortest_edge": 224, "resample": "bicubic", "crop": [224, 224],
-                            "rescale": 1 / 255, "mean": CLIP_MEAN, "std": CLIP_STD},
-        "sam_preprocess": {"long_side": 1024, "resample": "bilinear", "mean": SAM_MEAN, "std": SAM_STD,
-                           "pad": "bottom-right-zero"},
+        "clip_preprocess": {
+            "shortest_edge": 224,
+            "resample": "bicubic",
+            "crop": [224, 224],
+            "rescale": 1 / 255,
+            "mean": CLIP_MEAN,
+            "std": CLIP_STD,
+        },
+        "sam_preprocess": {
+            "long_side": 1024,
+            "resample": "bilinear",
+            "mean": SAM_MEAN,
+            "std": SAM_STD,
+            "pad": "bottom-right-zero",
+        },
         "graphs": graphs,
         "files": files,
-        "source": {"checkpoint": source.get("checkpoint", ""), "clip": source.get("clip", ""),
-                   "exporter": f"lisa_export {__version__}", "torch": torch.__version__.split("+")[0],
-                   "opset": OPSET},
+        "source": {
+            "checkpoint": source.get("checkpoint", ""),
+            "clip": source.get("clip", ""),
+            "exporter": f"lisa_export {__version__}",
+            "torch": torch.__version__.split("+")[0],
+            "opset": OPSET,
+        },
     }
 
 
@@ -459,21 +590,42 @@ Open it in Reason Segment by pointing the model setting at this folder.
 
 def write_readme(bundle: Path, lisa: Lisa, layout: str, tokens: dict, weights: str, source: dict) -> None:
     cfg = lisa.llm.config
-    (bundle / "README.md").write_text(README.format(
-        variant=source.get("variant") or LAYOUT_VARIANT[layout], weights=weights,
-        exporter=f"lisa_export {__version__}", checkpoint=source.get("checkpoint", ""), clip=source.get("clip", ""),
-        layout=layout, seg=tokens["seg"], H=cfg.hidden_size, L=cfg.num_hidden_layers, nh=cfg.num_attention_heads,
-        kv=cfg.num_key_value_heads, V=cfg.vocab_size, C=lisa.sam_dims.out_chans))
+    (bundle / "README.md").write_text(
+        README.format(
+            variant=source.get("variant") or LAYOUT_VARIANT[layout],
+            weights=weights,
+            exporter=f"lisa_export {__version__}",
+            checkpoint=source.get("checkpoint", ""),
+            clip=source.get("clip", ""),
+            layout=layout,
+            seg=tokens["seg"],
+            H=cfg.hidden_size,
+            L=cfg.num_hidden_layers,
+            nh=cfg.num_attention_heads,
+            kv=cfg.num_key_value_heads,
+            V=cfg.vocab_size,
+            C=lisa.sam_dims.out_chans,
+        )
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The whole export
 # ---------------------------------------------------------------------------------------------------------------------
 
-def export_bundle(checkpoint: str | Path, clip: str | Path, out: str | Path, layout: str | None = None,
-                  weights: str = "float32", variant: str | None = None, force: bool = False,
-                  source_names: dict | None = None,
-                  extra: Callable[[Path, Lisa, object, str, dict], None] | None = None, log=print) -> Path:
+
+def export_bundle(
+    checkpoint: str | Path,
+    clip: str | Path,
+    out: str | Path,
+    layout: str | None = None,
+    weights: str = "float32",
+    variant: str | None = None,
+    force: bool = False,
+    source_names: dict | None = None,
+    extra: Callable[[Path, Lisa, object, str, dict], None] | None = None,
+    log=print,
+) -> Path:
     """Export; ``extra(tmp_bundle, lisa, tokenizer, layout, tokens)`` may add files (goldens) before the manifest."""
     from .tokenizer import load_slow_tokenizer, write_tokenizer_json
 
@@ -488,8 +640,10 @@ def export_bundle(checkpoint: str | Path, clip: str | Path, out: str | Path, lay
     tokenizer = load_slow_tokenizer(folder)
     found = detect_layout(tokenizer)
     if layout is not None and layout != found:
-        raise CheckpointError(f"--layout {layout} expects added tokens {LAYOUT_ADDED_TOKENS[layout]}; the "
-                              f"checkpoint's tokenizer has the {found} layout {LAYOUT_ADDED_TOKENS[found]}")
+        raise CheckpointError(
+            f"--layout {layout} expects added tokens {LAYOUT_ADDED_TOKENS[layout]}; the "
+            f"checkpoint's tokenizer has the {found} layout {LAYOUT_ADDED_TOKENS[found]}"
+        )
     layout = found
     tokens = token_spec(tokenizer, layout)
     lisa, folder = load_lisa(folder, clip, layout=layout, tokenizer_len=len(tokenizer))

@@ -4,6 +4,7 @@ Each wrapper calls the real submodules of the rebuilt LISA; nothing here re-impl
 the attention core of the decoder, which takes explicit past key/value tensors instead of a transformers Cache object
 (whose tracing changes between releases).
 """
+
 from __future__ import annotations
 
 import torch
@@ -62,8 +63,9 @@ class Decoder(nn.Module):
         q_idx = (torch.arange(s, dtype=torch.int64) + (t - s)).unsqueeze(1)  # [S,1]
         allowed = (key_idx <= q_idx) & (attention_mask[:, None, :] != 0)  # [1,S,T]
         neg = torch.finfo(torch.float32).min
-        mask = torch.where(allowed, torch.zeros((), dtype=torch.float32),
-                           torch.full((), neg, dtype=torch.float32)).unsqueeze(1)  # [1,1,S,T]
+        mask = torch.where(
+            allowed, torch.zeros((), dtype=torch.float32), torch.full((), neg, dtype=torch.float32)
+        ).unsqueeze(1)  # [1,1,S,T]
         presents, news = [], []
         for i, layer in enumerate(self.model.layers):
             attn = layer.self_attn
@@ -115,15 +117,20 @@ class SamMaskDecoder(nn.Module):
         self.md = lisa.mask_decoder
         with torch.no_grad():
             self.register_buffer("image_pe", lisa.prompt_encoder.get_dense_pe().detach().clone())
-            self.register_buffer("no_mask", lisa.prompt_encoder.no_mask_embed.weight.detach().clone().reshape(
-                1, -1, 1, 1))
+            self.register_buffer(
+                "no_mask", lisa.prompt_encoder.no_mask_embed.weight.detach().clone().reshape(1, -1, 1, 1)
+            )
 
     def forward(self, image_embeddings, seg_embeddings, resize_size, orig_size):
         n = seg_embeddings.shape[0]
         sparse = seg_embeddings.unsqueeze(1)
         dense = self.no_mask.expand(n, -1, SAM_GRID, SAM_GRID)
-        low_res, iou = self.md(image_embeddings=image_embeddings, image_pe=self.image_pe,
-                               sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                               multimask_output=False)
+        low_res, iou = self.md(
+            image_embeddings=image_embeddings,
+            image_pe=self.image_pe,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )
         masks = postprocess_masks(low_res, resize_size, orig_size)
         return masks, iou, low_res

@@ -13,6 +13,7 @@ Every dimension is inferred from the checkpoint (config.json + tensor shapes); e
 rebuilt module before anything is loaded, and a mismatch raises ``CheckpointError`` naming the key and what was
 expected.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -103,20 +104,34 @@ def build_sam(d: SamDims) -> tuple[ImageEncoderViT, PromptEncoder, MaskDecoder]:
     from functools import partial
 
     enc = ImageEncoderViT(
-        depth=d.depth, embed_dim=d.embed_dim, img_size=SAM_IMG_SIZE, mlp_ratio=d.mlp_ratio,
-        norm_layer=partial(nn.LayerNorm, eps=1e-6), num_heads=d.num_heads, patch_size=SAM_PATCH,
-        qkv_bias=d.qkv_bias, use_rel_pos=d.use_rel_pos, use_abs_pos=d.use_abs_pos,
-        global_attn_indexes=tuple(d.global_attn_indexes), window_size=d.window_size, out_chans=d.out_chans,
+        depth=d.depth,
+        embed_dim=d.embed_dim,
+        img_size=SAM_IMG_SIZE,
+        mlp_ratio=d.mlp_ratio,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        num_heads=d.num_heads,
+        patch_size=SAM_PATCH,
+        qkv_bias=d.qkv_bias,
+        use_rel_pos=d.use_rel_pos,
+        use_abs_pos=d.use_abs_pos,
+        global_attn_indexes=tuple(d.global_attn_indexes),
+        window_size=d.window_size,
+        out_chans=d.out_chans,
     )
     pe = PromptEncoder(
-        embed_dim=d.out_chans, image_embedding_size=(SAM_GRID, SAM_GRID),
-        input_image_size=(SAM_IMG_SIZE, SAM_IMG_SIZE), mask_in_chans=d.mask_in_chans,
+        embed_dim=d.out_chans,
+        image_embedding_size=(SAM_GRID, SAM_GRID),
+        input_image_size=(SAM_IMG_SIZE, SAM_IMG_SIZE),
+        mask_in_chans=d.mask_in_chans,
     )
     md = MaskDecoder(
         num_multimask_outputs=d.num_multimask_outputs,
-        transformer=TwoWayTransformer(depth=d.dec_depth, embedding_dim=d.out_chans, mlp_dim=d.dec_mlp_dim,
-                                      num_heads=d.dec_heads),
-        transformer_dim=d.out_chans, iou_head_depth=d.iou_head_depth, iou_head_hidden_dim=d.iou_head_hidden_dim,
+        transformer=TwoWayTransformer(
+            depth=d.dec_depth, embedding_dim=d.out_chans, mlp_dim=d.dec_mlp_dim, num_heads=d.dec_heads
+        ),
+        transformer_dim=d.out_chans,
+        iou_head_depth=d.iou_head_depth,
+        iou_head_hidden_dim=d.iou_head_hidden_dim,
     )
     return enc, pe, md
 
@@ -138,8 +153,9 @@ class Lisa(nn.Module):
         H = llm_config.hidden_size
         C = sam.out_chans
         self.mm_projector = nn.Linear(clip_config.hidden_size, H)
-        self.text_hidden_fcs = nn.ModuleList([nn.Sequential(nn.Linear(H, H), nn.ReLU(inplace=True), nn.Linear(H, C),
-                                                            nn.Dropout(0.0))])
+        self.text_hidden_fcs = nn.ModuleList(
+            [nn.Sequential(nn.Linear(H, H), nn.ReLU(inplace=True), nn.Linear(H, C), nn.Dropout(0.0))]
+        )
         self.image_encoder, self.prompt_encoder, self.mask_decoder = build_sam(sam)
         self.sam_dims = sam
         self.eval()
@@ -159,14 +175,14 @@ class Lisa(nn.Module):
     def lisa_to_module_key(cls, key: str) -> str | None:
         for lisa, mod in cls.PREFIXES:
             if key.startswith(lisa):
-                return mod + key[len(lisa):]
+                return mod + key[len(lisa) :]
         return None
 
     @classmethod
     def module_to_lisa_key(cls, key: str) -> str | None:
         for lisa, mod in cls.PREFIXES:
             if key.startswith(mod):
-                return lisa + key[len(mod):]
+                return lisa + key[len(mod) :]
         return None
 
     def lisa_expected_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -201,27 +217,36 @@ class Lisa(nn.Module):
     def seg_project(self, seg_hidden: torch.Tensor) -> torch.Tensor:
         return self.text_hidden_fcs[0](seg_hidden)
 
-    def sam_masks(self, image_embeddings: torch.Tensor, seg_embeddings: torch.Tensor,
-                  resize_size: tuple[int, int], orig_size: tuple[int, int]):
+    def sam_masks(
+        self,
+        image_embeddings: torch.Tensor,
+        seg_embeddings: torch.Tensor,
+        resize_size: tuple[int, int],
+        orig_size: tuple[int, int],
+    ):
         """LISA model/LISA.py evaluate: prompt encoder with text_embeds only, mask decoder multimask False,
         sam.postprocess_masks.  Returns (masks [N,1,h,w] logits, iou [N,1], low_res [N,1,256,256])."""
         # LISA's PromptEncoder fork takes text_embeds: sparse = text_embeds[:, None] (no PE, no pad point), dense =
         # no_mask_embed broadcast.  The official PromptEncoder has no such argument, so the two are built here.
         n = seg_embeddings.shape[0]
         sparse = seg_embeddings[:, None, :]
-        dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
-            n, -1, SAM_GRID, SAM_GRID)
+        dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(n, -1, SAM_GRID, SAM_GRID)
         low_res, iou = self.mask_decoder(
-            image_embeddings=image_embeddings, image_pe=self.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False)
+            image_embeddings=image_embeddings,
+            image_pe=self.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )
         masks = postprocess_masks(low_res, resize_size, orig_size)
         return masks, iou, low_res
 
 
 def postprocess_masks(low_res: torch.Tensor, resize_size, orig_size) -> torch.Tensor:
     """LISA model/segment_anything/modeling/sam.py postprocess_masks (works on ints or 0-d int64 tensors)."""
-    masks = torch.nn.functional.interpolate(low_res.float(), (SAM_IMG_SIZE, SAM_IMG_SIZE), mode="bilinear",
-                                            align_corners=False)
+    masks = torch.nn.functional.interpolate(
+        low_res.float(), (SAM_IMG_SIZE, SAM_IMG_SIZE), mode="bilinear", align_corners=False
+    )
     masks = masks[..., : resize_size[0], : resize_size[1]]
     return torch.nn.functional.interpolate(masks, (orig_size[0], orig_size[1]), mode="bilinear", align_corners=False)
 
@@ -229,6 +254,7 @@ def postprocess_masks(low_res: torch.Tensor, resize_size, orig_size) -> torch.Te
 # ---------------------------------------------------------------------------------------------------------------------
 # Reading checkpoints
 # ---------------------------------------------------------------------------------------------------------------------
+
 
 def resolve_folder(path_or_id: str | Path) -> Path:
     """A local folder, or a hub id (which needs the hub: say so in one line when it cannot be reached)."""
@@ -244,8 +270,11 @@ def resolve_folder(path_or_id: str | Path) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(s, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.model", "*.txt"],
-                                      etag_timeout=5))
+        return Path(
+            snapshot_download(
+                s, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.model", "*.txt"], etag_timeout=5
+            )
+        )
     except Exception as e:  # connection errors come in many classes (requests, httpx, hub's own)
         from huggingface_hub.errors import RepositoryNotFoundError
 
@@ -347,7 +376,7 @@ def _count_indexed(keys, prefix: str) -> int:
     idx = set()
     for k in keys:
         if k.startswith(prefix):
-            rest = k[len(prefix):]
+            rest = k[len(prefix) :]
             head = rest.split(".", 1)[0]
             if head.isdigit():
                 idx.add(int(head))
@@ -393,12 +422,25 @@ def infer_sam_dims(src: TensorSource) -> SamDims:
     ntok = _need(src, md + "mask_tokens.weight", "[num_multimask_outputs+1, C]")[0]
     iou_depth = _count_indexed(keys, md + "iou_prediction_head.layers.")
     iou_hidden = _need(src, md + "iou_prediction_head.layers.0.weight", "[iou_hidden, C]")[0]
-    return SamDims(embed_dim=E, depth=depth, num_heads=heads, mlp_ratio=mlp_hidden / E, out_chans=C,
-                   window_size=window, global_attn_indexes=global_idx,
-                   qkv_bias=(p + "blocks.0.attn.qkv.bias") in src._where,
-                   use_abs_pos=(p + "pos_embed") in src._where, use_rel_pos=use_rel, mask_in_chans=mic,
-                   dec_depth=dec_depth, dec_mlp_dim=mlp_dim, dec_heads=SAM_DECODER_HEADS,
-                   num_multimask_outputs=ntok - 1, iou_head_depth=iou_depth, iou_head_hidden_dim=iou_hidden)
+    return SamDims(
+        embed_dim=E,
+        depth=depth,
+        num_heads=heads,
+        mlp_ratio=mlp_hidden / E,
+        out_chans=C,
+        window_size=window,
+        global_attn_indexes=global_idx,
+        qkv_bias=(p + "blocks.0.attn.qkv.bias") in src._where,
+        use_abs_pos=(p + "pos_embed") in src._where,
+        use_rel_pos=use_rel,
+        mask_in_chans=mic,
+        dec_depth=dec_depth,
+        dec_mlp_dim=mlp_dim,
+        dec_heads=SAM_DECODER_HEADS,
+        num_multimask_outputs=ntok - 1,
+        iou_head_depth=iou_depth,
+        iou_head_hidden_dim=iou_hidden,
+    )
 
 
 def infer_llm_config(src: TensorSource, folder: Path) -> LlamaConfig:
@@ -417,13 +459,24 @@ def infer_llm_config(src: TensorSource, folder: Path) -> LlamaConfig:
     head_dim = q[0] // heads
     kv_heads = raw.get("num_key_value_heads") or (k[0] // head_dim)
     cfg = LlamaConfig(
-        vocab_size=V, hidden_size=H, intermediate_size=inter, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=kv_heads,
-        rms_norm_eps=raw.get("rms_norm_eps", 1e-6), max_position_embeddings=raw.get("max_position_embeddings", 2048),
-        rope_theta=raw.get("rope_theta", 10000.0), rope_scaling=raw.get("rope_scaling"),
-        hidden_act=raw.get("hidden_act", "silu"), tie_word_embeddings=raw.get("tie_word_embeddings", False),
-        attention_bias=raw.get("attention_bias", False), mlp_bias=raw.get("mlp_bias", False),
-        pad_token_id=0, bos_token_id=1, eos_token_id=2, use_cache=True,
+        vocab_size=V,
+        hidden_size=H,
+        intermediate_size=inter,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        rms_norm_eps=raw.get("rms_norm_eps", 1e-6),
+        max_position_embeddings=raw.get("max_position_embeddings", 2048),
+        rope_theta=raw.get("rope_theta", 10000.0),
+        rope_scaling=raw.get("rope_scaling"),
+        hidden_act=raw.get("hidden_act", "silu"),
+        tie_word_embeddings=raw.get("tie_word_embeddings", False),
+        attention_bias=raw.get("attention_bias", False),
+        mlp_bias=raw.get("mlp_bias", False),
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        use_cache=True,
     )
     return cfg
 
@@ -456,8 +509,9 @@ def load_clip(clip_folder: str | Path) -> CLIPVisionModel:
     return model.eval()
 
 
-def load_lisa(checkpoint: str | Path, clip: str | Path, layout: str | None = None,
-              tokenizer_len: int | None = None) -> tuple["Lisa", Path]:
+def load_lisa(
+    checkpoint: str | Path, clip: str | Path, layout: str | None = None, tokenizer_len: int | None = None
+) -> tuple[Lisa, Path]:
     """Read a LISA checkpoint folder (or hub id) and the CLIP folder; validate; return the model and the folder."""
     folder = resolve_folder(checkpoint)
     src = TensorSource(folder)
@@ -467,12 +521,15 @@ def load_lisa(checkpoint: str | Path, clip: str | Path, layout: str | None = Non
         raise CheckpointError(
             f"model.embed_tokens.weight has {llm_cfg.vocab_size} rows; layout {layout} expects {tokenizer_len} "
             f"(the tokenizer's {tokenizer_len - n_added} pieces + {n_added} added tokens "
-            f"{','.join(LAYOUT_ADDED_TOKENS[layout])})")
+            f"{','.join(LAYOUT_ADDED_TOKENS[layout])})"
+        )
     sam = infer_sam_dims(src)
     clip_model = load_clip(clip)
     if "model.mm_projector.weight" not in src._where:
-        raise CheckpointError(f"missing key model.mm_projector.weight (expected shape "
-                              f"[{llm_cfg.hidden_size}, {clip_model.config.hidden_size}])")
+        raise CheckpointError(
+            f"missing key model.mm_projector.weight (expected shape "
+            f"[{llm_cfg.hidden_size}, {clip_model.config.hidden_size}])"
+        )
     model = Lisa(llm_cfg, clip_model.config, sam, meta_llm=True)
     model.clip = clip_model
     expected = model.lisa_expected_shapes()

@@ -1,5 +1,6 @@
 """Run a bundle with ONNX Runtime (Python), the way the TypeScript host does: the check that the bundle alone, with
 its manifest, reproduces the PyTorch reference."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,18 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .reference import (IMAGE_TOKEN_INDEX, NUM_IMAGE_TOKENS, build_prompt, clean_text, clip_preprocess,
-                        expanded_index, load_image, rle_of, sam_preprocess, seg_positions_of)
+from .reference import (
+    IMAGE_TOKEN_INDEX,
+    NUM_IMAGE_TOKENS,
+    build_prompt,
+    clean_text,
+    clip_preprocess,
+    expanded_index,
+    load_image,
+    rle_of,
+    sam_preprocess,
+    seg_positions_of,
+)
 
 
 class OrtBundle:
@@ -21,8 +32,9 @@ class OrtBundle:
         so.inter_op_num_threads = 1
         self.sessions = {}
         for name, spec in self.manifest["graphs"].items():
-            self.sessions[name] = ort.InferenceSession(str(self.folder / spec["file"]), so,
-                                                       providers=["CPUExecutionProvider"])
+            self.sessions[name] = ort.InferenceSession(
+                str(self.folder / spec["file"]), so, providers=["CPUExecutionProvider"]
+            )
 
     def run(self, graph: str, **inputs):
         s = self.sessions[graph]
@@ -42,19 +54,25 @@ class OrtBundle:
         k = input_ids.index(IMAGE_TOKEN_INDEX)
         ids = np.array([[t if t != IMAGE_TOKEN_INDEX else 0 for t in input_ids]], np.int64)
         emb = self.run("embed_tokens", input_ids=ids)["inputs_embeds"]
-        emb = np.concatenate([emb[:, :k], feats, emb[:, k + 1:]], axis=1)
+        emb = np.concatenate([emb[:, :k], feats, emb[:, k + 1 :]], axis=1)
         mask = []
         for t in input_ids:
-            mask += [1] * NUM_IMAGE_TOKENS if t == IMAGE_TOKEN_INDEX else [0 if t in tok["mask_attention_for_ids"]
-                                                                           else 1]
+            mask += (
+                [1] * NUM_IMAGE_TOKENS if t == IMAGE_TOKEN_INDEX else [0 if t in tok["mask_attention_for_ids"] else 1]
+            )
         past = self.empty_past()
         out_ids, rows, pos0 = [], [], 0
         x = emb
         for _ in range(max_new_tokens):
             s = x.shape[1]
             am = np.array([mask + [1] * len(out_ids)], np.int64)
-            o = self.run("decoder", inputs_embeds=x.astype(np.float32), attention_mask=am,
-                         position_ids=np.arange(pos0, pos0 + s, dtype=np.int64)[None], **past)
+            o = self.run(
+                "decoder",
+                inputs_embeds=x.astype(np.float32),
+                attention_mask=am,
+                position_ids=np.arange(pos0, pos0 + s, dtype=np.int64)[None],
+                **past,
+            )
             rows.append(o["last_hidden_state"][0])
             past = {n.replace("present", "past_key_values"): v for n, v in o.items() if n.startswith("present.")}
             pos0 += s
@@ -66,8 +84,11 @@ class OrtBundle:
         hidden = np.concatenate(rows, axis=0)
         full = input_ids + out_ids
         seg_pos = seg_positions_of(full, tok["seg"])
-        seg_hidden = np.stack([hidden[expanded_index(j, full)] for j in seg_pos]) if seg_pos else np.zeros(
-            (0, self.manifest["llm"]["hidden_size"]), np.float32)
+        seg_hidden = (
+            np.stack([hidden[expanded_index(j, full)] for j in seg_pos])
+            if seg_pos
+            else np.zeros((0, self.manifest["llm"]["hidden_size"]), np.float32)
+        )
         return out_ids, seg_pos, seg_hidden.astype(np.float32)
 
     def teacher_forced(self, input_ids: list[int], clip_pv: np.ndarray, output_ids: list[int]) -> list[int]:
@@ -78,13 +99,21 @@ class OrtBundle:
         k = seq.index(IMAGE_TOKEN_INDEX)
         ids = np.array([[t if t != IMAGE_TOKEN_INDEX else 0 for t in seq]], np.int64)
         emb = self.run("embed_tokens", input_ids=ids)["inputs_embeds"]
-        emb = np.concatenate([emb[:, :k], feats, emb[:, k + 1:]], axis=1)
+        emb = np.concatenate([emb[:, :k], feats, emb[:, k + 1 :]], axis=1)
         mask = []
         for i, t in enumerate(seq):
-            mask += [1] * NUM_IMAGE_TOKENS if t == IMAGE_TOKEN_INDEX else [
-                0 if (t in tok["mask_attention_for_ids"] and i < len(input_ids)) else 1]
-        o = self.run("decoder", inputs_embeds=emb, attention_mask=np.array([mask], np.int64),
-                     position_ids=np.arange(emb.shape[1], dtype=np.int64)[None], **self.empty_past())
+            mask += (
+                [1] * NUM_IMAGE_TOKENS
+                if t == IMAGE_TOKEN_INDEX
+                else [0 if (t in tok["mask_attention_for_ids"] and i < len(input_ids)) else 1]
+            )
+        o = self.run(
+            "decoder",
+            inputs_embeds=emb,
+            attention_mask=np.array([mask], np.int64),
+            position_ids=np.arange(emb.shape[1], dtype=np.int64)[None],
+            **self.empty_past(),
+        )
         start = emb.shape[1] - len(output_ids)
         return [int(v) for v in np.argmax(o["logits"][0, start:], axis=-1)]
 
@@ -93,8 +122,13 @@ class OrtBundle:
             return np.zeros((0, orig_size[0], orig_size[1]), bool), None
         emb = self.run("seg_projector", seg_hidden=seg_hidden)["seg_embeddings"]
         img = self.run("sam_image_encoder", pixel_values=sam_pv)["image_embeddings"]
-        o = self.run("sam_mask_decoder", image_embeddings=img, seg_embeddings=emb,
-                     resize_size=np.array(resize_size, np.int64), orig_size=np.array(orig_size, np.int64))
+        o = self.run(
+            "sam_mask_decoder",
+            image_embeddings=img,
+            seg_embeddings=emb,
+            resize_size=np.array(resize_size, np.int64),
+            orig_size=np.array(orig_size, np.int64),
+        )
         return o["masks"][:, 0] > self.manifest["sam"]["threshold"], emb
 
     def run_case(self, tokenizer, image_path, prompt, history=None, assistant_prefix="", max_new_tokens=40) -> dict:
@@ -108,6 +142,12 @@ class OrtBundle:
         out_ids, seg_pos, seg_hidden = self.generate(ids, clip_pv, max_new_tokens)
         masks, emb = self.masks(sam_pv, seg_hidden, rs, os_)
         full = [t for t in ids + out_ids if t != IMAGE_TOKEN_INDEX]
-        return {"input_ids": ids, "output_ids": out_ids, "seg_positions": seg_pos,
-                "text": clean_text(decode(tokenizer, full)), "masks_array": masks,
-                "seg_embeddings": emb, "masks": [rle_of(m) for m in masks]}
+        return {
+            "input_ids": ids,
+            "output_ids": out_ids,
+            "seg_positions": seg_pos,
+            "text": clean_text(decode(tokenizer, full)),
+            "masks_array": masks,
+            "seg_embeddings": emb,
+            "masks": [rle_of(m) for m in masks],
+        }

@@ -4,6 +4,7 @@ Decoding is chat.py's own (cv2.imread, then BGR -> RGB). Pre-processing is writt
 reference's libraries do it (transformers' CLIPImageProcessor, segment_anything's ResizeLongestSide + Sam.preprocess)
 with the resize of the Pillow that LISA pins (9.4.0), so the TypeScript host has one precise definition to match.
 """
+
 from __future__ import annotations
 
 import re
@@ -16,7 +17,7 @@ import torch
 from PIL import Image
 
 from .export import CLIP_MEAN, CLIP_STD, SAM_MEAN, SAM_STD, SYSTEM
-from .model import Lisa, postprocess_masks
+from .model import Lisa
 
 IMAGE_TOKEN_INDEX = -200
 NUM_IMAGE_TOKENS = 256
@@ -25,6 +26,7 @@ NUM_IMAGE_TOKENS = 256
 # ---------------------------------------------------------------------------------------------------------------------
 # Images
 # ---------------------------------------------------------------------------------------------------------------------
+
 
 def load_image(path: str | Path) -> Image.Image:
     """chat.py's decode: cv2.imread(path) with OpenCV's default IMREAD_COLOR (EXIF orientation applied, 16 bits to 8,
@@ -57,7 +59,7 @@ def clip_preprocess(img: Image.Image) -> np.ndarray:
     nw, nh = (new_short, new_long) if w <= h else (new_long, new_short)
     r = np.asarray(pillow_resize(img, (nw, nh), Image.BICUBIC))
     top, left = (nh - 224) // 2, (nw - 224) // 2
-    r = r[top:top + 224, left:left + 224]
+    r = r[top : top + 224, left : left + 224]
     x = (r.astype(np.float64) * (1 / 255)).astype(np.float32)
     x = (x - np.array(CLIP_MEAN, np.float32)) / np.array(CLIP_STD, np.float32)
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None]).astype(np.float32)
@@ -82,13 +84,18 @@ def sam_preprocess(img: Image.Image) -> tuple[np.ndarray, tuple[int, int], tuple
 
 def tensor_summary(x: np.ndarray) -> dict:
     flat = x.reshape(-1)
-    return {"shape": list(x.shape), "sum": float(flat.astype(np.float64).sum()),
-            "abs_sum": float(np.abs(flat.astype(np.float64)).sum()), "first": [float(v) for v in flat[:16]]}
+    return {
+        "shape": list(x.shape),
+        "sum": float(flat.astype(np.float64).sum()),
+        "abs_sum": float(np.abs(flat.astype(np.float64)).sum()),
+        "first": [float(v) for v in flat[:16]],
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Prompt
 # ---------------------------------------------------------------------------------------------------------------------
+
 
 def build_prompt(prompt: str, history: list[tuple[str, str]] | None = None, assistant_prefix: str = "") -> str:
     """llava_v1 as LISA renders it (docs/bundle-format.md, "The prompt"): an empty message is its bare role and colon
@@ -101,6 +108,7 @@ def build_prompt(prompt: str, history: list[tuple[str, str]] | None = None, assi
 # ---------------------------------------------------------------------------------------------------------------------
 # Generation
 # ---------------------------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Generation:
@@ -115,7 +123,7 @@ def _embed_sequence(lisa: Lisa, ids: list[int], image_features: torch.Tensor) ->
     k = ids.index(IMAGE_TOKEN_INDEX)
     emb = lisa.llm.model.embed_tokens
     before = emb(torch.tensor([ids[:k]], dtype=torch.int64))
-    after = emb(torch.tensor([ids[k + 1:]], dtype=torch.int64))
+    after = emb(torch.tensor([ids[k + 1 :]], dtype=torch.int64))
     return torch.cat([before, image_features, after], dim=1)
 
 
@@ -142,8 +150,16 @@ def expanded_index(j: int, full_ids: list[int]) -> int:
 
 
 @torch.no_grad()
-def generate(lisa: Lisa, input_ids: list[int], pixel_values: np.ndarray, seg_id: int, max_new_tokens: int = 40,
-             eos_id: int = 2, use_cache: bool = False, keep_logits: bool = False) -> Generation:
+def generate(
+    lisa: Lisa,
+    input_ids: list[int],
+    pixel_values: np.ndarray,
+    seg_id: int,
+    max_new_tokens: int = 40,
+    eos_id: int = 2,
+    use_cache: bool = False,
+    keep_logits: bool = False,
+) -> Generation:
     """Greedy decoding as HF generate(num_beams=1) in LISA.evaluate.  use_cache=False recomputes the whole sequence
     every step (LISA sets config.use_cache=False); [SEG] hidden states are the post-norm last hidden states of the
     tokens preceding each [SEG] in prompt+output (LISA's 255-offset rule)."""
@@ -156,7 +172,7 @@ def generate(lisa: Lisa, input_ids: list[int], pixel_values: np.ndarray, seg_id:
     hidden_rows: dict[int, torch.Tensor] = {}  # expanded position -> hidden (cached mode)
     past = None
     last_full_hidden = None
-    for step in range(max_new_tokens):
+    for _ in range(max_new_tokens):
         if use_cache:
             if past is None:
                 emb = base
@@ -233,13 +249,14 @@ def clean_text(decoded: str) -> str:
     at = t.rfind("ASSISTANT:")
     if at < 0:
         return t
-    rest = t[at + len("ASSISTANT:"):]
+    rest = t[at + len("ASSISTANT:") :]
     return rest[1:] if rest.startswith(" ") else rest
 
 
 @dataclass
 class Run:
     """One request through the reference, every intermediate kept."""
+
     prompt_text: str
     input_ids: list[int]
     gen: Generation
@@ -255,8 +272,17 @@ class Run:
 
 
 @torch.no_grad()
-def run(lisa: Lisa, tokenizer, tokens: dict, image_path: Path, prompt: str, history=None, assistant_prefix: str = "",
-        max_new_tokens: int = 40, use_cache: bool = False) -> Run:
+def run(
+    lisa: Lisa,
+    tokenizer,
+    tokens: dict,
+    image_path: Path,
+    prompt: str,
+    history=None,
+    assistant_prefix: str = "",
+    max_new_tokens: int = 40,
+    use_cache: bool = False,
+) -> Run:
     """Masks come from this turn's [SEG]s only (those of the assistant prefix included): a [SEG] re-fed in the history
     gets none, as in the host."""
     from .tokenizer import decode, tokenize_prompt
@@ -279,30 +305,62 @@ def run(lisa: Lisa, tokenizer, tokens: dict, image_path: Path, prompt: str, hist
     masks, _, scores = masks_for(lisa, sam_pv, seg_emb, resize_size, orig_size)
     t["masks"] = time.perf_counter()
     decoded = decode(tokenizer, [i for i in gen.input_ids + gen.output_ids if i != IMAGE_TOKEN_INDEX])
-    ms = {k: 1000 * (t[b] - t[a]) for k, a, b in (("decodeImageMs", "start", "decoded"),
-                                                  ("preprocessMs", "decoded", "preprocessed"),
-                                                  ("decodeMs", "preprocessed", "generated"),
-                                                  ("maskDecoderMs", "generated", "masks"), ("totalMs", "start", "masks"))}
+    ms = {
+        k: 1000 * (t[b] - t[a])
+        for k, a, b in (
+            ("decodeImageMs", "start", "decoded"),
+            ("preprocessMs", "decoded", "preprocessed"),
+            ("decodeMs", "preprocessed", "generated"),
+            ("maskDecoderMs", "generated", "masks"),
+            ("totalMs", "start", "masks"),
+        )
+    }
     return Run(text, ids, gen, seg_emb, masks, scores, decoded, clip_pv, sam_pv, resize_size, orig_size, ms)
 
 
-def run_case(lisa: Lisa, tokenizer, tokens: dict, image_path: Path, prompt: str, history=None,
-             assistant_prefix: str = "", max_new_tokens: int = 40, use_cache: bool = False) -> dict:
+def run_case(
+    lisa: Lisa,
+    tokenizer,
+    tokens: dict,
+    image_path: Path,
+    prompt: str,
+    history=None,
+    assistant_prefix: str = "",
+    max_new_tokens: int = 40,
+    use_cache: bool = False,
+) -> dict:
     """A golden case (goldens.json)."""
     r = run(lisa, tokenizer, tokens, image_path, prompt, history, assistant_prefix, max_new_tokens, use_cache)
     return {
-        "prompt": prompt, "history": [list(t) for t in (history or [])], "assistant_prefix": assistant_prefix,
-        "max_new_tokens": max_new_tokens, "prompt_text": r.prompt_text, "input_ids": r.input_ids,
-        "output_ids": r.gen.output_ids, "text": clean_text(r.decoded), "seg_positions": r.gen.seg_positions,
+        "prompt": prompt,
+        "history": [list(t) for t in (history or [])],
+        "assistant_prefix": assistant_prefix,
+        "max_new_tokens": max_new_tokens,
+        "prompt_text": r.prompt_text,
+        "input_ids": r.input_ids,
+        "output_ids": r.gen.output_ids,
+        "text": clean_text(r.decoded),
+        "seg_positions": r.gen.seg_positions,
         "seg_embeddings": [[float(v) for v in row] for row in r.seg_emb.numpy().astype(np.float32)],
         "masks": [{"seg_index": i, **rle_of(m)} for i, m in enumerate(r.masks)],
-        "clip_pixel_values": tensor_summary(r.clip_pv), "sam_pixel_values": tensor_summary(r.sam_pv),
-        "resize_size": list(r.resize_size), "orig_size": list(r.orig_size),
+        "clip_pixel_values": tensor_summary(r.clip_pv),
+        "sam_pixel_values": tensor_summary(r.sam_pv),
+        "resize_size": list(r.resize_size),
+        "orig_size": list(r.orig_size),
     }
 
 
-def segment_result(lisa: Lisa, tokenizer, tokens: dict, image_path: Path, prompt: str, history=None,
-                   assistant_prefix: str = "", max_new_tokens: int = 512, model: dict | None = None) -> dict:
+def segment_result(
+    lisa: Lisa,
+    tokenizer,
+    tokens: dict,
+    image_path: Path,
+    prompt: str,
+    history=None,
+    assistant_prefix: str = "",
+    max_new_tokens: int = 512,
+    model: dict | None = None,
+) -> dict:
     """The result JSON of ``reason-segment segment --json`` (src/protocol/wire-types.ts SegmentResult), from the
     PyTorch reference: provider "pytorch-cpu"; timings are the reference's own stages (CLIP runs inside decodeMs, the
     SAM encoder inside maskDecoderMs; no ONNX Runtime, so onnxMs is 0)."""
@@ -310,7 +368,7 @@ def segment_result(lisa: Lisa, tokenizer, tokens: dict, image_path: Path, prompt
 
     r = run(lisa, tokenizer, tokens, image_path, prompt, history, assistant_prefix, max_new_tokens)
     out = r.gen.output_ids
-    answer = r.decoded[r.decoded.rfind("ASSISTANT:") + len("ASSISTANT:"):]
+    answer = r.decoded[r.decoded.rfind("ASSISTANT:") + len("ASSISTANT:") :]
     answer = re.sub(r"</s>\s*$", "", answer).strip()
     n_in = len(r.input_ids)
     zero = ("clipMs", "samEncoderMs", "prefillMs")
@@ -323,11 +381,16 @@ def segment_result(lisa: Lisa, tokenizer, tokens: dict, image_path: Path, prompt
         "text": clean_text(r.decoded),
         "answer": answer,
         "outputIds": out,
-        "image": {"width": r.orig_size[1], "height": r.orig_size[0],
-                  "sha256": hashlib.sha256(Path(image_path).read_bytes()).hexdigest(), "source": str(image_path)},
-        "masks": [{"segIndex": i, "tokenIndex": j + 1 - n_in if j + 1 >= n_in else -1, **rle_of(m),
-                   "score": float(score)}
-                  for i, (j, m, score) in enumerate(zip(r.gen.seg_positions, r.masks, r.scores))],
+        "image": {
+            "width": r.orig_size[1],
+            "height": r.orig_size[0],
+            "sha256": hashlib.sha256(Path(image_path).read_bytes()).hexdigest(),
+            "source": str(image_path),
+        },
+        "masks": [
+            {"segIndex": i, "tokenIndex": j + 1 - n_in if j + 1 >= n_in else -1, **rle_of(m), "score": float(score)}
+            for i, (j, m, score) in enumerate(zip(r.gen.seg_positions, r.masks, r.scores))
+        ],
         "timings": {**{k: 0.0 for k in zero}, **r.timings, "onnxMs": 0.0, "newTokens": len(out), "cacheHit": False},
         "stopReason": "eos" if out and out[-1] == tokens["eos"] else "max_new_tokens",
     }

@@ -1,6 +1,7 @@
 """A small JSON Schema (draft 2020-12) validator for the keywords models/bundle.schema.json uses: type, enum, const,
 properties, required, additionalProperties, patternProperties, minProperties, items, prefixItems, minItems, maxItems, minimum,
 pattern, minLength, $ref (local #/$defs), anyOf/oneOf.  The host validates with ajv against the same schema."""
+
 from __future__ import annotations
 
 import re

@@ -5,6 +5,7 @@ The reference is transformers 4.31.0's slow ``LlamaTokenizer`` (what LISA pins).
 exact (``tokenize_prompt``, ``decode``) come from that version, run in its own small venv (``models/export/tok431``)
 when the in-process transformers disagrees with it; see docs/tokenizer.md for the differences found.
 """
+
 from __future__ import annotations
 
 import functools
@@ -13,8 +14,8 @@ import json
 import os
 import random
 import subprocess
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 HERE = Path(__file__).resolve().parent
 CORPUS_DIR = HERE / "corpus"
@@ -197,8 +198,14 @@ def _train_sentencepiece(lines: list[str], seed: int, vocab_size: int) -> io.Byt
 
 
 def _added_token(content: str) -> dict:
-    return {"__type": "AddedToken", "content": content, "lstrip": False, "normalized": False, "rstrip": False,
-            "single_word": False}
+    return {
+        "__type": "AddedToken",
+        "content": content,
+        "lstrip": False,
+        "normalized": False,
+        "rstrip": False,
+        "single_word": False,
+    }
 
 
 def _write_slow_files(out_dir: Path, added: dict[str, int]) -> None:
@@ -298,9 +305,12 @@ def reference_batch(folder: Path | str, requests: list[dict]) -> list:
     {"op": "prompt", "text"} -> ids with -200, {"op": "encode", "text", "add_bos"} -> ids,
     {"op": "decode", "ids"} -> str, {"op": "tokens", "text"} -> pieces."""
     payload = json.dumps({"folder": str(Path(folder).resolve()), "requests": requests})
-    proc = subprocess.run(_tok431_python() + [str(TOK431 / "ref.py")], input=payload.encode(), capture_output=True,
-                          env={**os.environ, "TRANSFORMERS_VERBOSITY": "error", "TRANSFORMERS_OFFLINE": "1",
-                               "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.run(
+        _tok431_python() + [str(TOK431 / "ref.py")],
+        input=payload.encode(),
+        capture_output=True,
+        env={**os.environ, "TRANSFORMERS_VERBOSITY": "error", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"},
+    )
     if proc.returncode != 0:
         raise RuntimeError("transformers 4.31 reference tokenizer failed:\n" + proc.stderr.decode(errors="replace"))
     return json.loads(proc.stdout.decode())["results"]
@@ -381,8 +391,8 @@ def write_tokenizer_json(slow_folder: Path, out_path: Path) -> None:
     tokens. ``lstrip``/``rstrip`` of each added token say what 4.31's slow ``tokenize`` strips next to it; the
     TypeScript host uses the vocab, merges and added tokens and reproduces the 4.31 slow tokenizer itself
     (docs/tokenizer.md)."""
-    from transformers.convert_slow_tokenizer import LlamaConverter
     from tokenizers import AddedToken
+    from transformers.convert_slow_tokenizer import LlamaConverter
 
     slow = load_slow_tokenizer(Path(slow_folder))
     fast = LlamaConverter(slow).converted()
@@ -407,8 +417,12 @@ def write_tokenizer_json(slow_folder: Path, out_path: Path) -> None:
 # The prompt (llava_v1, docs/bundle-format.md "The prompt")
 
 
-def build_prompt(system: str | None, history: Sequence[tuple[str, str]] | Sequence[Sequence[str]], prompt: str,
-                 assistant_prefix: str = "") -> str:
+def build_prompt(
+    system: str | None,
+    history: Sequence[tuple[str, str]] | Sequence[Sequence[str]],
+    prompt: str,
+    assistant_prefix: str = "",
+) -> str:
     """``{system} USER: <im_start><image><im_end>\\n{u1} ASSISTANT: {a1}</s>USER: {prompt} ASSISTANT:`` (llava_v1,
     SeparatorStyle.TWO: sep " " after user turns, sep2 "</s>" after assistant turns); the image text only in the first
     user message; an assistant prefix is appended after "ASSISTANT:" with one space."""
@@ -444,10 +458,13 @@ def fixture_prompt_cases() -> list[dict]:
     cases = [
         dict(system=None, history=[], prompt="What is the food in this image? Please output segmentation mask."),
         dict(system=None, history=[], prompt="Can you segment the dog in this image?", assistant_prefix="Sure, [SEG]."),
-        dict(system=None, history=[["Where is the cat?", "Sure, it is [SEG]."]],
-             prompt="And the chair next to it?"),
-        dict(system=None, history=[["Segment the car.", "Sure, [SEG]."], ["Now the road.", "It is [SEG]."]],
-             prompt="Both trees, please.", assistant_prefix="Sure, [SEG] and [SEG]."),
+        dict(system=None, history=[["Where is the cat?", "Sure, it is [SEG]."]], prompt="And the chair next to it?"),
+        dict(
+            system=None,
+            history=[["Segment the car.", "Sure, [SEG]."], ["Now the road.", "It is [SEG]."]],
+            prompt="Both trees, please.",
+            assistant_prefix="Sure, [SEG] and [SEG].",
+        ),
         dict(system=None, history=[], prompt="请分割图中的猫。", assistant_prefix="好的，[SEG]。"),
         dict(system=None, history=[["图中有什么？", "一只狗 [SEG]。"]], prompt="它在做什么？请解释。"),
         dict(system="You are a careful segmentation assistant.", history=[], prompt="  spaced  prompt  "),
@@ -467,65 +484,237 @@ def fixture_strings() -> list[str]:
     """The parity corpus: >= 200 strings of English, Chinese, emoji, whitespace, digits, literal special tokens and
     whole LISA prompts."""
     en = [
-        "Hello world", "Hello, world!", "The quick brown fox jumps over the lazy dog.",
+        "Hello world",
+        "Hello, world!",
+        "The quick brown fox jumps over the lazy dog.",
         "What is the food in this image? Please output segmentation mask.",
-        "Sure, [SEG].", "Sure, it is [SEG].", "It is [SEG].", "Sure, the segmentation result is [SEG].",
+        "Sure, [SEG].",
+        "Sure, it is [SEG].",
+        "It is [SEG].",
+        "Sure, the segmentation result is [SEG].",
         "A chat between a curious human and an artificial intelligence assistant.",
         "The assistant gives helpful, detailed, and polite answers to the human's questions.",
         "Assignment statements are used to (re)bind names to values and to modify attributes or items of mutable "
-        "objects:", "Don't panic; it's only a test, isn't it?", "e.g. i.e. etc. Mr. Smith's dog.",
-        "CamelCaseIdentifier snake_case_identifier kebab-case-identifier", "UPPER CASE TEXT", "lower case text",
-        "unicode: café naïve résumé coöperate", "e\u0301 (combining accent) vs \u00e9", "Ünïcödé Ångström ﬁ ligature",
-        "Quotes: \"double\" 'single' `back` «guillemets» “curly” ‘curly’", "Math: x² + y² = z², ∑ᵢ aᵢ ≤ ∞, π ≈ 3.14159",
-        "Symbols: @#$%^&*()_+-=[]{}|;':\",./<>?~`", "Tabs\tbetween\twords", "CRLF line\r\nends\r\n",
-        "https://example.com/path?query=1&other=2#frag", "email@example.org", "C:\\Windows\\System32",
-        "def f(x):\n    return x * 2\n", "if __debug__:\n    if not expression: raise AssertionError",
-        "Where is the person wearing a red hat? Segment them.", "Which object would you use to cut paper?",
-        "What in this picture can be used to keep warm in winter?", "the object that is farthest from the camera",
-        "supercalifragilisticexpialidocious", "antidisestablishmentarianism", "a", "I", ".", ",", "?!", "...",
-        "Привет, мир!", "Γειά σου Κόσμε", "مرحبا بالعالم", "שלום עולם", "नमस्ते दुनिया", "こんにちは世界", "안녕하세요 세계",
-        "Hello 世界 mixed 混合 text", "ThisIsA\u2581LiteralSpiecePiece ▁▁ ▁x", "\u2047 unk surface \u2047",
+        "objects:",
+        "Don't panic; it's only a test, isn't it?",
+        "e.g. i.e. etc. Mr. Smith's dog.",
+        "CamelCaseIdentifier snake_case_identifier kebab-case-identifier",
+        "UPPER CASE TEXT",
+        "lower case text",
+        "unicode: café naïve résumé coöperate",
+        "e\u0301 (combining accent) vs \u00e9",
+        "Ünïcödé Ångström ﬁ ligature",
+        "Quotes: \"double\" 'single' `back` «guillemets» “curly” ‘curly’",
+        "Math: x² + y² = z², ∑ᵢ aᵢ ≤ ∞, π ≈ 3.14159",
+        "Symbols: @#$%^&*()_+-=[]{}|;':\",./<>?~`",
+        "Tabs\tbetween\twords",
+        "CRLF line\r\nends\r\n",
+        "https://example.com/path?query=1&other=2#frag",
+        "email@example.org",
+        "C:\\Windows\\System32",
+        "def f(x):\n    return x * 2\n",
+        "if __debug__:\n    if not expression: raise AssertionError",
+        "Where is the person wearing a red hat? Segment them.",
+        "Which object would you use to cut paper?",
+        "What in this picture can be used to keep warm in winter?",
+        "the object that is farthest from the camera",
+        "supercalifragilisticexpialidocious",
+        "antidisestablishmentarianism",
+        "a",
+        "I",
+        ".",
+        ",",
+        "?!",
+        "...",
+        "Привет, мир!",
+        "Γειά σου Κόσμε",
+        "مرحبا بالعالم",
+        "שלום עולם",
+        "नमस्ते दुनिया",
+        "こんにちは世界",
+        "안녕하세요 세계",
+        "Hello 世界 mixed 混合 text",
+        "ThisIsA\u2581LiteralSpiecePiece ▁▁ ▁x",
+        "\u2047 unk surface \u2047",
     ]
     zh = [
-        "床前明月光，疑是地上霜。", "举头望明月，低头思故乡。", "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。",
-        "春眠不觉晓，处处闻啼鸟。夜来风雨声，花落知多少。", "国破山河在，城春草木深。", "大漠孤烟直，长河落日圆。",
-        "明月几时有？把酒问青天。", "大江东去，浪淘尽，千古风流人物。", "请分割图中的猫。", "图中哪个物体可以用来切纸？",
-        "这张图片里有什么？请输出分割掩码。", "好的，[SEG]。", "它是[SEG]。", "左边的人穿着红色的衣服。",
-        "我们今天去公园散步，天气很好。", "人工智能助手", "计算机视觉与自然语言处理", "深度学习模型的推理速度",
-        "龘靐齉爩", "𠀀𠀁𠀂 (CJK Extension B)", "繁體中文與簡體中文", "一二三四五六七八九十", "１２３ 全角数字", "标点：，。！？；：“”‘’（）【】《》",
-        "中文 English 混排 123", "。", "，", "的",
+        "床前明月光，疑是地上霜。",
+        "举头望明月，低头思故乡。",
+        "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。",
+        "春眠不觉晓，处处闻啼鸟。夜来风雨声，花落知多少。",
+        "国破山河在，城春草木深。",
+        "大漠孤烟直，长河落日圆。",
+        "明月几时有？把酒问青天。",
+        "大江东去，浪淘尽，千古风流人物。",
+        "请分割图中的猫。",
+        "图中哪个物体可以用来切纸？",
+        "这张图片里有什么？请输出分割掩码。",
+        "好的，[SEG]。",
+        "它是[SEG]。",
+        "左边的人穿着红色的衣服。",
+        "我们今天去公园散步，天气很好。",
+        "人工智能助手",
+        "计算机视觉与自然语言处理",
+        "深度学习模型的推理速度",
+        "龘靐齉爩",
+        "𠀀𠀁𠀂 (CJK Extension B)",
+        "繁體中文與簡體中文",
+        "一二三四五六七八九十",
+        "１２３ 全角数字",
+        "标点：，。！？；：“”‘’（）【】《》",
+        "中文 English 混排 123",
+        "。",
+        "，",
+        "的",
     ]
     emoji = [
-        "😀", "😀😃😄", "I love 🍕 and 🍣!", "👍🏽", "👨‍👩‍👧‍👦 family", "🇨🇳🇺🇸🇫🇷", "❤️", "⭐ star", "🐈‍⬛ black cat",
-        "emoji at end 🎉", "🎉 emoji at start", "a😀b", "😀 [SEG] 😀", "🏳️‍🌈", "©®™", "\U0001F9D1\u200D\U0001F680",
+        "😀",
+        "😀😃😄",
+        "I love 🍕 and 🍣!",
+        "👍🏽",
+        "👨‍👩‍👧‍👦 family",
+        "🇨🇳🇺🇸🇫🇷",
+        "❤️",
+        "⭐ star",
+        "🐈‍⬛ black cat",
+        "emoji at end 🎉",
+        "🎉 emoji at start",
+        "a😀b",
+        "😀 [SEG] 😀",
+        "🏳️‍🌈",
+        "©®™",
+        "\U0001f9d1\u200d\U0001f680",
     ]
     ws = [
-        "", " ", "  ", "   ", "\t", "\n", "\n\n", "\r\n", " \n ", "a  b", "a   b", "a    b", "a\u3000b", " leading",
-        "  two leading", "trailing ", "trailing two  ", "  both  ", "\tleading tab", "trailing newline\n",
-        "\nleading newline", "multiple\n\n\nnewlines", "mixed \t \n whitespace", "nbsp\u00a0here", "zwsp\u200bhere",
-        "a\u2028b", "a\x0bb\x0cc", "a\x1cb\x1dc\x1ed\x1fe", "a\x85b", "\ufeffBOM at start", "end with space before token [SEG]",
+        "",
+        " ",
+        "  ",
+        "   ",
+        "\t",
+        "\n",
+        "\n\n",
+        "\r\n",
+        " \n ",
+        "a  b",
+        "a   b",
+        "a    b",
+        "a\u3000b",
+        " leading",
+        "  two leading",
+        "trailing ",
+        "trailing two  ",
+        "  both  ",
+        "\tleading tab",
+        "trailing newline\n",
+        "\nleading newline",
+        "multiple\n\n\nnewlines",
+        "mixed \t \n whitespace",
+        "nbsp\u00a0here",
+        "zwsp\u200bhere",
+        "a\u2028b",
+        "a\x0bb\x0cc",
+        "a\x1cb\x1dc\x1ed\x1fe",
+        "a\x85b",
+        "\ufeffBOM at start",
+        "end with space before token [SEG]",
     ]
     digits = [
-        "0", "7", "42", "12345", "3.14159", "2023-10-21", "1,000,000", "-200", "+86 138 0013 8000", "v4.31.0",
-        "0x1F600", "1e-6", "12:34:56", "100%", "$9.99", "2^10 = 1024", "007", "1st 2nd 3rd 4th", "٣٤٥ Arabic digits",
+        "0",
+        "7",
+        "42",
+        "12345",
+        "3.14159",
+        "2023-10-21",
+        "1,000,000",
+        "-200",
+        "+86 138 0013 8000",
+        "v4.31.0",
+        "0x1F600",
+        "1e-6",
+        "12:34:56",
+        "100%",
+        "$9.99",
+        "2^10 = 1024",
+        "007",
+        "1st 2nd 3rd 4th",
+        "٣٤٥ Arabic digits",
     ]
     special = [
-        "[SEG]", "<im_start>", "<im_end>", "<im_patch>", "<image>", "</s>", "<s>", "<unk>", "[SEG][SEG]",
-        "[SEG] [SEG]", "[SEG]  [SEG]", " [SEG] ", "a [SEG] b", "a[SEG]b", "a  [SEG]  b", "a\n[SEG]\nb", "Sure, [SEG].</s>",
-        "Sure, [SEG]. </s>", "x</s>y", "x </s> y", "x  </s>  y", "</s></s>", "</s> </s>", "<s>x", "<s> x", "x<s>",
-        "<unk>word", "<unk> word", "word<unk>", "word <unk>", "<unk><unk>", "<im_start><im_end>",
-        "<im_start> <im_end>", "<im_start><image><im_end>", "<im_start><image><im_end>\nWhat",
-        "<im_start><image><im_end>\n What", "<im_start><image><im_end>\n\nWhat", "<im_end>\nthe word after im_end",
-        "<im_end> \n word", "[SEG", "SEG]", "[seg]", "<im_start", "im_end>", "<<im_end>>", "[[SEG]]", "<im_<s>",
-        "<im_start<im_end>", "</s", "<s", "< s >", "<im_patch><im_start><im_end>[SEG]", "[SEG]</s>",
-        "[SEG].</s>", "text [SEG]\t", "\t[SEG]\n", "ASSISTANT: Sure, [SEG].</s>", "USER: hi ASSISTANT: hello</s>USER:",
-        "<image>", "<image><image>", "a<image>b", " <image> ", "<image>\n", "\n<image>", "[SEG]<image>[SEG]",
-        "</s><image></s>", "🐈<image>猫", "<image> leading image", "trailing image <image>",
+        "[SEG]",
+        "<im_start>",
+        "<im_end>",
+        "<im_patch>",
+        "<image>",
+        "</s>",
+        "<s>",
+        "<unk>",
+        "[SEG][SEG]",
+        "[SEG] [SEG]",
+        "[SEG]  [SEG]",
+        " [SEG] ",
+        "a [SEG] b",
+        "a[SEG]b",
+        "a  [SEG]  b",
+        "a\n[SEG]\nb",
+        "Sure, [SEG].</s>",
+        "Sure, [SEG]. </s>",
+        "x</s>y",
+        "x </s> y",
+        "x  </s>  y",
+        "</s></s>",
+        "</s> </s>",
+        "<s>x",
+        "<s> x",
+        "x<s>",
+        "<unk>word",
+        "<unk> word",
+        "word<unk>",
+        "word <unk>",
+        "<unk><unk>",
+        "<im_start><im_end>",
+        "<im_start> <im_end>",
+        "<im_start><image><im_end>",
+        "<im_start><image><im_end>\nWhat",
+        "<im_start><image><im_end>\n What",
+        "<im_start><image><im_end>\n\nWhat",
+        "<im_end>\nthe word after im_end",
+        "<im_end> \n word",
+        "[SEG",
+        "SEG]",
+        "[seg]",
+        "<im_start",
+        "im_end>",
+        "<<im_end>>",
+        "[[SEG]]",
+        "<im_<s>",
+        "<im_start<im_end>",
+        "</s",
+        "<s",
+        "< s >",
+        "<im_patch><im_start><im_end>[SEG]",
+        "[SEG]</s>",
+        "[SEG].</s>",
+        "text [SEG]\t",
+        "\t[SEG]\n",
+        "ASSISTANT: Sure, [SEG].</s>",
+        "USER: hi ASSISTANT: hello</s>USER:",
+        "<image>",
+        "<image><image>",
+        "a<image>b",
+        " <image> ",
+        "<image>\n",
+        "\n<image>",
+        "[SEG]<image>[SEG]",
+        "</s><image></s>",
+        "🐈<image>猫",
+        "<image> leading image",
+        "trailing image <image>",
     ]
     prompts = [case["text"] for case in fixture_prompt_cases()]
     prompts += [
         build_prompt(None, [], "What is the food in this image? Please output segmentation mask."),
-        build_prompt(None, [], "What is the food in this image? Please output segmentation mask.") + " Sure, [SEG].</s>",
+        build_prompt(None, [], "What is the food in this image? Please output segmentation mask.")
+        + " Sure, [SEG].</s>",
         build_prompt(None, [("Where is the cat?", "Sure, [SEG].")], "Why?") + " Because it is on the sofa.</s>",
         build_prompt(None, [], "请问图中可以用来切纸的物体是什么？请输出分割掩码。") + " 好的，[SEG]。</s>",
         build_prompt(None, [], "Segment the 🐈 and the 🐕 please", "Sure, [SEG] and [SEG]."),
@@ -547,9 +736,25 @@ def fixture_strings() -> list[str]:
 def _random_decode_cases(vocab: int, seed: int, n: int = 60) -> list[list[int]]:
     """Id sequences that no encoder produces: byte pieces cut mid-character, specials and added tokens anywhere."""
     rng = random.Random(seed)
-    cases: list[list[int]] = [[], [0], [1], [2], [1, 2], [2, 1], [vocab], [vocab, vocab + 1], [3], [3 + 0xE5],
-                              [3 + 0xE5, 3 + 0xBA], [3 + 0xE5, 3 + 0xBA, 3 + 0x8A], [3 + 0xF0, 3 + 0x9F, 3 + 0x98],
-                              [3 + 0x0A], [3 + 0x20], [3 + 0xFF, 3 + 0x41], [3 + 0xED, 3 + 0xA0, 3 + 0x80]]
+    cases: list[list[int]] = [
+        [],
+        [0],
+        [1],
+        [2],
+        [1, 2],
+        [2, 1],
+        [vocab],
+        [vocab, vocab + 1],
+        [3],
+        [3 + 0xE5],
+        [3 + 0xE5, 3 + 0xBA],
+        [3 + 0xE5, 3 + 0xBA, 3 + 0x8A],
+        [3 + 0xF0, 3 + 0x9F, 3 + 0x98],
+        [3 + 0x0A],
+        [3 + 0x20],
+        [3 + 0xFF, 3 + 0x41],
+        [3 + 0xED, 3 + 0xA0, 3 + 0x80],
+    ]
     specials = [0, 1, 2]
     while len(cases) < n:
         length = rng.randint(1, 16)
@@ -585,12 +790,21 @@ def compare_inprocess_with_reference(folder: Path, goldens: dict) -> dict:
         diff = [c["text"] for c in cases if tokenize_prompt_inprocess(tok, c["text"]) != c["prompt_ids"]]
         ddiff = [c for c in cases if tok.decode(c["ids"]) != c["decode"]]
         rdiff = [c for c in goldens["decode_cases"] if tok.decode(c["ids"]) != c["text"]]
-        return {"transformers": transformers.__version__, "strings": len(cases), "prompt_ids_differ": len(diff),
-                "examples": diff[:8], "decode_differ": len(ddiff), "decode_examples": [
-                    {"ids": c["ids"], "4.31": c["decode"], "inprocess": tok.decode(c["ids"])} for c in ddiff[:3]],
-                "random_decode_cases": len(goldens["decode_cases"]), "random_decode_differ": len(rdiff),
-                "random_decode_examples": [{"ids": c["ids"], "4.31": c["text"], "inprocess": tok.decode(c["ids"])}
-                                           for c in rdiff[:3]]}
+        return {
+            "transformers": transformers.__version__,
+            "strings": len(cases),
+            "prompt_ids_differ": len(diff),
+            "examples": diff[:8],
+            "decode_differ": len(ddiff),
+            "decode_examples": [
+                {"ids": c["ids"], "4.31": c["decode"], "inprocess": tok.decode(c["ids"])} for c in ddiff[:3]
+            ],
+            "random_decode_cases": len(goldens["decode_cases"]),
+            "random_decode_differ": len(rdiff),
+            "random_decode_examples": [
+                {"ids": c["ids"], "4.31": c["text"], "inprocess": tok.decode(c["ids"])} for c in rdiff[:3]
+            ],
+        }
 
 
 def write_fixtures(out_dir: Path, compare_inprocess: bool = True) -> dict:
@@ -611,21 +825,35 @@ def write_fixtures(out_dir: Path, compare_inprocess: bool = True) -> dict:
         decode_cases = _random_decode_cases(vocab, seed)
         requests = []
         for s in strings:
-            requests += [{"op": "encode", "text": s, "add_bos": True}, {"op": "encode", "text": s, "add_bos": False},
-                         {"op": "prompt", "text": s}]
+            requests += [
+                {"op": "encode", "text": s, "add_bos": True},
+                {"op": "encode", "text": s, "add_bos": False},
+                {"op": "prompt", "text": s},
+            ]
         ref = reference_batch(folder, requests)
         encoded = ref[0::3]
-        decode_reqs = [{"op": "decode", "ids": ids} for ids in encoded] + \
-                      [{"op": "decode", "ids": ids} for ids in decode_cases]
+        decode_reqs = [{"op": "decode", "ids": ids} for ids in encoded] + [
+            {"op": "decode", "ids": ids} for ids in decode_cases
+        ]
         decoded = reference_batch(folder, decode_reqs)
         cases = []
         for i, s in enumerate(strings):
-            cases.append({"text": s, "ids": ref[3 * i], "ids_no_bos": ref[3 * i + 1], "prompt_ids": ref[3 * i + 2],
-                          "decode": decoded[i]})
+            cases.append(
+                {
+                    "text": s,
+                    "ids": ref[3 * i],
+                    "ids_no_bos": ref[3 * i + 1],
+                    "prompt_ids": ref[3 * i + 2],
+                    "decode": decoded[i],
+                }
+            )
         goldens = {
             "format": "lisa-tokenizer-goldens/1",
             "reference": "transformers 4.31.0 slow LlamaTokenizer (models/export/tok431)",
-            "layout": layout, "seed": seed, "vocab_size": vocab, "added_tokens": layout_added_tokens(layout),
+            "layout": layout,
+            "seed": seed,
+            "vocab_size": vocab,
+            "added_tokens": layout_added_tokens(layout),
             "cases": cases,
             "decode_cases": [{"ids": ids, "text": decoded[len(strings) + j]} for j, ids in enumerate(decode_cases)],
         }

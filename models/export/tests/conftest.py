@@ -1,11 +1,11 @@
 """Shared fixtures: the committed tiny bundles and the PyTorch models they were exported from (rebuilt from
 (layout, seed), which is cheap and deterministic)."""
+
 from __future__ import annotations
 
 import functools
 import json
 import re
-import sys
 import tempfile
 from pathlib import Path
 
@@ -26,7 +26,7 @@ def layout_seed_of(bundle: Path) -> tuple[str, int]:
     return found.group(1), int(found.group(2))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_model(layout: str, seed: int):
     """(lisa, tokenizer, tokens, checkpoint_dir, clip_dir) for a tiny fixture; the folders live for the session."""
     from lisa_export.export import token_spec

@@ -1,5 +1,6 @@
 """The bundle as a product: regenerates bit for bit, manifest valid, quantised variants within stated bounds,
 bad checkpoints refused with a message naming the key, the hub's absence said in one line."""
+
 from __future__ import annotations
 
 import hashlib
@@ -8,19 +9,17 @@ import math
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from pycocotools import mask as mask_util
-from safetensors.torch import load_file, save_file
-
 from conftest import COMMITTED, FIXTURES, REPO, report, tiny_model
 from lisa_export.export import MANIFEST, SCHEMA_PATH, export_bundle, validate_manifest
 from lisa_export.model import HUB_MESSAGE, CheckpointError, HubUnreachable
 from lisa_export.schema import SchemaError, validate
+from pycocotools import mask as mask_util
+from safetensors.torch import load_file, save_file
 
 EXPORT_DIR = REPO / "models" / "export"
 
@@ -53,9 +52,13 @@ def test_committed_manifest_is_valid_and_complete(name):
 def test_schema_refuses_bad_manifests():
     m = json.loads((FIXTURES / "tiny-7b" / MANIFEST).read_text())
     schema = json.loads(SCHEMA_PATH.read_text())
-    for mutate in (lambda x: x.pop("tokens"), lambda x: x["files"].update({"../evil": {"sha256": "0" * 64, "bytes": 1}}),
-                   lambda x: x["llm"].update(weights="fp8"), lambda x: x.update(format="lisa-onnx/2"),
-                   lambda x: x["graphs"]["decoder"].update(file="/etc/passwd")):
+    for mutate in (
+        lambda x: x.pop("tokens"),
+        lambda x: x["files"].update({"../evil": {"sha256": "0" * 64, "bytes": 1}}),
+        lambda x: x["llm"].update(weights="fp8"),
+        lambda x: x.update(format="lisa-onnx/2"),
+        lambda x: x["graphs"]["decoder"].update(file="/etc/passwd"),
+    ):
         bad = json.loads(json.dumps(m))
         mutate(bad)
         with pytest.raises(SchemaError):
@@ -72,8 +75,11 @@ GOLDENS = "goldens.json"
 def golden_mismatches(got, want, where="") -> list[str]:
     """Where two goldens differ: floats beyond (GOLDEN_REL, GOLDEN_ABS), anything else at all."""
     if isinstance(got, float) or isinstance(want, float):
-        ok = isinstance(got, (int, float)) and isinstance(want, (int, float)) and \
-            math.isclose(got, want, rel_tol=GOLDEN_REL, abs_tol=GOLDEN_ABS)
+        ok = (
+            isinstance(got, (int, float))
+            and isinstance(want, (int, float))
+            and math.isclose(got, want, rel_tol=GOLDEN_REL, abs_tol=GOLDEN_ABS)
+        )
         return [] if ok else [f"{where}: {got!r} vs {want!r}"]
     if isinstance(want, dict) and isinstance(got, dict):
         if got.keys() != want.keys():
@@ -91,8 +97,12 @@ def test_golden_comparison_tells_float_noise_from_real_changes():
     noisy = json.loads(json.dumps(g))
     noisy["cases"][0]["seg_embeddings"][0] = [0.25 + 3e-7, -1.5e-3 - 3e-7]
     assert golden_mismatches(noisy, g) == []
-    for edit in (lambda c: c["output_ids"].__setitem__(1, 8), lambda c: c.update(text="b"),
-                 lambda c: c["seg_embeddings"][0].__setitem__(0, 0.2501), lambda c: c["seg_embeddings"].append([0.0])):
+    for edit in (
+        lambda c: c["output_ids"].__setitem__(1, 8),
+        lambda c: c.update(text="b"),
+        lambda c: c["seg_embeddings"][0].__setitem__(0, 0.2501),
+        lambda c: c["seg_embeddings"].append([0.0]),
+    ):
         bad = json.loads(json.dumps(g))
         edit(bad["cases"][0])
         assert golden_mismatches(bad, g), edit
@@ -106,12 +116,28 @@ def test_committed_fixture_regenerates(name, tmp_path):
     (test_committed_manifest_is_valid_and_complete)."""
     layout, seed = COMMITTED[name]
     out = tmp_path / name
-    subprocess.run([str(EXPORT_DIR / "venv"), "run", "-m", "lisa_export.tiny", "--layout", layout, "--seed",
-                    str(seed), "--out", str(out)], check=True, cwd=REPO, capture_output=True)
+    subprocess.run(
+        [
+            str(EXPORT_DIR / "venv"),
+            "run",
+            "-m",
+            "lisa_export.tiny",
+            "--layout",
+            layout,
+            "--seed",
+            str(seed),
+            "--out",
+            str(out),
+        ],
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+    )
     committed = FIXTURES / name
     skip = {GOLDENS, MANIFEST}
-    assert {k: v for k, v in tree(out).items() if k not in skip} == \
-        {k: v for k, v in tree(committed).items() if k not in skip}
+    assert {k: v for k, v in tree(out).items() if k not in skip} == {
+        k: v for k, v in tree(committed).items() if k not in skip
+    }
     got_m, want_m = (json.loads((d / MANIFEST).read_text()) for d in (out, committed))
     for m in (got_m, want_m):
         m["files"].pop(GOLDENS)
@@ -130,9 +156,11 @@ def test_committed_fixture_regenerates(name, tmp_path):
 # Stated bounds (tiny random-weight model, whose logits are nearly flat: the hardest case for quantisation).
 # "forced": argmax agreement with the fp32 greedy tokens when the fp32 answer is fed (teacher forcing: no compounding);
 # "free": position-wise agreement of free-running greedy decoding (one early flip changes everything after it).
-QUANT_BOUNDS = {"int8": {"forced": 0.90, "free": 0.40, "iou": 0.99},
-                "int4": {"forced": 0.50, "free": 0.0, "iou": 0.95},
-                "w8a8": {"forced": 0.90, "free": 0.40, "iou": 0.99}}
+QUANT_BOUNDS = {
+    "int8": {"forced": 0.90, "free": 0.40, "iou": 0.99},
+    "int4": {"forced": 0.50, "free": 0.0, "iou": 0.95},
+    "w8a8": {"forced": 0.90, "free": 0.40, "iou": 0.99},
+}
 
 
 @pytest.fixture(scope="module")
@@ -140,8 +168,10 @@ def quantised(tmp_path_factory):
     from lisa_export.tiny import export_tiny
 
     root = tmp_path_factory.mktemp("quant")
-    return {w: export_tiny("7b", 1, root / f"tiny-7b-{w}", weights=w, goldens=False, log=lambda m: None)
-            for w in QUANT_BOUNDS}
+    return {
+        w: export_tiny("7b", 1, root / f"tiny-7b-{w}", weights=w, goldens=False, log=lambda m: None)
+        for w in QUANT_BOUNDS
+    }
 
 
 @pytest.mark.parametrize("weights", list(QUANT_BOUNDS))
@@ -161,11 +191,18 @@ def test_quantised_bundle_agrees_with_fp32(quantised, weights):
     from lisa_export.reference import clip_preprocess, load_image
 
     for case in g["cases"]:
-        tf = ob.teacher_forced(case["input_ids"], clip_preprocess(load_image(fp32 / case["image"])),
-                               case["output_ids"][:32])
+        tf = ob.teacher_forced(
+            case["input_ids"], clip_preprocess(load_image(fp32 / case["image"])), case["output_ids"][:32]
+        )
         forced += sum(x == y for x, y in zip(tf, case["output_ids"][:32]))
-        r = ob.run_case(tok, fp32 / case["image"], case["prompt"], [tuple(h) for h in case["history"]],
-                        case["assistant_prefix"], case["max_new_tokens"])
+        r = ob.run_case(
+            tok,
+            fp32 / case["image"],
+            case["prompt"],
+            [tuple(h) for h in case["history"]],
+            case["assistant_prefix"],
+            case["max_new_tokens"],
+        )
         a, b = r["output_ids"][:32], case["output_ids"][:32]
         agree += sum(x == y for x, y in zip(a, b))
         total += len(b)
@@ -177,11 +214,13 @@ def test_quantised_bundle_agrees_with_fp32(quantised, weights):
     fp32_m = json.loads((fp32 / MANIFEST).read_text())
     dec = sizes["onnx/decoder.onnx"] + sizes["onnx/decoder.onnx_data"]
     dec32 = fp32_m["files"]["onnx/decoder.onnx"]["bytes"] + fp32_m["files"]["onnx/decoder.onnx_data"]["bytes"]
-    report(f"{weights}: first 32 tokens agree {forced}/{total} = {forced / total:.3f} teacher-forced, "
-           f"{agree}/{total} = {agree / total:.3f} free-running; mask IoU "
-           f"min {min(ious):.4f}; bundle {sum(sizes.values()) / 1e6:.2f} MB (fp32 fixture without goldens/images "
-           f"{sum(v['bytes'] for k, v in fp32_m['files'].items() if not k.startswith(('images/', 'goldens')))/1e6:.2f}"
-           f" MB); decoder {dec / 1e6:.3f} MB vs fp32 {dec32 / 1e6:.3f} MB")
+    report(
+        f"{weights}: first 32 tokens agree {forced}/{total} = {forced / total:.3f} teacher-forced, "
+        f"{agree}/{total} = {agree / total:.3f} free-running; mask IoU "
+        f"min {min(ious):.4f}; bundle {sum(sizes.values()) / 1e6:.2f} MB (fp32 fixture without goldens/images "
+        f"{sum(v['bytes'] for k, v in fp32_m['files'].items() if not k.startswith(('images/', 'goldens'))) / 1e6:.2f}"
+        f" MB); decoder {dec / 1e6:.3f} MB vs fp32 {dec32 / 1e6:.3f} MB"
+    )
     assert forced / total >= QUANT_BOUNDS[weights]["forced"]
     assert agree / total >= QUANT_BOUNDS[weights]["free"]
     assert ious and min(ious) >= QUANT_BOUNDS[weights]["iou"]
@@ -191,6 +230,7 @@ def test_quantised_bundle_agrees_with_fp32(quantised, weights):
 # ---------------------------------------------------------------------------------------------------------------------
 # Bad checkpoints and the hub
 # ---------------------------------------------------------------------------------------------------------------------
+
 
 def broken_checkpoint(tmp_path: Path, edit) -> tuple[Path, Path]:
     _, _, _, ckpt, clip = tiny_model("7b", 1)
@@ -218,8 +258,13 @@ def test_missing_key_is_named(tmp_path):
     lisa = tiny_model("7b", 1)[0]
     cfg = lisa.llm.config
     ckpt, clip = broken_checkpoint(tmp_path, lambda sd: sd.pop("model.layers.1.mlp.down_proj.weight"))
-    assert_refused(tmp_path, ckpt, clip, "missing key model.layers.1.mlp.down_proj.weight",
-                   f"[{cfg.hidden_size}, {cfg.intermediate_size}]")
+    assert_refused(
+        tmp_path,
+        ckpt,
+        clip,
+        "missing key model.layers.1.mlp.down_proj.weight",
+        f"[{cfg.hidden_size}, {cfg.intermediate_size}]",
+    )
 
 
 def test_wrong_shape_is_named(tmp_path):
@@ -266,10 +311,26 @@ def test_hub_id_offline_says_so_in_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
     with pytest.raises(HubUnreachable, match=HUB_MESSAGE):
         export_bundle("xinlai/LISA-7B-v1", clip, tmp_path / "b", log=lambda m: None)
-    r = subprocess.run([str(EXPORT_DIR / "venv"), "run", "-m", "lisa_export", "export", "--checkpoint",
-                        "xinlai/LISA-7B-v1", "--clip", str(clip), "--out", str(tmp_path / "b")],
-                       cwd=REPO, capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_ETAG_TIMEOUT": "5"})
+    r = subprocess.run(
+        [
+            str(EXPORT_DIR / "venv"),
+            "run",
+            "-m",
+            "lisa_export",
+            "export",
+            "--checkpoint",
+            "xinlai/LISA-7B-v1",
+            "--clip",
+            str(clip),
+            "--out",
+            str(tmp_path / "b"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_ETAG_TIMEOUT": "5"},
+    )
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [f"lisa_export: {HUB_MESSAGE}"], r.stderr
     assert not (tmp_path / "b").exists()
@@ -287,7 +348,7 @@ def test_sharded_checkpoints_export_the_same_graphs(tmp_path, fmt):
             shutil.copyfile(f, src / f.name)
     sd = load_file(str(ckpt / "model.safetensors"))
     keys = sorted(sd)
-    halves = [keys[: len(keys) // 2], keys[len(keys) // 2:]]
+    halves = [keys[: len(keys) // 2], keys[len(keys) // 2 :]]
     weight_map = {}
     for i, ks in enumerate(halves):
         if fmt == "sharded-bin":
@@ -300,9 +361,27 @@ def test_sharded_checkpoints_export_the_same_graphs(tmp_path, fmt):
     index = "pytorch_model.bin.index.json" if fmt == "sharded-bin" else "model.safetensors.index.json"
     (src / index).write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     out = tmp_path / "bundle"
-    r = subprocess.run([str(EXPORT_DIR / "venv"), "run", "-m", "lisa_export", "export", "--checkpoint", str(src),
-                        "--clip", str(clip), "--out", str(out), "--layout", "13b"], cwd=REPO, capture_output=True,
-                       text=True, timeout=300)
+    r = subprocess.run(
+        [
+            str(EXPORT_DIR / "venv"),
+            "run",
+            "-m",
+            "lisa_export",
+            "export",
+            "--checkpoint",
+            str(src),
+            "--clip",
+            str(clip),
+            "--out",
+            str(out),
+            "--layout",
+            "13b",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     got, want = tree(out), tree(FIXTURES / "tiny-13b")
     for rel, h in got.items():

@@ -1,4 +1,5 @@
 """ONNX Runtime (Python) against the PyTorch reference, for every graph of every fixture bundle."""
+
 from __future__ import annotations
 
 import json
@@ -6,12 +7,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from pycocotools import mask as mask_util
-
 from conftest import COMMITTED, FIXTURES, layout_seed_of, report, tiny_model
-from lisa_export.graphs import Decoder
 from lisa_export.ort_run import OrtBundle
 from lisa_export.reference import clip_preprocess, generate, load_image, sam_preprocess
+from pycocotools import mask as mask_util
 
 TOL = 1e-4
 
@@ -35,24 +34,33 @@ def graph_diffs(bundle_dir) -> dict[str, float]:
     sam_pv, rs, os_ = sam_preprocess(img)
     d = {}
     with torch.no_grad():
-        d["vision_encoder"] = _maxdiff(ob.run("vision_encoder", pixel_values=clip_pv)["image_features"],
-                                       lisa.clip_features(torch.from_numpy(clip_pv)))
+        d["vision_encoder"] = _maxdiff(
+            ob.run("vision_encoder", pixel_values=clip_pv)["image_features"],
+            lisa.clip_features(torch.from_numpy(clip_pv)),
+        )
         ids = np.array([[1, 5, 0, 17, tokens["seg"], tokens["im_end"], 2]], np.int64)
-        d["embed_tokens"] = _maxdiff(ob.run("embed_tokens", input_ids=ids)["inputs_embeds"],
-                                     lisa.llm.model.embed_tokens(torch.from_numpy(ids)))
+        d["embed_tokens"] = _maxdiff(
+            ob.run("embed_tokens", input_ids=ids)["inputs_embeds"], lisa.llm.model.embed_tokens(torch.from_numpy(ids))
+        )
         # decoder: prefill (P=0, a masked unk in the middle) then two cached steps, against HF's LlamaModel
         H = lisa.hidden_size
         g = torch.Generator().manual_seed(3)
         x = torch.randn(1, 12, H, generator=g)
         am = np.ones((1, 12), np.int64)
         am[0, 4] = 0
-        ref = lisa.llm.model(inputs_embeds=x, attention_mask=torch.from_numpy(am), position_ids=torch.arange(12)[None],
-                             use_cache=False).last_hidden_state
+        ref = lisa.llm.model(
+            inputs_embeds=x, attention_mask=torch.from_numpy(am), position_ids=torch.arange(12)[None], use_cache=False
+        ).last_hidden_state
         worst_logit = worst_h = 0.0
         past = ob.empty_past()
         for lo, hi in ((0, 10), (10, 11), (11, 12)):
-            o = ob.run("decoder", inputs_embeds=x[:, lo:hi].numpy(), attention_mask=am[:, :hi],
-                       position_ids=np.arange(lo, hi, dtype=np.int64)[None], **past)
+            o = ob.run(
+                "decoder",
+                inputs_embeds=x[:, lo:hi].numpy(),
+                attention_mask=am[:, :hi],
+                position_ids=np.arange(lo, hi, dtype=np.int64)[None],
+                **past,
+            )
             past = {n.replace("present", "past_key_values"): v for n, v in o.items() if n.startswith("present.")}
             worst_h = max(worst_h, _maxdiff(o["last_hidden_state"], ref[:, lo:hi]))
             worst_logit = max(worst_logit, _maxdiff(o["logits"], lisa.llm.lm_head(ref[:, lo:hi])))
@@ -60,8 +68,9 @@ def graph_diffs(bundle_dir) -> dict[str, float]:
         d["decoder.logits"] = worst_logit
         # the wrapper module itself equals HF too (what was traced)
         sh = torch.randn(3, H, generator=g)
-        d["seg_projector"] = _maxdiff(ob.run("seg_projector", seg_hidden=sh.numpy())["seg_embeddings"],
-                                      lisa.seg_project(sh))
+        d["seg_projector"] = _maxdiff(
+            ob.run("seg_projector", seg_hidden=sh.numpy())["seg_embeddings"], lisa.seg_project(sh)
+        )
         img_t = lisa.image_encoder(torch.from_numpy(sam_pv))
         img_o = ob.run("sam_image_encoder", pixel_values=sam_pv)["image_embeddings"]
         d["sam_image_encoder"] = _maxdiff(img_o, img_t)
@@ -69,11 +78,17 @@ def graph_diffs(bundle_dir) -> dict[str, float]:
         worst = 0.0
         for n in (1, 3):
             se = torch.randn(n, C, generator=g)
-            o = ob.run("sam_mask_decoder", image_embeddings=img_t.numpy(), seg_embeddings=se.numpy(),
-                       resize_size=np.array(rs, np.int64), orig_size=np.array(os_, np.int64))
+            o = ob.run(
+                "sam_mask_decoder",
+                image_embeddings=img_t.numpy(),
+                seg_embeddings=se.numpy(),
+                resize_size=np.array(rs, np.int64),
+                orig_size=np.array(os_, np.int64),
+            )
             m, iou, low = lisa.sam_masks(img_t, se, rs, os_)
-            worst = max(worst, _maxdiff(o["masks"], m), _maxdiff(o["low_res_masks"], low),
-                        _maxdiff(o["iou_predictions"], iou))
+            worst = max(
+                worst, _maxdiff(o["masks"], m), _maxdiff(o["low_res_masks"], low), _maxdiff(o["iou_predictions"], iou)
+            )
             assert o["masks"].shape == (n, 1, os_[0], os_[1])
         d["sam_mask_decoder"] = worst
     return d
@@ -101,8 +116,14 @@ def check_goldens(bundle_dir, min_tokens=32):
     assert g["format"] == "lisa-goldens/1"
     worst_iou, total_masks = 1.0, 0
     for case in g["cases"]:
-        r = ob.run_case(tok, bundle_dir / case["image"], case["prompt"], [tuple(h) for h in case["history"]],
-                        case["assistant_prefix"], case["max_new_tokens"])
+        r = ob.run_case(
+            tok,
+            bundle_dir / case["image"],
+            case["prompt"],
+            [tuple(h) for h in case["history"]],
+            case["assistant_prefix"],
+            case["max_new_tokens"],
+        )
         assert r["input_ids"] == case["input_ids"], case["name"]
         assert r["output_ids"] == case["output_ids"], case["name"]
         assert len(case["output_ids"]) >= min_tokens or case["output_ids"][-1] == 2, case["name"]

@@ -1,5 +1,6 @@
 """The PyTorch reference against LISA's own code paths: the llava_v1 prompt, chat.py's decode (cv2.imread) and the
 resizes of the Pillow LISA pins (9.4.0, from models/export/lisa-pins), and the tiny checkpoints' LISA shape."""
+
 from __future__ import annotations
 
 import json
@@ -7,15 +8,20 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from conftest import REPO, report, tiny_model
 from lisa_export.export import CLIP_MEAN, CLIP_STD, SAM_MEAN, SAM_STD, SYSTEM
 from lisa_export.reference import build_prompt, clip_preprocess, load_image, sam_preprocess
 
 IMAGES = REPO / "test" / "fixtures" / "images"
 LISA_PINS = REPO / "models" / "export" / "lisa-pins" / "venv"
-CLIP_SPEC = {"shortest_edge": 224, "resample": "bicubic", "crop": [224, 224], "rescale": 1 / 255, "mean": CLIP_MEAN,
-             "std": CLIP_STD}
+CLIP_SPEC = {
+    "shortest_edge": 224,
+    "resample": "bicubic",
+    "crop": [224, 224],
+    "rescale": 1 / 255,
+    "mean": CLIP_MEAN,
+    "std": CLIP_STD,
+}
 SAM_SPEC = {"long_side": 1024, "resample": "bilinear", "mean": SAM_MEAN, "std": SAM_STD}
 
 
@@ -23,8 +29,12 @@ def lisa_pins(jobs: list[dict], tmp_path) -> None:
     """Runs test/helpers/pillow_ref.py jobs with LISA's OpenCV 4.8 and Pillow 9.4.0."""
     f = tmp_path / "jobs.json"
     f.write_text(json.dumps(jobs))
-    r = subprocess.run([str(LISA_PINS), "run", str(REPO / "test" / "helpers" / "pillow_ref.py"), str(f)],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [str(LISA_PINS), "run", str(REPO / "test" / "helpers" / "pillow_ref.py"), str(f)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     answers = [json.loads(line) for line in r.stdout.splitlines()]
     assert r.returncode == 0 and all(a.get("ok") for a in answers) and len(answers) == len(jobs), (answers, r.stderr)
 
@@ -32,21 +42,40 @@ def lisa_pins(jobs: list[dict], tmp_path) -> None:
 def test_build_prompt_renders_empty_messages_as_lisa():
     """LISA's conversation.py (SeparatorStyle.TWO): a message that is empty renders as "ROLE:" with no separator."""
     got = build_prompt("Segment it.", [("What is this?", ""), ("", "A cat.")])
-    assert got == (SYSTEM + " USER: <im_start><image><im_end>\nWhat is this? ASSISTANT:USER:ASSISTANT: A cat.</s>"
-                   "USER: Segment it. ASSISTANT:")
+    assert got == (
+        SYSTEM + " USER: <im_start><image><im_end>\nWhat is this? ASSISTANT:USER:ASSISTANT: A cat.</s>"
+        "USER: Segment it. ASSISTANT:"
+    )
     assert build_prompt("Hi", [], "Sure, [SEG].").endswith("\nHi ASSISTANT: Sure, [SEG].")
 
 
-DECODED = ["coffee-adobergb.jpg", "rocket-p3.jpg", "chelsea-p3.png", "astronaut-adobergb.png", "chelsea-cmyk.jpg",
-           "chelsea-cmyk-noadobe.jpg", "camera-16bit-gray.png", "camera-16bit-gray.tif", "chelsea-16bit.tif",
-           "chelsea-16bit.png", "chelsea-palette-trns.png", "camera-gray-alpha.png", "chelsea-rgba.png",
-           "coffee-exif6.jpg", "coffee-exif6.png", "coffee-exif6.webp", "chelsea.bmp"]
+DECODED = [
+    "coffee-adobergb.jpg",
+    "rocket-p3.jpg",
+    "chelsea-p3.png",
+    "astronaut-adobergb.png",
+    "chelsea-cmyk.jpg",
+    "chelsea-cmyk-noadobe.jpg",
+    "camera-16bit-gray.png",
+    "camera-16bit-gray.tif",
+    "chelsea-16bit.tif",
+    "chelsea-16bit.png",
+    "chelsea-palette-trns.png",
+    "camera-gray-alpha.png",
+    "chelsea-rgba.png",
+    "coffee-exif6.jpg",
+    "coffee-exif6.png",
+    "coffee-exif6.webp",
+    "chelsea.bmp",
+]
 
 
 def test_reference_decodes_as_chat_py(tmp_path):
     """load_image gives what cv2.imread of OpenCV 4.8 (LISA's pin) gives, for every kind of file."""
-    jobs = [{"op": "cv2", "file": str(IMAGES / f), "out": str(tmp_path / f"{f}.rgb"), "meta": str(tmp_path / f"{f}.json")}
-            for f in DECODED]
+    jobs = [
+        {"op": "cv2", "file": str(IMAGES / f), "out": str(tmp_path / f"{f}.rgb"), "meta": str(tmp_path / f"{f}.json")}
+        for f in DECODED
+    ]
     lisa_pins(jobs, tmp_path)
     bad = []
     for f in DECODED:
@@ -69,10 +98,26 @@ def test_reference_preprocessing_resizes_as_pillow_9_4(size, tmp_path):
     raw = tmp_path / "in.rgb"
     np.asarray(img).tofile(raw)
     job = {"in": str(raw), "w": w, "h": h}
-    lisa_pins([{**job, "op": "clip", "spec": CLIP_SPEC, "out": str(tmp_path / "clip.f32"),
-                "out_u8": str(tmp_path / "clip.u8")},
-               {**job, "op": "sam", "spec": SAM_SPEC, "out": str(tmp_path / "sam.f32"), "out_u8": str(tmp_path / "sam.u8"),
-                "meta": str(tmp_path / "sam.json")}], tmp_path)
+    lisa_pins(
+        [
+            {
+                **job,
+                "op": "clip",
+                "spec": CLIP_SPEC,
+                "out": str(tmp_path / "clip.f32"),
+                "out_u8": str(tmp_path / "clip.u8"),
+            },
+            {
+                **job,
+                "op": "sam",
+                "spec": SAM_SPEC,
+                "out": str(tmp_path / "sam.f32"),
+                "out_u8": str(tmp_path / "sam.u8"),
+                "meta": str(tmp_path / "sam.json"),
+            },
+        ],
+        tmp_path,
+    )
     clip = clip_preprocess(img)
     sam, resize_size, _ = sam_preprocess(img)
     assert list(resize_size) == json.loads((tmp_path / "sam.json").read_text())["resize_size"]
@@ -88,8 +133,14 @@ def test_tiny_checkpoint_is_lisa_shaped():
 
     _, _, _, ckpt, clip = tiny_model("7b", 1)
     cfg = json.loads((ckpt / "config.json").read_text())
-    for key in ("train_mask_decoder", "out_dim", "mm_hidden_size", "vision_tower", "mm_use_im_start_end",
-                "mm_vision_select_layer"):
+    for key in (
+        "train_mask_decoder",
+        "out_dim",
+        "mm_hidden_size",
+        "vision_tower",
+        "mm_use_im_start_end",
+        "mm_vision_select_layer",
+    ):
         assert key in cfg, key
     assert cfg["train_mask_decoder"] is True and cfg["mm_vision_select_layer"] == -2
     tower = CLIPVisionModel.from_pretrained(cfg["vision_tower"])

@@ -1,12 +1,12 @@
 """The tokenizer: training is deterministic and LLaMA-shaped, the slow tokenizer is LISA's, and the ids come from
 transformers 4.31.0 (the version LISA pins), which the committed TypeScript parity fixtures were made with."""
+
 import filecmp
 import json
 from pathlib import Path
 
 import pytest
 import sentencepiece as spm
-
 from lisa_export import tokenizer as T
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -34,12 +34,14 @@ def test_llama_sentencepiece_settings(tiny13):
     assert [sp.id_to_piece(i) for i in (3, 3 + 0x0A, 258)] == ["<0x00>", "<0x0A>", "<0xFF>"]  # byte fallback
     assert sp.encode("2023", out_type=str) == ["\u2581", "2", "0", "2", "3"]  # split_digits, dummy prefix
     assert sp.encode("a  b", out_type=str)[0].startswith("\u2581")
-    assert sp.decode(sp.encode("\U0001F9D1 x\ty\n")) == "\U0001F9D1 x\ty\n"  # identity normalisation, bytes
-    assert "<0x" in "".join(sp.encode("\U0001F9D1", out_type=str))
+    assert sp.decode(sp.encode("\U0001f9d1 x\ty\n")) == "\U0001f9d1 x\ty\n"  # identity normalisation, bytes
+    assert "<0x" in "".join(sp.encode("\U0001f9d1", out_type=str))
 
 
-@pytest.mark.parametrize("layout,expected", [("7b", ["<im_patch>", "<im_start>", "<im_end>", "[SEG]"]),
-                                             ("13b", ["[SEG]", "<im_start>", "<im_end>"])])
+@pytest.mark.parametrize(
+    "layout,expected",
+    [("7b", ["<im_patch>", "<im_start>", "<im_end>", "[SEG]"]), ("13b", ["[SEG]", "<im_start>", "<im_end>"])],
+)
 def test_layout_added_tokens(tmp_path, layout, expected):
     assert T.layout_added_tokens(layout) == expected
     folder = T.train_tiny_tokenizer(tmp_path, layout, 1, 1000)
@@ -106,8 +108,17 @@ def test_431_and_457_still_disagree_as_documented():
 def test_fixtures_regenerate_identically(tmp_path):
     """`models/export/venv run -m lisa_export.tokenizer fixtures --out test/fixtures/tokenizer` is reproducible."""
     T.write_fixtures(tmp_path, compare_inprocess=False)
-    for rel in ("strings.json", "prompts.json", "7b/tokenizer.model", "7b/tokenizer.json", "7b/goldens.json",
-                "13b/tokenizer.model", "13b/tokenizer.json", "13b/goldens.json", "13b/added_tokens.json"):
+    for rel in (
+        "strings.json",
+        "prompts.json",
+        "7b/tokenizer.model",
+        "7b/tokenizer.json",
+        "7b/goldens.json",
+        "13b/tokenizer.model",
+        "13b/tokenizer.json",
+        "13b/goldens.json",
+        "13b/added_tokens.json",
+    ):
         assert filecmp.cmp(tmp_path / rel, FIXTURES / rel, shallow=False), rel
     assert len(json.loads((tmp_path / "strings.json").read_text())) >= 200
 

@@ -3,6 +3,7 @@
 stdin: {"folder": "<slow tokenizer folder>", "requests": [{"op": "prompt"|"encode"|"decode"|"tokens", ...}]}
 stdout: {"transformers": "4.31.0", "results": [...]}   (run with models/export/tok431/venv run ref.py)
 """
+
 import json
 import sys
 import warnings
@@ -50,9 +51,15 @@ def main():
         elif op == "tokens":
             out.append(tok.tokenize(r["text"]))
         elif op == "info":
-            out.append({"class": type(tok).__name__, "legacy": getattr(tok, "legacy", None),
-                        "len": len(tok), "added": tok.get_added_vocab(),
-                        "special": tok.all_special_tokens})
+            out.append(
+                {
+                    "class": type(tok).__name__,
+                    "legacy": getattr(tok, "legacy", None),
+                    "len": len(tok),
+                    "added": tok.get_added_vocab(),
+                    "special": tok.all_special_tokens,
+                }
+            )
         else:
             raise SystemExit(f"unknown op {op}")
     json.dump({"transformers": transformers.__version__, "results": out}, sys.stdout, ensure_ascii=False)
