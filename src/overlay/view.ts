@@ -26,7 +26,12 @@ export interface ViewOptions {
   save?: (file: SaveFile) => void | Promise<void>;
   /** Style nonce for a webview with a strict CSP. */
   styleNonce?: string;
+  /** UI text in the user's language (English keys, {0} arguments); English when absent. */
+  t?: Translate;
 }
+
+export type Translate = (message: string, ...args: (string | number)[]) => string;
+const english: Translate = (m, ...a) => m.replace(/\{(\d+)\}/g, (x, i: string) => (a[Number(i)] !== undefined ? String(a[Number(i)]) : x));
 
 export interface SegmentView {
   readonly root: HTMLElement;
@@ -48,6 +53,7 @@ let viewCounter = 0;
 
 export function createSegmentView(container: HTMLElement, result: SegmentResult, options: ViewOptions = {}): SegmentView {
   const doc = container.ownerDocument;
+  const t = options.t ?? english;
   ensureStyles(doc, options.styleNonce);
   const uid = `rs${++viewCounter}`;
   const abort = new AbortController();
@@ -61,7 +67,7 @@ export function createSegmentView(container: HTMLElement, result: SegmentResult,
 
   const root = el('div', 'rs-view');
   root.setAttribute('role', 'group');
-  root.setAttribute('aria-label', `Segmentation result: ${n} mask${n === 1 ? '' : 's'}`);
+  root.setAttribute('aria-label', t('Segmentation result: {0} mask(s)', n));
 
   // Decode every mask once. A mask that fails to decode is listed as broken and never drawn.
   const layers: (MaskLayer | null)[] = [];
@@ -71,7 +77,7 @@ export function createSegmentView(container: HTMLElement, result: SegmentResult,
       layers.push(new MaskLayer(masks[i], W, H));
     } catch (e) {
       layers.push(null);
-      problems.push(`Mask ${i + 1}: ${(e as Error).message}`);
+      problems.push(`${t('Mask {0}', i + 1)}: ${(e as Error).message}`);
     }
   }
   const colors: Rgb[] = masks.map((m) => maskColor(m.segIndex));
@@ -84,7 +90,7 @@ export function createSegmentView(container: HTMLElement, result: SegmentResult,
   // ---- toolbar ----
   const toolbar = el('div', 'rs-toolbar');
   const modeSet = el('fieldset');
-  modeSet.appendChild(el('legend', undefined, 'View'));
+  modeSet.appendChild(el('legend', undefined, t('View')));
   const modeInputs = new Map<ViewMode, HTMLInputElement>();
   for (const [m, label] of [['fill', 'Fill'], ['outline', 'Outline'], ['box', 'Bounding box']] as const) {
     const lab = el('label');
@@ -95,7 +101,7 @@ export function createSegmentView(container: HTMLElement, result: SegmentResult,
     input.checked = m === mode;
     on(input, 'change', () => input.checked && setMode(m));
     modeInputs.set(m, input);
-    lab.append(input, doc.createTextNode(label));
+    lab.append(input, doc.createTextNode(t(label)));
     modeSet.appendChild(lab);
   }
   const opacityLabel = el('label', 'rs-opacity');
@@ -105,9 +111,9 @@ export function createSegmentView(container: HTMLElement, result: SegmentResult,
   opacityInput.max = '100';
   opacityInput.step = '1';
   opacityInput.value = String(Math.round(opacity * 100));
-  opacityInput.setAttribute('aria-label', 'Mask opacity');
+  opacityInput.setAttribute('aria-label', t('Mask opacity'));
   const opacityValue = el('span', 'rs-meta');
-  opacityLabel.append(doc.createTextNode('Opacity'), opacityInput, opacityValue);
+  opacityLabel.append(doc.createTextNode(t('Opacity')), opacityInput, opacityValue);
   on(opacityInput, 'input', () => setOpacity(Number(opacityInput.value) / 100));
   toolbar.append(modeSet, opacityLabel);
 
@@ -125,7 +131,7 @@ export function createSegmentView(container: HTMLElement, result: SegmentResult,
   const overlay = mkCanvas('rs-overlay');
   const hl = mkCanvas('rs-highlight');
   base.setAttribute('role', 'img');
-  base.setAttribute('aria-label', result.image.source ? `Image ${result.image.source} with masks` : 'Image with masks');
+  base.setAttribute('aria-label', result.image.source ? t('Image {0} with masks', result.image.source) : t('Image with masks'));
   overlay.setAttribute('aria-hidden', 'true');
   hl.setAttribute('aria-hidden', 'true');
   stage.append(base, overlay, hl);
@@ -146,7 +152,7 @@ export function createSegmentView(container: HTMLElement, result: SegmentResult,
     const i = bySeg.get(k);
     if (i === undefined) {
       const span = el('span', 'rs-chip rs-nomask', SEG);
-      span.title = 'No mask for this [SEG]';
+      span.title = t('No mask for this [SEG]');
       text.appendChild(span);
       return;
     }
@@ -168,7 +174,7 @@ export function createSegmentView(container: HTMLElement, result: SegmentResult,
 
   // ---- mask list ----
   const list = el('ul', 'rs-masks');
-  list.setAttribute('aria-label', 'Masks');
+  list.setAttribute('aria-label', t('Masks'));
   const rows: HTMLLIElement[] = [];
   const boxes: HTMLInputElement[] = [];
   masks.forEach((m, i) => {
@@ -184,7 +190,7 @@ export function createSegmentView(container: HTMLElement, result: SegmentResult,
     swatch.style.background = cssColor(colors[i]);
     const meta = layers[i] === null ? 'could not be decoded' :
       `${m.area} px · box ${m.bbox.join(', ')}${typeof m.score === 'number' ? ` · score ${m.score.toFixed(2)}` : ''}`;
-    label.append(cb, swatch, doc.createTextNode(`Mask ${i + 1}`), el('span', 'rs-meta', meta));
+    label.append(cb, swatch, doc.createTextNode(t('Mask {0}', i + 1)), el('span', 'rs-meta', meta));
     on(cb, 'change', () => setVisible(i, cb.checked));
     on(cb, 'keydown', (e) => {
       if (e.key === 'Enter') { e.preventDefault(); setVisible(i, !visible[i]); }
@@ -193,9 +199,9 @@ export function createSegmentView(container: HTMLElement, result: SegmentResult,
     on(li, 'pointerleave', () => setHover(-1));
     li.appendChild(label);
     if (options.save && layers[i]) {
-      const b = el('button', 'rs-button', 'Save mask PNG');
+      const b = el('button', 'rs-button', t('Save mask PNG'));
       b.type = 'button';
-      b.setAttribute('aria-label', `Save mask ${i + 1} as PNG`);
+      b.setAttribute('aria-label', t('Save mask {0} as PNG', i + 1));
       on(b, 'click', () => void options.save!(maskPng(i)));
       li.appendChild(b);
     }
@@ -206,16 +212,16 @@ export function createSegmentView(container: HTMLElement, result: SegmentResult,
 
   if (options.save) {
     const save = options.save;
-    const coco = el('button', 'rs-button', 'Save COCO JSON');
+    const coco = el('button', 'rs-button', t('Save COCO JSON'));
     coco.type = 'button';
     on(coco, 'click', () => void save(cocoJson()));
-    const ov = el('button', 'rs-button', 'Save overlay PNG');
+    const ov = el('button', 'rs-button', t('Save overlay PNG'));
     ov.type = 'button';
     on(ov, 'click', () => void overlayPng().then(save));
     toolbar.append(coco, ov);
   }
 
-  if (problems.length) notes.appendChild(errorBox(doc, 'Some masks could not be drawn', problems.join('\n')));
+  if (problems.length) notes.appendChild(errorBox(doc, t('Some masks could not be drawn'), problems.join('\n')));
   root.append(toolbar, stage, notes, text, list);
   container.appendChild(root);
 
@@ -296,12 +302,12 @@ export function createSegmentView(container: HTMLElement, result: SegmentResult,
   }
 
   function updateLabels(i: number): void {
-    const state = layers[i] === null ? 'not decodable' : visible[i] ? 'visible' : 'hidden';
-    boxes[i].setAttribute('aria-label', `Mask ${i + 1} of ${n}: ${state}`);
+    const state = layers[i] === null ? t('not decodable') : visible[i] ? t('visible') : t('hidden');
+    boxes[i].setAttribute('aria-label', t('Mask {0} of {1}: {2}', i + 1, n, state));
     boxes[i].checked = visible[i];
     for (const c of chips[i]) {
       c.classList.toggle('rs-off', !visible[i]);
-      c.setAttribute('aria-label', `[SEG] ${i + 1}: mask ${i + 1}, ${state}`);
+      c.setAttribute('aria-label', t('[SEG] {0}: mask {0}, {1}', i + 1, state));
     }
   }
 
@@ -390,11 +396,11 @@ export function createSegmentView(container: HTMLElement, result: SegmentResult,
   const ready = loadImage(result, abort.signal).then(
     (bitmap) => {
       if (!bitmap) {
-        notes.appendChild(el('p', 'rs-note', 'The image is not embedded in this result; masks are shown on a blank background.'));
+        notes.appendChild(el('p', 'rs-note', t('The image is not embedded in this result; masks are shown on a blank background.')));
         return;
       }
       if (bitmap.width !== W || bitmap.height !== H) {
-        notes.appendChild(el('p', 'rs-note', `The embedded image is ${bitmap.width}x${bitmap.height}; the masks are ${W}x${H}. It is stretched to fit.`));
+        notes.appendChild(el('p', 'rs-note', t('The embedded image is {0}x{1}; the masks are {2}x{3}. It is stretched to fit.', bitmap.width, bitmap.height, W, H)));
       }
       bctx.drawImage(bitmap, 0, 0, W, H);
       bitmap.close();
@@ -402,7 +408,7 @@ export function createSegmentView(container: HTMLElement, result: SegmentResult,
     },
     (e: Error) => {
       if (abort.signal.aborted) return;
-      notes.appendChild(errorBox(doc, 'The image could not be decoded', e.message));
+      notes.appendChild(errorBox(doc, t('The image could not be decoded'), e.message));
     },
   );
 

@@ -5,6 +5,7 @@
 import { checkResult } from '../overlay/validate';
 import { createSegmentView, errorBox, type SaveFile, type SegmentView } from '../overlay/view';
 import { ensureStyles } from '../overlay/styles';
+import { translator } from '../webview/l10n';
 import type { ActivationFunction, OutputItem } from './api';
 import type { SaveMessage } from './messages';
 
@@ -25,7 +26,7 @@ export const activate: ActivationFunction = (ctx) => {
       try {
         payload = outputItem.json();
       } catch (e) {
-        element.appendChild(errorBox(element.ownerDocument, 'This Reason Segment result cannot be shown',
+        element.appendChild(errorBox(element.ownerDocument, translator(navigator.language)('This Reason Segment result cannot be shown'),
           `The output is not valid JSON (${(e as Error).message}).`));
         return;
       }
@@ -49,12 +50,13 @@ export const activate: ActivationFunction = (ctx) => {
         }
       };
       try {
-        const view = createSegmentView(element, checked.result, { save });
+        // VS Code gives renderers no locale; the notebook webview's navigator.language follows the display language.
+        const view = createSegmentView(element, checked.result, { save, t: translator(navigator.language) });
         views.set(outputItem.id, view);
         element.appendChild(downloads);
         signal?.addEventListener('abort', () => dispose(outputItem.id), { once: true });
       } catch (e) {
-        element.replaceChildren(errorBox(element.ownerDocument, 'This Reason Segment result cannot be shown', (e as Error).message));
+        element.replaceChildren(errorBox(element.ownerDocument, translator(navigator.language)('This Reason Segment result cannot be shown'), (e as Error).message));
       }
     },
     disposeOutputItem(id?: string) {

@@ -301,6 +301,7 @@ export function createChatApp(root: HTMLElement, api: VsCodeApi, opts: { nonce?:
         try {
           entry.view = createSegmentView(holder, result, {
             styleNonce: opts.nonce,
+            t: tr,
             save: (file: SaveFile) => post({ type: 'save', conversationId: c.id, turnId: t.id, ...file }),
           });
         } catch (e) {

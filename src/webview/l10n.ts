@@ -47,9 +47,37 @@ const ZH_CN: Readonly<Record<string, string>> = {
   'The {0} oldest turn(s) were left out so that this one fits the model\'s context.': '为使本轮对话放得进模型的上下文，省略了最早的 {0} 轮。',
   'Retry: {0}': '重试：{0}',
   'Waiting for the host…': '等待推理进程…',
+  // The overlay (src/overlay/view.ts), shared by this panel and the notebook renderer.
+  'Segmentation result: {0} mask(s)': '分割结果：{0} 个掩码',
+  'Mask {0}': '掩码 {0}',
+  'View': '视图',
+  'Fill': '填充',
+  'Outline': '轮廓',
+  'Bounding box': '边界框',
+  'Mask opacity': '掩码不透明度',
+  'Opacity': '不透明度',
+  'Image {0} with masks': '带掩码的图像 {0}',
+  'Image with masks': '带掩码的图像',
+  'No mask for this [SEG]': '此 [SEG] 没有掩码',
+  'Masks': '掩码',
+  'Save mask PNG': '保存掩码 PNG',
+  'Save mask {0} as PNG': '将掩码 {0} 保存为 PNG',
+  'Save COCO JSON': '保存 COCO JSON',
+  'Save overlay PNG': '保存叠加图 PNG',
+  'Some masks could not be drawn': '部分掩码无法绘制',
+  'not decodable': '无法解码',
+  'visible': '可见',
+  'hidden': '隐藏',
+  'Mask {0} of {1}: {2}': '掩码 {0}/{1}：{2}',
+  '[SEG] {0}: mask {0}, {1}': '[SEG] {0}：掩码 {0}，{1}',
+  'The image is not embedded in this result; masks are shown on a blank background.': '此结果未内嵌图像；掩码显示在空白背景上。',
+  'The embedded image is {0}x{1}; the masks are {2}x{3}. It is stretched to fit.': '内嵌图像为 {0}x{1}，掩码为 {2}x{3}，已拉伸以适应。',
+  'The image could not be decoded': '无法解码图像',
+  'This Reason Segment result cannot be shown': '无法显示此 Reason Segment 结果',
 };
 
-export type Translate = (message: string, ...args: (string | number)[]) => string;
+export type { Translate } from '../overlay/view';
+import type { Translate } from '../overlay/view';
 
 export function translator(lang: string | null | undefined): Translate {
   const table = /^zh(-cn|-hans|$)/i.test(lang ?? '') ? ZH_CN : undefined;

@@ -312,6 +312,21 @@ describe('notebook renderer in Chromium', function () {
     assert.equal(await page.locator('.rs-mask[data-mask="2"] input').isDisabled(), true);
     await page.screenshot({ path: path.join(SHOTS, 'g-broken-mask.png') });
   });
+
+  it('speaks the display language: the overlay controls in Simplified Chinese (zh-CN)', async () => {
+    await page.evaluate(() => Object.defineProperty(navigator, 'language', { get: () => 'zh-CN' }));
+    await render(page, payload);
+    const text = (sel: string) => page.locator(sel).allTextContents();
+    assert.deepEqual((await text('.rs-view legend')).map((s) => s.trim()), ['视图']);
+    const all = (await page.locator('.rs-view').innerText()).replace(/\s+/g, ' ');
+    for (const zh of ['填充', '轮廓', '边界框', '不透明度', '掩码 1', '掩码 3', '保存 COCO JSON', '保存叠加图 PNG']) {
+      assert.ok(all.includes(zh), `${zh} missing from: ${all.slice(0, 300)}`);
+    }
+    for (const en of ['Fill', 'Outline', 'Bounding box', 'Opacity', 'Mask 1', 'Save']) {
+      assert.ok(!new RegExp(`\\b${en}\\b`).test(all), `${en} left in English: ${all.slice(0, 300)}`);
+    }
+    assert.equal(await page.locator('.rs-view input[type=range]').getAttribute('aria-label'), '掩码不透明度');
+  });
 });
 
 // Keep the screenshot folder's location discoverable when debugging.
