@@ -100,10 +100,15 @@ export function polygonMask(points: number[][], h: number, w: number): Uint8Arra
 /** get_mask_from_json: polygons painted largest first, 1 for targets, 255 where the label contains "ignore";
  *  "flag" shapes skipped. */
 export function maskFromJson(anno: ReasonSegAnno, h: number, w: number): Uint8Array {
-  const polys = anno.shapes.filter((s) => s.label.toLowerCase() !== 'flag').map((s) => ({ s, m: polygonMask(s.points, h, w) }));
+  const polys = anno.shapes
+    .filter((s) => s.label.toLowerCase() !== 'flag')
+    .map((s) => ({ s, m: polygonMask(s.points, h, w) }));
   const area = (m: Uint8Array) => m.reduce((n, v) => n + v, 0);
   // np.argsort(areas)[::-1]: a stable ascending sort, reversed (equal areas: the later polygon first)
-  const order = polys.map((p, i) => ({ i, a: area(p.m) })).sort((x, y) => x.a - y.a || x.i - y.i).reverse();
+  const order = polys
+    .map((p, i) => ({ i, a: area(p.m) }))
+    .sort((x, y) => x.a - y.a || x.i - y.i)
+    .reverse();
   const out = new Uint8Array(h * w);
   for (const { i } of order) {
     const v = polys[i].s.label.toLowerCase().includes('ignore') ? 255 : 1;
@@ -118,8 +123,12 @@ export function maskFromJson(anno: ReasonSegAnno, h: number, w: number): Uint8Ar
 
 /** intersectionAndUnionGPU(output, target, K, ignore_index): per-class intersection, union and target areas, pixels
  *  where the target is ignore_index left out (histc drops the 255 it writes there). */
-export function intersectionAndUnion(output: Uint8Array, target: Uint8Array, K = 2, ignoreIndex = 255):
-{ intersection: number[]; union: number[]; target: number[] } {
+export function intersectionAndUnion(
+  output: Uint8Array,
+  target: Uint8Array,
+  K = 2,
+  ignoreIndex = 255,
+): { intersection: number[]; union: number[]; target: number[] } {
   if (output.length !== target.length) throw new Error(`output has ${output.length} pixels, target ${target.length}`);
   const inter = new Array(K).fill(0);
   const out = new Array(K).fill(0);
@@ -177,7 +186,9 @@ export async function readReasonSeg(dir: string): Promise<Sample[]> {
   try {
     names = await fs.readdir(dir);
   } catch (e) {
-    throw new EvalInputError(`--data ${dir} cannot be read (${(e as NodeJS.ErrnoException).code}); pass a ReasonSeg-format folder`);
+    throw new EvalInputError(
+      `--data ${dir} cannot be read (${(e as NodeJS.ErrnoException).code}); pass a ReasonSeg-format folder`,
+    );
   }
   const jsons = names.filter((n) => n.endsWith('.json')).sort();
   const images = new Set(names);
@@ -192,18 +203,25 @@ export async function readReasonSeg(dir: string): Promise<Sample[]> {
       throw new EvalInputError(`${path.join(dir, j)}: ${(e as Error).message}; fix or remove that file`);
     }
     if (!Array.isArray(anno.text) || anno.text.length === 0 || !Array.isArray(anno.shapes)) {
-      throw new EvalInputError(`${path.join(dir, j)} has no "text" list or no "shapes" list; it is not a ReasonSeg annotation`);
+      throw new EvalInputError(
+        `${path.join(dir, j)} has no "text" list or no "shapes" list; it is not a ReasonSeg annotation`,
+      );
     }
     out.push({ name: base, image: path.join(dir, `${base}.jpg`), anno });
   }
-  if (out.length === 0) throw new EvalInputError(`${dir} has no <name>.jpg + <name>.json pairs; pass a ReasonSeg-format folder (or its parent with --split)`);
+  if (out.length === 0)
+    throw new EvalInputError(
+      `${dir} has no <name>.jpg + <name>.json pairs; pass a ReasonSeg-format folder (or its parent with --split)`,
+    );
   return out;
 }
 
 /** ValDataset's user message after "<image>\n". */
 export function lisaPrompt(text: string, isSentence: boolean): string {
   const t = text.trim();
-  return isSentence ? ` ${t} Please output segmentation mask.` : ` What is ${t} in this image? Please output segmentation mask.`;
+  return isSentence
+    ? ` ${t} Please output segmentation mask.`
+    : ` What is ${t} in this image? Please output segmentation mask.`;
 }
 
 export function namesAll(answer: string, keywords: string[]): boolean {
@@ -268,8 +286,14 @@ function parseCsvLine(line: string): string[] {
 }
 
 /** Scores every sample not yet in the CSV, appending a row for each; returns the report over all rows. */
-export async function evaluate(pipeline: LisaPipeline, samples: Sample[], csvFile: string, settings: string, opts: EvalOptions,
-  signal?: AbortSignal): Promise<Omit<EvalReport, 'model' | 'data'>> {
+export async function evaluate(
+  pipeline: LisaPipeline,
+  samples: Sample[],
+  csvFile: string,
+  settings: string,
+  opts: EvalOptions,
+  signal?: AbortSignal,
+): Promise<Omit<EvalReport, 'model' | 'data'>> {
   const meter = new ReasonSegMeter();
   let named = 0;
   let namedChecked = 0;
@@ -278,13 +302,16 @@ export async function evaluate(pipeline: LisaPipeline, samples: Sample[], csvFil
   try {
     existing = await fs.readFile(csvFile, 'utf8');
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new EvalInputError(`--csv ${csvFile} cannot be read (${(e as NodeJS.ErrnoException).code})`);
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT')
+      throw new EvalInputError(`--csv ${csvFile} cannot be read (${(e as NodeJS.ErrnoException).code})`);
   }
   const settingsLine = `# ${settings}`;
   if (existing !== undefined && existing.trim() !== '') {
     const lines = existing.split('\n').filter((l) => l !== '');
     if (lines[0] !== settingsLine || lines[1] !== CSV_HEADER) {
-      throw new EvalInputError(`${csvFile} holds rows of another evaluation (${lines[0]}); remove it or pass another --csv`);
+      throw new EvalInputError(
+        `${csvFile} holds rows of another evaluation (${lines[0]}); remove it or pass another --csv`,
+      );
     }
     for (const line of lines.slice(2)) {
       const f = parseCsvLine(line);
@@ -314,8 +341,13 @@ export async function evaluate(pipeline: LisaPipeline, samples: Sample[], csvFil
     let row: string;
     try {
       const r = await pipeline.segment({
-        image: { path: s.image }, prompt, includePng: false, signal,
-        ...(opts.protocol === 'lisa' ? { assistantPrefix: '[SEG].', maxNewTokens: 1 } : { maxNewTokens: opts.maxNewTokens ?? 64 }),
+        image: { path: s.image },
+        prompt,
+        includePng: false,
+        signal,
+        ...(opts.protocol === 'lisa'
+          ? { assistantPrefix: '[SEG].', maxNewTokens: 1 }
+          : { maxNewTokens: opts.maxNewTokens ?? 64 }),
       });
       const { width: w, height: h } = r.image;
       const target = maskFromJson(s.anno, h, w);
@@ -336,8 +368,18 @@ export async function evaluate(pipeline: LisaPipeline, samples: Sample[], csvFil
         namedField = ok ? '1' : '0';
       }
       const predArea = pred.reduce((n, v) => n + v, 0);
-      row = [s.name, String(t), iou.toFixed(6), String(iu.intersection[1]), String(iu.union[1]), String(iu.target[1]),
-        String(predArea), String(r.masks.length), namedField, csvField(r.answer)].join(',');
+      row = [
+        s.name,
+        String(t),
+        iou.toFixed(6),
+        String(iu.intersection[1]),
+        String(iu.union[1]),
+        String(iu.target[1]),
+        String(predArea),
+        String(r.masks.length),
+        namedField,
+        csvField(r.answer),
+      ].join(',');
     } catch (e) {
       if (isHostError(e, 'Cancelled')) break;
       if (!isHostError(e)) throw e;
@@ -349,23 +391,40 @@ export async function evaluate(pipeline: LisaPipeline, samples: Sample[], csvFil
   }
   opts.onProgress?.(finished, jobs.length, '');
   return {
-    format: 'reason-segment-eval/1', protocol: opts.protocol, texts: opts.allTexts ? 'all' : 'first', samples: meter.count,
-    giou: meter.giou, ciou: meter.ciou, ...(namedChecked ? { named: named / namedChecked, namedChecked } : {}), failures,
+    format: 'reason-segment-eval/1',
+    protocol: opts.protocol,
+    texts: opts.allTexts ? 'all' : 'first',
+    samples: meter.count,
+    giou: meter.giou,
+    ciou: meter.ciou,
+    ...(namedChecked ? { named: named / namedChecked, namedChecked } : {}),
+    failures,
   };
 }
 
+const EVAL_OPTIONS = {
+  model: { type: 'string' },
+  data: { type: 'string' },
+  split: { type: 'string' },
+  out: { type: 'string' },
+  csv: { type: 'string' },
+  protocol: { type: 'string', default: 'lisa' },
+  'all-texts': { type: 'boolean', default: false },
+  limit: { type: 'string' },
+  'max-new-tokens': { type: 'string' },
+  device: { type: 'string', default: 'cpu' },
+  'allow-fallback': { type: 'boolean', default: false },
+  verbose: { type: 'boolean', default: false },
+  help: { type: 'boolean', default: false },
+} as const;
+
+const parseEvalArgs = (argv: string[]) =>
+  parseArgs({ args: argv, strict: true, allowPositionals: false, options: EVAL_OPTIONS }).values;
+
 export async function evalMain(argv: string[]): Promise<number> {
-  let a;
+  let a: ReturnType<typeof parseEvalArgs>;
   try {
-    a = parseArgs({
-      args: argv, strict: true, allowPositionals: false, options: {
-        model: { type: 'string' }, data: { type: 'string' }, split: { type: 'string' }, out: { type: 'string' },
-        csv: { type: 'string' }, protocol: { type: 'string', default: 'lisa' }, 'all-texts': { type: 'boolean', default: false },
-        limit: { type: 'string' }, 'max-new-tokens': { type: 'string' }, device: { type: 'string', default: 'cpu' },
-        'allow-fallback': { type: 'boolean', default: false }, verbose: { type: 'boolean', default: false },
-        help: { type: 'boolean', default: false },
-      },
-    }).values;
+    a = parseEvalArgs(argv);
   } catch (e) {
     process.stderr.write(`reason-segment eval: ${(e as Error).message}\n${EVAL_USAGE}\n`);
     return 2;
@@ -392,24 +451,42 @@ export async function evalMain(argv: string[]): Promise<number> {
     const maxNewTokens = count(a['max-new-tokens'], 'max-new-tokens');
     const dir = a.split ? path.join(a.data, a.split) : a.data;
     const samples = await readReasonSeg(dir);
-    const csvFile = a.csv ?? (a.out ? a.out.replace(/\.json$/i, '') + '.csv' : 'eval.csv');
-    const pipeline = await LisaPipeline.load(a.model, { device: a.device as Device, allowFallback: a['allow-fallback'] });
-    process.stderr.write(`loaded ${pipeline.bundle.manifest.variant} on ${pipeline.provider}; ${samples.length} image(s) in ${dir}\n`);
-    const settings = `model=${pipeline.bundle.manifest.variant} data=${path.resolve(dir)} protocol=${a.protocol} texts=${a['all-texts'] ? 'all' : 'first'}`
-      + ` limit=${limit ?? 'none'} max_new_tokens=${maxNewTokens ?? 'default'}`;
+    const csvFile = a.csv ?? (a.out ? `${a.out.replace(/\.json$/i, '')}.csv` : 'eval.csv');
+    const pipeline = await LisaPipeline.load(a.model, {
+      device: a.device as Device,
+      allowFallback: a['allow-fallback'],
+    });
+    process.stderr.write(
+      `loaded ${pipeline.bundle.manifest.variant} on ${pipeline.provider}; ${samples.length} image(s) in ${dir}\n`,
+    );
+    const settings =
+      `model=${pipeline.bundle.manifest.variant} data=${path.resolve(dir)} protocol=${a.protocol} texts=${a['all-texts'] ? 'all' : 'first'}` +
+      ` limit=${limit ?? 'none'} max_new_tokens=${maxNewTokens ?? 'default'}`;
     const interrupt = new AbortController();
     const onSigint = () => interrupt.abort();
     process.on('SIGINT', onSigint);
     let report: EvalReport;
     try {
-      const r = await evaluate(pipeline, samples, csvFile, settings, {
-        protocol: a.protocol, allTexts: a['all-texts'], limit, maxNewTokens,
-        onProgress: (done, total, label) => {
-          const width = 30;
-          const filled = Math.round((width * done) / Math.max(total, 1));
-          process.stderr.write(`\r\x1b[K[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total} ${label}`);
+      const r = await evaluate(
+        pipeline,
+        samples,
+        csvFile,
+        settings,
+        {
+          protocol: a.protocol,
+          allTexts: a['all-texts'],
+          limit,
+          maxNewTokens,
+          onProgress: (done, total, label) => {
+            const width = 30;
+            const filled = Math.round((width * done) / Math.max(total, 1));
+            process.stderr.write(
+              `\r\x1b[K[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total} ${label}`,
+            );
+          },
         },
-      }, interrupt.signal);
+        interrupt.signal,
+      );
       report = { ...r, model: path.resolve(a.model), data: path.resolve(dir) };
     } finally {
       process.off('SIGINT', onSigint);
@@ -417,9 +494,11 @@ export async function evalMain(argv: string[]): Promise<number> {
     }
     process.stderr.write('\n');
     if (a.out) await fs.writeFile(a.out, `${JSON.stringify(report, null, 1)}\n`);
-    process.stdout.write(`gIoU ${report.giou.toFixed(4)}  cIoU ${report.ciou.toFixed(4)}  samples ${report.samples}`
-      + `${report.named !== undefined ? `  named ${(100 * report.named).toFixed(1)}% of ${report.namedChecked}` : ''}`
-      + `${report.failures.length ? `  failed ${report.failures.length}` : ''}  (protocol ${report.protocol}; rows in ${csvFile})\n`);
+    process.stdout.write(
+      `gIoU ${report.giou.toFixed(4)}  cIoU ${report.ciou.toFixed(4)}  samples ${report.samples}` +
+        `${report.named !== undefined ? `  named ${(100 * report.named).toFixed(1)}% of ${report.namedChecked}` : ''}` +
+        `${report.failures.length ? `  failed ${report.failures.length}` : ''}  (protocol ${report.protocol}; rows in ${csvFile})\n`,
+    );
     if (interrupt.signal.aborted) {
       process.stderr.write('interrupted: run the same command again to resume\n');
       return 130;
@@ -430,7 +509,9 @@ export async function evalMain(argv: string[]): Promise<number> {
       process.stderr.write(`reason-segment eval: ${(e as Error).message}\n`);
       return 1;
     }
-    process.stderr.write(`reason-segment eval: internal error: ${(e as Error).message}${a.verbose ? `\n${(e as Error).stack}` : ' (run with --verbose for details)'}\n`);
+    process.stderr.write(
+      `reason-segment eval: internal error: ${(e as Error).message}${a.verbose ? `\n${(e as Error).stack}` : ' (run with --verbose for details)'}\n`,
+    );
     return 1;
   }
 }

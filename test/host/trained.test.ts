@@ -15,23 +15,36 @@ import { evaluate, readReasonSeg, type Sample } from '../../src/host/eval';
 import { LisaPipeline } from '../../src/host/pipeline';
 import { FIXTURE_BUNDLES, REPO } from '../helpers/bundles';
 
-export const TRAINED = path.join(FIXTURE_BUNDLES, 'shapes-7b');
+const TRAINED = path.join(FIXTURE_BUNDLES, 'shapes-7b');
 const QUANTISED = path.join(REPO, 'test', 'fixtures', 'trained');
 const HELD_OUT_SEED = 20261130; // training used seed 1, its goldens seed 424242
 const SCENES = 40;
 
-interface Figures { giou: number; ciou: number; named: number }
+interface Figures {
+  giou: number;
+  ciou: number;
+  named: number;
+}
 
 async function score(bundle: string, samples: Sample[], dir: string): Promise<Figures> {
   const pipeline = await LisaPipeline.load(bundle, { verifyCacheFile: null });
   try {
     const tag = path.basename(bundle);
-    const lisa = await evaluate(pipeline, samples, path.join(dir, `${tag}-lisa.csv`), 'test', { protocol: 'lisa', allTexts: false });
-    const answer = await evaluate(pipeline, samples, path.join(dir, `${tag}-answer.csv`), 'test', { protocol: 'answer', allTexts: true, maxNewTokens: 48 });
+    const lisa = await evaluate(pipeline, samples, path.join(dir, `${tag}-lisa.csv`), 'test', {
+      protocol: 'lisa',
+      allTexts: false,
+    });
+    const answer = await evaluate(pipeline, samples, path.join(dir, `${tag}-answer.csv`), 'test', {
+      protocol: 'answer',
+      allTexts: true,
+      maxNewTokens: 48,
+    });
     assert.equal(lisa.failures.length + answer.failures.length, 0);
     const f = { giou: lisa.giou, ciou: lisa.ciou, named: answer.named ?? 0 };
-    console.log(`      ${tag}: gIoU ${f.giou.toFixed(3)} cIoU ${f.ciou.toFixed(3)} named ${(100 * f.named).toFixed(1)}% `
-      + `(answers: gIoU ${answer.giou.toFixed(3)} cIoU ${answer.ciou.toFixed(3)}, ${answer.samples} answers)`);
+    console.log(
+      `      ${tag}: gIoU ${f.giou.toFixed(3)} cIoU ${f.ciou.toFixed(3)} named ${(100 * f.named).toFixed(1)}% ` +
+        `(answers: gIoU ${answer.giou.toFixed(3)} cIoU ${answer.ciou.toFixed(3)}, ${answer.samples} answers)`,
+    );
     return f;
   } finally {
     await pipeline.dispose();
@@ -44,8 +57,11 @@ describe('the trained shapes bundle on a held-out split', function () {
   let samples: Sample[];
   before(async function () {
     dir = mkdtempSync(path.join(os.tmpdir(), 'rs-heldout-'));
-    execFileSync(path.join(REPO, 'models', 'export', 'venv'), ['run', '-m', 'lisa_export.shapes', '--seed', String(HELD_OUT_SEED),
-      '--count', String(SCENES), '--out', dir], { cwd: REPO, stdio: ['ignore', 'ignore', 'pipe'] });
+    execFileSync(
+      path.join(REPO, 'models', 'export', 'venv'),
+      ['run', '-m', 'lisa_export.shapes', '--seed', String(HELD_OUT_SEED), '--count', String(SCENES), '--out', dir],
+      { cwd: REPO, stdio: ['ignore', 'ignore', 'pipe'] },
+    );
     samples = await readReasonSeg(dir);
   });
   after(() => rmSync(dir, { recursive: true, force: true }));

@@ -5,6 +5,7 @@ validate(), on torch tensors as LISA runs them.  The tests hold src/host/eval.ts
 [0/1/255...]}...]} (each image's prediction and get_mask_from_json target, row-major) and prints {"giou", "ciou",
 "per_image": [acc_iou...], "intersection": [...], "union": [...]}.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,9 @@ def validate(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> dict:
     per_image, inters, unions = [], [], []
     for output_i, mask_i in pairs:
         # histc on float tensors, as LISA's .float() masks on the GPU (.int() there; histc wants floating point on CPU)
-        intersection_i, union_i, _ = intersectionAndUnionGPU(output_i.contiguous().clone().float(),
-                                                              mask_i.contiguous().float(), 2, ignore_index=255)
+        intersection_i, union_i, _ = intersectionAndUnionGPU(
+            output_i.contiguous().clone().float(), mask_i.contiguous().float(), 2, ignore_index=255
+        )
         intersection, union, acc_iou = 0.0, 0.0, 0.0
         intersection += intersection_i
         union += union_i
@@ -54,8 +56,13 @@ def validate(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> dict:
         inters.append(float(intersection[1]))
         unions.append(float(union[1]))
     iou_class = inter_sum / (union_sum + 1e-10)
-    return {"giou": float(acc_sum[1] / max(count, 1)), "ciou": float(iou_class[1]), "per_image": per_image,
-            "intersection": inters, "union": unions}
+    return {
+        "giou": float(acc_sum[1] / max(count, 1)),
+        "ciou": float(iou_class[1]),
+        "per_image": per_image,
+        "intersection": inters,
+        "union": unions,
+    }
 
 
 def main() -> int:
@@ -63,8 +70,12 @@ def main() -> int:
     pairs = []
     for p in req["pairs"]:
         h, w = p["h"], p["w"]
-        pairs.append((torch.tensor(p["pred"], dtype=torch.int32).reshape(h, w),
-                      torch.tensor(p["target"], dtype=torch.int32).reshape(h, w)))
+        pairs.append(
+            (
+                torch.tensor(p["pred"], dtype=torch.int32).reshape(h, w),
+                torch.tensor(p["target"], dtype=torch.int32).reshape(h, w),
+            )
+        )
     json.dump(validate(pairs), sys.stdout)
     return 0
 

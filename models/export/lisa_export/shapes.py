@@ -14,6 +14,7 @@ Masks are rasterised by ``polygon_mask`` (cv2.polylines thickness 1 + cv2.fillPo
 without OpenCV); the shapes are painted through the same masks, so the ground truth is exactly the painted pixels.
 Same seed and count -> byte-identical files.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,14 +32,26 @@ REPO = Path(__file__).resolve().parents[3]
 PHOTOS = ["astronaut.png", "chelsea.jpg", "coffee.jpg", "rocket.jpg", "camera-gray.png"]
 
 KINDS = ["circle", "square", "triangle", "star", "hexagon", "ring"]
-KIND_ZH = {"circle": "圆形", "square": "正方形", "triangle": "三角形", "star": "星形", "hexagon": "六边形",
-           "ring": "圆环"}
+KIND_ZH = {
+    "circle": "圆形",
+    "square": "正方形",
+    "triangle": "三角形",
+    "star": "星形",
+    "hexagon": "六边形",
+    "ring": "圆环",
+}
 CORNERS = {"triangle": 3, "square": 4, "hexagon": 6, "star": 10}
 CORNERS_EN = {3: "three", 4: "four", 6: "six", 10: "ten"}
 CORNERS_ZH = {3: "三", 4: "四", 6: "六", 10: "十"}
 ROLLS = ("circle", "ring")
-COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 210, 40),
-           "purple": (150, 60, 190), "orange": (245, 140, 30)}
+COLOURS = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 220),
+    "yellow": (235, 210, 40),
+    "purple": (150, 60, 190),
+    "orange": (245, 140, 30),
+}
 COLOUR_ZH = {"red": "红色", "green": "绿色", "blue": "蓝色", "yellow": "黄色", "purple": "紫色", "orange": "橙色"}
 NUM_EN = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
 NUM_ZH = {2: "两", 3: "三", 4: "四", 5: "五", 6: "六"}
@@ -47,6 +60,7 @@ NUM_ZH = {2: "两", 3: "三", 4: "四", 5: "五", 6: "六"}
 # ---------------------------------------------------------------------------------------------------------------------
 # Rasterising polygons as LISA's get_mask_from_json does
 # ---------------------------------------------------------------------------------------------------------------------
+
 
 def _line_pixels(x0: int, y0: int, x1: int, y1: int):
     """8-connected Bresenham line, both ends included (cv2.polylines with thickness 1)."""
@@ -75,7 +89,7 @@ def polygon_mask(points, h: int, w: int) -> np.ndarray:
     x0, y0 = pts[:, 0], pts[:, 1]
     x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
     toggle = np.zeros((h, w + 1), np.int32)
-    for a, b, c, d in zip(x0.tolist(), y0.tolist(), x1.tolist(), y1.tolist()):
+    for a, b, c, d in zip(x0.tolist(), y0.tolist(), x1.tolist(), y1.tolist(), strict=False):
         if b == d:
             continue
         ys = np.arange(max(min(b, d), 0), min(max(b, d), h))
@@ -84,7 +98,7 @@ def polygon_mask(points, h: int, w: int) -> np.ndarray:
         xc = np.ceil(a + (ys - b) * (c - a) / (d - b)).astype(np.int64)
         np.add.at(toggle, (ys, np.clip(xc, 0, w)), 1)
     m = (np.cumsum(toggle, axis=1)[:, :w] % 2).astype(np.uint8)
-    for a, b, c, d in zip(x0.tolist(), y0.tolist(), x1.tolist(), y1.tolist()):
+    for a, b, c, d in zip(x0.tolist(), y0.tolist(), x1.tolist(), y1.tolist(), strict=False):
         for x, y in _line_pixels(a, b, c, d):
             if 0 <= x < w and 0 <= y < h:
                 m[y, x] = 1
@@ -107,6 +121,7 @@ def mask_from_json(anno: dict, h: int, w: int) -> np.ndarray:
 # Shapes
 # ---------------------------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Shape:
     kind: str
@@ -119,8 +134,13 @@ class Shape:
 
     def polygon(self) -> list[list[int]]:
         def ring_pts(rad: float, k: int, start: float, sign: int = 1):
-            return [(self.cx + rad * math.cos(start + sign * 2 * math.pi * i / k),
-                     self.cy + rad * math.sin(start + sign * 2 * math.pi * i / k)) for i in range(k)]
+            return [
+                (
+                    self.cx + rad * math.cos(start + sign * 2 * math.pi * i / k),
+                    self.cy + rad * math.sin(start + sign * 2 * math.pi * i / k),
+                )
+                for i in range(k)
+            ]
 
         if self.kind == "circle":
             pts = ring_pts(self.r, 48, 0.0)
@@ -133,7 +153,7 @@ class Shape:
         elif self.kind == "star":
             outer = ring_pts(self.r * 1.35, 5, self.rot - math.pi / 2)
             inner = ring_pts(self.r * 0.55, 5, self.rot - math.pi / 2 + math.pi / 5)
-            pts = [p for pair in zip(outer, inner) for p in pair]
+            pts = [p for pair in zip(outer, inner, strict=False) for p in pair]
         elif self.kind == "ring":
             # keyhole: the outer circle, a bridge to the inner circle, the inner circle the other way round, back
             outer = ring_pts(self.r, 48, 0.0)
@@ -145,14 +165,20 @@ class Shape:
 
     @property
     def area(self) -> float:
-        return {"circle": math.pi, "square": 2 * 1.25 ** 2, "triangle": 3 * math.sqrt(3) / 4 * 1.3 ** 2,
-                "hexagon": 3 * math.sqrt(3) / 2 * 1.1 ** 2, "star": 5 * 1.35 * 0.55 * math.sin(math.pi / 5),
-                "ring": math.pi * (1 - 0.55 ** 2)}[self.kind] * self.r ** 2
+        return {
+            "circle": math.pi,
+            "square": 2 * 1.25**2,
+            "triangle": 3 * math.sqrt(3) / 4 * 1.3**2,
+            "hexagon": 3 * math.sqrt(3) / 2 * 1.1**2,
+            "star": 5 * 1.35 * 0.55 * math.sin(math.pi / 5),
+            "ring": math.pi * (1 - 0.55**2),
+        }[self.kind] * self.r**2
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Backgrounds
 # ---------------------------------------------------------------------------------------------------------------------
+
 
 def _photo_cache() -> list[np.ndarray]:
     out = []
@@ -173,7 +199,7 @@ def background(rng: random.Random, h: int, w: int, photos: list[np.ndarray]) -> 
         b = np.array([rng.randint(60, 230) for _ in range(3)], np.float32)
         ang = rng.uniform(0, 2 * math.pi)
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        t = (xx * math.cos(ang) + yy * math.sin(ang))
+        t = xx * math.cos(ang) + yy * math.sin(ang)
         t = (t - t.min()) / max(float(t.max() - t.min()), 1.0)
         img = a + (b - a) * t[..., None]
     else:
@@ -181,7 +207,7 @@ def background(rng: random.Random, h: int, w: int, photos: list[np.ndarray]) -> 
         ph, pw = p.shape[:2]
         ch, cw = min(ph, h), min(pw, w)
         y0, x0 = rng.randint(0, ph - ch), rng.randint(0, pw - cw)
-        crop = Image.fromarray(p[y0:y0 + ch, x0:x0 + cw]).resize((w, h), Image.BILINEAR)
+        crop = Image.fromarray(p[y0 : y0 + ch, x0 : x0 + cw]).resize((w, h), Image.BILINEAR)
         # washed out towards grey so that flat saturated shapes stand out from it, as objects do in a photo
         img = np.asarray(crop, np.float32) * 0.5 + 64
     return np.clip(img, 0, 255)
@@ -190,6 +216,7 @@ def background(rng: random.Random, h: int, w: int, photos: list[np.ndarray]) -> 
 # ---------------------------------------------------------------------------------------------------------------------
 # Instructions and answers
 # ---------------------------------------------------------------------------------------------------------------------
+
 
 def _en_name(s: Shape, colour: bool = True) -> str:
     return f"{s.colour} {s.kind}" if colour else s.kind
@@ -213,53 +240,140 @@ def tasks(shapes: list[Shape]) -> list[dict]:
     solid = [s for s in shapes if not s.faint]
     out = []
     for s in solid:  # naming (a phrase, as ReasonSeg's non-sentence entries)
-        out.append({"family": "name", "targets": [s], "is_sentence": False, "texts": [
-            ("en", f"the {_en_name(s)}", f"It is the {_en_name(s)} [SEG].", [s.kind]),
-            ("zh", _zh_name(s), f"这是{_zh_name(s)} [SEG]。", [KIND_ZH[s.kind]])]})
+        out.append(
+            {
+                "family": "name",
+                "targets": [s],
+                "is_sentence": False,
+                "texts": [
+                    ("en", f"the {_en_name(s)}", f"It is the {_en_name(s)} [SEG].", [s.kind]),
+                    ("zh", _zh_name(s), f"这是{_zh_name(s)} [SEG]。", [KIND_ZH[s.kind]]),
+                ],
+            }
+        )
     polys = [s for s in solid if s.kind in CORNERS]
     if len(polys) >= 2:
         t = max(polys, key=lambda s: CORNERS[s.kind])
         n = CORNERS[t.kind]
-        out.append({"family": "corners", "targets": [t], "is_sentence": True, "texts": [
-            ("en", "Which shape has the most corners?",
-             f"It is the {t.kind}, which has {CORNERS_EN[n]} corners [SEG].", [t.kind]),
-            ("zh", "哪个形状的角最多？", f"是{KIND_ZH[t.kind]}，它有{CORNERS_ZH[n]}个角 [SEG]。", [KIND_ZH[t.kind]])]})
+        out.append(
+            {
+                "family": "corners",
+                "targets": [t],
+                "is_sentence": True,
+                "texts": [
+                    (
+                        "en",
+                        "Which shape has the most corners?",
+                        f"It is the {t.kind}, which has {CORNERS_EN[n]} corners [SEG].",
+                        [t.kind],
+                    ),
+                    (
+                        "zh",
+                        "哪个形状的角最多？",
+                        f"是{KIND_ZH[t.kind]}，它有{CORNERS_ZH[n]}个角 [SEG]。",
+                        [KIND_ZH[t.kind]],
+                    ),
+                ],
+            }
+        )
     by_size = sorted(solid, key=lambda s: -s.area)
     if len(by_size) >= 2 and by_size[0].area > 1.3 * by_size[1].area:
         t = by_size[0]
-        out.append({"family": "largest", "targets": [t], "is_sentence": True, "texts": [
-            ("en", "Segment the largest object in the picture.",
-             f"The largest object is the {_en_name(t)} [SEG].", [t.kind]),
-            ("zh", "请分割图中最大的物体。", f"最大的物体是{_zh_name(t)} [SEG]。", [KIND_ZH[t.kind]])]})
+        out.append(
+            {
+                "family": "largest",
+                "targets": [t],
+                "is_sentence": True,
+                "texts": [
+                    (
+                        "en",
+                        "Segment the largest object in the picture.",
+                        f"The largest object is the {_en_name(t)} [SEG].",
+                        [t.kind],
+                    ),
+                    ("zh", "请分割图中最大的物体。", f"最大的物体是{_zh_name(t)} [SEG]。", [KIND_ZH[t.kind]]),
+                ],
+            }
+        )
     for colour in COLOURS:
         same = [s for s in solid if s.colour == colour]
         if len(same) >= 2:
             same = sorted(same, key=lambda s: -s.area)
             if same[0].area > 1.3 * same[1].area:
                 t = same[0]
-                out.append({"family": "largest-colour", "targets": [t], "is_sentence": True, "texts": [
-                    ("en", f"Which is the largest {colour} object?",
-                     f"It is the {t.kind}, the largest {colour} object [SEG].", [t.kind]),
-                    ("zh", f"哪个是最大的{COLOUR_ZH[colour]}物体？",
-                     f"是{KIND_ZH[t.kind]}，它是最大的{COLOUR_ZH[colour]}物体 [SEG]。", [KIND_ZH[t.kind]])]})
+                out.append(
+                    {
+                        "family": "largest-colour",
+                        "targets": [t],
+                        "is_sentence": True,
+                        "texts": [
+                            (
+                                "en",
+                                f"Which is the largest {colour} object?",
+                                f"It is the {t.kind}, the largest {colour} object [SEG].",
+                                [t.kind],
+                            ),
+                            (
+                                "zh",
+                                f"哪个是最大的{COLOUR_ZH[colour]}物体？",
+                                f"是{KIND_ZH[t.kind]}，它是最大的{COLOUR_ZH[colour]}物体 [SEG]。",
+                                [KIND_ZH[t.kind]],
+                            ),
+                        ],
+                    }
+                )
             ts = sorted(same, key=lambda s: s.cx)
             n = len(ts)
-            out.append({"family": "all-colour", "targets": ts, "is_sentence": True, "texts": [
-                ("en", f"Segment all the {colour} shapes.",
-                 f"There are {NUM_EN[n]} {colour} shapes: " + _list_en([f"the {s.kind} [SEG]" for s in ts]) + ".",
-                 [s.kind for s in ts]),
-                ("zh", f"请分割所有{COLOUR_ZH[colour]}的形状。",
-                 f"有{NUM_ZH[n]}个{COLOUR_ZH[colour]}的形状：" + _list_zh([f"{KIND_ZH[s.kind]} [SEG]" for s in ts]) + "。",
-                 [KIND_ZH[s.kind] for s in ts])]})
+            out.append(
+                {
+                    "family": "all-colour",
+                    "targets": ts,
+                    "is_sentence": True,
+                    "texts": [
+                        (
+                            "en",
+                            f"Segment all the {colour} shapes.",
+                            f"There are {NUM_EN[n]} {colour} shapes: "
+                            + _list_en([f"the {s.kind} [SEG]" for s in ts])
+                            + ".",
+                            [s.kind for s in ts],
+                        ),
+                        (
+                            "zh",
+                            f"请分割所有{COLOUR_ZH[colour]}的形状。",
+                            f"有{NUM_ZH[n]}个{COLOUR_ZH[colour]}的形状："
+                            + _list_zh([f"{KIND_ZH[s.kind]} [SEG]" for s in ts])
+                            + "。",
+                            [KIND_ZH[s.kind] for s in ts],
+                        ),
+                    ],
+                }
+            )
     for ref in solid:  # the nearest shape on the left of another, when it is clearly the nearest
         left = sorted([s for s in solid if s is not ref and s.cx < ref.cx - ref.r], key=lambda s: -s.cx)
         if left and (len(left) == 1 or left[0].cx - left[1].cx > 0.5 * left[0].r):
             t = left[0]
-            out.append({"family": "left-of", "targets": [t], "is_sentence": True, "texts": [
-                ("en", f"What is just to the left of the {ref.kind}?",
-                 f"It is the {_en_name(t)}, just left of the {ref.kind} [SEG].", [t.kind]),
-                ("zh", f"{KIND_ZH[ref.kind]}左边紧挨着的是什么？",
-                 f"是{_zh_name(t)}，在{KIND_ZH[ref.kind]}的左边 [SEG]。", [KIND_ZH[t.kind]])]})
+            out.append(
+                {
+                    "family": "left-of",
+                    "targets": [t],
+                    "is_sentence": True,
+                    "texts": [
+                        (
+                            "en",
+                            f"What is just to the left of the {ref.kind}?",
+                            f"It is the {_en_name(t)}, just left of the {ref.kind} [SEG].",
+                            [t.kind],
+                        ),
+                        (
+                            "zh",
+                            f"{KIND_ZH[ref.kind]}左边紧挨着的是什么？",
+                            f"是{_zh_name(t)}，在{KIND_ZH[ref.kind]}的左边 [SEG]。",
+                            [KIND_ZH[t.kind]],
+                        ),
+                    ],
+                }
+            )
     rollers = sorted([s for s in solid if s.kind in ROLLS], key=lambda s: s.cx)
     if rollers:
         if len(rollers) == 1:
@@ -269,15 +383,24 @@ def tasks(shapes: list[Shape]) -> list[dict]:
         else:
             en = f"The {rollers[0].kind} [SEG] and the {rollers[1].kind} [SEG] could roll, because they are round."
             zh = f"{KIND_ZH[rollers[0].kind]} [SEG]和{KIND_ZH[rollers[1].kind]} [SEG]是圆的，可以滚动。"
-        out.append({"family": "roll", "targets": rollers, "is_sentence": True, "texts": [
-            ("en", "Segment something you could roll.", en, [s.kind for s in rollers]),
-            ("zh", "请分割可以滚动的东西。", zh, [KIND_ZH[s.kind] for s in rollers])]})
+        out.append(
+            {
+                "family": "roll",
+                "targets": rollers,
+                "is_sentence": True,
+                "texts": [
+                    ("en", "Segment something you could roll.", en, [s.kind for s in rollers]),
+                    ("zh", "请分割可以滚动的东西。", zh, [KIND_ZH[s.kind] for s in rollers]),
+                ],
+            }
+        )
     return out
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Scenes
 # ---------------------------------------------------------------------------------------------------------------------
+
 
 def _place(rng: random.Random, n: int, h: int, w: int) -> list[tuple[float, float, float]] | None:
     """n non-overlapping discs inside the central square of the image (CLIP sees only that square)."""
@@ -306,8 +429,10 @@ def scene(rng: random.Random, photos: list[np.ndarray]) -> tuple[np.ndarray, dic
         if spots is not None:
             break
     kinds = rng.sample(KINDS, n)
-    shapes = [Shape(k, rng.choice(list(COLOURS)), cx, cy, r, rng.uniform(0, 2 * math.pi))
-              for k, (cx, cy, r) in zip(kinds, spots[:n])]
+    shapes = [
+        Shape(k, rng.choice(list(COLOURS)), cx, cy, r, rng.uniform(0, 2 * math.pi))
+        for k, (cx, cy, r) in zip(kinds, spots[:n], strict=False)
+    ]
     faint = None
     if rng.random() < 0.2:  # a ghost of a shape: ambiguous, so marked ignore (as ReasonSeg marks unclear regions)
         cx, cy, r = spots[n]
@@ -321,20 +446,32 @@ def scene(rng: random.Random, photos: list[np.ndarray]) -> tuple[np.ndarray, dic
     for t in tasks(shapes):  # every family equally often, whatever the number of instances it has in the scene
         by_family.setdefault(t["family"], []).append(t)
     task = rng.choice(by_family[rng.choice(sorted(by_family))])
-    anno_shapes = [{"label": "target", "points": t.polygon(), "shape_type": "polygon", "group_id": None,
-                    "flags": {}} for t in task["targets"]]
+    anno_shapes = [
+        {"label": "target", "points": t.polygon(), "shape_type": "polygon", "group_id": None, "flags": {}}
+        for t in task["targets"]
+    ]
     if faint is not None:
-        anno_shapes.append({"label": "ignore", "points": faint.polygon(), "shape_type": "polygon", "group_id": None,
-                            "flags": {}})
+        anno_shapes.append(
+            {"label": "ignore", "points": faint.polygon(), "shape_type": "polygon", "group_id": None, "flags": {}}
+        )
     texts = list(task["texts"])
     rng.shuffle(texts)
     seg_shapes = []
     for _, _, ans, _ in texts:
         assert ans.count("[SEG]") == len(task["targets"]), ans
         seg_shapes.append(list(range(len(task["targets"]))))
-    anno = {"text": [t[1] for t in texts], "is_sentence": task["is_sentence"], "shapes": anno_shapes,
-            "answers": [t[2] for t in texts], "seg_shapes": seg_shapes, "keywords": [t[3] for t in texts],
-            "lang": [t[0] for t in texts], "family": task["family"], "imageHeight": h, "imageWidth": w}
+    anno = {
+        "text": [t[1] for t in texts],
+        "is_sentence": task["is_sentence"],
+        "shapes": anno_shapes,
+        "answers": [t[2] for t in texts],
+        "seg_shapes": seg_shapes,
+        "keywords": [t[3] for t in texts],
+        "lang": [t[0] for t in texts],
+        "family": task["family"],
+        "imageHeight": h,
+        "imageWidth": w,
+    }
     return np.clip(np.rint(img), 0, 255).astype(np.uint8), anno
 
 

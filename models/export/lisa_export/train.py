@@ -17,6 +17,7 @@ mask when evaluated as LISA is.
 Then the checkpoint is exported through export.export_bundle (the path export:tiny takes) with goldens from the PyTorch
 reference on held-out scenes.  Same arguments and thread count -> the same weights.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,8 @@ from safetensors.torch import save_file
 from transformers import CLIPVisionConfig, LlamaConfig
 
 from . import shapes
-from .model import Lisa, SamDims
 from .export import SAM_MEAN, SAM_STD
+from .model import Lisa, SamDims
 from .reference import IMAGE_TOKEN_INDEX, NUM_IMAGE_TOKENS, build_prompt, clip_preprocess, sam_resize_size
 
 LAYOUT = "7b"
@@ -54,14 +55,41 @@ def dims() -> dict:
     # small enough to train on 2 shared cores: SAM's encoder (1024 px input, fixed by the bundle format) is windowed
     # only (no global block), so its cost is linear in the 64x64 grid
     return {
-        "llm": {"hidden_size": 128, "num_attention_heads": 4, "num_key_value_heads": 4, "num_hidden_layers": 2,
-                "intermediate_size": 256, "rms_norm_eps": 1e-6, "max_position_embeddings": 2048},
-        "clip": {"hidden_size": 64, "num_hidden_layers": 3, "num_attention_heads": 2, "image_size": 224,
-                 "patch_size": 14},
-        "sam": SamDims(embed_dim=32, depth=2, num_heads=1, mlp_ratio=2.0, out_chans=32, window_size=16,
-                       global_attn_indexes=[], qkv_bias=True, use_abs_pos=True, use_rel_pos=True, mask_in_chans=16,
-                       dec_depth=2, dec_mlp_dim=64, dec_heads=8, num_multimask_outputs=3, iou_head_depth=3,
-                       iou_head_hidden_dim=32),
+        "llm": {
+            "hidden_size": 128,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 4,
+            "num_hidden_layers": 2,
+            "intermediate_size": 256,
+            "rms_norm_eps": 1e-6,
+            "max_position_embeddings": 2048,
+        },
+        "clip": {
+            "hidden_size": 64,
+            "num_hidden_layers": 3,
+            "num_attention_heads": 2,
+            "image_size": 224,
+            "patch_size": 14,
+        },
+        "sam": SamDims(
+            embed_dim=32,
+            depth=2,
+            num_heads=1,
+            mlp_ratio=2.0,
+            out_chans=32,
+            window_size=16,
+            global_attn_indexes=[],
+            qkv_bias=True,
+            use_abs_pos=True,
+            use_rel_pos=True,
+            mask_in_chans=16,
+            dec_depth=2,
+            dec_mlp_dim=64,
+            dec_heads=8,
+            num_multimask_outputs=3,
+            iou_head_depth=3,
+            iou_head_hidden_dim=32,
+        ),
     }
 
 
@@ -75,6 +103,7 @@ def lisa_prompt(text: str, is_sentence: bool) -> str:
 # ---------------------------------------------------------------------------------------------------------------------
 # Data
 # ---------------------------------------------------------------------------------------------------------------------
+
 
 def jpeg_roundtrip(img: np.ndarray) -> Image.Image:
     """The scene as the model will meet it: through shapes.write_split's JPEG encoder and back."""
@@ -110,7 +139,7 @@ def train_tokenizer(out_dir: Path, seed: int, scenes: list[dict]) -> Path:
     lines = corpus_lines(seed)
     for s in scenes[:400]:
         a = s["anno"]
-        for t, ans in zip(a["text"], a["answers"]):
+        for t, ans in zip(a["text"], a["answers"], strict=False):
             lines.append(lisa_prompt(t, a["is_sentence"]).strip())
             lines.append(ans.replace("[SEG]", ""))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -128,15 +157,15 @@ def tokenize_examples(tokenizer, scenes: list[dict]) -> list[dict]:
     prompts, fulls, where = [], [], []
     for si, s in enumerate(scenes):
         a = s["anno"]
-        for ti, (t, ans) in enumerate(zip(a["text"], a["answers"])):
+        for ti, (t, ans) in enumerate(zip(a["text"], a["answers"], strict=False)):
             p = build_prompt(lisa_prompt(t, a["is_sentence"]))
             prompts.append(p)
             fulls.append(p + " " + ans + "</s>")
             where.append((si, ti))
     p_ids = tokenize_prompts(tokenizer, prompts)
     f_ids = tokenize_prompts(tokenizer, fulls)
-    for (si, ti), p, f in zip(where, p_ids, f_ids):
-        if f[:len(p)] != p:
+    for (si, ti), p, f in zip(where, p_ids, f_ids, strict=False):
+        if f[: len(p)] != p:
             raise RuntimeError(f"the answer changes the prompt's tokens: {prompts[si]!r}")
         scenes[si].setdefault("examples", []).append({"text": ti, "ids": f, "prompt_len": len(p)})
     return scenes
@@ -146,14 +175,28 @@ def tokenize_examples(tokenizer, scenes: list[dict]) -> list[dict]:
 # Model
 # ---------------------------------------------------------------------------------------------------------------------
 
+
 def build_model(seed: int, vocab: int) -> tuple[Lisa, LlamaConfig, CLIPVisionConfig]:
     d = dims()
-    llm_cfg = LlamaConfig(vocab_size=vocab, **d["llm"], initializer_range=0.02, pad_token_id=0, bos_token_id=1,
-                          eos_token_id=2, tie_word_embeddings=False)
+    llm_cfg = LlamaConfig(
+        vocab_size=vocab,
+        **d["llm"],
+        initializer_range=0.02,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        tie_word_embeddings=False,
+    )
     c = d["clip"]
-    clip_cfg = CLIPVisionConfig(hidden_size=c["hidden_size"], intermediate_size=4 * c["hidden_size"],
-                                num_hidden_layers=c["num_hidden_layers"], num_attention_heads=c["num_attention_heads"],
-                                image_size=224, patch_size=14, projection_dim=c["hidden_size"])
+    clip_cfg = CLIPVisionConfig(
+        hidden_size=c["hidden_size"],
+        intermediate_size=4 * c["hidden_size"],
+        num_hidden_layers=c["num_hidden_layers"],
+        num_attention_heads=c["num_attention_heads"],
+        image_size=224,
+        patch_size=14,
+        projection_dim=c["hidden_size"],
+    )
     torch.manual_seed(seed)
     lisa = Lisa(llm_cfg, clip_cfg, d["sam"])
     with torch.no_grad():
@@ -175,8 +218,16 @@ def save_checkpoint(lisa: Lisa, llm_cfg: LlamaConfig, clip_cfg: CLIPVisionConfig
     sd = {k: v.detach().contiguous() for k, v in lisa.state_dict_lisa().items()}
     save_file(sd, str(ckpt / "model.safetensors"), metadata={"format": "pt"})
     cfg = llm_cfg.to_dict()
-    cfg.update({"architectures": ["LISAForCausalLM"], "model_type": "llava", "mm_vision_select_layer": -2,
-                "mm_use_im_start_end": True, "out_dim": lisa.sam_dims.out_chans, "vision_tower": "tiny-clip"})
+    cfg.update(
+        {
+            "architectures": ["LISAForCausalLM"],
+            "model_type": "llava",
+            "mm_vision_select_layer": -2,
+            "mm_use_im_start_end": True,
+            "out_dim": lisa.sam_dims.out_chans,
+            "vision_tower": "tiny-clip",
+        }
+    )
     for k in ("transformers_version", "_name_or_path"):
         cfg.pop(k, None)
     (ckpt / "config.json").write_text(json.dumps(cfg, indent=1, sort_keys=True))
@@ -191,6 +242,7 @@ def save_checkpoint(lisa: Lisa, llm_cfg: LlamaConfig, clip_cfg: CLIPVisionConfig
 # ---------------------------------------------------------------------------------------------------------------------
 # LISA's losses (model/LISA.py)
 # ---------------------------------------------------------------------------------------------------------------------
+
 
 def dice_loss(inputs, targets, num_masks, scale=1000, eps=1e-6):
     inputs = inputs.sigmoid().flatten(1, 2)
@@ -210,14 +262,16 @@ def sigmoid_ce_loss(inputs, targets, num_masks):
 # One step
 # ---------------------------------------------------------------------------------------------------------------------
 
+
 def low_res_target(mask: np.ndarray, resize: tuple[int, int]) -> torch.Tensor:
     """The target on the mask decoder's 256x256 grid: resized as the image was (ResizeLongestSide to 1024), padded
     bottom-right, then averaged down 4x4 (a soft target at the edges).  LISA computes its mask losses after
     postprocessing the logits to the image's size; here they are computed on the low-res logits, which is 16 times
     less work on two cores and trains the same decoder."""
     big = np.zeros((1024, 1024), np.float32)
-    big[:resize[0], :resize[1]] = np.asarray(Image.fromarray(mask * 255).resize((resize[1], resize[0]),
-                                                                                Image.BILINEAR), np.float32) / 255
+    big[: resize[0], : resize[1]] = (
+        np.asarray(Image.fromarray(mask * 255).resize((resize[1], resize[0]), Image.BILINEAR), np.float32) / 255
+    )
     return torch.from_numpy(big.reshape(256, 4, 256, 4).mean((1, 3)))
 
 
@@ -225,10 +279,12 @@ def scene_tensors(img: Image.Image, anno: dict) -> dict:
     h, w = anno["imageHeight"], anno["imageWidth"]
     newh, neww = sam_resize_size(h, w)
     objs = [shapes.polygon_mask(s["points"], h, w) for s in anno["shapes"] if s["label"] == "target"]
-    return {"clip": torch.from_numpy(clip_preprocess(img)),
-            "sam_rgb": torch.from_numpy(np.asarray(img.resize((neww, newh), resample=Image.BILINEAR)).copy()),
-            "objects": [low_res_target(m, (newh, neww)) for m in objs],
-            "merged": low_res_target(np.clip(np.sum(objs, 0), 0, 1).astype(np.uint8), (newh, neww))}
+    return {
+        "clip": torch.from_numpy(clip_preprocess(img)),
+        "sam_rgb": torch.from_numpy(np.asarray(img.resize((neww, newh), resample=Image.BILINEAR)).copy()),
+        "objects": [low_res_target(m, (newh, neww)) for m in objs],
+        "merged": low_res_target(np.clip(np.sum(objs, 0), 0, 1).astype(np.uint8), (newh, neww)),
+    }
 
 
 SAM_MEAN_T = torch.tensor(SAM_MEAN).reshape(3, 1, 1)
@@ -239,7 +295,7 @@ def sam_pixels(rgb: torch.Tensor) -> torch.Tensor:
     """reference.sam_preprocess after the resize: (x - mean) / std in float32, zero padding bottom-right to 1024."""
     x = (rgb.permute(2, 0, 1).float() - SAM_MEAN_T) / SAM_STD_T
     out = torch.zeros(1, 3, 1024, 1024)
-    out[0, :, :x.shape[1], :x.shape[2]] = x
+    out[0, :, : x.shape[1], : x.shape[2]] = x
     return out
 
 
@@ -254,15 +310,15 @@ def step_loss(lisa: Lisa, batch: list[dict], seg_id: int, pick: list[int]) -> tu
         for ex in [s["examples"][pick[bi] % len(s["examples"])]]:
             ids = ex["ids"]
             k = ids.index(IMAGE_TOKEN_INDEX)
-            e = torch.cat([emb_table(torch.tensor(ids[:k])), clip_feats[bi], emb_table(torch.tensor(ids[k + 1:]))])
+            e = torch.cat([emb_table(torch.tensor(ids[:k])), clip_feats[bi], emb_table(torch.tensor(ids[k + 1 :]))])
             lab = torch.full((e.shape[0],), -100, dtype=torch.int64)
             off = NUM_IMAGE_TOKENS - 1
             pl = ex["prompt_len"]
-            lab[pl - 1 + off:len(ids) - 1 + off] = torch.tensor(ids[pl:])  # position j predicts token j+1
+            lab[pl - 1 + off : len(ids) - 1 + off] = torch.tensor(ids[pl:])  # position j predicts token j+1
             si = len(seqs)
             objs = [tens[bi]["objects"][o] for o in s["anno"]["seg_shapes"][ex["text"]]]
             segs = [j for j in range(pl - 1, len(ids) - 1) if ids[j + 1] == seg_id]
-            for j, m in zip(segs, objs):
+            for j, m in zip(segs, objs, strict=False):
                 seg_rows.append((si, j + off, bi, m))
             seg_rows.append((si, pl - 1 + off, bi, tens[bi]["merged"]))  # what validate() reads after "[SEG]."
             seqs.append(e)
@@ -272,10 +328,10 @@ def step_loss(lisa: Lisa, batch: list[dict], seg_id: int, pick: list[int]) -> tu
     x = torch.zeros(len(seqs), T, H)
     am = torch.zeros(len(seqs), T, dtype=torch.int64)
     lab = torch.full((len(seqs), T), -100, dtype=torch.int64)
-    for i, (e, l) in enumerate(zip(seqs, labels)):
-        x[i, :e.shape[0]] = e
-        am[i, :e.shape[0]] = 1
-        lab[i, :e.shape[0]] = l
+    for i, (e, lb) in enumerate(zip(seqs, labels, strict=True)):
+        x[i, : e.shape[0]] = e
+        am[i, : e.shape[0]] = 1
+        lab[i, : e.shape[0]] = lb
     hid = lisa.llm.model(inputs_embeds=x, attention_mask=am, use_cache=False).last_hidden_state
     valid = lab != -100
     logits = lisa.llm.lm_head(hid[valid])  # only where there is a label: the answer
@@ -290,9 +346,13 @@ def step_loss(lisa: Lisa, batch: list[dict], seg_id: int, pick: list[int]) -> tu
         n_rows = len(rows)
         sparse = seg_emb[rows][:, None, :]
         dense = lisa.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(n_rows, -1, 64, 64)
-        low, _ = lisa.mask_decoder(image_embeddings=img_emb[bi:bi + 1], image_pe=lisa.prompt_encoder.get_dense_pe(),
-                                   sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                   multimask_output=False)
+        low, _ = lisa.mask_decoder(
+            image_embeddings=img_emb[bi : bi + 1],
+            image_pe=lisa.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )
         pred = low[:, 0]  # [N,256,256] over the padded 1024 square
         gt = torch.stack([seg_rows[r][3] for r in rows])
         bce = bce + sigmoid_ce_loss(pred, gt, n_rows) * n_rows
@@ -306,13 +366,19 @@ def step_loss(lisa: Lisa, batch: list[dict], seg_id: int, pick: list[int]) -> tu
     loss = CE_WEIGHT * ce + bce + dice
     with torch.no_grad():
         acc = float((logits.argmax(-1) == lab[valid]).float().mean())
-    return loss, {"ce": float(ce.detach()), "bce": float(bce.detach()), "dice": float(dice.detach()), "tok_acc": acc,
-                  "iou": float(np.mean(ious))}
+    return loss, {
+        "ce": float(ce.detach()),
+        "bce": float(bce.detach()),
+        "dice": float(dice.detach()),
+        "tok_acc": acc,
+        "iou": float(np.mean(ious)),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The whole run
 # ---------------------------------------------------------------------------------------------------------------------
+
 
 def load_weights(lisa: Lisa, ckpt_root: Path) -> None:
     """Weights saved by save_checkpoint (LISA's key names, CLIP beside them) into the model, exactly."""
@@ -326,8 +392,18 @@ def load_weights(lisa: Lisa, ckpt_root: Path) -> None:
         raise ValueError(f"{ckpt_root}: not a checkpoint of this model ({(missing + unexpected)[:3]})")
 
 
-def train(out: Path, seed: int, steps: list[int], batch: int, scenes_n: int, lr: float, log=print,
-          weights: str = "float32", keep_checkpoint: Path | None = None, resume: Path | None = None) -> Path:
+def train(
+    out: Path,
+    seed: int,
+    steps: list[int],
+    batch: int,
+    scenes_n: int,
+    lr: float,
+    log=print,
+    weights: str = "float32",
+    keep_checkpoint: Path | None = None,
+    resume: Path | None = None,
+) -> Path:
     """Cosine cycles of `steps[c]` steps each, peak lr `lr / 2**c`, a fresh AdamW per cycle (warm restarts). With
     `resume`, the end of a cycle kept by `keep_checkpoint` (its cycle<c> folder): the later cycles then run from it,
     which is what one uninterrupted run does (no state but the weights crosses a cycle boundary)."""
@@ -355,10 +431,11 @@ def train(out: Path, seed: int, steps: list[int], batch: int, scenes_n: int, lr:
         lisa.train()
         for cycle in range(first, len(steps)):
             n = steps[cycle]
-            opt = torch.optim.AdamW(lisa.parameters(), lr=lr / 2 ** cycle, weight_decay=0.0, betas=(0.9, 0.95))
+            opt = torch.optim.AdamW(lisa.parameters(), lr=lr / 2**cycle, weight_decay=0.0, betas=(0.9, 0.95))
             warm = max(1, n // 20)
             sched = torch.optim.lr_scheduler.LambdaLR(
-                opt, lambda s, n=n, warm=warm: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, n) / n)))
+                opt, lambda s, n=n, warm=warm: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, n) / n))
+            )
             order = random.Random(f"lisa-train/{seed}" + (f"/cycle{cycle}" if cycle else ""))
             idx: list[tuple[int, int]] = []  # (scene, which of its instructions): a new one each pass over the scenes
             ema: dict = {}
@@ -379,8 +456,11 @@ def train(out: Path, seed: int, steps: list[int], batch: int, scenes_n: int, lr:
                 for k, v in m.items():
                     ema[k] = v if k not in ema else 0.95 * ema[k] + 0.05 * v
                 if step % 10 == 0 or step == n - 1:
-                    log(f"cycle {cycle} step {step}/{n} " + " ".join(f"{k} {v:.3f}" for k, v in ema.items())
-                        + f" lr {sched.get_last_lr()[0]:.2e} {time.time() - t0:.0f} s")
+                    log(
+                        f"cycle {cycle} step {step}/{n} "
+                        + " ".join(f"{k} {v:.3f}" for k, v in ema.items())
+                        + f" lr {sched.get_last_lr()[0]:.2e} {time.time() - t0:.0f} s"
+                    )
                 if keep_checkpoint is not None and (step + 1) % 60 == 0:
                     save_checkpoint(lisa, llm_cfg, clip_cfg, tok_dir, keep_checkpoint / "latest")
             if keep_checkpoint is not None:
@@ -388,8 +468,9 @@ def train(out: Path, seed: int, steps: list[int], batch: int, scenes_n: int, lr:
         lisa.eval()
         ckpt, clip_dir = save_checkpoint(lisa, llm_cfg, clip_cfg, tok_dir, tmp / "ckpt")
         log(f"trained in {time.time() - t0:.0f} s; exporting")
-        readme = README.format(seed=seed, steps="+".join(map(str, steps)), batch=batch, scenes=scenes_n, lr=lr,
-                               held=HELD_OUT_SEED)
+        readme = README.format(
+            seed=seed, steps="+".join(map(str, steps)), batch=batch, scenes=scenes_n, lr=lr, held=HELD_OUT_SEED
+        )
         return export_trained(ckpt, clip_dir, out, weights, readme, seed, log)
 
 
@@ -404,8 +485,17 @@ def export_trained(ckpt: Path, clip_dir: Path, out: Path, weights: str, readme: 
             goldens_writer_shapes(bundle, lisa, tokenizer, layout, tokens)
 
     name = f"shapes-7b-seed{seed}"
-    return export_bundle(ckpt, clip_dir, out, layout=LAYOUT, weights=weights, force=True,
-                         source_names={"checkpoint": name, "clip": f"{name}-clip", "variant": name}, extra=extra, log=log)
+    return export_bundle(
+        ckpt,
+        clip_dir,
+        out,
+        layout=LAYOUT,
+        weights=weights,
+        force=True,
+        source_names={"checkpoint": name, "clip": f"{name}-clip", "variant": name},
+        extra=extra,
+        log=log,
+    )
 
 
 GOLDEN_SCENES = 4
@@ -468,23 +558,55 @@ def main(argv=None) -> int:
     ap.add_argument("--scenes", type=int, default=600)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--weights", choices=["float32", "int8", "int4", "w8a8"], default="float32")
-    ap.add_argument("--keep-checkpoint", type=Path, help="keep checkpoints here: cycle<c>/ at the end of each cycle, "
-                    "latest/ every 60 steps (each a lisa/ + clip/ pair, for --export-only or --resume)")
-    ap.add_argument("--resume", type=Path, metavar="CYCLE_DIR", help="continue from a cycle<c>/ kept by "
-                    "--keep-checkpoint with the same seed and scenes: the later cycles run from it")
-    ap.add_argument("--export-only", type=Path, metavar="CHECKPOINT",
-                    help="skip training: export a checkpoint kept by --keep-checkpoint (e.g. with --weights w8a8); "
-                         "--seed/--steps/--batch/--scenes/--lr then only describe it in the README")
+    ap.add_argument(
+        "--keep-checkpoint",
+        type=Path,
+        help="keep checkpoints here: cycle<c>/ at the end of each cycle, "
+        "latest/ every 60 steps (each a lisa/ + clip/ pair, for --export-only or --resume)",
+    )
+    ap.add_argument(
+        "--resume",
+        type=Path,
+        metavar="CYCLE_DIR",
+        help="continue from a cycle<c>/ kept by "
+        "--keep-checkpoint with the same seed and scenes: the later cycles run from it",
+    )
+    ap.add_argument(
+        "--export-only",
+        type=Path,
+        metavar="CHECKPOINT",
+        help="skip training: export a checkpoint kept by --keep-checkpoint (e.g. with --weights w8a8); "
+        "--seed/--steps/--batch/--scenes/--lr then only describe it in the README",
+    )
     a = ap.parse_args(argv)
     if a.export_only:
         torch.set_num_threads(2)
-        readme = README.format(seed=a.seed, steps=a.steps.replace(",", "+"), batch=a.batch, scenes=a.scenes, lr=a.lr, held=HELD_OUT_SEED)
-        export_trained(a.export_only / "lisa", a.export_only / "clip", a.out, a.weights, readme, a.seed,
-                       log=lambda s: print(s, file=sys.stderr, flush=True))
+        readme = README.format(
+            seed=a.seed, steps=a.steps.replace(",", "+"), batch=a.batch, scenes=a.scenes, lr=a.lr, held=HELD_OUT_SEED
+        )
+        export_trained(
+            a.export_only / "lisa",
+            a.export_only / "clip",
+            a.out,
+            a.weights,
+            readme,
+            a.seed,
+            log=lambda s: print(s, file=sys.stderr, flush=True),
+        )
         return 0
     steps = [int(x) for x in a.steps.split(",")]
-    train(a.out, a.seed, steps, a.batch, a.scenes, a.lr, log=lambda s: print(s, file=sys.stderr, flush=True),
-          weights=a.weights, keep_checkpoint=a.keep_checkpoint, resume=a.resume)
+    train(
+        a.out,
+        a.seed,
+        steps,
+        a.batch,
+        a.scenes,
+        a.lr,
+        log=lambda s: print(s, file=sys.stderr, flush=True),
+        weights=a.weights,
+        keep_checkpoint=a.keep_checkpoint,
+        resume=a.resume,
+    )
     return 0
 
 

@@ -1,13 +1,13 @@
 """The shapes data set (lisa_export/shapes.py): deterministic, in ReasonSeg's format, masks on the painted pixels, and
 answers whose [SEG]s match their targets."""
+
 from __future__ import annotations
 
 import json
 
 import numpy as np
-from PIL import Image
-
 from lisa_export import shapes
+from PIL import Image
 
 
 def test_same_seed_same_bytes_other_seed_other_scenes(tmp_path):
@@ -31,7 +31,7 @@ def test_reason_seg_format_and_masks_on_the_painted_shapes(tmp_path):
         assert {s["label"] for s in anno["shapes"]} <= {"target", "ignore"}
         assert all(s["shape_type"] == "polygon" and len(s["points"]) >= 3 for s in anno["shapes"])
         targets = [s for s in anno["shapes"] if s["label"] == "target"]
-        for ans, seg, kw in zip(anno["answers"], anno["seg_shapes"], anno["keywords"]):
+        for ans, seg, kw in zip(anno["answers"], anno["seg_shapes"], anno["keywords"], strict=False):
             assert ans.count("[SEG]") == len(seg) == len(targets) and all(k in ans for k in kw), ans
         families.add(anno["family"])
         langs.update(anno["lang"])
@@ -56,9 +56,13 @@ def test_ring_is_a_keyhole_with_an_empty_hole():
 
 
 def test_mask_from_json_marks_ignore_regions_255():
-    anno = {"shapes": [{"label": "target", "points": [[2, 2], [12, 2], [12, 12], [2, 12]]},
-                       {"label": "ignore", "points": [[8, 8], [18, 8], [18, 18], [8, 18]]},
-                       {"label": "flag", "points": [[0, 0], [19, 0], [19, 19]]}]}
+    anno = {
+        "shapes": [
+            {"label": "target", "points": [[2, 2], [12, 2], [12, 12], [2, 12]]},
+            {"label": "ignore", "points": [[8, 8], [18, 8], [18, 18], [8, 18]]},
+            {"label": "flag", "points": [[0, 0], [19, 0], [19, 19]]},
+        ]
+    }
     m = shapes.mask_from_json(anno, 20, 20)
     assert m[5, 5] == 1 and m[15, 15] == 255 and m[0, 19] == 0
     assert m[10, 10] == 1  # equal areas: np.argsort order, reversed, paints the target last

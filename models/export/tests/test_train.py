@@ -1,10 +1,10 @@
 """train:tiny's pieces: LISA's losses reach every part LISA's inference uses, and the targets line up with the mask
 decoder's grid."""
+
 from __future__ import annotations
 
 import numpy as np
 import torch
-
 from lisa_export import train
 
 
@@ -21,10 +21,19 @@ def test_one_step_trains_every_part_that_inference_uses(tmp_path):
     assert all(np.isfinite(v) for v in m.values()) and m["ce"] > 0 and m["bce"] > 0 and m["dice"] > 0
     # not used by LISA's inference, so no gradient: CLIP's last layer and post-norm (hidden_states[-2] is read), the
     # IoU head and the multimask tokens (multimask_output=False), the prompt encoder's point and mask inputs
-    unused = ("clip.vision_model.encoder.layers.2.", "clip.vision_model.post_layernorm", "iou_prediction_head",
-              "iou_token", "output_hypernetworks_mlps.1.", "output_hypernetworks_mlps.2.",
-              "output_hypernetworks_mlps.3.", "prompt_encoder.point_embeddings", "prompt_encoder.not_a_point_embed",
-              "prompt_encoder.mask_downscaling", "mask_tokens")
+    unused = (
+        "clip.vision_model.encoder.layers.2.",
+        "clip.vision_model.post_layernorm",
+        "iou_prediction_head",
+        "iou_token",
+        "output_hypernetworks_mlps.1.",
+        "output_hypernetworks_mlps.2.",
+        "output_hypernetworks_mlps.3.",
+        "prompt_encoder.point_embeddings",
+        "prompt_encoder.not_a_point_embed",
+        "prompt_encoder.mask_downscaling",
+        "mask_tokens",
+    )
     for name, p in lisa.named_parameters():
         if any(u in name for u in unused):
             continue
