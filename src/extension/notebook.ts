@@ -1,7 +1,10 @@
-// Building a Jupyter notebook (nbformat 4.5 JSON) from a conversation: one markdown cell naming the image and model,
-// then per turn a `%%segment` code cell whose display_data output carries the result MIME type (rendered by this
-// extension's notebook renderer), an `image/png` overlay and `text/plain` explanation (what plain Jupyter shows).
-// Pure: no vscode import, unit-tested in Node.
+// Building a Jupyter notebook (nbformat 4.5 JSON) from a conversation that runs as is in a fresh kernel: a markdown
+// cell naming the image and model, a cell loading the magic and configuring the model, then the first answered turn
+// as a `%%segment` cell and each later one as `%%segment_followup` (the magic re-feeds the earlier turns, as the chat
+// did). Each cell's display_data output carries the result MIME type (rendered by this extension's notebook
+// renderer), an `image/png` overlay and `text/plain` explanation (what plain Jupyter shows). Turns without a result
+// become notes, so re-running gives the conversation the chat had. Pure: no vscode import, unit-tested in Node.
+import * as path from 'node:path';
 import { RESULT_MIME, type SegmentResult } from '../protocol/result';
 
 export interface NotebookTurn {
@@ -16,6 +19,19 @@ export interface NotebookSource {
   image: string;
   model?: string;
   title?: string;
+  /** Folder the notebook is written to: the image path is written relative to it when it is on the same drive. */
+  notebookDir?: string;
+}
+
+/** A path as the notebook should name it: relative to the notebook's folder where possible. */
+export function notebookPath(p: string, notebookDir?: string): string {
+  if (!notebookDir || !path.isAbsolute(p)) return p;
+  const rel = path.relative(notebookDir, p);
+  return rel && !path.isAbsolute(rel) ? rel.split(path.sep).join('/') : p;
+}
+
+function quoteArg(p: string): string {
+  return /[\s"']/.test(p) ? JSON.stringify(p) : p;
 }
 
 type Cell = Record<string, unknown>;
@@ -35,8 +51,7 @@ export function sourceLines(text: string): string[] {
 
 /** `%%segment` cell source: the magic line names the image, the cell body is the instruction. */
 export function segmentCellSource(image: string, prompt: string): string {
-  const quoted = /[\s"']/.test(image) ? JSON.stringify(image) : image;
-  return `%%segment ${quoted}\n${prompt}`;
+  return `%%segment ${quoteArg(image)}\n${prompt}`;
 }
 
 /** The display_data output of one result: the MIME bundle every surface shares. */
@@ -51,18 +66,25 @@ export function resultOutput(result: SegmentResult): Cell {
 
 export function buildNotebook(source: NotebookSource, turns: readonly NotebookTurn[]): Record<string, unknown> {
   const cells: Cell[] = [];
-  const header = [`# ${source.title ?? 'Reason Segment conversation'}`, '', `Image: \`${source.image}\``];
+  const image = notebookPath(source.image, source.notebookDir);
+  const header = [`# ${source.title ?? 'Reason Segment conversation'}`, '', `Image: \`${image}\``];
   if (source.model) header.push('', `Model: \`${source.model}\``);
   cells.push({ cell_type: 'markdown', id: cellId(), metadata: {}, source: sourceLines(header.join('\n')) });
+  const setup = ['%load_ext reason_segment'];
+  if (source.model) setup.push(`%segment_config --model ${quoteArg(source.model)}`);
+  cells.push({ cell_type: 'code', id: cellId(), execution_count: null, metadata: {}, source: sourceLines(setup.join('\n')), outputs: [] });
   let count = 0;
   for (const t of turns) {
+    if (!t.result) {
+      const note = `*Not answered:* ${t.error ?? 'no result.'}\n\n> ${t.prompt.split('\n').join('\n> ')}`;
+      cells.push({ cell_type: 'markdown', id: cellId(), metadata: {}, source: sourceLines(note) });
+      continue;
+    }
+    const src = count === 0 ? segmentCellSource(image, t.prompt) : `%%segment_followup\n${t.prompt}`;
     count++;
-    const outputs: Cell[] = [];
-    if (t.result) outputs.push(resultOutput(t.result));
-    else outputs.push({ output_type: 'stream', name: 'stderr', text: sourceLines(t.error ?? 'No result.') });
     cells.push({
       cell_type: 'code', id: cellId(), execution_count: count, metadata: {},
-      source: sourceLines(segmentCellSource(source.image, t.prompt)), outputs,
+      source: sourceLines(src), outputs: [resultOutput(t.result)],
     });
   }
   return {

@@ -39,7 +39,10 @@ export async function exportConversation(c: Conversation | undefined, overlays: 
     defaultUri: folder ? vscode.Uri.joinPath(folder, base) : undefined, filters: { [vscode.l10n.t('Jupyter Notebook')]: ['ipynb'] },
   });
   if (!target) return undefined;
-  const nb = buildNotebook({ image: c.image.path, model: vscode.workspace.getConfiguration('reasonSegment').get('model') }, await conversationTurns(c, overlays));
+  const nb = buildNotebook({
+    image: c.image.path, model: vscode.workspace.getConfiguration('reasonSegment').get('model'),
+    notebookDir: target.scheme === 'file' ? path.dirname(target.fsPath) : undefined,
+  }, await conversationTurns(c, overlays));
   await vscode.workspace.fs.writeFile(target, Buffer.from(JSON.stringify(nb, null, 1) + '\n', 'utf8'));
   await vscode.commands.executeCommand('vscode.openWith', target, 'jupyter-notebook');
   return target;

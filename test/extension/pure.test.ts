@@ -64,24 +64,26 @@ describe('extension: notebook export JSON', () => {
 
   it('builds nbformat 4.5 with the result MIME type, image/png and text/plain in each output', () => {
     const withOverlay = { ...payload, overlayPng: 'iVBORw0KGgo=' };
-    const nb = buildNotebook({ image: 'my photo.png', model: '/m' }, [
+    const nb = buildNotebook({ image: '/data/shots/my photo.png', model: '/m', notebookDir: '/data' }, [
       { prompt: 'the astronaut', result: withOverlay },
       { prompt: 'stopped one', error: 'Stopped.' },
+      { prompt: 'and the helmet?', result: withOverlay },
     ]) as any;
     assert.equal(nb.nbformat, 4);
     assert.equal(nb.nbformat_minor, 5);
-    assert.equal(nb.cells.length, 3);
-    assert.equal(nb.cells[0].cell_type, 'markdown');
-    const code = nb.cells[1];
-    assert.equal(code.source.join(''), '%%segment "my photo.png"\nthe astronaut');
+    assert.deepEqual(nb.cells.map((c: any) => c.cell_type), ['markdown', 'code', 'code', 'markdown', 'code']);
+    assert.equal(nb.cells[1].source.join(''), '%load_ext reason_segment\n%segment_config --model /m', 'runs in a fresh kernel');
+    const code = nb.cells[2];
+    assert.equal(code.source.join(''), '%%segment "shots/my photo.png"\nthe astronaut', 'the image relative to the notebook');
+    assert.equal(nb.cells[4].source.join(''), '%%segment_followup\nand the helmet?', 'a later turn continues the conversation');
+    assert.match(nb.cells[3].source.join(''), /Stopped\./);
     const out = code.outputs[0];
     assert.equal(out.output_type, 'display_data');
     assert.deepEqual(out.data[RESULT_MIME], withOverlay);
     assert.equal(out.data['image/png'], 'iVBORw0KGgo=');
     assert.equal(out.data['text/plain'].join(''), payload.text);
-    assert.equal(nb.cells[2].outputs[0].output_type, 'stream');
     for (const c of nb.cells) assert.match(c.id, /^[A-Za-z0-9-_]{1,64}$/);
-    assert.equal(new Set(nb.cells.map((c: any) => c.id)).size, 3);
+    assert.equal(new Set(nb.cells.map((c: any) => c.id)).size, 5);
     JSON.parse(JSON.stringify(nb));
   });
 

@@ -115,3 +115,38 @@ def test_a_followup_ending_in_a_question_mark_is_a_followup_not_help(kernel):
         assert payloads[0]["prompt"] == prompt
     # Help on the magic itself still works.
     assert kernel.execute("%segment_followup?").status == "ok"
+
+
+def test_a_notebook_exported_from_the_chat_runs_as_is_in_a_fresh_kernel(tmp_path, monkeypatch):
+    """The extension's export (src/extension/notebook.ts buildNotebook, run by node from out/) for a conversation of
+    two answered turns and a stopped one, written to a folder elsewhere, executed top to bottom in a new kernel."""
+    import json
+    import subprocess
+
+    image = os.path.join(BUNDLE, "images", "coffee.png")
+    payload = os.path.join(REPO, "test", "fixtures", "payloads", "astronaut-3masks.json")
+    script = (
+        "const { buildNotebook } = require(process.argv[1]);"
+        "const r = JSON.parse(require('fs').readFileSync(process.argv[2], 'utf8'));"
+        "const turns = [{ prompt: 'Segment the cup.', result: r }, { prompt: 'Tell me a story.', error: 'Stopped.' },"
+        " { prompt: 'And the spoon?', result: r }];"
+        "process.stdout.write(JSON.stringify(buildNotebook({ image: process.argv[3], model: process.argv[4],"
+        " notebookDir: process.argv[5] }, turns)));"
+    )
+    out = subprocess.run(["node", "-e", script, os.path.join(REPO, "out", "src", "extension", "notebook.js"), payload,
+                          image, BUNDLE, str(tmp_path)], check=True, capture_output=True, text=True).stdout
+    nb = nbformat.reads(out, as_version=4)
+    nbformat.validate(nb)
+    sources = ["".join(c.source) for c in nb.cells if c.cell_type == "code"]
+    segment_line = next(s for s in sources if s.startswith("%%segment ")).split("\n")[0]
+    assert segment_line.split()[1] == os.path.relpath(image, tmp_path), "the image is named relative to the notebook"
+    monkeypatch.setenv("REASON_SEGMENT_HOST", SERVER_JS)
+    for k in ("REASON_SEGMENT_MODEL", "REASON_SEGMENT_SERVER"):
+        monkeypatch.delenv(k, raising=False)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"], json.dumps(outputs)[:2000]
+    results = [o.data[RESULT_MIME] for o in outputs if o.output_type == "display_data" and RESULT_MIME in o.data]
+    assert [r["prompt"] for r in results] == ["Segment the cup.", "And the spoon?"]
+    assert results[0]["image"]["source"] == image and results[1]["history"][0]["user"] == "Segment the cup."
+    assert len(results[1]["history"]) == 1, "the stopped turn is not re-fed"
