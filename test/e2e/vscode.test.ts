@@ -179,10 +179,11 @@ describe('extension end to end in code-server', function () {
     assert.ok(t[0].answer.length > 10, t[0].answer);
 
     const s = await hostStatus(page);
-    const m = /activated in ([\d.]+) ms/.exec(s.text);
-    assert.ok(m, 'activation time is logged');
-    timings.activationMs = Number(m![1]);
-    console.log(`      activation ${m![1]} ms; host status after turn 1: ${JSON.stringify(s.status.counters)}`);
+    // The status lines are readable now and push the activation line out of the visible output; the status's JSON
+    // line carries the same figure.
+    assert.equal(typeof s.activationMs, 'number', 'activation time is logged');
+    timings.activationMs = s.activationMs;
+    console.log(`      activation ${s.activationMs} ms; host status after turn 1: ${JSON.stringify(s.status.counters)}`);
     assert.equal(s.status.counters.visionEncoderRuns, 1);
     assert.equal(s.status.counters.samEncoderRuns, 1);
   });
