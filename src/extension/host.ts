@@ -59,7 +59,7 @@ export function describeError(e: unknown): HostRequestError {
       return new HostRequestError(vscode.l10n.t('The inference host stopped while answering; it is being restarted.'), false, e.code);
     }
     const detail = (e.data as { detail?: string } | undefined)?.detail;
-    return new HostRequestError(e.code <= -32000 && e.code >= -32099 ? errorMessage(e.code, detail ?? e.message) : e.message, false, e.code);
+    return new HostRequestError(e.code <= -32000 && e.code >= -32099 ? errorMessage(e.code, detail ?? e.message, (s) => vscode.l10n.t(s)) : e.message, false, e.code);
   }
   return new HostRequestError((e as Error)?.message ?? String(e));
 }

@@ -323,10 +323,12 @@ export function isCancellation(code: number): boolean {
 /**
  * One line for the user: "<title>: <detail>. <hint>", e.g.
  * "The image could not be read: photo.jpg is truncated. Check that the file exists and is a complete ... image."
- * Unknown codes read as Internal.
+ * Unknown codes read as Internal. `translate` puts the title and hint in the user's language (the extension passes
+ * vscode.l10n.t; the detail stays as the host wrote it).
  */
-export function errorMessage(code: number, detail?: string): string {
-  const info = errorInfo(code);
+export function errorMessage(code: number, detail?: string, translate: (s: string) => string = (s) => s): string {
+  const e = errorInfo(code);
+  const info = { title: translate(e.title), hint: translate(e.hint) };
   const d = (detail ?? '')
     .replace(/\s+/g, ' ')
     .trim()

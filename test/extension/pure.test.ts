@@ -7,6 +7,7 @@ import { RESULT_MIME, type SegmentResult } from '../../src/protocol/result';
 import { buildNotebook, segmentCellSource, sourceLines } from '../../src/extension/notebook';
 import { isImagePath, isInside, pushRecent, readSettings, resolveModelPath, DEFAULTS } from '../../src/extension/settings';
 import { kernelEnvironment, pipInstallCommand } from '../../src/extension/kernelEnv';
+import { errorInfo, errorMessage, RpcErrorCode } from '../../src/protocol/rpc';
 
 const ROOT = path.resolve(__dirname, '../../..');
 const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
@@ -122,6 +123,17 @@ describe('extension: manifest and translations', () => {
       assert.equal(c.icon, undefined, `${b.command} would show as an unlabelled icon in the editor title bar`);
       assert.ok(nls[c.title.slice(1, -1)], c.title);
     }
+  });
+
+  it('host errors read in Chinese: every error title and hint has a translation the extension applies', () => {
+    const zhT = (s: string) => bundle[s] ?? s;
+    for (const code of Object.values(RpcErrorCode)) {
+      const info = errorInfo(code);
+      for (const s of [info.title, info.hint]) assert.ok(typeof bundle[s] === 'string', `l10n/bundle.l10n.zh-cn.json lacks ${JSON.stringify(s)}`);
+    }
+    assert.equal(errorMessage(RpcErrorCode.ImageUnreadable, 'cat.jpg is truncated.', zhT),
+      `${bundle['The image could not be read']}: cat.jpg is truncated. ${bundle[errorInfo(RpcErrorCode.ImageUnreadable).hint]}`);
+    assert.equal(errorMessage(RpcErrorCode.ImageUnreadable, 'x'), `The image could not be read: x. ${errorInfo(RpcErrorCode.ImageUnreadable).hint}`);
   });
 
   it('every %key% of package.json has English and Chinese text', () => {
