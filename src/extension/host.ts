@@ -144,6 +144,7 @@ export class HostManager implements vscode.Disposable {
       this.disposables.push(
         this.client.onDidChangeState((e) => {
           if (e.newState === State.Running) {
+            this.stoppingOnPurpose = false;
             this.starts++;
             this.setState('running');
             this.eventEmitter.fire({ kind: 'started' });
@@ -304,13 +305,14 @@ export class HostManager implements vscode.Disposable {
     this.crashes = [];
     this.loaded = undefined;
     if (this.client && this.client.state !== State.Stopped) {
+      // Cleared when the new host runs, not when stop() returns: the old connection's close can come later, and must
+      // not read as a crash.
       this.stoppingOnPurpose = true;
+      this.log.appendLine('[host] restarting on request');
       try {
         await this.client.stop(5000);
       } catch (e) {
-        this.log.appendLine(`[host] stop: ${(e as Error).message}`);
-      } finally {
-        this.stoppingOnPurpose = false;
+        this.log.appendLine(`[host] the old host did not stop cleanly (${(e as Error).message}); starting a new one`);
       }
     }
     this.eventEmitter.fire({ kind: 'restarting' });

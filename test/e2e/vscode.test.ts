@@ -244,4 +244,19 @@ describe('extension end to end in code-server', function () {
     const notice = await page.locator('.notifications-toasts, .notification-toast').allInnerTexts();
     console.log(`      stopped mid-answer at turn ${killedAt + 1}; after the kill: pid ${pid} -> ${after.status.pid}; notification: ${notice.join(' ').slice(0, 160)}`);
   });
+
+  it('Restart Host restarts without reporting a crash', async () => {
+    const before = await hostStatus(page);
+    await runCommand(page, 'Notifications: Clear All Notifications');
+    await runCommand(page, 'Reason Segment: Restart Host');
+    await page.locator('.notification-toast', { hasText: 'The Reason Segment host was restarted.' }).waitFor({ timeout: 60_000 });
+    await page.waitForTimeout(3000); // a late close of the old connection would report a crash by now
+    const after = await hostStatus(page);
+    assert.equal(after.starts, before.starts + 1);
+    assert.ok(after.status.pid && after.status.pid !== before.status.pid);
+    const toasts = (await page.locator('.notification-toast').allInnerTexts()).join(' ');
+    assert.doesNotMatch(toasts, /unexpectedly|will not be restarted/, toasts);
+    const frame = await chatFrame(page);
+    assert.equal(await frame.locator('[data-notice="crashed"]').count(), 1, 'only the crash of the previous test is shown');
+  });
 });
