@@ -106,7 +106,7 @@ class InferenceServer {
   ) {
     this.queue = new FairQueue(opts.maxQueue);
     this.http = http.createServer((req, res) => {
-      this.route(req, res).catch((e) => this.fail(res, e));
+      this.route(req, res).catch((e) => this.afterBody(req, e, () => this.fail(res, e)));
     });
     this.http.requestTimeout = 0; // per-request timeouts are ours (inference time), not node's (which counts the upload)
   }
@@ -344,6 +344,31 @@ class InferenceServer {
     }
     log(`internal error: ${(e as Error)?.stack ?? e}`);
     return new HttpError(500, `internal error: ${oneLine((e as Error)?.message ?? String(e))}`);
+  }
+
+  /**
+   * Reads and drops what is left of a refused request's body (up to the body limit) before answering: most HTTP
+   * clients send the whole body before they read the answer, and an answer sent while they are still sending reaches
+   * them as a broken pipe instead of its status (a 401 for a wrong token, say). A body over the limit is not read.
+   */
+  private afterBody(req: http.IncomingMessage, e: unknown, answer: () => void): void {
+    if (req.complete || req.destroyed || (e instanceof HttpError && e.status === 413)) return answer();
+    let size = 0;
+    let answered = false;
+    const once = () => {
+      if (!answered) {
+        answered = true;
+        answer();
+      }
+    };
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > this.opts.maxBodyBytes) once();
+    });
+    req.once('end', once);
+    req.once('close', once);
+    req.once('error', once);
+    req.resume();
   }
 
   private fail(res: http.ServerResponse, e: unknown): void {
