@@ -19,7 +19,8 @@ const BROWSER = ['renderer', 'webview', 'overlay'];
 /** Module specifiers imported by a TS/JS source text (static, dynamic, require, re-exports, side-effect imports). */
 export function importsOf(source: string): string[] {
   const code = source.replace(/\/\*[\s\S]*?\*\//g, ' ').replace(/(^|[^:'"\w])\/\/.*$/gm, '$1');
-  const re = /(?:\b(?:import|export)\s[^'";]*?\bfrom\s*|\bimport\s*\(\s*|\brequire\s*\(\s*|\bimport\s+)['"]([^'"]+)['"]/g;
+  const re =
+    /(?:\b(?:import|export)\s[^'";]*?\bfrom\s*|\bimport\s*\(\s*|\brequire\s*\(\s*|\bimport\s+)['"]([^'"]+)['"]/g;
   return [...code.matchAll(re)].map((m) => m[1]);
 }
 
@@ -43,11 +44,14 @@ export function violations(part: string, file: string, spec: string): string[] {
   const targetPart = relative ? path.relative(SRC, target).split(path.sep)[0] : '';
   const where = `${path.relative(ROOT, file)} imports ${spec}`;
   if (part === 'host' && pkg === 'vscode') bad.push(`${where} (the host runs outside VS Code)`);
-  if (part === 'extension' && (pkg.startsWith('onnxruntime') || pkg === 'sharp')) bad.push(`${where} (native code belongs in the host process)`);
+  if (part === 'extension' && (pkg.startsWith('onnxruntime') || pkg === 'sharp'))
+    bad.push(`${where} (native code belongs in the host process)`);
   if (BROWSER.includes(part)) {
     if (spec.startsWith('node:') || NODE.has(pkg)) bad.push(`${where} (a Node built-in in browser code)`);
-    if (pkg === 'vscode' || pkg.startsWith('onnxruntime') || pkg === 'sharp') bad.push(`${where} (not available in a webview)`);
-    if (relative && ![part, 'overlay', 'protocol'].includes(targetPart)) bad.push(`${where} (outside the browser-safe folders)`);
+    if (pkg === 'vscode' || pkg.startsWith('onnxruntime') || pkg === 'sharp')
+      bad.push(`${where} (not available in a webview)`);
+    if (relative && ![part, 'overlay', 'protocol'].includes(targetPart))
+      bad.push(`${where} (outside the browser-safe folders)`);
   }
   if (part === 'protocol' && (!relative || targetPart !== 'protocol' || target.startsWith('..'))) {
     bad.push(`${where} (protocol may import only its own files)`);
@@ -58,12 +62,31 @@ export function violations(part: string, file: string, spec: string): string[] {
 describe('architecture boundaries (import scan of src/)', () => {
   it('the scanner sees every import form', () => {
     const src = [
-      "import a from 'fs';", 'import { b } from "node:path";', "import * as c from 'vscode'", "import 'sharp';",
-      "const d = require('child_process');", "await import('onnxruntime-node')", "export * from './x';",
-      "export { e } from '../protocol/result';", "import type { F } from './f';",
-      "// import g from 'not-me';", "/* import h from 'nor-me'; */", "const url = 'http://example.com/x'; import i from './i';",
+      "import a from 'fs';",
+      'import { b } from "node:path";',
+      "import * as c from 'vscode'",
+      "import 'sharp';",
+      "const d = require('child_process');",
+      "await import('onnxruntime-node')",
+      "export * from './x';",
+      "export { e } from '../protocol/result';",
+      "import type { F } from './f';",
+      "// import g from 'not-me';",
+      "/* import h from 'nor-me'; */",
+      "const url = 'http://example.com/x'; import i from './i';",
     ].join('\n');
-    assert.deepEqual(importsOf(src), ['fs', 'node:path', 'vscode', 'sharp', 'child_process', 'onnxruntime-node', './x', '../protocol/result', './f', './i']);
+    assert.deepEqual(importsOf(src), [
+      'fs',
+      'node:path',
+      'vscode',
+      'sharp',
+      'child_process',
+      'onnxruntime-node',
+      './x',
+      '../protocol/result',
+      './f',
+      './i',
+    ]);
   });
 
   it('the rules catch what they should', () => {
@@ -74,10 +97,21 @@ describe('architecture boundaries (import scan of src/)', () => {
     assert.equal(violations('extension', f('extension', 'a.ts'), 'sharp').length, 1);
     assert.equal(violations('extension', f('extension', 'a.ts'), 'vscode').length, 0);
     for (const part of BROWSER) {
-      for (const spec of ['fs', 'node:fs', 'path', 'fs/promises', 'vscode', 'onnxruntime-web', 'sharp', '../host/x', '../extension/y']) {
+      for (const spec of [
+        'fs',
+        'node:fs',
+        'path',
+        'fs/promises',
+        'vscode',
+        'onnxruntime-web',
+        'sharp',
+        '../host/x',
+        '../extension/y',
+      ]) {
         assert.ok(violations(part, f(part, 'a.ts'), spec).length > 0, `${part} importing ${spec}`);
       }
-      for (const spec of ['./b', '../overlay/view', '../protocol/rle']) assert.deepEqual(violations(part, f(part, 'a.ts'), spec), []);
+      for (const spec of ['./b', '../overlay/view', '../protocol/rle'])
+        assert.deepEqual(violations(part, f(part, 'a.ts'), spec), []);
     }
     assert.deepEqual(violations('protocol', f('protocol', 'a.ts'), './rle'), []);
     for (const spec of ['../overlay/view', 'fs', 'ajv', '../../package.json']) {
@@ -88,7 +122,8 @@ describe('architecture boundaries (import scan of src/)', () => {
   it('src/ keeps every boundary', () => {
     assert.ok(existsSync(SRC), 'no src/');
     const parts = readdirSync(SRC).filter((n) => statSync(path.join(SRC, n)).isDirectory());
-    for (const needed of ['protocol', 'renderer', 'overlay']) assert.ok(parts.includes(needed), `src/${needed} is missing`);
+    for (const needed of ['protocol', 'renderer', 'overlay'])
+      assert.ok(parts.includes(needed), `src/${needed} is missing`);
     const bad: string[] = [];
     let scanned = 0;
     for (const part of parts) {

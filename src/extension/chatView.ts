@@ -27,8 +27,14 @@ const MAX_CONVERSATIONS = 30;
 const MAX_STORED_OVERLAY = 1.5 * 1024 * 1024;
 
 export const MIME_BY_EXT: Record<string, string> = {
-  png: 'image/png', jpg: 'image/jpeg', jpeg: 'image/jpeg', webp: 'image/webp', bmp: 'image/bmp', gif: 'image/gif',
-  tif: 'image/tiff', tiff: 'image/tiff',
+  png: 'image/png',
+  jpg: 'image/jpeg',
+  jpeg: 'image/jpeg',
+  webp: 'image/webp',
+  bmp: 'image/bmp',
+  gif: 'image/gif',
+  tif: 'image/tiff',
+  tiff: 'image/tiff',
 };
 
 interface Stored {
@@ -89,15 +95,25 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
   ) {
     this.store = this.load();
     this.disposables.push(
-      host.onDidChangeState(() => this.post({ type: 'hostState', hostState: this.hostState(), model: this.modelInfo() })),
+      host.onDidChangeState(() =>
+        this.post({ type: 'hostState', hostState: this.hostState(), model: this.modelInfo() }),
+      ),
       host.onHostEvent((e) => {
         if (e.kind === 'crashed' || e.kind === 'stopped') {
-          this.post({ type: 'hostEvent', kind: 'crashed', message: e.message ?? vscode.l10n.t('The inference host stopped.') });
+          this.post({
+            type: 'hostEvent',
+            kind: 'crashed',
+            message: e.message ?? vscode.l10n.t('The inference host stopped.'),
+          });
         } else if (e.kind === 'started') {
           // After a crash or a Restart Host: tell the panel and resend the whole state.
           if (this.hadCrash) {
             this.hadCrash = false;
-            this.post({ type: 'hostEvent', kind: 'restarted', message: vscode.l10n.t('The inference host was restarted; your conversation is kept.') });
+            this.post({
+              type: 'hostEvent',
+              kind: 'restarted',
+              message: vscode.l10n.t('The inference host was restarted; your conversation is kept.'),
+            });
           }
           this.postState();
         } else if (e.kind === 'modelLoaded') {
@@ -125,11 +141,16 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
         }
       }
     }
-    return { conversations, activeId: s?.activeId && conversations.some((c) => c.id === s.activeId) ? s.activeId : conversations.at(-1)?.id ?? null };
+    return {
+      conversations,
+      activeId:
+        s?.activeId && conversations.some((c) => c.id === s.activeId) ? s.activeId : (conversations.at(-1)?.id ?? null),
+    };
   }
 
   private save(): void {
-    if (this.store.conversations.length > MAX_CONVERSATIONS) this.store.conversations = this.store.conversations.slice(-MAX_CONVERSATIONS);
+    if (this.store.conversations.length > MAX_CONVERSATIONS)
+      this.store.conversations = this.store.conversations.slice(-MAX_CONVERSATIONS);
     void this.context.workspaceState.update(STORE_KEY, this.store);
   }
 
@@ -153,12 +174,16 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
       localResourceRoots: [vscode.Uri.joinPath(ext, 'dist'), vscode.Uri.joinPath(ext, 'media')],
     };
     view.webview.html = chatHtml(view.webview, ext, vscode.env.language || 'en');
-    view.onDidDispose(() => {
-      if (this.view === view) {
-        this.view = undefined;
-        this.ready = false;
-      }
-    }, null, this.disposables);
+    view.onDidDispose(
+      () => {
+        if (this.view === view) {
+          this.view = undefined;
+          this.ready = false;
+        }
+      },
+      null,
+      this.disposables,
+    );
     view.webview.onDidReceiveMessage((m: unknown) => this.onMessage(m), null, this.disposables);
   }
 
@@ -177,14 +202,24 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
   }
 
   private postState(): void {
-    this.post({ type: 'state', conversations: this.store.conversations, activeId: this.store.activeId, hostState: this.hostState(), model: this.modelInfo() });
+    this.post({
+      type: 'state',
+      conversations: this.store.conversations,
+      activeId: this.store.activeId,
+      hostState: this.hostState(),
+      model: this.modelInfo(),
+    });
   }
 
   private async postImage(c: Conversation | undefined): Promise<void> {
     if (!c?.image || !this.view || !this.ready) return;
     try {
       const payload = await this.readImage(c.image.path);
-      this.post({ type: 'image', conversationId: c.id, image: { ...payload, width: c.image.width ?? payload.width, height: c.image.height ?? payload.height } });
+      this.post({
+        type: 'image',
+        conversationId: c.id,
+        image: { ...payload, width: c.image.width ?? payload.width, height: c.image.height ?? payload.height },
+      });
     } catch (e) {
       this.log.appendLine(`[chat] cannot read ${c.image.path}: ${(e as Error).message}`);
     }
@@ -195,7 +230,13 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
     const bytes = await vscode.workspace.fs.readFile(uri);
     const ext = path.extname(uri.path).slice(1).toLowerCase();
     const size = imageSize(bytes);
-    return { name: path.basename(uri.path), width: size?.width ?? 0, height: size?.height ?? 0, data: Buffer.from(bytes).toString('base64'), mimeType: MIME_BY_EXT[ext] ?? 'application/octet-stream' };
+    return {
+      name: path.basename(uri.path),
+      width: size?.width ?? 0,
+      height: size?.height ?? 0,
+      data: Buffer.from(bytes).toString('base64'),
+      mimeType: MIME_BY_EXT[ext] ?? 'application/octet-stream',
+    };
   }
 
   private async onMessage(raw: unknown): Promise<void> {
@@ -214,7 +255,8 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
           break;
         case 'pickImage': {
           const picked = await vscode.window.showOpenDialog({
-            canSelectMany: false, openLabel: vscode.l10n.t('Choose Image'),
+            canSelectMany: false,
+            openLabel: vscode.l10n.t('Choose Image'),
             filters: { [vscode.l10n.t('Images')]: [...IMAGE_EXTENSIONS] },
           });
           if (picked?.[0]) await this.setImage(picked[0]);
@@ -226,7 +268,8 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
         case 'ask': {
           const c = this.store.conversations.find((x) => x.id === m.conversationId);
           if (!c) return;
-          if (m.retryOf) c.turns = c.turns.filter((t) => t.id !== m.retryOf || t.status === 'done' || t.status === 'streaming');
+          if (m.retryOf)
+            c.turns = c.turns.filter((t) => t.id !== m.retryOf || t.status === 'done' || t.status === 'streaming');
           await this.runTurn(c, m.prompt);
           break;
         }
@@ -272,9 +315,13 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
 
   /** Sets the image of the active conversation when it has no turns yet; otherwise starts a new conversation. */
   async setImage(uri: vscode.Uri): Promise<Conversation> {
-    if (!isImagePath(uri.path)) throw new Error(vscode.l10n.t('{0} is not an image file ({1}).', path.basename(uri.path), IMAGE_EXTENSIONS.join(', ')));
+    if (!isImagePath(uri.path))
+      throw new Error(
+        vscode.l10n.t('{0} is not an image file ({1}).', path.basename(uri.path), IMAGE_EXTENSIONS.join(', ')),
+      );
     const stat = await vscode.workspace.fs.stat(uri);
-    if (stat.type & vscode.FileType.Directory) throw new Error(vscode.l10n.t('{0} is a folder, not an image file.', uri.fsPath));
+    if (stat.type & vscode.FileType.Directory)
+      throw new Error(vscode.l10n.t('{0} is a folder, not an image file.', uri.fsPath));
     const image = { path: uri.scheme === 'file' ? uri.fsPath : uri.toString(), name: path.basename(uri.path) };
     const a = this.active();
     if (a && a.turns.length === 0 && !this.running.has(a.id)) {
@@ -305,7 +352,8 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
 
   async runTurn(c: Conversation, prompt: string): Promise<SegmentResult | undefined> {
     if (!c.image) throw new Error(vscode.l10n.t('Choose an image first.'));
-    if (this.running.has(c.id)) throw new Error(vscode.l10n.t('This conversation is still answering; stop it or wait.'));
+    if (this.running.has(c.id))
+      throw new Error(vscode.l10n.t('This conversation is still answering; stop it or wait.'));
     const history = historyOf(c);
     const lastSha = [...c.turns].reverse().find((t) => t.status === 'done' && t.result)?.result?.image.sha256;
     const turn: Turn = { id: newId('t'), prompt, answer: '', status: 'streaming' };
@@ -321,27 +369,50 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
     try {
       const { result, trimmed } = await vscode.window.withProgress(
         { location: { viewId: ChatViewProvider.viewId }, title: vscode.l10n.t('Answering…') },
-        () => askWithinContext(history, async (fitted) => {
-          const base: Omit<SegmentParams, 'image'> = {
-            requestId: turn.id, prompt, history: fitted, conversationId: c.id, includeOverlay: true,
-            includeImage: /\.(tiff?)$/i.test(imagePath),
-          };
-          if (lastSha) {
-            // A follow-up: the host still holds the decoded image and both embeddings under its hash.
-            try {
-              return await this.host.segment({ ...base, image: { sha256: lastSha } }, cts.token);
-            } catch (e) {
-              const err = describeError(e);
-              if (err.cancelled || (err.code !== RpcErrorCode.ImageUnreadable && err.code !== RpcErrorCode.ParamsInvalid)) throw err;
-              turn.answer = '';
-            }
-          }
-          return this.host.segment({ ...base, image: { path: toUri(imagePath).fsPath } }, cts.token);
-        }, tooLong),
+        () =>
+          askWithinContext(
+            history,
+            async (fitted) => {
+              const base: Omit<SegmentParams, 'image'> = {
+                requestId: turn.id,
+                prompt,
+                history: fitted,
+                conversationId: c.id,
+                includeOverlay: true,
+                includeImage: /\.(tiff?)$/i.test(imagePath),
+              };
+              if (lastSha) {
+                // A follow-up: the host still holds the decoded image and both embeddings under its hash.
+                try {
+                  return await this.host.segment({ ...base, image: { sha256: lastSha } }, cts.token);
+                } catch (e) {
+                  const err = describeError(e);
+                  if (
+                    err.cancelled ||
+                    (err.code !== RpcErrorCode.ImageUnreadable && err.code !== RpcErrorCode.ParamsInvalid)
+                  )
+                    throw err;
+                  turn.answer = '';
+                }
+              }
+              return this.host.segment({ ...base, image: { path: toUri(imagePath).fsPath } }, cts.token);
+            },
+            tooLong,
+          ),
       );
       const stored: SegmentResult = { ...result, image: { ...result.image } };
       if (result.image.data && /\.(tiff?)$/i.test(imagePath)) {
-        this.post({ type: 'image', conversationId: c.id, image: { name: c.image.name, width: result.image.width, height: result.image.height, data: result.image.data, mimeType: result.image.mimeType ?? 'image/png' } });
+        this.post({
+          type: 'image',
+          conversationId: c.id,
+          image: {
+            name: c.image.name,
+            width: result.image.width,
+            height: result.image.height,
+            data: result.image.data,
+            mimeType: result.image.mimeType ?? 'image/png',
+          },
+        });
       }
       delete stored.image.data;
       if (result.overlayPng) this.overlays.set(turn.id, result.overlayPng);
@@ -355,7 +426,9 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
       this.save();
       this.post({ type: 'turnDone', conversationId: c.id, turnId: turn.id, result: stored, trimmed });
       if (trimmed) this.log.appendLine(`[chat] left out the ${trimmed} oldest turn(s) to fit the model's context`);
-      this.log.appendLine(`[chat] turn done in ${result.timings.totalMs.toFixed(0)} ms (cacheHit ${result.timings.cacheHit}, ${result.masks.length} masks)`);
+      this.log.appendLine(
+        `[chat] turn done in ${result.timings.totalMs.toFixed(0)} ms (cacheHit ${result.timings.cacheHit}, ${result.masks.length} masks)`,
+      );
       return result;
     } catch (e) {
       const err = describeError(e);
@@ -364,14 +437,25 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
       // Too long even with every earlier turn left out: only a shorter instruction can help, not the same again.
       if (tooLong(err)) {
         turn.retryable = false;
-        turn.error = vscode.l10n.t('This instruction does not fit in the model\'s context even without the earlier turns: shorten it.');
+        turn.error = vscode.l10n.t(
+          "This instruction does not fit in the model's context even without the earlier turns: shorten it.",
+        );
       }
       this.save();
-      this.post({ type: 'turnFailed', conversationId: c.id, turnId: turn.id, message: turn.error, cancelled: err.cancelled, retryable: turn.retryable });
+      this.post({
+        type: 'turnFailed',
+        conversationId: c.id,
+        turnId: turn.id,
+        message: turn.error,
+        cancelled: err.cancelled,
+        retryable: turn.retryable,
+      });
       if (!err.cancelled) this.log.appendLine(`[chat] turn failed: ${err.message}`);
       if (err.code === RpcErrorCode.ModelNotLoaded) {
         const pick = vscode.l10n.t('Select Model…');
-        void vscode.window.showErrorMessage(err.message, pick).then((a) => a === pick && vscode.commands.executeCommand('reasonSegment.selectModel'));
+        void vscode.window
+          .showErrorMessage(err.message, pick)
+          .then((a) => a === pick && vscode.commands.executeCommand('reasonSegment.selectModel'));
       }
       return undefined;
     } finally {
@@ -383,21 +467,25 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
 
   dispose(): void {
     for (const r of this.running.values()) r.cts.cancel();
-    this.disposables.forEach((d) => d.dispose());
+    for (const d of this.disposables) d.dispose();
   }
 }
 
 /** A path or URI string from a message, as a Uri (never used as a write target). */
 export function toUri(p: string): vscode.Uri {
-  return /^[a-zA-Z][\w+.-]+:\/\//.test(p) && !/^[a-zA-Z]:[\\/]/.test(p) ? vscode.Uri.parse(p, true) : vscode.Uri.file(p);
+  return /^[a-zA-Z][\w+.-]+:\/\//.test(p) && !/^[a-zA-Z]:[\\/]/.test(p)
+    ? vscode.Uri.parse(p, true)
+    : vscode.Uri.file(p);
 }
 
 /** Width and height from a PNG, GIF, BMP or JPEG header (0 when unknown: the webview reads it from the image). */
 export function imageSize(b: Uint8Array): { width: number; height: number } | undefined {
   const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
   if (b.length > 24 && b[0] === 0x89 && b[1] === 0x50) return { width: dv.getUint32(16), height: dv.getUint32(20) };
-  if (b.length > 10 && b[0] === 0x47 && b[1] === 0x49) return { width: dv.getUint16(6, true), height: dv.getUint16(8, true) };
-  if (b.length > 26 && b[0] === 0x42 && b[1] === 0x4d) return { width: dv.getInt32(18, true), height: Math.abs(dv.getInt32(22, true)) };
+  if (b.length > 10 && b[0] === 0x47 && b[1] === 0x49)
+    return { width: dv.getUint16(6, true), height: dv.getUint16(8, true) };
+  if (b.length > 26 && b[0] === 0x42 && b[1] === 0x4d)
+    return { width: dv.getInt32(18, true), height: Math.abs(dv.getInt32(22, true)) };
   if (b.length > 4 && b[0] === 0xff && b[1] === 0xd8) {
     let i = 2;
     while (i + 9 < b.length) {
@@ -414,7 +502,12 @@ export function imageSize(b: Uint8Array): { width: number; height: number } | un
 }
 
 /** Writes a file the user saves from the chat panel or the renderer, to a place the user picks in a save dialog. */
-export async function saveFileWithDialog(f: { fileName: string; encoding: 'base64' | 'utf8'; data: string; mimeType: string }): Promise<void> {
+export async function saveFileWithDialog(f: {
+  fileName: string;
+  encoding: 'base64' | 'utf8';
+  data: string;
+  mimeType: string;
+}): Promise<void> {
   const folder = vscode.workspace.workspaceFolders?.[0]?.uri;
   const name = path.basename(f.fileName);
   const target = await vscode.window.showSaveDialog({

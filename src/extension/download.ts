@@ -41,7 +41,10 @@ export interface DownloadResult {
 }
 
 export class DownloadError extends Error {
-  constructor(message: string, readonly kind: 'http' | 'checksum' | 'cancelled' | 'unsafe' | 'format' = 'http') {
+  constructor(
+    message: string,
+    readonly kind: 'http' | 'checksum' | 'cancelled' | 'unsafe' | 'format' = 'http',
+  ) {
     super(message);
   }
 }
@@ -54,7 +57,12 @@ interface Response {
   stream: http.IncomingMessage;
 }
 
-function request(url: string, headers: Record<string, string>, signal: AbortSignal | undefined, redirects: number): Promise<Response> {
+function request(
+  url: string,
+  headers: Record<string, string>,
+  signal: AbortSignal | undefined,
+  redirects: number,
+): Promise<Response> {
   return new Promise((resolve, reject) => {
     let u: URL;
     try {
@@ -85,7 +93,13 @@ function request(url: string, headers: Record<string, string>, signal: AbortSign
       }
       resolve({ url: u.toString(), status, headers: res.headers, stream: res });
     });
-    req.on('error', (e) => reject(signal?.aborted ? new DownloadError('Download cancelled', 'cancelled') : new DownloadError(`${url}: ${e.message}`)));
+    req.on('error', (e) =>
+      reject(
+        signal?.aborted
+          ? new DownloadError('Download cancelled', 'cancelled')
+          : new DownloadError(`${url}: ${e.message}`),
+      ),
+    );
   });
 }
 
@@ -117,7 +131,8 @@ async function hashFile(file: string): Promise<{ hash: ReturnType<typeof createH
  * that were resumed from a `.part` file (0 when it started from scratch or `dest` was already complete and verified).
  */
 export async function downloadFile(
-  url: string, dest: string,
+  url: string,
+  dest: string,
   expect: { sha256?: string; bytes?: number },
   opts: DownloadOptions & { progressBase?: number; progressTotal?: number; label?: string } = {},
 ): Promise<number> {
@@ -125,7 +140,8 @@ export async function downloadFile(
   fs.mkdirSync(path.dirname(dest), { recursive: true });
   if (fs.existsSync(dest) && expect.sha256) {
     const { hash, size } = await hashFile(dest);
-    if (hash.digest('hex') === expect.sha256.toLowerCase() && (expect.bytes === undefined || size === expect.bytes)) return 0;
+    if (hash.digest('hex') === expect.sha256.toLowerCase() && (expect.bytes === undefined || size === expect.bytes))
+      return 0;
     fs.rmSync(dest);
   }
   let { hash, size: have } = await hashFile(part);
@@ -159,25 +175,32 @@ export async function downloadFile(
         const chunk = c as Buffer;
         hash.update(chunk);
         have += chunk.length;
-        if (!out.write(chunk)) await new Promise<void>((r) => out.once("drain", () => r()));
+        if (!out.write(chunk)) await new Promise<void>((r) => out.once('drain', () => r()));
         opts.onProgress?.({ loaded: base + have, total: opts.progressTotal ?? total, file: label });
       }
     } catch (e) {
       await new Promise<void>((r) => out.end(() => r()));
       if (opts.signal?.aborted) throw new DownloadError('Download cancelled', 'cancelled');
-      throw new DownloadError(`${url}: ${(e as Error).message} (the partial file is kept; downloading again resumes it)`);
+      throw new DownloadError(
+        `${url}: ${(e as Error).message} (the partial file is kept; downloading again resumes it)`,
+      );
     }
     await new Promise<void>((r) => out.end(() => r()));
   }
   if (opts.signal?.aborted) throw new DownloadError('Download cancelled', 'cancelled');
   if (expect.bytes !== undefined && have !== expect.bytes) {
     if (have > expect.bytes) fs.rmSync(part, { force: true });
-    throw new DownloadError(`${label}: got ${have} bytes, expected ${expect.bytes}${have < expect.bytes ? ' (the partial file is kept; downloading again resumes it)' : ''}`);
+    throw new DownloadError(
+      `${label}: got ${have} bytes, expected ${expect.bytes}${have < expect.bytes ? ' (the partial file is kept; downloading again resumes it)' : ''}`,
+    );
   }
   const digest = hash.digest('hex');
   if (expect.sha256 && digest !== expect.sha256.toLowerCase()) {
     fs.rmSync(part, { force: true });
-    throw new DownloadError(`${label}: sha256 ${digest} does not match the expected ${expect.sha256.toLowerCase()}; the file was deleted`, 'checksum');
+    throw new DownloadError(
+      `${label}: sha256 ${digest} does not match the expected ${expect.sha256.toLowerCase()}; the file was deleted`,
+      'checksum',
+    );
   }
   fs.renameSync(part, dest);
   return resumed;
@@ -191,7 +214,8 @@ export function safeJoin(root: string, rel: string): string {
   }
   const full = path.resolve(root, clean);
   const r = path.resolve(root);
-  if (full !== r && !full.startsWith(r + path.sep)) throw new DownloadError(`Refusing the path ${JSON.stringify(rel)}`, 'unsafe');
+  if (full !== r && !full.startsWith(r + path.sep))
+    throw new DownloadError(`Refusing the path ${JSON.stringify(rel)}`, 'unsafe');
   return full;
 }
 
@@ -218,7 +242,10 @@ export async function extractTar(tarFile: string, dest: string): Promise<number>
         const type = 'type' in entry ? entry.type : 'File';
         if (!EXTRACTED_TYPES.has(type)) {
           // Links, devices and fifos have no place in a model bundle.
-          refused = new DownloadError(`The archive holds ${p} (${type}), which is not a regular file or folder; refusing it`, 'unsafe');
+          refused = new DownloadError(
+            `The archive holds ${p} (${type}), which is not a regular file or folder; refusing it`,
+            'unsafe',
+          );
           return false;
         }
         try {
@@ -232,7 +259,10 @@ export async function extractTar(tarFile: string, dest: string): Promise<number>
       },
     });
   } catch (e) {
-    refused ??= new DownloadError(`The archive is damaged or truncated (${(e as Error).message}); download it again`, 'format');
+    refused ??= new DownloadError(
+      `The archive is damaged or truncated (${(e as Error).message}); download it again`,
+      'format',
+    );
   }
   if (refused) {
     for (const f of written) fs.rmSync(f, { force: true });
@@ -264,7 +294,11 @@ export function isManifestUrl(url: string): boolean {
 }
 
 /** Downloads a bundle (tar or manifest form, see the top of this file) into `destDir`. */
-export async function downloadBundle(url: string, destDir: string, opts: DownloadOptions = {}): Promise<DownloadResult> {
+export async function downloadBundle(
+  url: string,
+  destDir: string,
+  opts: DownloadOptions = {},
+): Promise<DownloadResult> {
   fs.mkdirSync(destDir, { recursive: true });
   const bare = url.replace(/#.*$/, '');
   if (isManifestUrl(bare)) {
@@ -277,12 +311,16 @@ export async function downloadBundle(url: string, destDir: string, opts: Downloa
       throw new DownloadError(`${bare} is not JSON`, 'format');
     }
     const files = manifest.files;
-    if (!files || typeof files !== 'object') throw new DownloadError(`${bare} lists no files: it is not a bundle manifest`, 'format');
+    if (!files || typeof files !== 'object')
+      throw new DownloadError(`${bare} lists no files: it is not a bundle manifest`, 'format');
     const entries = Object.entries(files);
     for (const [rel, f] of entries) {
       safeJoin(destDir, rel);
       if (!f || typeof f.sha256 !== 'string' || !/^[0-9a-f]{64}$/i.test(f.sha256)) {
-        throw new DownloadError(`The manifest gives no sha256 for ${rel}; refusing to download an unverifiable file`, 'format');
+        throw new DownloadError(
+          `The manifest gives no sha256 for ${rel}; refusing to download an unverifiable file`,
+          'format',
+        );
       }
     }
     const total = entries.reduce((s, [, f]) => s + (typeof f.bytes === 'number' ? f.bytes : 0), 0);
@@ -291,9 +329,17 @@ export async function downloadBundle(url: string, destDir: string, opts: Downloa
     for (const [rel, f] of entries) {
       const target = safeJoin(destDir, rel);
       const fileUrl = new URL(rel.split('/').map(encodeURIComponent).join('/'), manifestUrl).toString();
-      resumed += await downloadFile(fileUrl, target, { sha256: f.sha256, bytes: f.bytes }, {
-        ...opts, label: rel, progressBase: done, progressTotal: total || undefined,
-      });
+      resumed += await downloadFile(
+        fileUrl,
+        target,
+        { sha256: f.sha256, bytes: f.bytes },
+        {
+          ...opts,
+          label: rel,
+          progressBase: done,
+          progressTotal: total || undefined,
+        },
+      );
       done += typeof f.bytes === 'number' ? f.bytes : fs.statSync(target).size;
       opts.onProgress?.({ loaded: done, total: total || undefined, file: rel });
     }
@@ -301,9 +347,14 @@ export async function downloadBundle(url: string, destDir: string, opts: Downloa
     return { bundleDir: destDir, files: entries.length + 1, bytes: done, resumedBytes: resumed };
   }
   const sha256 = opts.sha256?.toLowerCase() ?? fragmentSha256(url);
-  if (!sha256) throw new DownloadError('A checksum is needed to download an archive: give its sha256 (or add #sha256=<hex> to the URL)', 'format');
+  if (!sha256)
+    throw new DownloadError(
+      'A checksum is needed to download an archive: give its sha256 (or add #sha256=<hex> to the URL)',
+      'format',
+    );
   const name = path.basename(new URL(bare).pathname) || 'bundle.tar';
-  if (!/\.tar$/i.test(name)) throw new DownloadError(`Only .tar archives and ${MANIFEST_FILE} URLs are supported (got ${name})`, 'format');
+  if (!/\.tar$/i.test(name))
+    throw new DownloadError(`Only .tar archives and ${MANIFEST_FILE} URLs are supported (got ${name})`, 'format');
   const archive = path.join(destDir, `.${name}`);
   const resumed = await downloadFile(bare, archive, { sha256 }, { ...opts, label: name });
   const bytes = fs.statSync(archive).size;

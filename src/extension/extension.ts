@@ -26,12 +26,19 @@ export function activate(context: vscode.ExtensionContext): ExtensionApi {
   const log = vscode.window.createOutputChannel('Reason Segment');
   const hostLog = vscode.window.createOutputChannel('Reason Segment Host');
   const host = new HostManager(context, hostLog, log);
-  const chat = new ChatViewProvider(context, host, log, (c, overlays) => exportConversation(c, overlays).then(() => undefined));
+  const chat = new ChatViewProvider(context, host, log, (c, overlays) =>
+    exportConversation(c, overlays).then(() => undefined),
+  );
   const status = new StatusBar(host);
   context.subscriptions.push(log, hostLog, host, chat, status, watchModelSettings(host));
-  context.subscriptions.push(vscode.window.registerWebviewViewProvider(ChatViewProvider.viewId, chat, { webviewOptions: { retainContextWhenHidden: true } }));
+  context.subscriptions.push(
+    vscode.window.registerWebviewViewProvider(ChatViewProvider.viewId, chat, {
+      webviewOptions: { retainContextWhenHidden: true },
+    }),
+  );
 
-  const cmd = (id: string, f: (...a: any[]) => unknown) => context.subscriptions.push(vscode.commands.registerCommand(id, f));
+  const cmd = (id: string, f: (...a: any[]) => unknown) =>
+    context.subscriptions.push(vscode.commands.registerCommand(id, f));
 
   cmd('reasonSegment.segmentImage', async (uri?: vscode.Uri) => {
     const target = uri instanceof vscode.Uri ? uri : await activeImage();
@@ -42,13 +49,30 @@ export function activate(context: vscode.ExtensionContext): ExtensionApi {
     await context.globalState.update(RECENT_KEY, pushRecent(recent, prompt));
     const where = host.settings().openResultsIn;
     if (where === 'notebook') {
-      const result = await vscode.window.withProgress(
-        { location: vscode.ProgressLocation.Notification, title: vscode.l10n.t('Reason Segment: segmenting {0}', target.path.split('/').pop() ?? ''), cancellable: true },
-        (_p, token) => host.segment({ requestId: `nb-${Date.now()}`, image: { path: target.fsPath }, prompt, history: [], includeOverlay: true, includeImage: true }, token),
-      ).then(undefined, (e) => {
-        void vscode.window.showErrorMessage((e as Error).message);
-        return undefined;
-      });
+      const result = await vscode.window
+        .withProgress(
+          {
+            location: vscode.ProgressLocation.Notification,
+            title: vscode.l10n.t('Reason Segment: segmenting {0}', target.path.split('/').pop() ?? ''),
+            cancellable: true,
+          },
+          (_p, token) =>
+            host.segment(
+              {
+                requestId: `nb-${Date.now()}`,
+                image: { path: target.fsPath },
+                prompt,
+                history: [],
+                includeOverlay: true,
+                includeImage: true,
+              },
+              token,
+            ),
+        )
+        .then(undefined, (e) => {
+          void vscode.window.showErrorMessage((e as Error).message);
+          return undefined;
+        });
       if (result) await openResultNotebook(target.fsPath, prompt, result);
       return;
     }
@@ -66,21 +90,31 @@ export function activate(context: vscode.ExtensionContext): ExtensionApi {
   });
   cmd('reasonSegment.showHostLog', () => hostLog.show(true));
   cmd('reasonSegment.setServerToken', async () => {
-    const value = await vscode.window.showInputBox({ prompt: vscode.l10n.t('Bearer token of the Reason Segment server (empty to forget it)'), password: true, ignoreFocusOut: true });
+    const value = await vscode.window.showInputBox({
+      prompt: vscode.l10n.t('Bearer token of the Reason Segment server (empty to forget it)'),
+      password: true,
+      ignoreFocusOut: true,
+    });
     if (value === undefined) return;
     if (value.trim()) await context.secrets.store(SERVER_TOKEN_SECRET, value.trim());
     else await context.secrets.delete(SERVER_TOKEN_SECRET);
   });
   cmd('reasonSegment.showHostStatus', async () => {
     const s = await host.status().catch((e) => ({ error: (e as Error).message }));
-    const lines = formatHostStatus({ hostState: host.state, starts: host.starts, status: s }, (m, ...a) => vscode.l10n.t(m, ...a));
+    const lines = formatHostStatus({ hostState: host.state, starts: host.starts, status: s }, (m, ...a) =>
+      vscode.l10n.t(m, ...a),
+    );
     log.appendLine(vscode.l10n.t('Reason Segment host status:'));
     for (const line of lines) log.appendLine(`  ${line}`);
     // One machine-readable line for bug reports and the end-to-end test, after the readable ones.
-    log.appendLine(`[status] ${JSON.stringify({ seq: ++statusSeq, hostState: host.state, starts: host.starts, activationMs: Math.round(activationMs), status: s ?? null })}`);
+    log.appendLine(
+      `[status] ${JSON.stringify({ seq: ++statusSeq, hostState: host.state, starts: host.starts, activationMs: Math.round(activationMs), status: s ?? null })}`,
+    );
     log.show(true);
     const showLog = vscode.l10n.t('Show Host Log');
-    void vscode.window.showInformationMessage(lines.join(' '), showLog).then((a) => a === showLog && hostLog.show(true));
+    void vscode.window
+      .showInformationMessage(lines.join(' '), showLog)
+      .then((a) => a === showLog && hostLog.show(true));
     return s;
   });
   cmd('reasonSegment.enableKernelMagic', () => enableKernelMagic(context));
@@ -89,21 +123,24 @@ export function activate(context: vscode.ExtensionContext): ExtensionApi {
 
   // Saves from the notebook renderer: validated like the chat panel's save message before anything is written.
   const messaging = vscode.notebooks.createRendererMessaging(RENDERER_ID);
-  context.subscriptions.push(messaging.onDidReceiveMessage(async (e) => {
-    const m = e.message as Record<string, unknown> | null;
-    const problems = m && typeof m === 'object' && m.type === 'save'
-      ? validateWebviewMessage({ ...m, conversationId: 'notebook', turnId: 'output' })
-      : ['not a save message'];
-    if (problems.length) {
-      log.appendLine(`[renderer] ignored an invalid message: ${problems.slice(0, 3).join('; ')}`);
-      return;
-    }
-    try {
-      await saveFileWithDialog(m as unknown as Parameters<typeof saveFileWithDialog>[0]);
-    } catch (err) {
-      void vscode.window.showErrorMessage((err as Error).message);
-    }
-  }));
+  context.subscriptions.push(
+    messaging.onDidReceiveMessage(async (e) => {
+      const m = e.message as Record<string, unknown> | null;
+      const problems =
+        m && typeof m === 'object' && m.type === 'save'
+          ? validateWebviewMessage({ ...m, conversationId: 'notebook', turnId: 'output' })
+          : ['not a save message'];
+      if (problems.length) {
+        log.appendLine(`[renderer] ignored an invalid message: ${problems.slice(0, 3).join('; ')}`);
+        return;
+      }
+      try {
+        await saveFileWithDialog(m as unknown as Parameters<typeof saveFileWithDialog>[0]);
+      } catch (err) {
+        void vscode.window.showErrorMessage((err as Error).message);
+      }
+    }),
+  );
 
   // Terminals (and kernels started from them) can find the host for the %%segment magic.
   applyKernelEnvironment(context);
@@ -121,7 +158,8 @@ async function activeImage(): Promise<vscode.Uri | undefined> {
   const tab = vscode.window.tabGroups.activeTabGroup.activeTab?.input;
   if (tab instanceof vscode.TabInputCustom || tab instanceof vscode.TabInputText) return tab.uri;
   const picked = await vscode.window.showOpenDialog({
-    canSelectMany: false, openLabel: vscode.l10n.t('Segment'),
+    canSelectMany: false,
+    openLabel: vscode.l10n.t('Segment'),
     filters: { [vscode.l10n.t('Images')]: ['png', 'jpg', 'jpeg', 'webp', 'bmp', 'gif', 'tif', 'tiff'] },
   });
   return picked?.[0];

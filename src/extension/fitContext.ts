@@ -10,8 +10,11 @@ export interface Fitted<R> {
 
 /** Calls `ask` with the whole history; while it fails with an error `tooLong` recognises and earlier turns remain,
  *  asks again without the oldest one. Any other error, or too long with no history left, is thrown as is. */
-export async function askWithinContext<R>(history: readonly ChatTurn[], ask: (history: ChatTurn[]) => Promise<R>,
-  tooLong: (e: unknown) => boolean): Promise<Fitted<R>> {
+export async function askWithinContext<R>(
+  history: readonly ChatTurn[],
+  ask: (history: ChatTurn[]) => Promise<R>,
+  tooLong: (e: unknown) => boolean,
+): Promise<Fitted<R>> {
   for (let trimmed = 0; ; trimmed++) {
     try {
       return { result: await ask(history.slice(trimmed)), trimmed };

@@ -17,6 +17,7 @@ import {
   State,
   TransportKind,
 } from 'vscode-languageclient/node';
+import type { SegmentResult } from '../protocol/result';
 import {
   errorMessage,
   isCancellation,
@@ -29,7 +30,6 @@ import {
   type StatusResult,
   type TextDeltaParams,
 } from '../protocol/rpc';
-import type { SegmentResult } from '../protocol/result';
 import { RemoteError, type RemoteImage, segmentRemote } from './remote';
 import { isInside, readSettings, resolveModelPath, type Settings } from './settings';
 
@@ -46,7 +46,11 @@ export interface HostEvent {
 
 /** An error for the user: the host's one-line message (title, detail, hint) or what went wrong around it. */
 export class HostRequestError extends Error {
-  constructor(message: string, readonly cancelled = false, readonly code?: number) {
+  constructor(
+    message: string,
+    readonly cancelled = false,
+    readonly code?: number,
+  ) {
     super(message);
   }
 }
@@ -56,10 +60,20 @@ export function describeError(e: unknown): HostRequestError {
   if (e instanceof ResponseError) {
     if (isCancellation(e.code)) return new HostRequestError(vscode.l10n.t('Stopped.'), true, e.code);
     if (e.code === -32097 /* PendingResponseRejected: the host went away */) {
-      return new HostRequestError(vscode.l10n.t('The inference host stopped while answering; it is being restarted.'), false, e.code);
+      return new HostRequestError(
+        vscode.l10n.t('The inference host stopped while answering; it is being restarted.'),
+        false,
+        e.code,
+      );
     }
     const detail = (e.data as { detail?: string } | undefined)?.detail;
-    return new HostRequestError(e.code <= -32000 && e.code >= -32099 ? errorMessage(e.code, detail ?? e.message, (s) => vscode.l10n.t(s)) : e.message, false, e.code);
+    return new HostRequestError(
+      e.code <= -32000 && e.code >= -32099
+        ? errorMessage(e.code, detail ?? e.message, (s) => vscode.l10n.t(s))
+        : e.message,
+      false,
+      e.code,
+    );
   }
   return new HostRequestError((e as Error)?.message ?? String(e));
 }
@@ -87,7 +101,11 @@ export class HostManager implements vscode.Disposable {
   /** Host starts since activation (1 after the first start; more after restarts). */
   starts = 0;
 
-  constructor(private readonly context: vscode.ExtensionContext, readonly hostLog: vscode.OutputChannel, private readonly log: vscode.OutputChannel) {}
+  constructor(
+    private readonly context: vscode.ExtensionContext,
+    readonly hostLog: vscode.OutputChannel,
+    private readonly log: vscode.OutputChannel,
+  ) {}
 
   get serverModule(): string {
     return this.context.asAbsolutePath(path.join('out', 'src', 'host', 'server.js'));
@@ -140,7 +158,12 @@ export class HostManager implements vscode.Disposable {
         },
         initializationFailedHandler: () => false,
       };
-      this.client = new LanguageClient('reasonSegment.host', vscode.l10n.t('Reason Segment Host'), serverOptions, clientOptions);
+      this.client = new LanguageClient(
+        'reasonSegment.host',
+        vscode.l10n.t('Reason Segment Host'),
+        serverOptions,
+        clientOptions,
+      );
       this.disposables.push(
         this.client.onDidChangeState((e) => {
           if (e.newState === State.Running) {
@@ -177,13 +200,18 @@ export class HostManager implements vscode.Disposable {
     this.setState('crashed');
     const show = vscode.l10n.t('Show Host Log');
     if (this.crashes.length > MAX_RESTARTS) {
-      const msg = vscode.l10n.t('The Reason Segment inference host stopped {0} times in 3 minutes and will not be restarted. Run "Reason Segment: Restart Host" after checking the log.', this.crashes.length);
+      const msg = vscode.l10n.t(
+        'The Reason Segment inference host stopped {0} times in 3 minutes and will not be restarted. Run "Reason Segment: Restart Host" after checking the log.',
+        this.crashes.length,
+      );
       this.log.appendLine(`[host] ${msg}`);
       this.eventEmitter.fire({ kind: 'stopped', message: msg });
       void vscode.window.showErrorMessage(msg, show).then((a) => a === show && this.hostLog.show());
       return { action: CloseAction.DoNotRestart, handled: true };
     }
-    const msg = vscode.l10n.t('The Reason Segment inference host stopped unexpectedly and was restarted. The model is loaded again on the next request; your conversations are kept.');
+    const msg = vscode.l10n.t(
+      'The Reason Segment inference host stopped unexpectedly and was restarted. The model is loaded again on the next request; your conversations are kept.',
+    );
     this.log.appendLine(`[host] crashed (${this.crashes.length} in 3 min); restarting`);
     this.eventEmitter.fire({ kind: 'crashed', message: msg });
     void vscode.window.showWarningMessage(msg, show).then((a) => a === show && this.hostLog.show());
@@ -194,13 +222,29 @@ export class HostManager implements vscode.Disposable {
   modelPath(): string {
     const s = this.settings();
     const folder = vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
-    const resolved = resolveModelPath(s.model, process.env.HOME ?? process.env.USERPROFILE ?? '', folder, path.join, path.isAbsolute);
-    if (!resolved) throw new HostRequestError(vscode.l10n.t('No model is selected. Run "Reason Segment: Select Model" or "Reason Segment: Add Model".'), false, RpcErrorCode.ModelNotLoaded);
+    const resolved = resolveModelPath(
+      s.model,
+      process.env.HOME ?? process.env.USERPROFILE ?? '',
+      folder,
+      path.join,
+      path.isAbsolute,
+    );
+    if (!resolved)
+      throw new HostRequestError(
+        vscode.l10n.t('No model is selected. Run "Reason Segment: Select Model" or "Reason Segment: Add Model".'),
+        false,
+        RpcErrorCode.ModelNotLoaded,
+      );
     const abs = path.resolve(resolved);
     if (!vscode.workspace.isTrusted) {
       for (const f of vscode.workspace.workspaceFolders ?? []) {
         if (isInside(abs, path.resolve(f.uri.fsPath), path.sep)) {
-          throw new HostRequestError(vscode.l10n.t('The model {0} lies inside this workspace, which is not trusted. Trust the workspace to load a model from it.', abs));
+          throw new HostRequestError(
+            vscode.l10n.t(
+              'The model {0} lies inside this workspace, which is not trusted. Trust the workspace to load a model from it.',
+              abs,
+            ),
+          );
         }
       }
     }
@@ -224,25 +268,44 @@ export class HostManager implements vscode.Disposable {
     }
     this.eventEmitter.fire({ kind: 'modelLoading' });
     const run = vscode.window.withProgress(
-      { location: vscode.ProgressLocation.Notification, title: vscode.l10n.t('Reason Segment: loading {0}', path.basename(bundle)), cancellable: true },
+      {
+        location: vscode.ProgressLocation.Notification,
+        title: vscode.l10n.t('Reason Segment: loading {0}', path.basename(bundle)),
+        cancellable: true,
+      },
       async (progress, cancel) => {
         const requestId = `load-${Date.now()}`;
         const sub = this.onProgress((p) => {
           if (p.requestId === requestId) progress.report({ message: p.message });
         });
         const both = new vscode.CancellationTokenSource();
-        const subs = [cancel.onCancellationRequested(() => both.cancel()), token?.onCancellationRequested(() => both.cancel())];
+        const subs = [
+          cancel.onCancellationRequested(() => both.cancel()),
+          token?.onCancellationRequested(() => both.cancel()),
+        ];
         try {
           const t0 = Date.now();
-          const r = await client.sendRequest(Methods.loadModel, { bundle, device: s.device, allowFallback: s.allowFallback, requestId }, both.token) as LoadModelResult;
-          this.log.appendLine(`[host] loaded ${r.variant} on ${r.provider} (${r.checksums} checksums) in ${Date.now() - t0} ms`);
+          const r = (await client.sendRequest(
+            Methods.loadModel,
+            { bundle, device: s.device, allowFallback: s.allowFallback, requestId },
+            both.token,
+          )) as LoadModelResult;
+          this.log.appendLine(
+            `[host] loaded ${r.variant} on ${r.provider} (${r.checksums} checksums) in ${Date.now() - t0} ms`,
+          );
           if (r.fellBack) {
-            void vscode.window.showWarningMessage(vscode.l10n.t('{0} is not available ({1}); running on the CPU.', r.requestedDevice, r.fallbackReason ?? ''));
+            void vscode.window.showWarningMessage(
+              vscode.l10n.t(
+                '{0} is not available ({1}); running on the CPU.',
+                r.requestedDevice,
+                r.fallbackReason ?? '',
+              ),
+            );
           }
           return r;
         } finally {
           sub.dispose();
-          subs.forEach((x) => x?.dispose());
+          for (const x of subs) x?.dispose();
           both.dispose();
         }
       },
@@ -269,8 +332,14 @@ export class HostManager implements vscode.Disposable {
     const client = await this.start();
     const s = this.settings();
     try {
-      const p: SegmentParams = { maxNewTokens: s.maxNewTokens, ...(s.assistantPrefix ? { assistantPrefix: s.assistantPrefix } : {}), ...params };
-      return (await (token ? client.sendRequest(Methods.segment, p, token) : client.sendRequest(Methods.segment, p))) as SegmentResult;
+      const p: SegmentParams = {
+        maxNewTokens: s.maxNewTokens,
+        ...(s.assistantPrefix ? { assistantPrefix: s.assistantPrefix } : {}),
+        ...params,
+      };
+      return (await (token
+        ? client.sendRequest(Methods.segment, p, token)
+        : client.sendRequest(Methods.segment, p))) as SegmentResult;
     } catch (e) {
       throw describeError(e);
     }
@@ -279,14 +348,29 @@ export class HostManager implements vscode.Disposable {
   /** One segment request answered by the `reasonSegment.server` server instead of the local host. */
   private async segmentRemote(params: SegmentParams, token?: vscode.CancellationToken): Promise<SegmentResult> {
     const s = this.settings();
-    const p: SegmentParams = { maxNewTokens: s.maxNewTokens, ...(s.assistantPrefix ? { assistantPrefix: s.assistantPrefix } : {}), ...params };
+    const p: SegmentParams = {
+      maxNewTokens: s.maxNewTokens,
+      ...(s.assistantPrefix ? { assistantPrefix: s.assistantPrefix } : {}),
+      ...params,
+    };
     const abort = new AbortController();
     const sub = token?.onCancellationRequested(() => abort.abort());
     try {
-      const image: RemoteImage = 'sha256' in p.image ? { sha256: p.image.sha256 }
-        : 'data' in p.image ? { data: Buffer.from(p.image.data, 'base64') } : { data: await fs.readFile(p.image.path) };
+      const image: RemoteImage =
+        'sha256' in p.image
+          ? { sha256: p.image.sha256 }
+          : 'data' in p.image
+            ? { data: Buffer.from(p.image.data, 'base64') }
+            : { data: await fs.readFile(p.image.path) };
       const bearer = await this.context.secrets.get(SERVER_TOKEN_SECRET);
-      return await segmentRemote(s.server, bearer, p, image, (text) => this.deltaEmitter.fire({ requestId: p.requestId ?? '', text, tokenIndex: -1 }), abort.signal);
+      return await segmentRemote(
+        s.server,
+        bearer,
+        p,
+        image,
+        (text) => this.deltaEmitter.fire({ requestId: p.requestId ?? '', text, tokenIndex: -1 }),
+        abort.signal,
+      );
     } catch (e) {
       if (e instanceof RemoteError) throw new HostRequestError(e.message, e.cancelled, e.code);
       throw describeError(e);
@@ -331,7 +415,7 @@ export class HostManager implements vscode.Disposable {
 
   dispose(): void {
     void this.stop();
-    this.disposables.forEach((d) => d.dispose());
+    for (const d of this.disposables) d.dispose();
     this.stateEmitter.dispose();
     this.eventEmitter.dispose();
     this.deltaEmitter.dispose();

@@ -14,12 +14,19 @@ export function applyKernelEnvironment(context: vscode.ExtensionContext): void {
 
 async function pickPython(): Promise<string | undefined> {
   // The Python extension's active interpreter, when it is installed.
-  const fromPy = await vscode.commands.executeCommand<string>('python.interpreterPath', { workspaceFolder: vscode.workspace.workspaceFolders?.[0]?.uri.fsPath })
-    .then((p) => (typeof p === 'string' ? p : undefined), () => undefined);
+  const fromPy = await vscode.commands
+    .executeCommand<string>('python.interpreterPath', {
+      workspaceFolder: vscode.workspace.workspaceFolders?.[0]?.uri.fsPath,
+    })
+    .then(
+      (p) => (typeof p === 'string' ? p : undefined),
+      () => undefined,
+    );
   return vscode.window.showInputBox({
     title: vscode.l10n.t('Enable %%segment in the current kernel'),
     prompt: vscode.l10n.t('Python of the kernel environment to install the %%segment magic into'),
-    value: fromPy ?? (process.platform === 'win32' ? 'python' : 'python3'), ignoreFocusOut: true,
+    value: fromPy ?? (process.platform === 'win32' ? 'python' : 'python3'),
+    ignoreFocusOut: true,
   });
 }
 
@@ -34,5 +41,9 @@ export async function enableKernelMagic(context: vscode.ExtensionContext): Promi
   });
   term.show();
   term.sendText(pipInstallCommand(python.trim(), kernelDir, process.platform === 'win32'));
-  void vscode.window.showInformationMessage(vscode.l10n.t('Installing the %%segment magic. Then restart the kernel and run %load_ext reason_segment in a cell.'));
+  void vscode.window.showInformationMessage(
+    vscode.l10n.t(
+      'Installing the %%segment magic. Then restart the kernel and run %load_ext reason_segment in a cell.',
+    ),
+  );
 }

@@ -72,7 +72,14 @@ export function buildNotebook(source: NotebookSource, turns: readonly NotebookTu
   cells.push({ cell_type: 'markdown', id: cellId(), metadata: {}, source: sourceLines(header.join('\n')) });
   const setup = ['%load_ext reason_segment'];
   if (source.model) setup.push(`%segment_config --model ${quoteArg(source.model)}`);
-  cells.push({ cell_type: 'code', id: cellId(), execution_count: null, metadata: {}, source: sourceLines(setup.join('\n')), outputs: [] });
+  cells.push({
+    cell_type: 'code',
+    id: cellId(),
+    execution_count: null,
+    metadata: {},
+    source: sourceLines(setup.join('\n')),
+    outputs: [],
+  });
   let count = 0;
   for (const t of turns) {
     if (!t.result) {
@@ -83,8 +90,12 @@ export function buildNotebook(source: NotebookSource, turns: readonly NotebookTu
     const src = count === 0 ? segmentCellSource(image, t.prompt) : `%%segment_followup\n${t.prompt}`;
     count++;
     cells.push({
-      cell_type: 'code', id: cellId(), execution_count: count, metadata: {},
-      source: sourceLines(src), outputs: [resultOutput(t.result)],
+      cell_type: 'code',
+      id: cellId(),
+      execution_count: count,
+      metadata: {},
+      source: sourceLines(src),
+      outputs: [resultOutput(t.result)],
     });
   }
   return {

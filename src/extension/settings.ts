@@ -51,14 +51,18 @@ export function readSettings(get: (key: string) => unknown): Settings {
   return {
     model: typeof model === 'string' ? model.trim() : '',
     device: DEVICES.includes(device as Device) ? (device as Device) : DEFAULTS.device,
-    allowFallback: typeof get('allowFallback') === 'boolean' ? (get('allowFallback') as boolean) : DEFAULTS.allowFallback,
+    allowFallback:
+      typeof get('allowFallback') === 'boolean' ? (get('allowFallback') as boolean) : DEFAULTS.allowFallback,
     maxNewTokens: num(get('maxNewTokens'), DEFAULTS.maxNewTokens, 1, 4096, true),
     cacheSizeMB: num(get('cacheSizeMB'), DEFAULTS.cacheSizeMB, 0, 1 << 20, true),
     overlayOpacity: num(get('overlayOpacity'), DEFAULTS.overlayOpacity, 0, 1),
     openResultsIn: open === 'notebook' ? 'notebook' : 'chat',
     server: typeof get('server') === 'string' ? (get('server') as string).trim() : '',
-    assistantPrefix: typeof get('assistantPrefix') === 'string' ? (get('assistantPrefix') as string).slice(0, 10_000) : '',
-    models: Array.isArray(models) ? [...new Set(models.filter((m): m is string => typeof m === 'string' && m.trim() !== '').map((m) => m.trim()))] : [],
+    assistantPrefix:
+      typeof get('assistantPrefix') === 'string' ? (get('assistantPrefix') as string).slice(0, 10_000) : '',
+    models: Array.isArray(models)
+      ? [...new Set(models.filter((m): m is string => typeof m === 'string' && m.trim() !== '').map((m) => m.trim()))]
+      : [],
   };
 }
 
@@ -66,7 +70,13 @@ export function readSettings(get: (key: string) => unknown): Settings {
  * Resolves the model setting to an absolute path: `~` is the home folder; a relative path is relative to the first
  * workspace folder (undefined when there is none).
  */
-export function resolveModelPath(model: string, home: string, workspaceFolder: string | undefined, join: (...p: string[]) => string, isAbsolute: (p: string) => boolean): string | undefined {
+export function resolveModelPath(
+  model: string,
+  home: string,
+  workspaceFolder: string | undefined,
+  join: (...p: string[]) => string,
+  isAbsolute: (p: string) => boolean,
+): string | undefined {
   if (!model) return undefined;
   if (model === '~' || model.startsWith('~/')) return join(home, model.slice(1));
   if (isAbsolute(model)) return model;

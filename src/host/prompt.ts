@@ -35,8 +35,12 @@ function turnPair(t: Turn): [string, string] {
 /** `{system} USER: <im_start><image><im_end>\n{u1} ASSISTANT: {a1}</s>USER: {prompt} ASSISTANT:` (SeparatorStyle.TWO).
  *  The image text goes in the first user message only; as in chat.py every "<image>" of that message is then wrapped
  *  in <im_start>/<im_end>. An assistant prefix is appended after "ASSISTANT:" with one space. */
-export function buildPrompt(spec: PromptSpec | undefined, history: readonly Turn[], prompt: string,
-  assistantPrefix = ''): string {
+export function buildPrompt(
+  spec: PromptSpec | undefined,
+  history: readonly Turn[],
+  prompt: string,
+  assistantPrefix = '',
+): string {
   const s = { ...DEFAULT_PROMPT_SPEC, ...(spec ?? {}) };
   if (s.template !== 'llava_v1') throw new Error(`unsupported prompt template ${JSON.stringify(s.template)}`);
   const [user, assistant] = s.roles;
@@ -49,13 +53,16 @@ export function buildPrompt(spec: PromptSpec | undefined, history: readonly Turn
   let msgIndex = 0;
   turns.forEach(([u0, a], i) => {
     const u = i === 0 ? imageText + u0.split(IMAGE_TOKEN).join(imageWrapped) : u0;
-    for (const [role, message] of [[user, u], [assistant, a]] as const) {
-      if (message) ret += role + ': ' + message + seps[msgIndex % 2];
-      else ret += role + ':';
+    for (const [role, message] of [
+      [user, u],
+      [assistant, a],
+    ] as const) {
+      if (message) ret += `${role}: ${message}${seps[msgIndex % 2]}`;
+      else ret += `${role}:`;
       msgIndex++;
     }
   });
-  if (assistantPrefix) ret += ' ' + assistantPrefix;
+  if (assistantPrefix) ret += ` ${assistantPrefix}`;
   return ret;
 }
 

@@ -19,7 +19,7 @@ export function cssColor(c: Rgb, alpha = 1): string {
 export function textOn(c: Rgb): string {
   const lin = (v: number) => {
     const s = v / 255;
-    return s <= 0.03928 ? s / 12.92 : Math.pow((s + 0.055) / 1.055, 2.4);
+    return s <= 0.03928 ? s / 12.92 : ((s + 0.055) / 1.055) ** 2.4;
   };
   const l = 0.2126 * lin(c[0]) + 0.7152 * lin(c[1]) + 0.0722 * lin(c[2]);
   return l > 0.179 ? '#000' : '#fff';

@@ -1,6 +1,7 @@
 // The shared mask-drawing module (browser, DOM only): used by the notebook renderer and the chat panel.
-export { createSegmentView, errorBox, type SegmentView, type SaveFile, type ViewMode, type ViewOptions } from './view';
-export { checkResult, type Checked } from './validate';
-export { maskColor, cssColor, textOn, type Rgb } from './colors';
-export { MaskLayer, hitTest, outlineBand, outlineThickness, packRgba } from './layers';
+
+export { cssColor, maskColor, type Rgb, textOn } from './colors';
+export { hitTest, MaskLayer, outlineBand, outlineThickness, packRgba } from './layers';
 export { ensureStyles, OVERLAY_CSS, STYLE_ID } from './styles';
+export { type Checked, checkResult } from './validate';
+export { createSegmentView, errorBox, type SaveFile, type SegmentView, type ViewMode, type ViewOptions } from './view';

@@ -3,8 +3,8 @@
 // Re-compositing after a toggle, a mode switch or a hover only draws those sprites; an opacity change touches no
 // pixels at all (the overlay canvas's CSS opacity does it).
 
-import { decodeRle, rleBbox } from '../protocol/rle';
 import type { ResultMask } from '../protocol/result';
+import { decodeRle, rleBbox } from '../protocol/rle';
 import type { Rgb } from './colors';
 
 export type Box = readonly [number, number, number, number];
@@ -27,7 +27,11 @@ export class MaskLayer {
   readonly alpha: Uint8Array;
   private outlines = new Map<number, Uint32Array>();
 
-  constructor(readonly mask: ResultMask, imageWidth: number, imageHeight: number) {
+  constructor(
+    readonly mask: ResultMask,
+    imageWidth: number,
+    imageHeight: number,
+  ) {
     const [h, w] = mask.rle.size;
     if (h !== imageHeight || w !== imageWidth) {
       throw new Error(`mask ${mask.segIndex + 1} is ${w}x${h} but the image is ${imageWidth}x${imageHeight}`);
@@ -103,7 +107,7 @@ export function packRgba(r: number, g: number, b: number, a: number): number {
 }
 
 /** Two-pass chessboard distance transform inside the bbox (padded by one outside pixel), thresholded at t. */
-export function outlineBand(alpha: Uint8Array, w: number, h: number, box: Box, t: number): Uint32Array {
+export function outlineBand(alpha: Uint8Array, w: number, _h: number, box: Box, t: number): Uint32Array {
   const [bx, by, bw, bh] = box;
   if (bw === 0 || bh === 0) return new Uint32Array(0);
   const pw = bw + 2;

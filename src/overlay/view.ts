@@ -8,7 +8,7 @@
 // Each mask's RLE is decoded once (MaskLayer); sprites are built on first use and cached.
 
 import type { SegmentResult } from '../protocol/result';
-import { cssColor, maskColor, textOn, type Rgb } from './colors';
+import { cssColor, maskColor, type Rgb, textOn } from './colors';
 import { hitTest, MaskLayer, outlineThickness, type Sprite } from './layers';
 import { ensureStyles } from './styles';
 
@@ -17,6 +17,7 @@ export type ViewMode = 'fill' | 'outline' | 'box';
 // The shape of a saved file is the protocol's, so the renderer and the chat panel post the same thing.
 import type { SaveFile } from '../protocol/chat';
 import { domHelpers } from './dom';
+
 export type { SaveFile };
 
 export interface ViewOptions {
@@ -31,7 +32,8 @@ export interface ViewOptions {
 }
 
 export type Translate = (message: string, ...args: (string | number)[]) => string;
-const english: Translate = (m, ...a) => m.replace(/\{(\d+)\}/g, (x, i: string) => (a[Number(i)] !== undefined ? String(a[Number(i)]) : x));
+const english: Translate = (m, ...a) =>
+  m.replace(/\{(\d+)\}/g, (x, i: string) => (a[Number(i)] !== undefined ? String(a[Number(i)]) : x));
 
 export interface SegmentView {
   readonly root: HTMLElement;
@@ -51,7 +53,11 @@ export interface SegmentView {
 const SEG = '[SEG]';
 let viewCounter = 0;
 
-export function createSegmentView(container: HTMLElement, result: SegmentResult, options: ViewOptions = {}): SegmentView {
+export function createSegmentView(
+  container: HTMLElement,
+  result: SegmentResult,
+  options: ViewOptions = {},
+): SegmentView {
   const doc = container.ownerDocument;
   const t = options.t ?? english;
   ensureStyles(doc, options.styleNonce);
@@ -92,7 +98,11 @@ export function createSegmentView(container: HTMLElement, result: SegmentResult,
   const modeSet = el('fieldset');
   modeSet.appendChild(el('legend', undefined, t('View')));
   const modeInputs = new Map<ViewMode, HTMLInputElement>();
-  for (const [m, label] of [['fill', 'Fill'], ['outline', 'Outline'], ['box', 'Bounding box']] as const) {
+  for (const [m, label] of [
+    ['fill', 'Fill'],
+    ['outline', 'Outline'],
+    ['box', 'Bounding box'],
+  ] as const) {
     const lab = el('label');
     const input = el('input');
     input.type = 'radio';
@@ -131,7 +141,10 @@ export function createSegmentView(container: HTMLElement, result: SegmentResult,
   const overlay = mkCanvas('rs-overlay');
   const hl = mkCanvas('rs-highlight');
   base.setAttribute('role', 'img');
-  base.setAttribute('aria-label', result.image.source ? t('Image {0} with masks', result.image.source) : t('Image with masks'));
+  base.setAttribute(
+    'aria-label',
+    result.image.source ? t('Image {0} with masks', result.image.source) : t('Image with masks'),
+  );
   overlay.setAttribute('aria-hidden', 'true');
   hl.setAttribute('aria-hidden', 'true');
   stage.append(base, overlay, hl);
@@ -144,7 +157,9 @@ export function createSegmentView(container: HTMLElement, result: SegmentResult,
   const text = el('p', 'rs-text');
   const chips: HTMLElement[][] = masks.map(() => []);
   const bySeg = new Map<number, number>();
-  masks.forEach((m, i) => { if (!bySeg.has(m.segIndex)) bySeg.set(m.segIndex, i); });
+  masks.forEach((m, i) => {
+    if (!bySeg.has(m.segIndex)) bySeg.set(m.segIndex, i);
+  });
   const parts = result.text.split(SEG);
   parts.forEach((part, k) => {
     if (part) text.appendChild(doc.createTextNode(part));
@@ -167,7 +182,10 @@ export function createSegmentView(container: HTMLElement, result: SegmentResult,
     on(chip, 'pointerleave', () => setHover(-1));
     on(chip, 'focus', () => setHover(i));
     on(chip, 'blur', () => setHover(-1));
-    on(chip, 'click', () => { pinned = pinned === i ? -1 : i; refreshHighlight(); });
+    on(chip, 'click', () => {
+      pinned = pinned === i ? -1 : i;
+      refreshHighlight();
+    });
     chips[i].push(chip);
     text.appendChild(chip);
   });
@@ -188,12 +206,17 @@ export function createSegmentView(container: HTMLElement, result: SegmentResult,
     cb.disabled = layers[i] === null;
     const swatch = el('span', 'rs-swatch');
     swatch.style.background = cssColor(colors[i]);
-    const meta = layers[i] === null ? 'could not be decoded' :
-      `${m.area} px · box ${m.bbox.join(', ')}${typeof m.score === 'number' ? ` · score ${m.score.toFixed(2)}` : ''}`;
+    const meta =
+      layers[i] === null
+        ? 'could not be decoded'
+        : `${m.area} px · box ${m.bbox.join(', ')}${typeof m.score === 'number' ? ` · score ${m.score.toFixed(2)}` : ''}`;
     label.append(cb, swatch, doc.createTextNode(t('Mask {0}', i + 1)), el('span', 'rs-meta', meta));
     on(cb, 'change', () => setVisible(i, cb.checked));
     on(cb, 'keydown', (e) => {
-      if (e.key === 'Enter') { e.preventDefault(); setVisible(i, !visible[i]); }
+      if (e.key === 'Enter') {
+        e.preventDefault();
+        setVisible(i, !visible[i]);
+      }
     });
     on(li, 'pointerenter', () => setHover(i));
     on(li, 'pointerleave', () => setHover(-1));
@@ -231,7 +254,14 @@ export function createSegmentView(container: HTMLElement, result: SegmentResult,
     if (r.width === 0 || r.height === 0) return;
     const x = Math.floor(((e.clientX - r.left) * W) / r.width);
     const y = Math.floor(((e.clientY - r.top) * H) / r.height);
-    setHover(hitTest(layers.map((l) => l ?? EMPTY), visible, x, y));
+    setHover(
+      hitTest(
+        layers.map((l) => l ?? EMPTY),
+        visible,
+        x,
+        y,
+      ),
+    );
   });
   on(stage, 'pointerleave', () => setHover(-1));
 
@@ -243,8 +273,10 @@ export function createSegmentView(container: HTMLElement, result: SegmentResult,
     const key = `${kind}:${i}`;
     let c = sprites.get(key);
     if (!c) {
-      const s: Sprite = kind === 'fill' ? layer.fillSprite(colors[i]) :
-        layer.outlineSprite(colors[i], kind === 'outline' ? thickness : thickness * 2 + 1);
+      const s: Sprite =
+        kind === 'fill'
+          ? layer.fillSprite(colors[i])
+          : layer.outlineSprite(colors[i], kind === 'outline' ? thickness : thickness * 2 + 1);
       c = doc.createElement('canvas');
       c.width = s.w;
       c.height = s.h;
@@ -312,7 +344,10 @@ export function createSegmentView(container: HTMLElement, result: SegmentResult,
   }
 
   function setVisible(i: number, v: boolean): void {
-    if (i < 0 || i >= n || !layers[i] || visible[i] === v) { if (boxes[i]) boxes[i].checked = visible[i]; return; }
+    if (i < 0 || i >= n || !layers[i] || visible[i] === v) {
+      if (boxes[i]) boxes[i].checked = visible[i];
+      return;
+    }
     visible[i] = v;
     updateLabels(i);
     drawOverlay();
@@ -367,7 +402,14 @@ export function createSegmentView(container: HTMLElement, result: SegmentResult,
       ctx.drawImage(tmp, s.x, s.y);
       data = c.toDataURL('image/png').replace(/^data:[^,]*,/, '');
     }
-    return { kind: 'mask-png', fileName: `${stem}-mask${i + 1}.png`, mimeType: 'image/png', encoding: 'base64', data, segIndex: m.segIndex };
+    return {
+      kind: 'mask-png',
+      fileName: `${stem}-mask${i + 1}.png`,
+      mimeType: 'image/png',
+      encoding: 'base64',
+      data,
+      segIndex: m.segIndex,
+    };
   }
   function cocoJson(): SaveFile {
     const doc = {
@@ -375,15 +417,30 @@ export function createSegmentView(container: HTMLElement, result: SegmentResult,
       images: [{ id: 1, width: W, height: H, file_name: result.image.source ?? `${stem}.png` }],
       categories: [{ id: 1, name: 'segment' }],
       annotations: masks.map((m, i) => ({
-        id: i + 1, image_id: 1, category_id: 1, segmentation: m.rle, area: m.area, bbox: m.bbox, iscrowd: 0,
-        score: m.score, seg_index: m.segIndex,
+        id: i + 1,
+        image_id: 1,
+        category_id: 1,
+        segmentation: m.rle,
+        area: m.area,
+        bbox: m.bbox,
+        iscrowd: 0,
+        score: m.score,
+        seg_index: m.segIndex,
       })),
     };
-    return { kind: 'coco-json', fileName: `${stem}-masks.json`, mimeType: 'application/json', encoding: 'utf8', data: JSON.stringify(doc, null, 1) };
+    return {
+      kind: 'coco-json',
+      fileName: `${stem}-masks.json`,
+      mimeType: 'application/json',
+      encoding: 'utf8',
+      data: JSON.stringify(doc, null, 1),
+    };
   }
   async function overlayPng(): Promise<SaveFile> {
     await ready;
-    const data = flatten().toDataURL('image/png').replace(/^data:[^,]*,/, '');
+    const data = flatten()
+      .toDataURL('image/png')
+      .replace(/^data:[^,]*,/, '');
     return { kind: 'overlay-png', fileName: `${stem}-overlay.png`, mimeType: 'image/png', encoding: 'base64', data };
   }
 
@@ -396,11 +453,25 @@ export function createSegmentView(container: HTMLElement, result: SegmentResult,
   const ready = loadImage(result, abort.signal).then(
     (bitmap) => {
       if (!bitmap) {
-        notes.appendChild(el('p', 'rs-note', t('The image is not embedded in this result; masks are shown on a blank background.')));
+        notes.appendChild(
+          el('p', 'rs-note', t('The image is not embedded in this result; masks are shown on a blank background.')),
+        );
         return;
       }
       if (bitmap.width !== W || bitmap.height !== H) {
-        notes.appendChild(el('p', 'rs-note', t('The embedded image is {0}x{1}; the masks are {2}x{3}. It is stretched to fit.', bitmap.width, bitmap.height, W, H)));
+        notes.appendChild(
+          el(
+            'p',
+            'rs-note',
+            t(
+              'The embedded image is {0}x{1}; the masks are {2}x{3}. It is stretched to fit.',
+              bitmap.width,
+              bitmap.height,
+              W,
+              H,
+            ),
+          ),
+        );
       }
       bctx.drawImage(bitmap, 0, 0, W, H);
       bitmap.close();
@@ -419,7 +490,10 @@ export function createSegmentView(container: HTMLElement, result: SegmentResult,
     isVisible: (i) => !!visible[i],
     setOpacity,
     setMode,
-    highlight: (i) => { pinned = i; refreshHighlight(); },
+    highlight: (i) => {
+      pinned = i;
+      refreshHighlight();
+    },
     flatten,
     dispose() {
       abort.abort();

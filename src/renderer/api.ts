@@ -29,7 +29,13 @@ export interface RendererContext<TState = unknown> {
   /** Present only when the renderer declares `requiresMessaging` and the host supports it. */
   postMessage?(message: unknown): void;
   onDidReceiveMessage?(listener: (e: any) => any): Disposable;
-  readonly settings?: { readonly lineLimit: number; readonly outputScrolling: boolean; readonly outputWordWrap: boolean };
+  readonly settings?: {
+    readonly lineLimit: number;
+    readonly outputScrolling: boolean;
+    readonly outputWordWrap: boolean;
+  };
 }
 
-export type ActivationFunction<TState = unknown> = (context: RendererContext<TState>) => RendererApi | Promise<RendererApi>;
+export type ActivationFunction<TState = unknown> = (
+  context: RendererContext<TState>,
+) => RendererApi | Promise<RendererApi>;

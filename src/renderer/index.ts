@@ -2,9 +2,9 @@
 // Boilerplate only: checks the payload, hands drawing to the shared overlay view (src/overlay), and routes "save"
 // to the extension through renderer messaging, or to a download link when messaging is not available.
 
+import { ensureStyles } from '../overlay/styles';
 import { checkResult } from '../overlay/validate';
 import { createSegmentView, errorBox, type SaveFile, type SegmentView } from '../overlay/view';
-import { ensureStyles } from '../overlay/styles';
 import { translator } from '../webview/l10n';
 import type { ActivationFunction, OutputItem } from './api';
 import type { SaveMessage } from './messages';
@@ -26,8 +26,13 @@ export const activate: ActivationFunction = (ctx) => {
       try {
         payload = outputItem.json();
       } catch (e) {
-        element.appendChild(errorBox(element.ownerDocument, translator(navigator.language)('This Reason Segment result cannot be shown'),
-          `The output is not valid JSON (${(e as Error).message}).`));
+        element.appendChild(
+          errorBox(
+            element.ownerDocument,
+            translator(navigator.language)('This Reason Segment result cannot be shown'),
+            `The output is not valid JSON (${(e as Error).message}).`,
+          ),
+        );
         return;
       }
       const checked = checkResult(payload);
@@ -56,7 +61,13 @@ export const activate: ActivationFunction = (ctx) => {
         element.appendChild(downloads);
         signal?.addEventListener('abort', () => dispose(outputItem.id), { once: true });
       } catch (e) {
-        element.replaceChildren(errorBox(element.ownerDocument, translator(navigator.language)('This Reason Segment result cannot be shown'), (e as Error).message));
+        element.replaceChildren(
+          errorBox(
+            element.ownerDocument,
+            translator(navigator.language)('This Reason Segment result cannot be shown'),
+            (e as Error).message,
+          ),
+        );
       }
     },
     disposeOutputItem(id?: string) {
@@ -70,15 +81,16 @@ export const activate: ActivationFunction = (ctx) => {
 function offerDownload(area: HTMLElement, file: SaveFile): void {
   const doc = area.ownerDocument;
   const key = `${file.kind}:${file.segIndex ?? ''}`;
-  let a = Array.from(area.querySelectorAll("a")).find((x) => x.dataset.key === key);
+  let a = Array.from(area.querySelectorAll('a')).find((x) => x.dataset.key === key);
   if (!a) {
     a = doc.createElement('a');
     a.dataset.key = key;
     area.appendChild(a);
   }
-  a.href = file.encoding === 'base64'
-    ? `data:${file.mimeType};base64,${file.data}`
-    : `data:${file.mimeType};charset=utf-8,${encodeURIComponent(file.data)}`;
+  a.href =
+    file.encoding === 'base64'
+      ? `data:${file.mimeType};base64,${file.data}`
+      : `data:${file.mimeType};charset=utf-8,${encodeURIComponent(file.data)}`;
   a.download = file.fileName;
   a.textContent = `Download ${file.fileName}`;
   a.focus();

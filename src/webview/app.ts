@@ -4,20 +4,29 @@
 // DOM only; talks to the extension through the webview API's postMessage only. Every control is a real button,
 // select or textarea with a label, so the panel works from the keyboard and with a screen reader.
 
+import { domHelpers } from '../overlay/dom';
+import { createSegmentView, type SaveFile, type SegmentView } from '../overlay/view';
 import {
   type AskMessage,
   type Conversation,
   type ExtensionMessage,
   type Turn,
-  type WebviewMessage,
   validateExtensionMessage,
+  type WebviewMessage,
 } from '../protocol/chat';
 import type { SegmentResult } from '../protocol/result';
-import { createSegmentView, type SaveFile, type SegmentView } from '../overlay/view';
-import { activeConversation, apply, type ChatState, emptyState, fromCached, isBusy, type Notice, toCached } from './state';
+import { type Translate, translator } from './l10n';
+import {
+  activeConversation,
+  apply,
+  type ChatState,
+  emptyState,
+  fromCached,
+  isBusy,
+  type Notice,
+  toCached,
+} from './state';
 import { ensureChatStyles } from './styles';
-import { translator, type Translate } from './l10n';
-import { domHelpers } from '../overlay/dom';
 
 /** The object `acquireVsCodeApi()` returns in a webview. */
 export interface VsCodeApi {
@@ -150,7 +159,10 @@ export function createChatApp(root: HTMLElement, api: VsCodeApi, opts: { nonce?:
     drop.classList.remove('rs-dragover');
     const path = droppedPath(e.dataTransfer);
     if (path) post({ type: 'setImage', path });
-    else drop.textContent = tr('That drop held no file path: drag an image from the Explorer (hold Shift), or use Choose image…');
+    else
+      drop.textContent = tr(
+        'That drop held no file path: drag an image from the Explorer (hold Shift), or use Choose image…',
+      );
   });
 
   function send(): void {
@@ -171,7 +183,12 @@ export function createChatApp(root: HTMLElement, api: VsCodeApi, opts: { nonce?:
   }
 
   // ---- rendering ----
-  interface TurnEntry { key: string; li: HTMLElement; answer?: HTMLElement; view?: SegmentView }
+  interface TurnEntry {
+    key: string;
+    li: HTMLElement;
+    answer?: HTMLElement;
+    view?: SegmentView;
+  }
   const turnEls = new Map<string, TurnEntry>();
   const noticeEls = new Map<number, HTMLElement>();
 
@@ -206,15 +223,17 @@ export function createChatApp(root: HTMLElement, api: VsCodeApi, opts: { nonce?:
     convLabel.hidden = convs.length < 2;
     const want = convs.map((x) => `${x.id}\u0000${conversationTitle(x, tr)}`).join('\u0001');
     if (convSelect.dataset.key !== want) {
-      convSelect.replaceChildren(...convs.map((x) => {
-        const o = el('option', undefined, conversationTitle(x, tr));
-        o.value = x.id;
-        return o;
-      }));
+      convSelect.replaceChildren(
+        ...convs.map((x) => {
+          const o = el('option', undefined, conversationTitle(x, tr));
+          o.value = x.id;
+          return o;
+        }),
+      );
       convSelect.dataset.key = want;
     }
     if (c) convSelect.value = c.id;
-    exportBtn.disabled = !c || !c.turns.some((t) => t.status === 'done');
+    exportBtn.disabled = !c?.turns.some((t) => t.status === 'done');
     const model = state.model ? ` · ${state.model.variant} (${state.model.provider})` : '';
     hostStatus.textContent = `${tr(HOST_STATE_TEXT[state.hostState])}${model}`;
   }
@@ -305,18 +324,34 @@ export function createChatApp(root: HTMLElement, api: VsCodeApi, opts: { nonce?:
             save: (file: SaveFile) => post({ type: 'save', conversationId: c.id, turnId: t.id, ...file }),
           });
         } catch (e) {
-          holder.append(el('div', 'rs-answer', t.answer), el('div', 'rs-turn-error', tr('The masks cannot be shown: {0}', (e as Error).message)));
+          holder.append(
+            el('div', 'rs-answer', t.answer),
+            el('div', 'rs-turn-error', tr('The masks cannot be shown: {0}', (e as Error).message)),
+          );
         }
       } else {
         bot.append(el('div', 'rs-answer', t.answer));
-        if (result.masks.length > 0) bot.append(el('div', 'rs-turn-note', tr('{0} mask(s); the image is loading…', result.masks.length)));
+        if (result.masks.length > 0)
+          bot.append(el('div', 'rs-turn-note', tr('{0} mask(s); the image is loading…', result.masks.length)));
       }
       const n = t.result.masks.length;
       const ms = t.result.timings?.totalMs;
-      if (t.trimmed) bot.append(el('div', 'rs-turn-note rs-trimmed', tr('The {0} oldest turn(s) were left out so that this one fits the model\'s context.', t.trimmed)));
-      bot.append(el('div', 'rs-turn-note',
-        `${n === 0 ? tr('No masks') : n === 1 ? tr('1 mask') : tr('{0} masks', n)}${typeof ms === 'number' ? ` · ${(ms / 1000).toFixed(1)} s` : ''}` +
-        `${t.result.timings?.cacheHit ? ` · ${tr('image encoders skipped (cached)')}` : ''}`));
+      if (t.trimmed)
+        bot.append(
+          el(
+            'div',
+            'rs-turn-note rs-trimmed',
+            tr("The {0} oldest turn(s) were left out so that this one fits the model's context.", t.trimmed),
+          ),
+        );
+      bot.append(
+        el(
+          'div',
+          'rs-turn-note',
+          `${n === 0 ? tr('No masks') : n === 1 ? tr('1 mask') : tr('{0} masks', n)}${typeof ms === 'number' ? ` · ${(ms / 1000).toFixed(1)} s` : ''}` +
+            `${t.result.timings?.cacheHit ? ` · ${tr('image encoders skipped (cached)')}` : ''}`,
+        ),
+      );
       return entry;
     }
     if (t.status === 'done') {
@@ -325,8 +360,11 @@ export function createChatApp(root: HTMLElement, api: VsCodeApi, opts: { nonce?:
     }
     // failed or cancelled
     if (t.answer) bot.append(el('div', 'rs-answer', t.answer));
-    const msg = el('div', t.status === 'failed' ? 'rs-turn-error' : 'rs-turn-note',
-      t.status === 'cancelled' ? tr('Stopped.') : t.error ?? tr('The answer failed.'));
+    const msg = el(
+      'div',
+      t.status === 'failed' ? 'rs-turn-error' : 'rs-turn-note',
+      t.status === 'cancelled' ? tr('Stopped.') : (t.error ?? tr('The answer failed.')),
+    );
     if (t.status === 'failed') msg.setAttribute('role', 'alert');
     bot.append(msg);
     if (t.retryable === false) return entry;
@@ -429,7 +467,11 @@ function conversationTitle(c: Conversation, tr: Translate): string {
   const first = c.turns[0]?.prompt.trim();
   const when = new Date(c.createdAt);
   const time = Number.isFinite(when.getTime()) ? when.toLocaleString() : '';
-  const what = first ? (first.length > 40 ? `${first.slice(0, 40)}…` : first) : c.image?.name ?? tr('New conversation');
+  const what = first
+    ? first.length > 40
+      ? `${first.slice(0, 40)}…`
+      : first
+    : (c.image?.name ?? tr('New conversation'));
   return time ? `${what} (${time})` : what;
 }
 
@@ -443,7 +485,10 @@ export function droppedPath(dt: DataTransfer | null): string | undefined {
     } catch {
       continue;
     }
-    const line = data.split(/\r?\n/).map((x) => x.trim()).find((x) => x && !x.startsWith('#'));
+    const line = data
+      .split(/\r?\n/)
+      .map((x) => x.trim())
+      .find((x) => x && !x.startsWith('#'));
     if (line) return line;
   }
   return undefined;

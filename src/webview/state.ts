@@ -3,13 +3,13 @@
 // source of truth: a `state` message replaces the conversations wholesale.
 
 import {
+  CHAT_HOST_STATES,
   type ChatHostState,
   type ChatModelInfo,
   type Conversation,
   type ExtensionMessage,
   type ImagePayload,
   type Turn,
-  CHAT_HOST_STATES,
 } from '../protocol/chat';
 
 export interface Notice {
@@ -44,7 +44,15 @@ export interface ChatState {
 export type Change = { kind: 'none' } | { kind: 'all' } | { kind: 'text'; conversationId: string; turnId: string };
 
 export function emptyState(): ChatState {
-  return { version: 1, conversations: [], activeId: null, hostState: 'stopped', images: {}, notices: [], pending: null };
+  return {
+    version: 1,
+    conversations: [],
+    activeId: null,
+    hostState: 'stopped',
+    images: {},
+    notices: [],
+    pending: null,
+  };
 }
 
 export function activeConversation(s: ChatState): Conversation | undefined {
@@ -221,7 +229,8 @@ export function toCached(s: ChatState): ChatState {
 export function fromCached(v: unknown): ChatState | null {
   if (typeof v !== 'object' || v === null) return null;
   const s = v as Partial<ChatState>;
-  if (s.version !== 1 || !Array.isArray(s.conversations) || !CHAT_HOST_STATES.includes(s.hostState as ChatHostState)) return null;
+  if (s.version !== 1 || !Array.isArray(s.conversations) || !CHAT_HOST_STATES.includes(s.hostState as ChatHostState))
+    return null;
   return {
     version: 1,
     conversations: s.conversations,

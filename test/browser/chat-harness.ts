@@ -8,12 +8,13 @@
 // history from `historyOf`, forwards `textDelta` notifications, cancels with a CancellationTokenSource on `stop`,
 // sends image bytes from the file as the `image` message, and restarts the host after a crash.
 
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { type BrowserContext, chromium, type Page } from 'playwright-core';
+import { askWithinContext } from '../../src/extension/fitContext';
 import {
   type ChatHostState,
   type Conversation,
@@ -25,9 +26,15 @@ import {
   type WebviewMessage,
 } from '../../src/protocol/chat';
 import type { ChatTurn, SegmentResult } from '../../src/protocol/result';
-import { errorMessage, isCancellation, Methods, Notifications, RpcErrorCode, type TextDeltaParams } from '../../src/protocol/rpc';
+import {
+  errorMessage,
+  isCancellation,
+  Methods,
+  Notifications,
+  RpcErrorCode,
+  type TextDeltaParams,
+} from '../../src/protocol/rpc';
 import { CancellationTokenSource, HostClient } from '../helpers/host-client';
-import { askWithinContext } from '../../src/extension/fitContext';
 import { CHROMIUM, CHROMIUM_ARGS, ROOT, startServer } from './harness';
 
 export const CSP = (nonce: string) =>
@@ -82,16 +89,21 @@ export interface ChatHarness {
 }
 
 export async function startChatHarness(): Promise<ChatHarness> {
-  if (!existsSync(path.join(ROOT, 'dist/webview.js'))) throw new Error('dist/webview.js is missing: run `node esbuild.mjs` first');
-  if (!existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)`);
+  if (!existsSync(path.join(ROOT, 'dist/webview.js')))
+    throw new Error('dist/webview.js is missing: run `node esbuild.mjs` first');
+  if (!existsSync(CHROMIUM))
+    throw new Error(`no Chromium at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)`);
   const nonce = randomBytes(16).toString('base64');
   const pageDir = mkdtempSync(path.join(os.tmpdir(), 'rs-chat-page-'));
   writeFileSync(path.join(pageDir, 'index.html'), chatPage(nonce));
   const server = await startServer({ '/chat/': pageDir });
   const userDataDir = mkdtempSync(path.join(os.tmpdir(), 'rs-chromium-'));
   const context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true,
-    viewport: { width: 520, height: 900 }, deviceScaleFactor: 1,
+    executablePath: CHROMIUM,
+    args: CHROMIUM_ARGS,
+    headless: true,
+    viewport: { width: 520, height: 900 },
+    deviceScaleFactor: 1,
   });
   return {
     context,
@@ -99,7 +111,9 @@ export async function startChatHarness(): Promise<ChatHarness> {
     async openPanel(ext, opts = {}) {
       const page = await context.newPage();
       if (opts.initialState !== undefined) {
-        await page.addInitScript((s) => { (window as any).__rsInitialState = s; }, opts.initialState);
+        await page.addInitScript((s) => {
+          (window as any).__rsInitialState = s;
+        }, opts.initialState);
       }
       await ext.attach(page);
       await page.goto(`${server.url}chat/index.html`);
@@ -187,10 +201,18 @@ export class StandInExtension {
   private async onCrash(host: HostClient): Promise<void> {
     this.hostState = 'crashed';
     host.connection.dispose(); // rejects the pending requests, so their turns fail below
-    await this.send({ type: 'hostEvent', kind: 'crashed', message: 'The inference host stopped unexpectedly. Restarting it; your conversation is kept.' });
+    await this.send({
+      type: 'hostEvent',
+      kind: 'crashed',
+      message: 'The inference host stopped unexpectedly. Restarting it; your conversation is kept.',
+    });
     this.restarting = (async () => {
       await this.startHost();
-      await this.send({ type: 'hostEvent', kind: 'restarted', message: `The inference host was restarted (${this.model?.variant}).` });
+      await this.send({
+        type: 'hostEvent',
+        kind: 'restarted',
+        message: `The inference host was restarted (${this.model?.variant}).`,
+      });
       await this.sendState();
     })();
     await this.restarting;
@@ -210,13 +232,18 @@ export class StandInExtension {
   async send(msg: ExtensionMessage): Promise<void> {
     const page = this.page;
     if (!page || page.isClosed()) return;
-    await page.evaluate((m) => window.postMessage(m, '*'), msg as unknown as Record<string, unknown>).catch(() => undefined);
+    await page
+      .evaluate((m) => window.postMessage(m, '*'), msg as unknown as Record<string, unknown>)
+      .catch(() => undefined);
   }
 
   private snapshot(): ExtensionMessage {
     return {
-      type: 'state', conversations: JSON.parse(JSON.stringify(this.conversations)), activeId: this.activeId,
-      hostState: this.hostState, model: this.model,
+      type: 'state',
+      conversations: JSON.parse(JSON.stringify(this.conversations)),
+      activeId: this.activeId,
+      hostState: this.hostState,
+      model: this.model,
     };
   }
 
@@ -298,8 +325,14 @@ export class StandInExtension {
     await this.settled();
     const c = this.conversations.find((x) => x.id === conversationId);
     const turnId = `t${++this.turnCounter}`;
-    if (!c || !c.image || this.running.has(conversationId)) {
-      await this.send({ type: 'turnFailed', conversationId, turnId, message: 'Choose an image first.', cancelled: false });
+    if (!c?.image || this.running.has(conversationId)) {
+      await this.send({
+        type: 'turnFailed',
+        conversationId,
+        turnId,
+        message: 'Choose an image first.',
+        cancelled: false,
+      });
       return;
     }
     if (retryOf) c.turns = c.turns.filter((t) => t.id !== retryOf);
@@ -314,10 +347,24 @@ export class StandInExtension {
     const tooLong = (e: unknown) => (e as { code?: number }).code === RpcErrorCode.PromptTooLong;
     try {
       // As chatView.ts: the oldest turns are left out while the conversation overflows the model's context.
-      const { result, trimmed } = await askWithinContext(history, (fitted) => this.host.request(Methods.segment, {
-        requestId: turnId, conversationId, image: { path: c.image!.path }, prompt, history: fitted,
-        maxNewTokens: this.maxNewTokens, ...(this.assistantPrefix !== undefined ? { assistantPrefix: this.assistantPrefix } : {}),
-      }, cts), tooLong);
+      const { result, trimmed } = await askWithinContext(
+        history,
+        (fitted) =>
+          this.host.request(
+            Methods.segment,
+            {
+              requestId: turnId,
+              conversationId,
+              image: { path: c.image!.path },
+              prompt,
+              history: fitted,
+              maxNewTokens: this.maxNewTokens,
+              ...(this.assistantPrefix !== undefined ? { assistantPrefix: this.assistantPrefix } : {}),
+            },
+            cts,
+          ),
+        tooLong,
+      );
       this.results.push(result);
       turn.status = 'done';
       turn.result = result;
@@ -331,17 +378,29 @@ export class StandInExtension {
       const err = e as { code?: number; message?: string };
       this.failures.push({ code: err.code, message: String(err.message) });
       const cancelled = typeof err.code === 'number' && isCancellation(err.code);
-      const crashed = (this.hostState as ChatHostState) === 'crashed' || this.host.child.exitCode !== null || this.host.child.signalCode !== null;
+      const crashed =
+        (this.hostState as ChatHostState) === 'crashed' ||
+        this.host.child.exitCode !== null ||
+        this.host.child.signalCode !== null;
       const message = cancelled
         ? 'Stopped.'
         : crashed
           ? 'The inference host stopped while answering. It is being restarted; ask again.'
           : errorMessage(typeof err.code === 'number' ? err.code : RpcErrorCode.Internal, err.message);
       turn.status = cancelled ? 'cancelled' : 'failed';
-      turn.error = tooLong(e) ? "This instruction does not fit in the model's context even without the earlier turns: shorten it." : message;
+      turn.error = tooLong(e)
+        ? "This instruction does not fit in the model's context even without the earlier turns: shorten it."
+        : message;
       if (tooLong(e)) turn.retryable = false;
       if (!crashed) this.hostState = 'ready';
-      await this.send({ type: 'turnFailed', conversationId, turnId, message: turn.error, cancelled, retryable: turn.retryable });
+      await this.send({
+        type: 'turnFailed',
+        conversationId,
+        turnId,
+        message: turn.error,
+        cancelled,
+        retryable: turn.retryable,
+      });
     }
   }
 

@@ -25,9 +25,38 @@ const VALID = [
   { type: 'newConversation' },
   { type: 'selectConversation', conversationId: 'c-2:x.y_z' },
   { type: 'exportNotebook', conversationId: 'c1' },
-  { type: 'save', conversationId: 'c1', turnId: 't1', kind: 'coco-json', fileName: 'cat-masks.json', mimeType: 'application/json', encoding: 'utf8', data: '{}' },
-  { type: 'save', conversationId: 'c1', turnId: 't1', kind: 'mask-png', fileName: 'cat-mask1.png', mimeType: 'image/png', encoding: 'base64', data: 'iVBORw==', segIndex: 0 },
-  { type: 'save', conversationId: 'c1', turnId: 't1', kind: 'overlay-png', fileName: 'cat-overlay.png', mimeType: 'image/png', encoding: 'base64', data: 'iVBORw==', extra: 1 },
+  {
+    type: 'save',
+    conversationId: 'c1',
+    turnId: 't1',
+    kind: 'coco-json',
+    fileName: 'cat-masks.json',
+    mimeType: 'application/json',
+    encoding: 'utf8',
+    data: '{}',
+  },
+  {
+    type: 'save',
+    conversationId: 'c1',
+    turnId: 't1',
+    kind: 'mask-png',
+    fileName: 'cat-mask1.png',
+    mimeType: 'image/png',
+    encoding: 'base64',
+    data: 'iVBORw==',
+    segIndex: 0,
+  },
+  {
+    type: 'save',
+    conversationId: 'c1',
+    turnId: 't1',
+    kind: 'overlay-png',
+    fileName: 'cat-overlay.png',
+    mimeType: 'image/png',
+    encoding: 'base64',
+    data: 'iVBORw==',
+    extra: 1,
+  },
 ];
 
 const INVALID: [unknown, RegExp][] = [
@@ -53,18 +82,122 @@ const INVALID: [unknown, RegExp][] = [
   [{ type: 'stop', conversationId: '' }, /^conversationId: must be/],
   [{ type: 'exportNotebook' }, /^conversationId: /],
   [{ type: 'selectConversation', conversationId: null }, /^conversationId: /],
-  [{ type: 'save', conversationId: 'c1', turnId: 't1', kind: 'exe', fileName: 'a.exe', mimeType: 'application/x-msdownload', encoding: 'base64', data: '' }, /^kind: /],
-  [{ type: 'save', conversationId: 'c1', turnId: 't1', kind: 'coco-json', fileName: '../../.bashrc', mimeType: 'application/json', encoding: 'utf8', data: '{}' }, /^fileName: must be a plain file name/],
-  [{ type: 'save', conversationId: 'c1', turnId: 't1', kind: 'coco-json', fileName: 'C:\\x.json', mimeType: 'application/json', encoding: 'utf8', data: '{}' }, /^fileName: must be a plain file name/],
-  [{ type: 'save', conversationId: 'c1', turnId: 't1', kind: 'coco-json', fileName: 'a.json', mimeType: 'text/html', encoding: 'utf8', data: '{}' }, /^mimeType: expected "application\/json"/],
-  [{ type: 'save', conversationId: 'c1', turnId: 't1', kind: 'overlay-png', fileName: 'a.png', mimeType: 'image/png', encoding: 'base64', data: 'not base64!' }, /^data: is not base64/],
-  [{ type: 'save', conversationId: 'c1', turnId: 't1', kind: 'overlay-png', fileName: 'a.png', mimeType: 'image/png', encoding: 'hex', data: '00' }, /^encoding: /],
-  [{ type: 'save', conversationId: 'c1', turnId: 't1', kind: 'mask-png', fileName: 'a.png', mimeType: 'image/png', encoding: 'base64', data: 'iVBORw==' }, /^segIndex: expected an integer >= 0 for mask-png/],
-  [{ type: 'save', conversationId: 'c1', kind: 'coco-json', fileName: 'a.json', mimeType: 'application/json', encoding: 'utf8', data: '{}' }, /^turnId: /],
+  [
+    {
+      type: 'save',
+      conversationId: 'c1',
+      turnId: 't1',
+      kind: 'exe',
+      fileName: 'a.exe',
+      mimeType: 'application/x-msdownload',
+      encoding: 'base64',
+      data: '',
+    },
+    /^kind: /,
+  ],
+  [
+    {
+      type: 'save',
+      conversationId: 'c1',
+      turnId: 't1',
+      kind: 'coco-json',
+      fileName: '../../.bashrc',
+      mimeType: 'application/json',
+      encoding: 'utf8',
+      data: '{}',
+    },
+    /^fileName: must be a plain file name/,
+  ],
+  [
+    {
+      type: 'save',
+      conversationId: 'c1',
+      turnId: 't1',
+      kind: 'coco-json',
+      fileName: 'C:\\x.json',
+      mimeType: 'application/json',
+      encoding: 'utf8',
+      data: '{}',
+    },
+    /^fileName: must be a plain file name/,
+  ],
+  [
+    {
+      type: 'save',
+      conversationId: 'c1',
+      turnId: 't1',
+      kind: 'coco-json',
+      fileName: 'a.json',
+      mimeType: 'text/html',
+      encoding: 'utf8',
+      data: '{}',
+    },
+    /^mimeType: expected "application\/json"/,
+  ],
+  [
+    {
+      type: 'save',
+      conversationId: 'c1',
+      turnId: 't1',
+      kind: 'overlay-png',
+      fileName: 'a.png',
+      mimeType: 'image/png',
+      encoding: 'base64',
+      data: 'not base64!',
+    },
+    /^data: is not base64/,
+  ],
+  [
+    {
+      type: 'save',
+      conversationId: 'c1',
+      turnId: 't1',
+      kind: 'overlay-png',
+      fileName: 'a.png',
+      mimeType: 'image/png',
+      encoding: 'hex',
+      data: '00',
+    },
+    /^encoding: /,
+  ],
+  [
+    {
+      type: 'save',
+      conversationId: 'c1',
+      turnId: 't1',
+      kind: 'mask-png',
+      fileName: 'a.png',
+      mimeType: 'image/png',
+      encoding: 'base64',
+      data: 'iVBORw==',
+    },
+    /^segIndex: expected an integer >= 0 for mask-png/,
+  ],
+  [
+    {
+      type: 'save',
+      conversationId: 'c1',
+      kind: 'coco-json',
+      fileName: 'a.json',
+      mimeType: 'application/json',
+      encoding: 'utf8',
+      data: '{}',
+    },
+    /^turnId: /,
+  ],
 ];
 
-function turn(id: string, status: 'streaming' | 'done' | 'failed' | 'cancelled', prompt: string, answer: string, withResult = true) {
-  const result = withResult && status === 'done' ? ({ answer, masks: [], image: { width: 2, height: 2, sha256: 'a'.repeat(64) } } as unknown as SegmentResult) : undefined;
+function turn(
+  id: string,
+  status: 'streaming' | 'done' | 'failed' | 'cancelled',
+  prompt: string,
+  answer: string,
+  withResult = true,
+) {
+  const result =
+    withResult && status === 'done'
+      ? ({ answer, masks: [], image: { width: 2, height: 2, sha256: 'a'.repeat(64) } } as unknown as SegmentResult)
+      : undefined;
   return { id, prompt, answer: `${answer} (streamed)`, status, ...(result ? { result } : {}) };
 }
 
@@ -84,7 +217,7 @@ describe('chat protocol (no browser)', () => {
     }
   });
 
-  it('historyOf re-feeds the done turns only, with the result\'s answer', () => {
+  it("historyOf re-feeds the done turns only, with the result's answer", () => {
     const c: Pick<Conversation, 'turns'> = {
       turns: [
         turn('t1', 'done', 'What is it?', 'A cat [SEG].'),
@@ -103,39 +236,81 @@ describe('chat protocol (no browser)', () => {
 
   it('the webview checks what it receives from the extension', () => {
     assert.deepEqual(validateExtensionMessage({ type: 'textDelta', conversationId: 'c', turnId: 't', text: 'x' }), []);
-    assert.deepEqual(validateExtensionMessage({ type: 'state', conversations: [], activeId: null, hostState: 'ready' }), []);
+    assert.deepEqual(
+      validateExtensionMessage({ type: 'state', conversations: [], activeId: null, hostState: 'ready' }),
+      [],
+    );
     assert.ok(validateExtensionMessage({ type: 'textDelta', conversationId: 'c', turnId: 't' }).length > 0);
-    assert.ok(validateExtensionMessage({ type: 'state', conversations: [{ id: 'c' }], activeId: null, hostState: 'ready' }).length > 0);
-    assert.ok(validateExtensionMessage({ type: 'turnFailed', conversationId: 'c', turnId: 't', message: 'x' }).length > 0);
+    assert.ok(
+      validateExtensionMessage({ type: 'state', conversations: [{ id: 'c' }], activeId: null, hostState: 'ready' })
+        .length > 0,
+    );
+    assert.ok(
+      validateExtensionMessage({ type: 'turnFailed', conversationId: 'c', turnId: 't', message: 'x' }).length > 0,
+    );
     assert.ok(validateExtensionMessage({ type: 'eval', code: '1' }).length > 0);
   });
 
   it('the webview state follows a turn from ask to done, failure, retry and a host crash', () => {
     const s = emptyState();
-    apply(s, { type: 'state', conversations: [{ id: 'c1', image: { path: '/a.png', name: 'a.png' }, turns: [], createdAt: 1 }], activeId: 'c1', hostState: 'ready' });
+    apply(s, {
+      type: 'state',
+      conversations: [{ id: 'c1', image: { path: '/a.png', name: 'a.png' }, turns: [], createdAt: 1 }],
+      activeId: 'c1',
+      hostState: 'ready',
+    });
     s.pending = { conversationId: 'c1', prompt: 'hi' };
     assert.equal(isBusy(s, 'c1'), true);
     apply(s, { type: 'turnStarted', conversationId: 'c1', turnId: 't1', prompt: 'hi' });
     assert.equal(s.pending, null);
-    assert.deepEqual(apply(s, { type: 'textDelta', conversationId: 'c1', turnId: 't1', text: 'Hel' }), { kind: 'text', conversationId: 'c1', turnId: 't1' });
+    assert.deepEqual(apply(s, { type: 'textDelta', conversationId: 'c1', turnId: 't1', text: 'Hel' }), {
+      kind: 'text',
+      conversationId: 'c1',
+      turnId: 't1',
+    });
     apply(s, { type: 'textDelta', conversationId: 'c1', turnId: 't1', text: 'lo' });
     assert.equal(s.conversations[0].turns[0].answer, 'Hello');
-    const result = { answer: 'Hello', masks: [], image: { width: 1, height: 1, sha256: 'a'.repeat(64), data: 'AAAA', mimeType: 'image/png' } } as unknown as SegmentResult;
+    const result = {
+      answer: 'Hello',
+      masks: [],
+      image: { width: 1, height: 1, sha256: 'a'.repeat(64), data: 'AAAA', mimeType: 'image/png' },
+    } as unknown as SegmentResult;
     apply(s, { type: 'turnDone', conversationId: 'c1', turnId: 't1', result });
     assert.equal(s.conversations[0].turns[0].status, 'done');
     assert.equal(s.conversations[0].turns[0].result!.image.data, undefined, 'image bytes are kept once, not per turn');
     assert.equal(s.images.c1.data, 'AAAA');
     // A failure before the turn started keeps the prompt for Retry; the retry replaces it.
     s.pending = { conversationId: 'c1', prompt: 'again' };
-    apply(s, { type: 'turnFailed', conversationId: 'c1', turnId: 't2', message: 'No model is loaded.', cancelled: false });
-    assert.deepEqual(s.conversations[0].turns.map((t) => [t.id, t.status, t.prompt]), [['t1', 'done', 'hi'], ['t2', 'failed', 'again']]);
+    apply(s, {
+      type: 'turnFailed',
+      conversationId: 'c1',
+      turnId: 't2',
+      message: 'No model is loaded.',
+      cancelled: false,
+    });
+    assert.deepEqual(
+      s.conversations[0].turns.map((t) => [t.id, t.status, t.prompt]),
+      [
+        ['t1', 'done', 'hi'],
+        ['t2', 'failed', 'again'],
+      ],
+    );
     s.pending = { conversationId: 'c1', prompt: 'again', retryOf: 't2' };
     apply(s, { type: 'turnStarted', conversationId: 'c1', turnId: 't3', prompt: 'again' });
-    assert.deepEqual(s.conversations[0].turns.map((t) => t.id), ['t1', 't3']);
+    assert.deepEqual(
+      s.conversations[0].turns.map((t) => t.id),
+      ['t1', 't3'],
+    );
     apply(s, { type: 'hostEvent', kind: 'crashed', message: 'The host stopped.' });
     assert.equal(s.hostState, 'crashed');
     assert.equal(s.notices[0].afterTurns, 2);
-    apply(s, { type: 'turnFailed', conversationId: 'c1', turnId: 't3', message: 'The host stopped.', cancelled: false });
+    apply(s, {
+      type: 'turnFailed',
+      conversationId: 'c1',
+      turnId: 't3',
+      message: 'The host stopped.',
+      cancelled: false,
+    });
     assert.equal(isBusy(s, 'c1'), false);
     // What setState keeps reads back.
     const back = fromCached(JSON.parse(JSON.stringify(toCached(s))));

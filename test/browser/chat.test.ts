@@ -6,11 +6,11 @@ import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Page } from 'playwright-core';
-import { decodeRle } from '../../src/protocol/rle';
 import { historyOf } from '../../src/protocol/chat';
+import { decodeRle } from '../../src/protocol/rle';
 import { Methods } from '../../src/protocol/rpc';
 import { goldens } from '../helpers/bundles';
-import { IMAGES, startChatHarness, StandInExtension, TINY_BUNDLE, type ChatHarness } from './chat-harness';
+import { type ChatHarness, IMAGES, StandInExtension, startChatHarness, TINY_BUNDLE } from './chat-harness';
 import { readCanvas } from './harness';
 
 const CHELSEA = path.join(IMAGES, 'chelsea.png');
@@ -28,11 +28,16 @@ async function ask(page: Page, prompt: string): Promise<void> {
 }
 
 async function turnCount(page: Page, status?: string): Promise<number> {
-  return page.locator(status ? `.rs-log li.rs-turn[data-status="${status}"]` : '.rs-log li.rs-turn[data-turn-id]').count();
+  return page
+    .locator(status ? `.rs-log li.rs-turn[data-status="${status}"]` : '.rs-log li.rs-turn[data-turn-id]')
+    .count();
 }
 
 async function pageProblems(page: Page): Promise<{ errors: string[]; csp: string[] }> {
-  return page.evaluate(() => ({ errors: (window as any).__errors as string[], csp: (window as any).__csp as string[] }));
+  return page.evaluate(() => ({
+    errors: (window as any).__errors as string[],
+    csp: (window as any).__csp as string[],
+  }));
 }
 
 describe('chat panel webview (Chromium, strict CSP, real host via a stand-in extension)', function () {
@@ -73,13 +78,16 @@ describe('chat panel webview (Chromium, strict CSP, real host via a stand-in ext
     }, uri);
     await page.waitForSelector('img.rs-thumb');
     assert.match((await page.locator('#rs-image-name').textContent())!, /^chelsea\.png \(451×300\)$/);
-    assert.deepEqual(ext.received.find((m: any) => m.type === 'setImage'), { type: 'setImage', path: uri });
+    assert.deepEqual(
+      ext.received.find((m: any) => m.type === 'setImage'),
+      { type: 'setImage', path: uri },
+    );
     const src = await page.locator('img.rs-thumb').getAttribute('src');
     assert.ok(src?.startsWith('data:image/png;base64,'), 'the thumbnail comes from message bytes, not a file URI');
     chelseaConv = ext.activeId!;
   });
 
-  it('(a) streams the answer into the DOM progressively; the final text is the result\'s answer', async () => {
+  it("(a) streams the answer into the DOM progressively; the final text is the result's answer", async () => {
     ext.maxNewTokens = 24;
     await page.evaluate(() => {
       const w = window as any;
@@ -96,7 +104,8 @@ describe('chat panel webview (Chromium, strict CSP, real host via a stand-in ext
     const snaps = (await page.evaluate(() => (window as any).__snapshots)) as string[];
     const partial = snaps.filter((s) => s.length > 0 && s.length < result.answer.length);
     assert.ok(partial.length >= 2, `expected at least two intermediate states, saw ${JSON.stringify(snaps)}`);
-    for (const s of partial) assert.ok(result.answer.startsWith(s), `intermediate ${JSON.stringify(s)} is a prefix of the answer`);
+    for (const s of partial)
+      assert.ok(result.answer.startsWith(s), `intermediate ${JSON.stringify(s)} is a prefix of the answer`);
     const shown = await page.locator('.rs-turn[data-status="done"] .rs-answer').textContent();
     assert.equal(shown, result.answer);
     assert.equal(await page.locator('#rs-prompt').inputValue(), '', 'Enter sent and cleared the prompt');
@@ -120,7 +129,9 @@ describe('chat panel webview (Chromium, strict CSP, real host via a stand-in ext
   it('(c) Stop cancels a long answer, the turn shows as stopped, and the next ask works', async () => {
     ext.maxNewTokens = 300;
     await ask(page, 'Describe everything in great detail.');
-    await page.waitForFunction(() => (document.querySelector('.rs-turn[data-status="streaming"] .rs-answer')?.textContent ?? '').length > 0);
+    await page.waitForFunction(
+      () => (document.querySelector('.rs-turn[data-status="streaming"] .rs-answer')?.textContent ?? '').length > 0,
+    );
     const stop = page.locator('button', { hasText: 'Stop' });
     assert.equal(await stop.isVisible(), true);
     await stop.click();
@@ -139,7 +150,10 @@ describe('chat panel webview (Chromium, strict CSP, real host via a stand-in ext
     await ask(page, 'Is it a cat?');
     await page.waitForFunction(() => document.querySelectorAll('.rs-turn[data-status="done"]').length === 3);
     // The stopped turn is not part of the history.
-    assert.deepEqual(ext.forwardedHistories.at(-1)!.map((t) => t.user), ['What is in this picture?', 'And where is its nose?']);
+    assert.deepEqual(
+      ext.forwardedHistories.at(-1)!.map((t) => t.user),
+      ['What is in this picture?', 'And where is its nose?'],
+    );
   });
 
   it('(b) shows masks inline with the shared overlay, [SEG] chips linked', async () => {
@@ -162,7 +176,10 @@ describe('chat panel webview (Chromium, strict CSP, real host via a stand-in ext
     const ov = await readCanvas(page, '.rs-turn[data-status="done"] .rs-overlay');
     assert.deepEqual([ov.width, ov.height], [result.image.width, result.image.height]);
     const union = new Uint8Array(ov.width * ov.height);
-    for (const m of result.masks) decodeRle(m.rle).forEach((v, i) => { if (v) union[i] = 1; });
+    for (const m of result.masks)
+      decodeRle(m.rle).forEach((v, i) => {
+        if (v) union[i] = 1;
+      });
     let wrong = 0;
     for (let i = 0; i < union.length; i++) if ((ov.data[i * 4 + 3] > 0 ? 1 : 0) !== union[i]) wrong++;
     assert.equal(wrong, 0, `${wrong} overlay pixels disagree with the masks`);
@@ -196,8 +213,10 @@ describe('chat panel webview (Chromium, strict CSP, real host via a stand-in ext
     await page.waitForFunction(() => document.querySelector('#rs-image-name')?.textContent?.startsWith('chelsea.png'));
     assert.equal(await turnCount(page), 4);
     assert.equal(await turnCount(page, 'cancelled'), 1);
-    assert.deepEqual(await page.locator('.rs-user .rs-msg').allTextContents(),
-      ext.conversations.find((c) => c.id === chelseaConv)!.turns.map((t) => t.prompt));
+    assert.deepEqual(
+      await page.locator('.rs-user .rs-msg').allTextContents(),
+      ext.conversations.find((c) => c.id === chelseaConv)!.turns.map((t) => t.prompt),
+    );
     await page.selectOption('#rs-conversation', coffeeConv);
     await page.waitForSelector('.rs-view[data-ready="true"]');
     await page.close();
@@ -220,14 +239,19 @@ describe('chat panel webview (Chromium, strict CSP, real host via a stand-in ext
     const before = ext.hostStarts;
     ext.maxNewTokens = 300;
     await ask(page, 'Tell me a very long story about this cat.');
-    await page.waitForFunction(() => (document.querySelector('.rs-turn[data-status="streaming"] .rs-answer')?.textContent ?? '').length > 0);
+    await page.waitForFunction(
+      () => (document.querySelector('.rs-turn[data-status="streaming"] .rs-answer')?.textContent ?? '').length > 0,
+    );
     ext.killHost();
     await page.waitForSelector('.rs-turn[data-status="failed"]');
     await page.waitForSelector('.rs-notice[data-notice="crashed"]');
     await page.waitForSelector('.rs-notice[data-notice="restarted"]', { timeout: 60_000 });
     await ext.settled();
     assert.equal(ext.hostStarts, before + 1);
-    assert.match((await page.locator('.rs-turn[data-status="failed"] [role=alert]').textContent())!, /stopped while answering/);
+    assert.match(
+      (await page.locator('.rs-turn[data-status="failed"] [role=alert]').textContent())!,
+      /stopped while answering/,
+    );
     assert.equal(await turnCount(page, 'done'), 3, 'the earlier turns are still shown');
     assert.equal(await page.locator('.rs-turn[data-status="failed"] button', { hasText: 'Retry' }).count(), 1);
 
@@ -235,19 +259,27 @@ describe('chat panel webview (Chromium, strict CSP, real host via a stand-in ext
     await page.locator('.rs-turn[data-status="failed"] button', { hasText: 'Retry' }).click();
     await page.waitForFunction(() => document.querySelectorAll('.rs-turn[data-status="done"]').length === 4);
     assert.equal(await turnCount(page, 'failed'), 0, 'Retry replaced the failed turn');
-    assert.deepEqual(ext.forwardedHistories.at(-1)!.map((t) => t.user),
-      ['What is in this picture?', 'And where is its nose?', 'Is it a cat?']);
+    assert.deepEqual(
+      ext.forwardedHistories.at(-1)!.map((t) => t.user),
+      ['What is in this picture?', 'And where is its nose?', 'Is it a cat?'],
+    );
     assert.equal(ext.results.at(-1)!.prompt, 'Tell me a very long story about this cat.');
     assert.equal(ext.rejected.length, 0);
   });
   it('works from the keyboard alone, with every control labelled', async () => {
-    const unlabelled = await page.evaluate(() => Array.from(document.querySelectorAll('button, select, textarea, input'))
-      .filter((e) => !(e as HTMLElement).hidden && (e as HTMLElement).offsetParent !== null)
-      .filter((e) => {
-        const label = e.getAttribute('aria-label') ?? (e.id ? document.querySelector(`label[for="${e.id}"]`)?.textContent : '') ??
-          e.closest('label')?.textContent ?? '';
-        return !(label || e.textContent || '').trim();
-      }).map((e) => e.outerHTML.slice(0, 80)));
+    const unlabelled = await page.evaluate(() =>
+      Array.from(document.querySelectorAll('button, select, textarea, input'))
+        .filter((e) => !(e as HTMLElement).hidden && (e as HTMLElement).offsetParent !== null)
+        .filter((e) => {
+          const label =
+            e.getAttribute('aria-label') ??
+            (e.id ? document.querySelector(`label[for="${e.id}"]`)?.textContent : '') ??
+            e.closest('label')?.textContent ??
+            '';
+          return !(label || e.textContent || '').trim();
+        })
+        .map((e) => e.outerHTML.slice(0, 80)),
+    );
     assert.deepEqual(unlabelled, []);
     // Tab from the top of the page to the prompt.
     await page.evaluate(() => (document.activeElement as HTMLElement | null)?.blur());
@@ -261,9 +293,15 @@ describe('chat panel webview (Chromium, strict CSP, real host via a stand-in ext
     await page.keyboard.type('Describe the floor.');
     await page.keyboard.press('Shift+Enter');
     await page.keyboard.type('And the wall.');
-    assert.equal(await page.locator('#rs-prompt').inputValue(), 'Describe the floor.\nAnd the wall.', 'Shift+Enter is a new line');
+    assert.equal(
+      await page.locator('#rs-prompt').inputValue(),
+      'Describe the floor.\nAnd the wall.',
+      'Shift+Enter is a new line',
+    );
     await page.keyboard.press('Enter');
-    await page.waitForFunction(() => (document.querySelector('.rs-turn[data-status="streaming"] .rs-answer')?.textContent ?? '').length > 0);
+    await page.waitForFunction(
+      () => (document.querySelector('.rs-turn[data-status="streaming"] .rs-answer')?.textContent ?? '').length > 0,
+    );
     await page.keyboard.press('Escape'); // stops, focus still in the prompt
     // The turn stopped in (c) is already there: wait for this one to join it, or Shift+Tab could reach the old Retry.
     await page.waitForFunction(() => document.querySelectorAll('.rs-turn[data-status="cancelled"]').length === 2);
@@ -273,14 +311,19 @@ describe('chat panel webview (Chromium, strict CSP, real host via a stand-in ext
     assert.equal(await page.evaluate(() => document.activeElement?.textContent), 'Retry');
     await page.keyboard.press('Enter');
     await page.waitForFunction(() => document.querySelectorAll('.rs-turn[data-status="done"]').length === 5);
-    assert.equal(await turnCount(page, 'cancelled'), 1, 'only the turn stopped in (c) is left; the retried one was replaced');
+    assert.equal(
+      await turnCount(page, 'cancelled'),
+      1,
+      'only the turn stopped in (c) is left; the retried one was replaced',
+    );
     assert.equal(ext.results.at(-1)!.prompt, 'Describe the floor.\nAnd the wall.');
   });
 
   it('a follow-up that overflows the context leaves the oldest turns out and says so; a too-long instruction has no Retry', async () => {
     const c = ext.active()!;
     const long = Array.from({ length: 12 }, (_, i) => ({
-      id: `long${i}`, status: 'done' as const,
+      id: `long${i}`,
+      status: 'done' as const,
       prompt: `Turn ${i}: describe the cat's fur, whiskers and ears in detail. `.repeat(6),
       answer: `The cat in turn ${i} has striped grey fur and long white whiskers. `.repeat(6),
     }));
@@ -293,14 +336,18 @@ describe('chat panel webview (Chromium, strict CSP, real host via a stand-in ext
     const fed = ext.results.at(-1)!.history.length;
     const trimmed = historyOf(c).length - 1 - fed;
     assert.ok(trimmed > 0, 'some turns were left out');
-    assert.equal(await page.locator('.rs-turn[data-status="done"]').last().locator('.rs-trimmed').textContent(),
-      `The ${trimmed} oldest turn(s) were left out so that this one fits the model's context.`);
+    assert.equal(
+      await page.locator('.rs-turn[data-status="done"]').last().locator('.rs-trimmed').textContent(),
+      `The ${trimmed} oldest turn(s) were left out so that this one fits the model's context.`,
+    );
     await page.fill('#rs-prompt', 'segment the cat '.repeat(3000));
     await page.keyboard.press('Enter');
     await page.waitForSelector('.rs-turn[data-status="failed"]');
     const failed = page.locator('.rs-turn[data-status="failed"]').last();
-    assert.equal(await failed.locator('[role=alert]').textContent(),
-      "This instruction does not fit in the model's context even without the earlier turns: shorten it.");
+    assert.equal(
+      await failed.locator('[role=alert]').textContent(),
+      "This instruction does not fit in the model's context even without the earlier turns: shorten it.",
+    );
     assert.equal(await failed.locator('button', { hasText: 'Retry' }).count(), 0, 'asking the same again cannot work');
   });
 });

@@ -3,11 +3,13 @@
 import * as assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { decodeRle } from '../../src/protocol/rle';
 import { RESULT_MIME, type SegmentResult } from '../../src/protocol/result';
-import { readCanvas, render, ROOT, startHarness, type Harness } from './harness';
+import { decodeRle } from '../../src/protocol/rle';
+import { type Harness, ROOT, readCanvas, render, startHarness } from './harness';
 
-interface NotebookOutput { data?: Record<string, unknown> }
+interface NotebookOutput {
+  data?: Record<string, unknown>;
+}
 
 function resultOutputs(): NotebookOutput[] {
   const nb = JSON.parse(readFileSync(path.join(ROOT, 'media', 'example.ipynb'), 'utf8'));
@@ -27,7 +29,8 @@ describe('the example notebook, rendered by the notebook renderer in Chromium', 
   const results = outputs.map((o) => o.data![RESULT_MIME] as SegmentResult);
   it('holds real %%segment outputs with masks, and a plain-Jupyter fallback beside each', () => {
     assert.ok(results.length >= 2, 'the %%segment cell and its follow-up');
-    for (const o of outputs) assert.ok(o.data!['image/png'] && o.data!['text/plain'], 'image/png and text/plain beside the result');
+    for (const o of outputs)
+      assert.ok(o.data!['image/png'] && o.data!['text/plain'], 'image/png and text/plain beside the result');
     assert.ok(results.some((r) => r.masks.length > 0));
   });
 
@@ -39,14 +42,20 @@ describe('the example notebook, rendered by the notebook renderer in Chromium', 
         const ov = await readCanvas(page, '.rs-overlay');
         assert.deepEqual([ov.width, ov.height], [result.image.width, result.image.height]);
         const union = new Uint8Array(ov.width * ov.height);
-        for (const m of result.masks) decodeRle(m.rle).forEach((v, p) => { if (v) union[p] = 1; });
+        for (const m of result.masks)
+          decodeRle(m.rle).forEach((v, p) => {
+            if (v) union[p] = 1;
+          });
         let inside = 0;
         for (let p = 0; p < union.length; p++) {
           const painted = ov.data[p * 4 + 3] > 0;
           assert.equal(painted, union[p] === 1, `pixel ${p % ov.width},${Math.floor(p / ov.width)}`);
           inside += union[p];
         }
-        assert.equal(inside > 0, result.masks.some((m) => m.area > 0));
+        assert.equal(
+          inside > 0,
+          result.masks.some((m) => m.area > 0),
+        );
         const errors = await page.evaluate(() => (window as any).__errors as string[]);
         assert.deepEqual(errors, []);
       } finally {

@@ -8,13 +8,19 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { type BrowserContext, chromium, type Page } from 'playwright-core';
 
 export const ROOT = path.resolve(__dirname, '../../..');
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 export const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync',
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
 ];
 
 const PAGE = `<!doctype html>
@@ -59,8 +65,12 @@ const PAGE = `<!doctype html>
 </script></body></html>`;
 
 const TYPES: Record<string, string> = {
-  '.js': 'text/javascript', '.map': 'application/json', '.json': 'application/json', '.html': 'text/html',
-  '.css': 'text/css', '.png': 'image/png',
+  '.js': 'text/javascript',
+  '.map': 'application/json',
+  '.json': 'application/json',
+  '.html': 'text/html',
+  '.css': 'text/css',
+  '.png': 'image/png',
 };
 
 export interface Harness {
@@ -71,7 +81,9 @@ export interface Harness {
 }
 
 /** Serves `/` (the page), `/dist/*` and `/fixtures/*` (test/fixtures/payloads) from the checkout. */
-export async function startServer(extraRoots: Record<string, string> = {}): Promise<{ url: string; close(): Promise<void> }> {
+export async function startServer(
+  extraRoots: Record<string, string> = {},
+): Promise<{ url: string; close(): Promise<void> }> {
   const roots: Record<string, string> = {
     '/dist/': path.join(ROOT, 'dist'),
     '/fixtures/': path.join(ROOT, 'test/fixtures/payloads'),
@@ -105,13 +117,18 @@ export async function startServer(extraRoots: Record<string, string> = {}): Prom
 
 /** `extraRoots` maps more URL prefixes ('/big/') to folders (the benchmark serves generated payloads). */
 export async function startHarness(extraRoots: Record<string, string> = {}): Promise<Harness> {
-  if (!existsSync(path.join(ROOT, 'dist/renderer.js'))) throw new Error('dist/renderer.js is missing: run `node esbuild.mjs` first');
-  if (!existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)`);
+  if (!existsSync(path.join(ROOT, 'dist/renderer.js')))
+    throw new Error('dist/renderer.js is missing: run `node esbuild.mjs` first');
+  if (!existsSync(CHROMIUM))
+    throw new Error(`no Chromium at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)`);
   const server = await startServer(extraRoots);
   const userDataDir = mkdtempSync(path.join(os.tmpdir(), 'rs-chromium-'));
   const context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true,
-    viewport: { width: 800, height: 900 }, deviceScaleFactor: 1,
+    executablePath: CHROMIUM,
+    args: CHROMIUM_ARGS,
+    headless: true,
+    viewport: { width: 800, height: 900 },
+    deviceScaleFactor: 1,
   });
   return {
     url: server.url,
@@ -132,18 +149,29 @@ export async function startHarness(extraRoots: Record<string, string> = {}): Pro
 }
 
 /** Renders a payload (object or raw JSON text) through the renderer; waits for the image when there is one. */
-export async function render(page: Page, payload: unknown, opts: { messaging?: boolean; waitImage?: boolean } = {}): Promise<void> {
-  await page.evaluate(([p, o]) => (window as any).renderPayload(p, o), [payload, { messaging: opts.messaging }] as const);
+export async function render(
+  page: Page,
+  payload: unknown,
+  opts: { messaging?: boolean; waitImage?: boolean } = {},
+): Promise<void> {
+  await page.evaluate(([p, o]) => (window as any).renderPayload(p, o), [
+    payload,
+    { messaging: opts.messaging },
+  ] as const);
   if (opts.waitImage !== false) await page.waitForSelector('.rs-view[data-ready="true"]');
 }
 
 /** RGBA pixels of a canvas, read in the page with getImageData. */
-export async function readCanvas(page: Page, selector: string): Promise<{ width: number; height: number; data: Buffer }> {
+export async function readCanvas(
+  page: Page,
+  selector: string,
+): Promise<{ width: number; height: number; data: Buffer }> {
   const r = await page.evaluate((sel) => {
     const c = document.querySelector(sel) as HTMLCanvasElement;
     const d = c.getContext('2d')!.getImageData(0, 0, c.width, c.height).data;
     let s = '';
-    for (let i = 0; i < d.length; i += 0x8000) s += String.fromCharCode.apply(null, Array.from(d.subarray(i, i + 0x8000)));
+    for (let i = 0; i < d.length; i += 0x8000)
+      s += String.fromCharCode.apply(null, Array.from(d.subarray(i, i + 0x8000)));
     return { width: c.width, height: c.height, b64: btoa(s) };
   }, selector);
   return { width: r.width, height: r.height, data: Buffer.from(r.b64, 'base64') };

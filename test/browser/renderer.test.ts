@@ -9,9 +9,9 @@ import * as path from 'node:path';
 import type { Page } from 'playwright-core';
 import sharp from 'sharp';
 import { maskColor } from '../../src/overlay/colors';
-import { decodeRle } from '../../src/protocol/rle';
 import type { SegmentResult } from '../../src/protocol/result';
-import { readCanvas, render, ROOT, startHarness, type Harness } from './harness';
+import { decodeRle } from '../../src/protocol/rle';
+import { type Harness, ROOT, readCanvas, render, startHarness } from './harness';
 
 const FIXTURE = path.join(ROOT, 'test/fixtures/payloads/astronaut-3masks.json');
 const SHOTS = path.join(os.tmpdir(), 'reason-segment-screens');
@@ -35,8 +35,12 @@ describe('notebook renderer in Chromium', function () {
     mkdirSync(SHOTS, { recursive: true });
     h = await startHarness();
   });
-  after(async () => { await h?.close(); });
-  beforeEach(async () => { page = await h.newPage(); });
+  after(async () => {
+    await h?.close();
+  });
+  beforeEach(async () => {
+    page = await h.newPage();
+  });
   afterEach(async function () {
     const errors = await page.evaluate(() => (window as any).__errors as string[]);
     await page.close();
@@ -50,7 +54,10 @@ describe('notebook renderer in Chromium', function () {
     assert.ok(box);
     assert.equal(Math.round(box.width), W, 'the stage is shown at natural size (1:1) for pixel comparisons');
     // Clip at the device pixel the stage starts on (its CSS box may start at a fractional y below the toolbar).
-    const png = await page.screenshot({ path: path.join(SHOTS, `${name}.png`), clip: { x: Math.round(box.x), y: Math.round(box.y), width: W, height: H } });
+    const png = await page.screenshot({
+      path: path.join(SHOTS, `${name}.png`),
+      clip: { x: Math.round(box.x), y: Math.round(box.y), width: W, height: H },
+    });
     const { data, info } = await sharp(png).ensureAlpha().raw().toBuffer({ resolveWithObject: true });
     assert.equal(info.width, W);
     assert.equal(info.height, H);
@@ -58,7 +65,12 @@ describe('notebook renderer in Chromium', function () {
   }
 
   /** Expected on-screen RGB of pixel p: the photo, blended with the colour of the visible mask over it. */
-  function expected(p: number, opacity: number, visible: boolean[], inMask: (k: number, p: number) => boolean = (k, q) => masks[k][q] === 1): number[] {
+  function expected(
+    p: number,
+    opacity: number,
+    visible: boolean[],
+    inMask: (k: number, p: number) => boolean = (k, q) => masks[k][q] === 1,
+  ): number[] {
     const rgb = [photo[p * 4], photo[p * 4 + 1], photo[p * 4 + 2]];
     for (let k = masks.length - 1; k >= 0; k--) {
       if (!visible[k] || !inMask(k, p)) continue;
@@ -70,14 +82,21 @@ describe('notebook renderer in Chromium', function () {
 
   /** Compares every pixel; returns counts per class so tests can check that classes were not empty. */
   function compare(actual: Buffer, opacity: number, visible: boolean[], inMask?: (k: number, p: number) => boolean) {
-    let inside = 0, outside = 0, worst = 0, worstAt = -1;
+    let inside = 0,
+      outside = 0,
+      worst = 0,
+      worstAt = -1;
     for (let p = 0; p < W * H; p++) {
       const e = expected(p, opacity, visible, inMask);
       const covered = e[0] !== photo[p * 4] || e[1] !== photo[p * 4 + 1] || e[2] !== photo[p * 4 + 2];
-      if (covered) inside++; else outside++;
+      if (covered) inside++;
+      else outside++;
       for (let j = 0; j < 3; j++) {
         const d = Math.abs(actual[p * 4 + j] - e[j]);
-        if (d > worst) { worst = d; worstAt = p; }
+        if (d > worst) {
+          worst = d;
+          worstAt = p;
+        }
       }
     }
     assert.ok(worst <= TOL, `pixel (${worstAt % W}, ${Math.floor(worstAt / W)}) is off by ${worst} levels`);
@@ -88,7 +107,8 @@ describe('notebook renderer in Chromium', function () {
     await render(page, payload);
     const base = await readCanvas(page, '.rs-base');
     assert.equal(base.width, W);
-    for (let i = 0; i < W * H * 4; i++) assert.ok(Math.abs(base.data[i] - photo[i]) <= TOL, `base canvas differs from the photo at byte ${i}`);
+    for (let i = 0; i < W * H * 4; i++)
+      assert.ok(Math.abs(base.data[i] - photo[i]) <= TOL, `base canvas differs from the photo at byte ${i}`);
 
     // The overlay canvas holds exactly the masks: opaque colour inside, transparent outside.
     const ov = await readCanvas(page, '.rs-overlay');
@@ -103,14 +123,20 @@ describe('notebook renderer in Chromium', function () {
     const opacity = Number(await page.locator('.rs-view').getAttribute('data-opacity'));
     assert.equal(opacity, 0.5);
     const counts = compare(await shot('a-fill-50'), opacity, [true, true, true]);
-    assert.equal(counts.inside, payload.masks.reduce((s, m) => s + m.area, 0));
+    assert.equal(
+      counts.inside,
+      payload.masks.reduce((s, m) => s + m.area, 0),
+    );
     assert.ok(counts.outside > 0);
   });
 
   it('toggling a mask off restores the photo under it', async () => {
     await render(page, payload);
     await page.locator('.rs-mask[data-mask="1"] input[type=checkbox]').uncheck();
-    assert.equal(await page.locator('.rs-mask[data-mask="1"] input[type=checkbox]').getAttribute('aria-label'), 'Mask 2 of 3: hidden');
+    assert.equal(
+      await page.locator('.rs-mask[data-mask="1"] input[type=checkbox]').getAttribute('aria-label'),
+      'Mask 2 of 3: hidden',
+    );
     compare(await shot('b-mask2-off'), 0.5, [true, false, true]);
     await page.locator('.rs-mask[data-mask="1"] input[type=checkbox]').check();
     compare(await shot('b-mask2-on'), 0.5, [true, true, true]);
@@ -126,7 +152,8 @@ describe('notebook renderer in Chromium', function () {
       const s = await shot(`c-opacity-${pct}`);
       compare(s, a, [true, true, true]);
       // Least-squares blend factor over every masked pixel: (shown - photo) = a * (colour - photo).
-      let num = 0, den = 0;
+      let num = 0,
+        den = 0;
       for (let p = 0; p < W * H; p++) {
         const k = masks.findIndex((m) => m[p] === 1);
         if (k < 0) continue;
@@ -139,13 +166,20 @@ describe('notebook renderer in Chromium', function () {
       }
       deltas.push(num / den);
     }
-    assert.ok(Math.abs(deltas[0] - 0.2) < 0.01 && Math.abs(deltas[1] - 0.8) < 0.01, `fitted blend factors ${deltas.join(', ')}`);
+    assert.ok(
+      Math.abs(deltas[0] - 0.2) < 0.01 && Math.abs(deltas[1] - 0.8) < 0.01,
+      `fitted blend factors ${deltas.join(', ')}`,
+    );
     const ratio = deltas[1] / deltas[0];
     assert.ok(Math.abs(ratio - 4) < 0.1, `blend at 80% vs 20% should be 4x, got ${ratio.toFixed(3)}`);
     // The "Save overlay PNG" file is the same blend, at natural size.
     await page.getByRole('button', { name: 'Save overlay PNG' }).click();
     await page.waitForFunction(() => (window as any).__messages.length > 0);
-    const msg = (await page.evaluate(() => (window as any).__messages[0])) as { type: string; kind: string; data: string };
+    const msg = (await page.evaluate(() => (window as any).__messages[0])) as {
+      type: string;
+      kind: string;
+      data: string;
+    };
     assert.equal(msg.type, 'save');
     assert.equal(msg.kind, 'overlay-png');
     const flat = await sharp(Buffer.from(msg.data, 'base64')).ensureAlpha().raw().toBuffer();
@@ -159,11 +193,14 @@ describe('notebook renderer in Chromium', function () {
     const boundary = (k: number, p: number): boolean => {
       const m = masks[k];
       if (!m[p]) return false;
-      const x = p % W, y = Math.floor(p / W);
-      for (let dy = -1; dy <= 1; dy++) for (let dx = -1; dx <= 1; dx++) {
-        const X = x + dx, Y = y + dy;
-        if (X < 0 || Y < 0 || X >= W || Y >= H || !m[Y * W + X]) return true;
-      }
+      const x = p % W,
+        y = Math.floor(p / W);
+      for (let dy = -1; dy <= 1; dy++)
+        for (let dx = -1; dx <= 1; dx++) {
+          const X = x + dx,
+            Y = y + dy;
+          if (X < 0 || Y < 0 || X >= W || Y >= H || !m[Y * W + X]) return true;
+        }
       return false;
     };
     const ov = await readCanvas(page, '.rs-overlay');
@@ -206,7 +243,10 @@ describe('notebook renderer in Chromium', function () {
       assert.equal(masks[1][p], 1, 'the highlight stays inside the hovered mask');
     }
     assert.ok(lit > 0);
-    assert.ok(hl.data[(by * W + bx) * 4 + 3] > 0 && hl.data[((by + bh - 1) * W + bx + bw - 1) * 4 + 3] > 0, 'the mask edge is lit');
+    assert.ok(
+      hl.data[(by * W + bx) * 4 + 3] > 0 && hl.data[((by + bh - 1) * W + bx + bw - 1) * 4 + 3] > 0,
+      'the mask edge is lit',
+    );
 
     // Pointer over the disc's pixels (mask 1): its chip lights up.
     const box = (await page.locator('.rs-stage').boundingBox())!;
@@ -230,24 +270,34 @@ describe('notebook renderer in Chromium', function () {
       await page.keyboard.press('Tab');
       const label = await page.evaluate(() => {
         const a = document.activeElement as HTMLElement;
-        return a.getAttribute('aria-label') ?? (a as HTMLInputElement).labels?.[0]?.textContent ?? a.textContent ?? a.tagName;
+        return (
+          a.getAttribute('aria-label') ?? (a as HTMLInputElement).labels?.[0]?.textContent ?? a.textContent ?? a.tagName
+        );
       });
       seen.push(label);
       if (label.startsWith('Mask 1 of 3')) break;
     }
     assert.equal(seen[seen.length - 1], 'Mask 1 of 3: visible', `Tab order: ${seen.join(' | ')}`);
     assert.equal(seen[0], 'Fill', 'the view controls come first');
-    assert.ok(seen.indexOf('Mask opacity') > 0 && seen.findIndex((s) => s.startsWith('[SEG] 1')) > seen.indexOf('Mask opacity'));
+    assert.ok(
+      seen.indexOf('Mask opacity') > 0 && seen.findIndex((s) => s.startsWith('[SEG] 1')) > seen.indexOf('Mask opacity'),
+    );
     await page.keyboard.press('Space');
     const active = page.locator(':focus');
     assert.equal(await active.getAttribute('aria-label'), 'Mask 1 of 3: hidden');
     assert.equal(await active.isChecked(), false);
     let ov = await readCanvas(page, '.rs-overlay');
-    assert.ok(masks[0].every((v, p) => !v || ov.data[p * 4 + 3] === 0), 'mask 1 is no longer drawn');
+    assert.ok(
+      masks[0].every((v, p) => !v || ov.data[p * 4 + 3] === 0),
+      'mask 1 is no longer drawn',
+    );
     await page.keyboard.press('Enter');
     assert.equal(await active.getAttribute('aria-label'), 'Mask 1 of 3: visible');
     ov = await readCanvas(page, '.rs-overlay');
-    assert.ok(masks[0].every((v, p) => !v || ov.data[p * 4 + 3] === 255), 'mask 1 is drawn again');
+    assert.ok(
+      masks[0].every((v, p) => !v || ov.data[p * 4 + 3] === 255),
+      'mask 1 is drawn again',
+    );
   });
 
   it('saves through renderer messaging, and offers download links without it', async () => {
@@ -255,10 +305,13 @@ describe('notebook renderer in Chromium', function () {
     await page.getByRole('button', { name: 'Save COCO JSON' }).click();
     await page.getByRole('button', { name: 'Save mask 3 as PNG' }).click();
     const msgs = (await page.evaluate(() => (window as any).__messages)) as any[];
-    assert.deepEqual(msgs.map((m) => [m.type, m.kind, m.fileName, m.outputId]), [
-      ['save', 'coco-json', 'astronaut-masks.json', 'cell1-output1'],
-      ['save', 'mask-png', 'astronaut-mask3.png', 'cell1-output1'],
-    ]);
+    assert.deepEqual(
+      msgs.map((m) => [m.type, m.kind, m.fileName, m.outputId]),
+      [
+        ['save', 'coco-json', 'astronaut-masks.json', 'cell1-output1'],
+        ['save', 'mask-png', 'astronaut-mask3.png', 'cell1-output1'],
+      ],
+    );
     const coco = JSON.parse(msgs[0].data);
     assert.equal(coco.annotations.length, 3);
     assert.deepEqual(coco.annotations[1].segmentation, payload.masks[1].rle);
@@ -277,10 +330,11 @@ describe('notebook renderer in Chromium', function () {
 
   it('follows the VS Code theme through its CSS variables', async () => {
     await render(page, payload);
-    const colours = () => page.evaluate(() => [
-      getComputedStyle(document.querySelector('.rs-view')!).color,
-      getComputedStyle(document.querySelector('.rs-stage')!).backgroundColor,
-    ]);
+    const colours = () =>
+      page.evaluate(() => [
+        getComputedStyle(document.querySelector('.rs-view')!).color,
+        getComputedStyle(document.querySelector('.rs-stage')!).backgroundColor,
+      ]);
     assert.deepEqual(await colours(), ['rgb(59, 59, 59)', 'rgb(255, 255, 255)']);
     await page.evaluate(() => {
       document.documentElement.style.setProperty('--vscode-foreground', '#cccccc');
@@ -292,7 +346,10 @@ describe('notebook renderer in Chromium', function () {
   it('shows a message box for broken payloads and unknown formats instead of throwing', async () => {
     const cases: [unknown, RegExp][] = [
       ['{"format": "reason-segment-result/1", "text": ', /not valid JSON/],
-      [JSON.parse(readFileSync(path.join(ROOT, 'test/fixtures/payloads/unknown-format.json'), 'utf8')), /Unknown result format[\s\S]*reason-segment-result\/99/],
+      [
+        JSON.parse(readFileSync(path.join(ROOT, 'test/fixtures/payloads/unknown-format.json'), 'utf8')),
+        /Unknown result format[\s\S]*reason-segment-result\/99/,
+      ],
       [{ ...payload, masks: 'nope' }, /"masks"/],
       [{ ...payload, image: { width: 0 } }, /"image"/],
       [[1, 2], /array/],
@@ -317,7 +374,10 @@ describe('notebook renderer in Chromium', function () {
     await page.evaluate(() => Object.defineProperty(navigator, 'language', { get: () => 'zh-CN' }));
     await render(page, payload);
     const text = (sel: string) => page.locator(sel).allTextContents();
-    assert.deepEqual((await text('.rs-view legend')).map((s) => s.trim()), ['视图']);
+    assert.deepEqual(
+      (await text('.rs-view legend')).map((s) => s.trim()),
+      ['视图'],
+    );
     const all = (await page.locator('.rs-view').innerText()).replace(/\s+/g, ' ');
     for (const zh of ['填充', '轮廓', '边界框', '不透明度', '掩码 1', '掩码 3', '保存 COCO JSON', '保存叠加图 PNG']) {
       assert.ok(all.includes(zh), `${zh} missing from: ${all.slice(0, 300)}`);
@@ -330,4 +390,5 @@ describe('notebook renderer in Chromium', function () {
 });
 
 // Keep the screenshot folder's location discoverable when debugging.
-if (process.env.RS_PRINT_SHOTS) writeFileSync(path.join(SHOTS, 'README'), 'screenshots from test/browser/renderer.test.ts\n');
+if (process.env.RS_PRINT_SHOTS)
+  writeFileSync(path.join(SHOTS, 'README'), 'screenshots from test/browser/renderer.test.ts\n');

@@ -6,18 +6,28 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { chromium, type BrowserContext, type Frame, type Page } from 'playwright-core';
+import { type BrowserContext, chromium, type Frame, type Page } from 'playwright-core';
 
 export const ROOT = path.resolve(__dirname, '../../..');
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 export const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync',
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
 ];
 
 /** Runs the install script (fast when cached); returns the launcher path, or throws with the script's output. */
 export function installCodeServer(): string {
-  const out = execFileSync('bash', [path.join(ROOT, 'test/e2e/install-code-server.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 15 * 60_000 });
+  const out = execFileSync('bash', [path.join(ROOT, 'test/e2e/install-code-server.sh')], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+    timeout: 15 * 60_000,
+  });
   const bin = out.trim().split('\n').pop()!;
   if (!existsSync(bin)) throw new Error(`install-code-server.sh printed ${bin}, which does not exist`);
   return bin;
@@ -43,12 +53,30 @@ export interface CodeServer {
   stop(): Promise<void>;
 }
 
-export function installExtension(bin: string, vsix: string, dirs: { userDataDir: string; extensionsDir: string }): string {
-  return execFileSync(bin, ['--user-data-dir', dirs.userDataDir, '--extensions-dir', dirs.extensionsDir, '--install-extension', vsix, '--force'],
-    { encoding: 'utf8', timeout: 180_000 });
+export function installExtension(
+  bin: string,
+  vsix: string,
+  dirs: { userDataDir: string; extensionsDir: string },
+): string {
+  return execFileSync(
+    bin,
+    [
+      '--user-data-dir',
+      dirs.userDataDir,
+      '--extensions-dir',
+      dirs.extensionsDir,
+      '--install-extension',
+      vsix,
+      '--force',
+    ],
+    { encoding: 'utf8', timeout: 180_000 },
+  );
 }
 
-export async function startCodeServer(bin: string, opts: { workspace: string; userDataDir: string; extensionsDir: string; settings: Record<string, unknown> }): Promise<CodeServer> {
+export async function startCodeServer(
+  bin: string,
+  opts: { workspace: string; userDataDir: string; extensionsDir: string; settings: Record<string, unknown> },
+): Promise<CodeServer> {
   // code-server is a remote window: machine-scoped settings (reasonSegment.model is one, a path on the host's
   // machine) are read from the Machine settings, the rest from the User settings. Both get the same file.
   for (const scope of ['User', 'Machine']) {
@@ -57,12 +85,30 @@ export async function startCodeServer(bin: string, opts: { workspace: string; us
   }
   const port = await freePort();
   let log = '';
-  const child = spawn(bin, [
-    '--auth', 'none', '--bind-addr', `127.0.0.1:${port}`, '--user-data-dir', opts.userDataDir, '--extensions-dir', opts.extensionsDir,
-    '--disable-telemetry', '--disable-update-check', '--disable-workspace-trust', opts.workspace,
-  ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, VSCODE_PROXY_URI: '' }, detached: true });
-  child.stdout!.on('data', (d) => { log += d; });
-  child.stderr!.on('data', (d) => { log += d; });
+  const child = spawn(
+    bin,
+    [
+      '--auth',
+      'none',
+      '--bind-addr',
+      `127.0.0.1:${port}`,
+      '--user-data-dir',
+      opts.userDataDir,
+      '--extensions-dir',
+      opts.extensionsDir,
+      '--disable-telemetry',
+      '--disable-update-check',
+      '--disable-workspace-trust',
+      opts.workspace,
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, VSCODE_PROXY_URI: '' }, detached: true },
+  );
+  child.stdout!.on('data', (d) => {
+    log += d;
+  });
+  child.stderr!.on('data', (d) => {
+    log += d;
+  });
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 60_000;
   for (;;) {
@@ -77,7 +123,11 @@ export async function startCodeServer(bin: string, opts: { workspace: string; us
     await new Promise((r) => setTimeout(r, 250));
   }
   return {
-    url, workspace: opts.workspace, userDataDir: opts.userDataDir, child, log: () => log,
+    url,
+    workspace: opts.workspace,
+    userDataDir: opts.userDataDir,
+    child,
+    log: () => log,
     async stop() {
       if (child.exitCode === null && child.pid) {
         const exited = new Promise((r) => child.once('exit', r));
@@ -102,11 +152,15 @@ export async function startCodeServer(bin: string, opts: { workspace: string; us
 export async function launchBrowser(): Promise<{ context: BrowserContext; page: Page; close(): Promise<void> }> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'rs-e2e-chromium-'));
   const context = await chromium.launchPersistentContext(dir, {
-    executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true, viewport: { width: 1400, height: 900 },
+    executablePath: CHROMIUM,
+    args: CHROMIUM_ARGS,
+    headless: true,
+    viewport: { width: 1400, height: 900 },
   });
   const page = context.pages()[0] ?? (await context.newPage());
   return {
-    context, page,
+    context,
+    page,
     async close() {
       await context.close();
       rmSync(dir, { recursive: true, force: true });
@@ -121,7 +175,12 @@ export async function chatFrame(page: Page, timeoutMs = 60_000): Promise<Frame> 
     for (const f of page.frames()) {
       if (f === page.mainFrame()) continue;
       try {
-        if (await f.evaluate(() => !!document.querySelector('#root [aria-label="Reason Segment chat"]') || !!document.querySelector('#root'))) {
+        if (
+          await f.evaluate(
+            () =>
+              !!document.querySelector('#root [aria-label="Reason Segment chat"]') || !!document.querySelector('#root'),
+          )
+        ) {
           if (await f.evaluate(() => !!document.querySelector('meta[name="reason-segment-nonce"]'))) return f;
         }
       } catch {
@@ -148,12 +207,14 @@ export async function runCommand(page: Page, title: string): Promise<void> {
 /** Text of the visible output channel editor (the Output panel). */
 export async function outputText(page: Page): Promise<string> {
   return page.evaluate(() => {
-    const ed = document.querySelector('.part.panel .output-view .view-lines, .part.panel .monaco-editor .view-lines') as HTMLElement | null;
+    const ed = document.querySelector(
+      '.part.panel .output-view .view-lines, .part.panel .monaco-editor .view-lines',
+    ) as HTMLElement | null;
     if (!ed) return '';
     // Monaco positions lines absolutely and wraps long ones: order by position and join without separators.
     const lines = Array.from(ed.querySelectorAll('.view-line')) as HTMLElement[];
     lines.sort((a, b) => parseFloat(a.style.top) - parseFloat(b.style.top));
-    return lines.map((l) => l.innerText.replace(/\u00a0/g, ' ')).join('');
+    return lines.map((l) => l.textContent.replace(/\u00a0/g, ' ')).join('');
   });
 }
 

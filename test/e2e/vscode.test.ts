@@ -11,7 +11,16 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Frame, Page } from 'playwright-core';
 import {
-  chatFrame, type CodeServer, installCodeServer, installExtension, lastStatus, launchBrowser, outputText, ROOT, runCommand, startCodeServer,
+  type CodeServer,
+  chatFrame,
+  installCodeServer,
+  installExtension,
+  lastStatus,
+  launchBrowser,
+  outputText,
+  ROOT,
+  runCommand,
+  startCodeServer,
 } from './code-server';
 
 const BUNDLE = path.join(ROOT, 'test/fixtures/bundles/tiny-7b');
@@ -19,7 +28,11 @@ const PHOTO = path.join(BUNDLE, 'images/chelsea.png');
 
 function buildVsix(outDir: string): string {
   if (process.env.REASON_SEGMENT_VSIX) return path.resolve(process.env.REASON_SEGMENT_VSIX);
-  execFileSync(process.execPath, [path.join(ROOT, 'src/extension/package.mjs'), '--target', 'linux-x64', '--out', outDir], { cwd: ROOT, stdio: 'pipe', timeout: 300_000 });
+  execFileSync(
+    process.execPath,
+    [path.join(ROOT, 'src/extension/package.mjs'), '--target', 'linux-x64', '--out', outDir],
+    { cwd: ROOT, stdio: 'pipe', timeout: 300_000 },
+  );
   const pkg = require(path.join(ROOT, 'package.json'));
   return path.join(outDir, `${pkg.name}-${pkg.version}-linux-x64.vsix`);
 }
@@ -42,11 +55,13 @@ async function hostStatus(page: Page): Promise<any> {
 }
 
 async function turns(frame: Frame): Promise<{ status: string; prompt: string; answer: string }[]> {
-  return frame.evaluate(() => Array.from(document.querySelectorAll('li.rs-turn')).map((li) => ({
-    status: (li as HTMLElement).dataset.status ?? '',
-    prompt: li.querySelector('.rs-user .rs-msg')?.textContent ?? '',
-    answer: li.querySelector('.rs-assistant')?.textContent ?? '',
-  })));
+  return frame.evaluate(() =>
+    Array.from(document.querySelectorAll('li.rs-turn')).map((li) => ({
+      status: (li as HTMLElement).dataset.status ?? '',
+      prompt: li.querySelector('.rs-user .rs-msg')?.textContent ?? '',
+      answer: li.querySelector('.rs-assistant')?.textContent ?? '',
+    })),
+  );
 }
 
 async function ask(frame: Frame, prompt: string): Promise<void> {
@@ -89,7 +104,8 @@ describe('extension end to end in code-server', function () {
     mkdirSync(workspace);
     copyFileSync(PHOTO, path.join(workspace, 'chelsea.png'));
     server = await startCodeServer(bin!, {
-      workspace, ...dirs,
+      workspace,
+      ...dirs,
       settings: {
         'reasonSegment.model': BUNDLE,
         // The random-weight tiny model never writes [SEG] on its own: start every answer with one (one mask).
@@ -134,11 +150,30 @@ describe('extension end to end in code-server', function () {
     const list = execFileSync('unzip', ['-Z1', vsix], { encoding: 'utf8' }).split('\n');
     const ort = list.filter((f) => f.includes('onnxruntime-node/bin/'));
     assert.ok(ort.length > 0 && ort.every((f) => f.includes('/linux/x64/')), ort.join('\n'));
-    assert.ok(list.some((f) => f.includes('@img/sharp-linux-x64/')) && list.some((f) => f.includes('@img/sharp-libvips-linux-x64/')));
-    for (const must of ['extension/dist/extension.js', 'extension/dist/renderer.js', 'extension/dist/webview.js', 'extension/out/src/host/server.js', 'extension/models/bundle.schema.json', 'extension/l10n/bundle.l10n.zh-cn.json', 'extension/package.nls.zh-cn.json']) {
+    assert.ok(
+      list.some((f) => f.includes('@img/sharp-linux-x64/')) &&
+        list.some((f) => f.includes('@img/sharp-libvips-linux-x64/')),
+    );
+    for (const must of [
+      'extension/dist/extension.js',
+      'extension/dist/renderer.js',
+      'extension/dist/webview.js',
+      'extension/out/src/host/server.js',
+      'extension/models/bundle.schema.json',
+      'extension/l10n/bundle.l10n.zh-cn.json',
+      'extension/package.nls.zh-cn.json',
+    ]) {
       assert.ok(list.includes(must), `${must} is missing from the .vsix`);
     }
-    assert.ok(!list.some((f) => /^extension\/(test|src\/(host|extension|protocol|webview|renderer))\//.test(f) || f.endsWith('.ts') || f.endsWith('.map')), 'sources, tests or maps in the .vsix');
+    assert.ok(
+      !list.some(
+        (f) =>
+          /^extension\/(test|src\/(host|extension|protocol|webview|renderer))\//.test(f) ||
+          f.endsWith('.ts') ||
+          f.endsWith('.map'),
+      ),
+      'sources, tests or maps in the .vsix',
+    );
     console.log(`      vsix ${(statSync(vsix).size / 1048576).toFixed(1)} MB, ${list.length} files`);
   });
 
@@ -152,13 +187,25 @@ describe('extension end to end in code-server', function () {
     const deadline = Date.now() + 90_000;
     for (;;) {
       await row.click({ button: 'right' });
-      if (await item.waitFor({ timeout: 3000 }).then(() => true, () => false)) {
+      if (
+        await item.waitFor({ timeout: 3000 }).then(
+          () => true,
+          () => false,
+        )
+      ) {
         await item.hover();
         await page.keyboard.press('Enter');
-        if (await input.waitFor({ state: 'visible', timeout: 10_000 }).then(() => true, () => false)) break;
+        if (
+          await input.waitFor({ state: 'visible', timeout: 10_000 }).then(
+            () => true,
+            () => false,
+          )
+        )
+          break;
       }
       await page.keyboard.press('Escape');
-      if (Date.now() > deadline) throw new Error('"Segment Image…" never opened its input box from the explorer context menu');
+      if (Date.now() > deadline)
+        throw new Error('"Segment Image…" never opened its input box from the explorer context menu');
     }
     await input.fill('the animal someone could pet');
     await input.press('Enter');
@@ -183,7 +230,9 @@ describe('extension end to end in code-server', function () {
     // line carries the same figure.
     assert.equal(typeof s.activationMs, 'number', 'activation time is logged');
     timings.activationMs = s.activationMs;
-    console.log(`      activation ${s.activationMs} ms; host status after turn 1: ${JSON.stringify(s.status.counters)}`);
+    console.log(
+      `      activation ${s.activationMs} ms; host status after turn 1: ${JSON.stringify(s.status.counters)}`,
+    );
     assert.equal(s.status.counters.visionEncoderRuns, 1);
     assert.equal(s.status.counters.samEncoderRuns, 1);
   });
@@ -199,7 +248,10 @@ describe('extension end to end in code-server', function () {
     assert.ok(s.status.counters.requests >= 2);
     assert.equal(s.status.counters.imageDecodes, 1, 'the image file was decoded again');
     const t = await turns(frame);
-    assert.deepEqual(t.map((x) => x.status), ['done', 'done']);
+    assert.deepEqual(
+      t.map((x) => x.status),
+      ['done', 'done'],
+    );
   });
 
   it('killing the host mid-answer: the panel keeps its history and the host restarts', async () => {
@@ -214,10 +266,16 @@ describe('extension end to end in code-server', function () {
     for (let attempt = 0; attempt < 5 && killedAt < 0; attempt++) {
       const n = (await turns(frame)).length;
       await ask(frame, 'describe everything you see in great detail');
-      await frame.waitForFunction((i) => {
-        const li = document.querySelectorAll('li.rs-turn')[i] as HTMLElement | undefined;
-        return !!li && (li.dataset.status === 'done' || (li.querySelector('.rs-answer')?.textContent ?? '').length > 0);
-      }, n, { timeout: 60_000, polling: 5 });
+      await frame.waitForFunction(
+        (i) => {
+          const li = document.querySelectorAll('li.rs-turn')[i] as HTMLElement | undefined;
+          return (
+            !!li && (li.dataset.status === 'done' || (li.querySelector('.rs-answer')?.textContent ?? '').length > 0)
+          );
+        },
+        n,
+        { timeout: 60_000, polling: 5 },
+      );
       process.kill(pid, 'SIGSTOP');
       await new Promise((r) => setTimeout(r, 500));
       if ((await turns(frame))[n]?.status === 'streaming') {
@@ -225,31 +283,46 @@ describe('extension end to end in code-server', function () {
         killedAt = n;
       } else {
         process.kill(pid, 'SIGCONT');
-        await frame.locator('li.rs-turn').nth(n).and(frame.locator('[data-status="done"]')).waitFor({ timeout: 60_000 });
+        await frame
+          .locator('li.rs-turn')
+          .nth(n)
+          .and(frame.locator('[data-status="done"]'))
+          .waitFor({ timeout: 60_000 });
       }
     }
     assert.ok(killedAt >= 2, 'the host was stopped mid-answer within 5 tries');
     await frame.locator('li.rs-turn[data-status="failed"]').first().waitFor({ timeout: 60_000 });
     await frame.locator('[data-notice="crashed"], [data-notice="restarted"]').first().waitFor({ timeout: 60_000 });
     const t = await turns(frame);
-    assert.deepEqual(t.map((x) => x.status), [...Array<string>(killedAt).fill('done'), 'failed']);
+    assert.deepEqual(
+      t.map((x) => x.status),
+      [...Array<string>(killedAt).fill('done'), 'failed'],
+    );
     assert.equal(t[0].prompt, 'the animal someone could pet');
     assert.equal(t[1].prompt, 'and its left ear?');
     // The host comes back (a new pid) and the panel answers again.
     await ask(frame, 'the cat again');
-    await frame.locator('li.rs-turn').nth(killedAt + 1).and(frame.locator('[data-status="done"]')).waitFor({ timeout: 120_000 });
+    await frame
+      .locator('li.rs-turn')
+      .nth(killedAt + 1)
+      .and(frame.locator('[data-status="done"]'))
+      .waitFor({ timeout: 120_000 });
     const after = await hostStatus(page);
     assert.ok(after.status.pid && after.status.pid !== pid, `host pid ${after.status.pid} after killing ${pid}`);
     assert.ok(after.starts >= 2, `host starts ${after.starts}`);
     const notice = await page.locator('.notifications-toasts, .notification-toast').allInnerTexts();
-    console.log(`      stopped mid-answer at turn ${killedAt + 1}; after the kill: pid ${pid} -> ${after.status.pid}; notification: ${notice.join(' ').slice(0, 160)}`);
+    console.log(
+      `      stopped mid-answer at turn ${killedAt + 1}; after the kill: pid ${pid} -> ${after.status.pid}; notification: ${notice.join(' ').slice(0, 160)}`,
+    );
   });
 
   it('Restart Host restarts without reporting a crash', async () => {
     const before = await hostStatus(page);
     await runCommand(page, 'Notifications: Clear All Notifications');
     await runCommand(page, 'Reason Segment: Restart Host');
-    await page.locator('.notification-toast', { hasText: 'The Reason Segment host was restarted.' }).waitFor({ timeout: 60_000 });
+    await page
+      .locator('.notification-toast', { hasText: 'The Reason Segment host was restarted.' })
+      .waitFor({ timeout: 60_000 });
     await page.waitForTimeout(3000); // a late close of the old connection would report a crash by now
     const after = await hostStatus(page);
     assert.equal(after.starts, before.starts + 1);
@@ -257,6 +330,10 @@ describe('extension end to end in code-server', function () {
     const toasts = (await page.locator('.notification-toast').allInnerTexts()).join(' ');
     assert.doesNotMatch(toasts, /unexpectedly|will not be restarted/, toasts);
     const frame = await chatFrame(page);
-    assert.equal(await frame.locator('[data-notice="crashed"]').count(), 1, 'only the crash of the previous test is shown');
+    assert.equal(
+      await frame.locator('[data-notice="crashed"]').count(),
+      1,
+      'only the crash of the previous test is shown',
+    );
   });
 });

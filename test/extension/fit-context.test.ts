@@ -4,9 +4,9 @@ import * as assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { askWithinContext } from '../../src/extension/fitContext';
 import type { ChatTurn } from '../../src/protocol/chat';
 import { Methods, RpcErrorCode } from '../../src/protocol/rpc';
-import { askWithinContext } from '../../src/extension/fitContext';
 import { FIXTURE_BUNDLES } from '../helpers/bundles';
 import { HostClient } from '../helpers/host-client';
 
@@ -43,7 +43,13 @@ describe('extension: a follow-up that overflows the context', function () {
   });
 
   it('passes other errors through, and too long with no history left', async () => {
-    await assert.rejects(askWithinContext([], (h) => ask(h, 'segment the cat '.repeat(5000)), tooLong), (e) => tooLong(e));
-    await assert.rejects(askWithinContext([{ user: 'a', assistant: 'b' }], () => Promise.reject(new Error('other')), tooLong), /other/);
+    await assert.rejects(
+      askWithinContext([], (h) => ask(h, 'segment the cat '.repeat(5000)), tooLong),
+      (e) => tooLong(e),
+    );
+    await assert.rejects(
+      askWithinContext([{ user: 'a', assistant: 'b' }], () => Promise.reject(new Error('other')), tooLong),
+      /other/,
+    );
   });
 });

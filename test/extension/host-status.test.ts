@@ -34,16 +34,30 @@ describe('extension: Show Host Status', function () {
     const idle = await host.request(Methods.status, undefined);
     assert.match(formatHostStatus({ hostState: 'running', starts: 1, status: idle }, en)[1], /^Model: none loaded yet/);
     await host.request(Methods.loadModel, { bundle: BUNDLE, device: 'cpu' });
-    await host.request(Methods.segment, { image: { path: path.join(BUNDLE, 'images', 'chelsea.png') }, prompt: 'Hi', history: [], maxNewTokens: 1 });
+    await host.request(Methods.segment, {
+      image: { path: path.join(BUNDLE, 'images', 'chelsea.png') },
+      prompt: 'Hi',
+      history: [],
+      maxNewTokens: 1,
+    });
     const s = await host.request(Methods.status, undefined);
     const lines = formatHostStatus({ hostState: 'running', starts: 2, status: s }, en);
     assert.equal(lines.length, 3);
     assert.match(lines[0], new RegExp(`^Host: ${s.state}, process ${s.pid}, up \\d+\\.\\d s, started 2 time\\(s\\)`));
-    assert.equal(lines[1], `Model: ${s.model!.variant} on cpu, ${s.model!.layers} layers, context ${s.model!.contextLength} tokens, from ${BUNDLE}`);
-    assert.match(lines[2], /^Answers 1; image encoder runs: CLIP 1, SAM 1; image decodes 1; cache hits 0, \d+\.\d MB cached\.$/);
+    assert.equal(
+      lines[1],
+      `Model: ${s.model!.variant} on cpu, ${s.model!.layers} layers, context ${s.model!.contextLength} tokens, from ${BUNDLE}`,
+    );
+    assert.match(
+      lines[2],
+      /^Answers 1; image encoder runs: CLIP 1, SAM 1; image decodes 1; cache hits 0, \d+\.\d MB cached\.$/,
+    );
     for (const l of lines) assert.doesNotMatch(l, /[{}"]/, 'no JSON');
     const zhLines = formatHostStatus({ hostState: 'running', starts: 2, status: s }, zh);
-    assert.ok(zhLines.every((l) => /[\u4e00-\u9fff]/.test(l)), zhLines.join('\n'));
+    assert.ok(
+      zhLines.every((l) => /[\u4e00-\u9fff]/.test(l)),
+      zhLines.join('\n'),
+    );
     assert.match(formatHostStatus({ hostState: 'stopped', starts: 0, status: undefined }, zh)[0], /[\u4e00-\u9fff]/);
     assert.match(formatHostStatus({ hostState: 'crashed', starts: 1, status: { error: 'gone' } }, zh)[0], /gone/);
   });

@@ -3,10 +3,17 @@
 import * as assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { RESULT_MIME, type SegmentResult } from '../../src/protocol/result';
-import { buildNotebook, segmentCellSource, sourceLines } from '../../src/extension/notebook';
-import { isImagePath, isInside, pushRecent, readSettings, resolveModelPath, DEFAULTS } from '../../src/extension/settings';
 import { kernelEnvironment, pipInstallCommand } from '../../src/extension/kernelEnv';
+import { buildNotebook, segmentCellSource, sourceLines } from '../../src/extension/notebook';
+import {
+  DEFAULTS,
+  isImagePath,
+  isInside,
+  pushRecent,
+  readSettings,
+  resolveModelPath,
+} from '../../src/extension/settings';
+import { RESULT_MIME, type SegmentResult } from '../../src/protocol/result';
 import { errorInfo, errorMessage, RpcErrorCode } from '../../src/protocol/rpc';
 
 const ROOT = path.resolve(__dirname, '../../..');
@@ -14,8 +21,24 @@ const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
 
 describe('extension: settings', () => {
   it('reads defaults, clamps numbers and rejects unknown enum values', () => {
-    assert.deepEqual(readSettings(() => undefined), DEFAULTS);
-    const s = readSettings((k) => ({ device: 'tpu', maxNewTokens: 1e9, overlayOpacity: -1, openResultsIn: 'notebook', model: ' /m ', cacheSizeMB: '64', models: ['/a', '/a', 3, ''] } as Record<string, unknown>)[k]);
+    assert.deepEqual(
+      readSettings(() => undefined),
+      DEFAULTS,
+    );
+    const s = readSettings(
+      (k) =>
+        (
+          ({
+            device: 'tpu',
+            maxNewTokens: 1e9,
+            overlayOpacity: -1,
+            openResultsIn: 'notebook',
+            model: ' /m ',
+            cacheSizeMB: '64',
+            models: ['/a', '/a', 3, ''],
+          }) as Record<string, unknown>
+        )[k],
+    );
     assert.equal(s.device, 'cpu');
     assert.equal(s.maxNewTokens, 4096);
     assert.equal(s.overlayOpacity, 0);
@@ -53,15 +76,19 @@ describe('extension: settings', () => {
   });
 
   it('knows the image types of the menus', () => {
-    for (const f of ['a.png', 'b.JPG', 'c.jpeg', 'd.webp', 'e.bmp', 'f.gif', 'g.tif', 'h.TIFF']) assert.ok(isImagePath(f), f);
+    for (const f of ['a.png', 'b.JPG', 'c.jpeg', 'd.webp', 'e.bmp', 'f.gif', 'g.tif', 'h.TIFF'])
+      assert.ok(isImagePath(f), f);
     for (const f of ['a.txt', 'png', 'a.png.zip']) assert.ok(!isImagePath(f), f);
     const when: string = pkg.contributes.menus['explorer/context'][0].when;
-    for (const e of ['png', 'jpg', 'jpeg', 'webp', 'bmp', 'gif', 'tif', 'tiff']) assert.ok(when.includes(`resourceExtname == .${e}`), e);
+    for (const e of ['png', 'jpg', 'jpeg', 'webp', 'bmp', 'gif', 'tif', 'tiff'])
+      assert.ok(when.includes(`resourceExtname == .${e}`), e);
   });
 });
 
 describe('extension: notebook export JSON', () => {
-  const payload = JSON.parse(readFileSync(path.join(ROOT, 'test/fixtures/payloads/astronaut-3masks.json'), 'utf8')) as SegmentResult;
+  const payload = JSON.parse(
+    readFileSync(path.join(ROOT, 'test/fixtures/payloads/astronaut-3masks.json'), 'utf8'),
+  ) as SegmentResult;
 
   it('builds nbformat 4.5 with the result MIME type, image/png and text/plain in each output', () => {
     const withOverlay = { ...payload, overlayPng: 'iVBORw0KGgo=' };
@@ -72,11 +99,26 @@ describe('extension: notebook export JSON', () => {
     ]) as any;
     assert.equal(nb.nbformat, 4);
     assert.equal(nb.nbformat_minor, 5);
-    assert.deepEqual(nb.cells.map((c: any) => c.cell_type), ['markdown', 'code', 'code', 'markdown', 'code']);
-    assert.equal(nb.cells[1].source.join(''), '%load_ext reason_segment\n%segment_config --model /m', 'runs in a fresh kernel');
+    assert.deepEqual(
+      nb.cells.map((c: any) => c.cell_type),
+      ['markdown', 'code', 'code', 'markdown', 'code'],
+    );
+    assert.equal(
+      nb.cells[1].source.join(''),
+      '%load_ext reason_segment\n%segment_config --model /m',
+      'runs in a fresh kernel',
+    );
     const code = nb.cells[2];
-    assert.equal(code.source.join(''), '%%segment "shots/my photo.png"\nthe astronaut', 'the image relative to the notebook');
-    assert.equal(nb.cells[4].source.join(''), '%%segment_followup\nand the helmet?', 'a later turn continues the conversation');
+    assert.equal(
+      code.source.join(''),
+      '%%segment "shots/my photo.png"\nthe astronaut',
+      'the image relative to the notebook',
+    );
+    assert.equal(
+      nb.cells[4].source.join(''),
+      '%%segment_followup\nand the helmet?',
+      'a later turn continues the conversation',
+    );
     assert.match(nb.cells[3].source.join(''), /Stopped\./);
     const out = code.outputs[0];
     assert.equal(out.output_type, 'display_data');
@@ -103,8 +145,14 @@ describe('extension: %%segment enabling', () => {
   });
 
   it('quotes the pip line for POSIX shells and PowerShell', () => {
-    assert.equal(pipInstallCommand('/v/bin/python', "/ext dir/it's/src/kernel", false), `'/v/bin/python' -m pip install --upgrade '/ext dir/it'\\''s/src/kernel'`);
-    assert.equal(pipInstallCommand('C:\\py\\python.exe', 'C:\\ext\\src\\kernel', true), '& "C:\\py\\python.exe" -m pip install --upgrade "C:\\ext\\src\\kernel"');
+    assert.equal(
+      pipInstallCommand('/v/bin/python', "/ext dir/it's/src/kernel", false),
+      `'/v/bin/python' -m pip install --upgrade '/ext dir/it'\\''s/src/kernel'`,
+    );
+    assert.equal(
+      pipInstallCommand('C:\\py\\python.exe', 'C:\\ext\\src\\kernel', true),
+      '& "C:\\py\\python.exe" -m pip install --upgrade "C:\\ext\\src\\kernel"',
+    );
   });
 });
 
@@ -112,14 +160,18 @@ describe('extension: manifest and translations', () => {
   const nls = JSON.parse(readFileSync(path.join(ROOT, 'package.nls.json'), 'utf8'));
   const zh = JSON.parse(readFileSync(path.join(ROOT, 'package.nls.zh-cn.json'), 'utf8'));
   const bundle = JSON.parse(readFileSync(path.join(ROOT, 'l10n/bundle.l10n.zh-cn.json'), 'utf8'));
-  const sources = readdirSync(path.join(ROOT, 'src/extension')).filter((f) => f.endsWith('.ts')).map((f) => readFileSync(path.join(ROOT, 'src/extension', f), 'utf8'));
+  const sources = readdirSync(path.join(ROOT, 'src/extension'))
+    .filter((f) => f.endsWith('.ts'))
+    .map((f) => readFileSync(path.join(ROOT, 'src/extension', f), 'utf8'));
 
-  it('the view is not named like VS Code\'s own Chat, and the image preview\'s title button has a text label', () => {
+  it("the view is not named like VS Code's own Chat, and the image preview's title button has a text label", () => {
     for (const t of [nls, zh]) assert.ok(!/^(chat|对话|聊天)$/i.test(t['view.chat'].trim()), t['view.chat']);
     const titleButtons = pkg.contributes.menus['editor/title'] as { command: string }[];
     assert.ok(titleButtons.length > 0);
     for (const b of titleButtons) {
-      const c = (pkg.contributes.commands as { command: string; icon?: string; title: string }[]).find((x) => x.command === b.command)!;
+      const c = (pkg.contributes.commands as { command: string; icon?: string; title: string }[]).find(
+        (x) => x.command === b.command,
+      )!;
       assert.equal(c.icon, undefined, `${b.command} would show as an unlabelled icon in the editor title bar`);
       assert.ok(nls[c.title.slice(1, -1)], c.title);
     }
@@ -129,11 +181,17 @@ describe('extension: manifest and translations', () => {
     const zhT = (s: string) => bundle[s] ?? s;
     for (const code of Object.values(RpcErrorCode)) {
       const info = errorInfo(code);
-      for (const s of [info.title, info.hint]) assert.ok(typeof bundle[s] === 'string', `l10n/bundle.l10n.zh-cn.json lacks ${JSON.stringify(s)}`);
+      for (const s of [info.title, info.hint])
+        assert.ok(typeof bundle[s] === 'string', `l10n/bundle.l10n.zh-cn.json lacks ${JSON.stringify(s)}`);
     }
-    assert.equal(errorMessage(RpcErrorCode.ImageUnreadable, 'cat.jpg is truncated.', zhT),
-      `${bundle['The image could not be read']}: cat.jpg is truncated. ${bundle[errorInfo(RpcErrorCode.ImageUnreadable).hint]}`);
-    assert.equal(errorMessage(RpcErrorCode.ImageUnreadable, 'x'), `The image could not be read: x. ${errorInfo(RpcErrorCode.ImageUnreadable).hint}`);
+    assert.equal(
+      errorMessage(RpcErrorCode.ImageUnreadable, 'cat.jpg is truncated.', zhT),
+      `${bundle['The image could not be read']}: cat.jpg is truncated. ${bundle[errorInfo(RpcErrorCode.ImageUnreadable).hint]}`,
+    );
+    assert.equal(
+      errorMessage(RpcErrorCode.ImageUnreadable, 'x'),
+      `The image could not be read: x. ${errorInfo(RpcErrorCode.ImageUnreadable).hint}`,
+    );
   });
 
   it('every %key% of package.json has English and Chinese text', () => {
@@ -148,11 +206,16 @@ describe('extension: manifest and translations', () => {
 
   it('every vscode.l10n.t string has a Chinese translation with the same placeholders', () => {
     const strings = new Set<string>();
-    for (const s of sources) for (const m of s.matchAll(/l10n\.t\(\s*'((?:[^'\\]|\\.)*)'/g)) strings.add(m[1].replace(/\\'/g, "'"));
+    for (const s of sources)
+      for (const m of s.matchAll(/l10n\.t\(\s*'((?:[^'\\]|\\.)*)'/g)) strings.add(m[1].replace(/\\'/g, "'"));
     assert.ok(strings.size > 40);
     for (const s of strings) {
       assert.ok(typeof bundle[s] === 'string', `l10n/bundle.l10n.zh-cn.json lacks ${JSON.stringify(s)}`);
-      const ph = (x: string) => [...x.matchAll(/\{\d+\}/g)].map((m) => m[0]).sort().join();
+      const ph = (x: string) =>
+        [...x.matchAll(/\{\d+\}/g)]
+          .map((m) => m[0])
+          .sort()
+          .join();
       assert.equal(ph(bundle[s]), ph(s), s);
     }
   });

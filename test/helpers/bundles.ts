@@ -6,18 +6,43 @@ import * as path from 'node:path';
 export const REPO = path.resolve(__dirname, '..', '..', '..');
 export const FIXTURE_BUNDLES = path.join(REPO, 'test', 'fixtures', 'bundles');
 
-export interface GoldenMask { seg_index: number; rle: { size: [number, number]; counts: string }; bbox: number[]; area: number }
-export interface TensorSummary { shape: number[]; sum: number; abs_sum: number; first: number[] }
+export interface GoldenMask {
+  seg_index: number;
+  rle: { size: [number, number]; counts: string };
+  bbox: number[];
+  area: number;
+}
+export interface TensorSummary {
+  shape: number[];
+  sum: number;
+  abs_sum: number;
+  first: number[];
+}
 export interface GoldenCase {
-  name: string; image: string; prompt: string; history: Array<[string, string]>; assistant_prefix: string;
-  max_new_tokens: number; prompt_text: string; input_ids: number[]; output_ids: number[]; text: string;
-  seg_positions: number[]; seg_embeddings: number[][]; masks: GoldenMask[];
-  clip_pixel_values: TensorSummary; sam_pixel_values: TensorSummary; resize_size: [number, number]; orig_size: [number, number];
+  name: string;
+  image: string;
+  prompt: string;
+  history: Array<[string, string]>;
+  assistant_prefix: string;
+  max_new_tokens: number;
+  prompt_text: string;
+  input_ids: number[];
+  output_ids: number[];
+  text: string;
+  seg_positions: number[];
+  seg_embeddings: number[][];
+  masks: GoldenMask[];
+  clip_pixel_values: TensorSummary;
+  sam_pixel_values: TensorSummary;
+  resize_size: [number, number];
+  orig_size: [number, number];
 }
 
 export function fixtureBundles(): string[] {
-  return readdirSync(FIXTURE_BUNDLES).map((d) => path.join(FIXTURE_BUNDLES, d))
-    .filter((d) => existsSync(path.join(d, 'lisa.manifest.json'))).sort();
+  return readdirSync(FIXTURE_BUNDLES)
+    .map((d) => path.join(FIXTURE_BUNDLES, d))
+    .filter((d) => existsSync(path.join(d, 'lisa.manifest.json')))
+    .sort();
 }
 
 export function goldens(bundle: string): GoldenCase[] {
@@ -29,7 +54,21 @@ export function goldens(bundle: string): GoldenCase[] {
  * `keepCheckpoint`: also keep the LISA checkpoint (`<dir>/lisa`) and CLIP (`<dir>/clip`) folders it came from.
  */
 export function exportTiny(layout: '7b' | '13b', seed: number, out: string, keepCheckpoint?: string): string {
-  execFileSync(path.join(REPO, 'models', 'export', 'venv'), ['run', '-m', 'lisa_export.tiny', '--layout', layout, '--seed', String(seed), '--out', out,
-    ...(keepCheckpoint ? ['--keep-checkpoint', keepCheckpoint] : [])], { cwd: REPO, stdio: ['ignore', 'ignore', 'pipe'] });
+  execFileSync(
+    path.join(REPO, 'models', 'export', 'venv'),
+    [
+      'run',
+      '-m',
+      'lisa_export.tiny',
+      '--layout',
+      layout,
+      '--seed',
+      String(seed),
+      '--out',
+      out,
+      ...(keepCheckpoint ? ['--keep-checkpoint', keepCheckpoint] : []),
+    ],
+    { cwd: REPO, stdio: ['ignore', 'ignore', 'pipe'] },
+  );
   return out;
 }

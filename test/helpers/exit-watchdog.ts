@@ -4,7 +4,9 @@
 export const mochaHooks = {
   afterAll(): void {
     setTimeout(() => {
-      console.error(`exit-watchdog: still running 30 s after the last test; open: ${JSON.stringify(process.getActiveResourcesInfo())}`);
+      console.error(
+        `exit-watchdog: still running 30 s after the last test; open: ${JSON.stringify(process.getActiveResourcesInfo())}`,
+      );
       process.exit(process.exitCode ?? 0);
     }, 30_000).unref();
   },

@@ -9,7 +9,14 @@ import {
   StreamMessageReader,
   StreamMessageWriter,
 } from 'vscode-jsonrpc/node';
-import { Methods, Notifications, type ParamsOf, type RequestMethod, type ResultOf, type TextDeltaParams } from '../../src/protocol/rpc';
+import {
+  Methods,
+  Notifications,
+  type ParamsOf,
+  type RequestMethod,
+  type ResultOf,
+  type TextDeltaParams,
+} from '../../src/protocol/rpc';
 
 export const SERVER_JS = path.resolve(__dirname, '..', '..', 'src', 'host', 'server.js');
 
@@ -17,11 +24,20 @@ export class HostClient {
   readonly deltas: TextDeltaParams[] = [];
   stderr = '';
 
-  private constructor(readonly child: ChildProcess, readonly connection: MessageConnection) {}
+  private constructor(
+    readonly child: ChildProcess,
+    readonly connection: MessageConnection,
+  ) {}
 
   static async start(env: NodeJS.ProcessEnv = {}): Promise<HostClient> {
-    const child = spawn(process.execPath, [SERVER_JS], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } });
-    const connection = createMessageConnection(new StreamMessageReader(child.stdout!), new StreamMessageWriter(child.stdin!));
+    const child = spawn(process.execPath, [SERVER_JS], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: { ...process.env, ...env },
+    });
+    const connection = createMessageConnection(
+      new StreamMessageReader(child.stdout!),
+      new StreamMessageWriter(child.stdin!),
+    );
     const client = new HostClient(child, connection);
     child.stderr!.on('data', (d) => {
       client.stderr += d;
@@ -33,9 +49,15 @@ export class HostClient {
     return client;
   }
 
-  request<M extends RequestMethod>(method: M, params: ParamsOf<M>, token?: CancellationTokenSource): Promise<ResultOf<M>> {
+  request<M extends RequestMethod>(
+    method: M,
+    params: ParamsOf<M>,
+    token?: CancellationTokenSource,
+  ): Promise<ResultOf<M>> {
     // An undefined third argument would be sent as a second positional parameter, so pass the token only when given.
-    const sent = token ? this.connection.sendRequest(method, params, token.token) : this.connection.sendRequest(method, params);
+    const sent = token
+      ? this.connection.sendRequest(method, params, token.token)
+      : this.connection.sendRequest(method, params);
     return sent as Promise<ResultOf<M>>;
   }
 

@@ -22,8 +22,12 @@ export function runPillow(jobs: Job[], dir: string): void {
   fs.writeFileSync(jobsFile, JSON.stringify(jobs));
   const r = spawnSync(VENV, ['run', SCRIPT, jobsFile], { encoding: 'utf8', maxBuffer: 64 << 20 });
   if (r.status !== 0) throw new Error(`pillow_ref.py failed (${r.status}): ${r.stderr}`);
-  const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { ok?: boolean; error?: string });
-  if (lines.length !== jobs.length) throw new Error(`pillow_ref.py answered ${lines.length} of ${jobs.length} jobs: ${r.stderr}`);
+  const lines = r.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { ok?: boolean; error?: string });
+  if (lines.length !== jobs.length)
+    throw new Error(`pillow_ref.py answered ${lines.length} of ${jobs.length} jobs: ${r.stderr}`);
   lines.forEach((l, i) => {
     if (!l.ok) throw new Error(`pillow_ref.py job ${i} (${JSON.stringify(jobs[i])}): ${l.error}`);
   });

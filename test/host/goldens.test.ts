@@ -7,12 +7,12 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { rleIou } from '../../src/protocol/rle';
 import { decodeImage } from '../../src/host/image/decode';
 import { clipPixelValues, samPixelValues } from '../../src/host/image/preprocess';
 import { LisaPipeline } from '../../src/host/pipeline';
 import { buildPrompt } from '../../src/host/prompt';
 import type { SegmentResult } from '../../src/protocol/result';
+import { rleIou } from '../../src/protocol/rle';
 import { exportTiny, fixtureBundles, goldens, REPO, type TensorSummary } from '../helpers/bundles';
 
 function summarise(a: Float32Array): { sum: number; abs_sum: number; first: number[] } {
@@ -27,9 +27,17 @@ function summarise(a: Float32Array): { sum: number; abs_sum: number; first: numb
 
 function assertSummary(actual: Float32Array, golden: TensorSummary, what: string): void {
   const s = summarise(actual);
-  assert.equal(actual.length, golden.shape.reduce((x, y) => x * y, 1), `${what} size`);
-  for (const [i, v] of golden.first.entries()) assert.ok(Math.abs(s.first[i] - v) <= 1e-5, `${what}[${i}] ${s.first[i]} vs ${v}`);
-  assert.ok(Math.abs(s.abs_sum - golden.abs_sum) <= 1e-5 * golden.abs_sum, `${what} abs sum ${s.abs_sum} vs ${golden.abs_sum}`);
+  assert.equal(
+    actual.length,
+    golden.shape.reduce((x, y) => x * y, 1),
+    `${what} size`,
+  );
+  for (const [i, v] of golden.first.entries())
+    assert.ok(Math.abs(s.first[i] - v) <= 1e-5, `${what}[${i}] ${s.first[i]} vs ${v}`);
+  assert.ok(
+    Math.abs(s.abs_sum - golden.abs_sum) <= 1e-5 * golden.abs_sum,
+    `${what} abs sum ${s.abs_sum} vs ${golden.abs_sum}`,
+  );
 }
 
 function paritySuite(title: string, bundleDir: () => string): void {
@@ -46,19 +54,31 @@ function paritySuite(title: string, bundleDir: () => string): void {
       const m = pipeline.bundle.manifest;
       for (const c of cases) {
         const history = c.history.map(([user, assistant]) => ({ user, assistant }));
-        assert.equal(buildPrompt(m.prompt, history, c.prompt, c.assistant_prefix), c.prompt_text, `${c.name}: prompt text`);
+        assert.equal(
+          buildPrompt(m.prompt, history, c.prompt, c.assistant_prefix),
+          c.prompt_text,
+          `${c.name}: prompt text`,
+        );
         assert.deepEqual(pipeline.tokenizer.encodePrompt(c.prompt_text), c.input_ids, `${c.name}: input ids`);
 
         const image = path.join(bundleDir(), c.image);
         const decoded = await decodeImage(image, { maxPixels: 1e8 });
-        assertSummary(clipPixelValues(decoded, m.clip_preprocess).data, c.clip_pixel_values, `${c.name}: CLIP pixel values`);
+        assertSummary(
+          clipPixelValues(decoded, m.clip_preprocess).data,
+          c.clip_pixel_values,
+          `${c.name}: CLIP pixel values`,
+        );
         const sam = samPixelValues(decoded, m.sam_preprocess);
         assert.deepEqual(sam.resizeSize, c.resize_size, `${c.name}: SAM resize size`);
         assertSummary(sam.data, c.sam_pixel_values, `${c.name}: SAM pixel values`);
 
         const result = await pipeline.segment({
-          image: { path: image }, prompt: c.prompt, history, assistantPrefix: c.assistant_prefix,
-          maxNewTokens: c.max_new_tokens, includePng: false,
+          image: { path: image },
+          prompt: c.prompt,
+          history,
+          assistantPrefix: c.assistant_prefix,
+          maxNewTokens: c.max_new_tokens,
+          includePng: false,
         });
         assert.deepEqual(result.outputIds, c.output_ids, `${c.name}: output ids`);
         assert.equal(result.text, c.text, `${c.name}: text`);
@@ -77,20 +97,65 @@ function referenceCommandSuite(bundleDir: () => string, checkpointDir: () => str
     const image = path.join(bundleDir(), 'images', 'astronaut-portrait.jpg');
     const historyFile = path.join(tmp, 'history.json');
     writeFileSync(historyFile, JSON.stringify([{ user: 'What is this?', assistant: 'A photo of an astronaut.' }]));
-    const args = ['--image', image, '--prompt', 'Where is the face?', '--history', historyFile, '--assistant-prefix', 'Sure, [SEG].',
-      '--max-new-tokens', '6', '--json'];
-    const opts = { cwd: REPO, encoding: 'utf8' as const, maxBuffer: 64 << 20, stdio: ['ignore', 'pipe', 'pipe'] as ['ignore', 'pipe', 'pipe'] };
-    const ref = JSON.parse(execFileSync(path.join(REPO, 'models', 'export', 'venv'), ['run', '-m', 'lisa_export', 'reference',
-      '--checkpoint', path.join(checkpointDir(), 'lisa'), '--clip', path.join(checkpointDir(), 'clip'), ...args], opts)) as SegmentResult;
-    const cli = JSON.parse(execFileSync(process.execPath, [path.join(REPO, 'out', 'src', 'host', 'cli.js'), 'segment', '--model', bundleDir(), ...args],
-      opts)) as SegmentResult;
+    const args = [
+      '--image',
+      image,
+      '--prompt',
+      'Where is the face?',
+      '--history',
+      historyFile,
+      '--assistant-prefix',
+      'Sure, [SEG].',
+      '--max-new-tokens',
+      '6',
+      '--json',
+    ];
+    const opts = {
+      cwd: REPO,
+      encoding: 'utf8' as const,
+      maxBuffer: 64 << 20,
+      stdio: ['ignore', 'pipe', 'pipe'] as ['ignore', 'pipe', 'pipe'],
+    };
+    const ref = JSON.parse(
+      execFileSync(
+        path.join(REPO, 'models', 'export', 'venv'),
+        [
+          'run',
+          '-m',
+          'lisa_export',
+          'reference',
+          '--checkpoint',
+          path.join(checkpointDir(), 'lisa'),
+          '--clip',
+          path.join(checkpointDir(), 'clip'),
+          ...args,
+        ],
+        opts,
+      ),
+    ) as SegmentResult;
+    const cli = JSON.parse(
+      execFileSync(
+        process.execPath,
+        [path.join(REPO, 'out', 'src', 'host', 'cli.js'), 'segment', '--model', bundleDir(), ...args],
+        opts,
+      ),
+    ) as SegmentResult;
     assert.equal(ref.provider, 'pytorch-cpu');
     assert.ok(ref.masks.length >= 1, 'the forced [SEG] gives a mask');
     // the same document but for who ran it, how long each stage took, and the IoU prediction's float noise
-    const comparable = (r: SegmentResult) => ({ ...r, model: undefined, provider: undefined, timings: { newTokens: r.timings.newTokens, cacheHit: r.timings.cacheHit },
-      masks: r.masks.map((mk) => ({ ...mk, score: undefined })) });
+    const comparable = (r: SegmentResult) => ({
+      ...r,
+      model: undefined,
+      provider: undefined,
+      timings: { newTokens: r.timings.newTokens, cacheHit: r.timings.cacheHit },
+      masks: r.masks.map((mk) => ({ ...mk, score: undefined })),
+    });
     assert.deepEqual(comparable(cli), comparable(ref));
-    for (const [i, mk] of ref.masks.entries()) assert.ok(Math.abs(mk.score - cli.masks[i].score) <= 1e-4, `mask ${i} score ${cli.masks[i].score} vs ${mk.score}`);
+    for (const [i, mk] of ref.masks.entries())
+      assert.ok(
+        Math.abs(mk.score - cli.masks[i].score) <= 1e-4,
+        `mask ${i} score ${cli.masks[i].score} vs ${mk.score}`,
+      );
   });
 }
 
@@ -112,7 +177,12 @@ describe('pipeline parity with the PyTorch reference', function () {
           dir = exportTiny(layout, seed + (layout === '13b' ? 1 : 0), path.join(tmp, layout), ckpt);
         });
         paritySuite('exported now', () => dir);
-        if (layout === '7b') referenceCommandSuite(() => dir, () => ckpt, tmp);
+        if (layout === '7b')
+          referenceCommandSuite(
+            () => dir,
+            () => ckpt,
+            tmp,
+          );
       });
     }
   });

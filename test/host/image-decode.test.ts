@@ -5,9 +5,9 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
-import { decodeImage, DecodedImage, ImageError, ImageErrorCode } from '../../src/host/image/decode';
 import sharp from 'sharp';
-import { diffStats, IMAGES, Job, readU8, runPillow, tempDir } from '../helpers/pillow_ref';
+import { type DecodedImage, decodeImage, ImageError, type ImageErrorCode } from '../../src/host/image/decode';
+import { diffStats, IMAGES, type Job, readU8, runPillow, tempDir } from '../helpers/pillow_ref';
 
 const LIMIT = { maxPixels: 50e6 };
 const img = (f: string) => path.join(IMAGES, f);
@@ -27,12 +27,22 @@ function png16Gray(w: number, h: number, value: (i: number) => number): Buffer {
   ihdr.writeUInt32BE(h, 4);
   ihdr.set([16, 0, 0, 0, 0], 8);
   const rows = Buffer.alloc(h * (1 + 2 * w));
-  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) rows.writeUInt16BE(value(y * w + x), y * (1 + 2 * w) + 1 + 2 * x);
-  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr),
-    chunk('IDAT', zlib.deflateSync(rows)), chunk('IEND', Buffer.alloc(0))]);
+  for (let y = 0; y < h; y++)
+    for (let x = 0; x < w; x++) rows.writeUInt16BE(value(y * w + x), y * (1 + 2 * w) + 1 + 2 * x);
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk('IHDR', ihdr),
+    chunk('IDAT', zlib.deflateSync(rows)),
+    chunk('IEND', Buffer.alloc(0)),
+  ]);
 }
 
-async function expectError(input: string | Buffer, code: ImageErrorCode, opts = LIMIT, re?: RegExp): Promise<ImageError> {
+async function expectError(
+  input: string | Buffer,
+  code: ImageErrorCode,
+  opts = LIMIT,
+  re?: RegExp,
+): Promise<ImageError> {
   try {
     await decodeImage(input, opts);
   } catch (e) {
@@ -52,11 +62,31 @@ describe('image decode against cv2.imread (OpenCV 4.8 and Pillow 9.4.0, the vers
   const PROFILES = ['coffee-adobergb.jpg', 'rocket-p3.jpg', 'chelsea-p3.png', 'astronaut-adobergb.png'];
   const SAME_AS_CV2 = [
     ...PROFILES,
-    'astronaut.png', 'coffee-wide.png', 'camera-gray.png', 'chelsea-rgba.png', 'camera-gray-alpha.png', 'chelsea-palette.png',
-    'chelsea-palette-trns.png', 'chelsea-16bit.png', 'camera-16bit-gray.png', 'chelsea.tif', 'chelsea-16bit.tif',
-    'camera-16bit-gray.tif', 'chelsea-cmyk.jpg', 'chelsea-cmyk-noadobe.jpg', 'chelsea.bmp', 'coffee.jpg', 'chelsea.jpg',
-    'rocket.jpg', 'rocket-portrait.jpg', 'camera-gray.jpg', 'coffee-exif6.jpg', 'coffee-exif3.jpg', 'coffee-exif8.jpg',
-    'coffee-exif6.png', 'coffee-exif6.webp',
+    'astronaut.png',
+    'coffee-wide.png',
+    'camera-gray.png',
+    'chelsea-rgba.png',
+    'camera-gray-alpha.png',
+    'chelsea-palette.png',
+    'chelsea-palette-trns.png',
+    'chelsea-16bit.png',
+    'camera-16bit-gray.png',
+    'chelsea.tif',
+    'chelsea-16bit.tif',
+    'camera-16bit-gray.tif',
+    'chelsea-cmyk.jpg',
+    'chelsea-cmyk-noadobe.jpg',
+    'chelsea.bmp',
+    'coffee.jpg',
+    'chelsea.jpg',
+    'rocket.jpg',
+    'rocket-portrait.jpg',
+    'camera-gray.jpg',
+    'coffee-exif6.jpg',
+    'coffee-exif3.jpg',
+    'coffee-exif8.jpg',
+    'coffee-exif6.png',
+    'coffee-exif6.webp',
   ];
   const ours = new Map<string, DecodedImage>();
   const lines: string[] = [];
@@ -68,7 +98,12 @@ describe('image decode against cv2.imread (OpenCV 4.8 and Pillow 9.4.0, the vers
       ours.set(f, await decodeImage(img(f), LIMIT));
       jobs.push({ op: 'cv2', file: img(f), out: path.join(dir, `${f}.rgb`), meta: path.join(dir, `${f}.json`) });
     }
-    jobs.push({ op: 'decode', file: img('camera-16bit-gray.png'), out: path.join(dir, 'pil.rgb'), meta: path.join(dir, 'pil.json') });
+    jobs.push({
+      op: 'decode',
+      file: img('camera-16bit-gray.png'),
+      out: path.join(dir, 'pil.rgb'),
+      meta: path.join(dir, 'pil.json'),
+    });
     runPillow(jobs, dir);
   });
   after(() => {
@@ -77,7 +112,11 @@ describe('image decode against cv2.imread (OpenCV 4.8 and Pillow 9.4.0, the vers
   });
 
   function cv2(f: string): { data: Uint8Array; w: number; h: number } {
-    const meta = JSON.parse(fs.readFileSync(path.join(dir, `${f}.json`), 'utf8')) as { w: number; h: number; versions: string };
+    const meta = JSON.parse(fs.readFileSync(path.join(dir, `${f}.json`), 'utf8')) as {
+      w: number;
+      h: number;
+      versions: string;
+    };
     versions = meta.versions;
     return { data: readU8(path.join(dir, `${f}.rgb`)), ...meta };
   }
@@ -88,13 +127,15 @@ describe('image decode against cv2.imread (OpenCV 4.8 and Pillow 9.4.0, the vers
       const a = ours.get(f) as DecodedImage;
       const c = cv2(f);
       const d = a.width === c.w && a.height === c.h ? diffStats(a.data, c.data) : { max: NaN, count: NaN };
-      lines.push(`${f} (${a.format}) ${a.width}x${a.height} vs cv2 ${c.w}x${c.h}: max ${d.max}, ${d.count} values differ`);
+      lines.push(
+        `${f} (${a.format}) ${a.width}x${a.height} vs cv2 ${c.w}x${c.h}: max ${d.max}, ${d.count} values differ`,
+      );
       if (!(d.max === 0)) failures.push(lines[lines.length - 1]);
     }
     assert.deepEqual(failures, []);
   });
 
-  it('the ICC profiles are real: colour-managing them (sharp\'s default) moves values by tens of levels', async () => {
+  it("the ICC profiles are real: colour-managing them (sharp's default) moves values by tens of levels", async () => {
     for (const f of PROFILES) {
       const managed = await sharp(img(f)).removeAlpha().raw().toBuffer();
       const d = diffStats(managed, cv2(f).data);
@@ -107,9 +148,17 @@ describe('image decode against cv2.imread (OpenCV 4.8 and Pillow 9.4.0, the vers
     // the high byte is the rule (camera-16bit-gray.* above); the fixture's low byte is a pattern that any other rule
     // would show, and Pillow's convert('RGB') of the same file differs by up to 254 levels
     const pil = readU8(path.join(dir, 'pil.rgb'));
-    lines.push(`camera-16bit-gray.png: Pillow's I;16 -> RGB clipping would differ by up to ${diffStats((ours.get('camera-16bit-gray.png') as DecodedImage).data, pil).max}`);
-    const a = await decodeImage(png16Gray(8, 4, (i) => i * 7), LIMIT);
-    assert.ok(a.data.every((v) => v === 0), 'values under 256 are black');
+    lines.push(
+      `camera-16bit-gray.png: Pillow's I;16 -> RGB clipping would differ by up to ${diffStats((ours.get('camera-16bit-gray.png') as DecodedImage).data, pil).max}`,
+    );
+    const a = await decodeImage(
+      png16Gray(8, 4, (i) => i * 7),
+      LIMIT,
+    );
+    assert.ok(
+      a.data.every((v) => v === 0),
+      'values under 256 are black',
+    );
   });
 
   it('the RGBA fixture keeps the stored colour of fully transparent pixels (no flatten on white or black)', () => {
@@ -119,7 +168,8 @@ describe('image decode against cv2.imread (OpenCV 4.8 and Pillow 9.4.0, the vers
     let far = 0;
     for (let y = 0; y < 40; y++) {
       for (let x = 0; x < 60; x++) {
-        for (let c = 0; c < 3; c++) far = Math.max(far, Math.abs(a.data[(y * a.width + x) * 3 + c] - solid.data[(y * a.width + x) * 3 + c]));
+        for (let c = 0; c < 3; c++)
+          far = Math.max(far, Math.abs(a.data[(y * a.width + x) * 3 + c] - solid.data[(y * a.width + x) * 3 + c]));
       }
     }
     assert.ok(far < 40, `transparent pixels lost their colour (max diff ${far} from the JPEG of the same photo)`);
@@ -142,7 +192,15 @@ describe('image decode: formats LISA cannot read', function () {
     const dir = tempDir('decode-gif');
     try {
       const files = ['animated.gif', 'animated.webp'];
-      runPillow(files.map((f) => ({ op: 'decode', file: img(f), out: path.join(dir, `${f}.rgb`), meta: path.join(dir, `${f}.json`) })), dir);
+      runPillow(
+        files.map((f) => ({
+          op: 'decode',
+          file: img(f),
+          out: path.join(dir, `${f}.rgb`),
+          meta: path.join(dir, `${f}.json`),
+        })),
+        dir,
+      );
       for (const f of files) {
         const a = await decodeImage(img(f), LIMIT);
         assert.equal(diffStats(a.data, readU8(path.join(dir, `${f}.rgb`))).max, 0, f);
@@ -162,7 +220,12 @@ describe('image decode: hostile and edge inputs', function () {
   });
 
   it('text file named .png -> not_an_image, naming the formats', async () => {
-    await expectError(img('not-an-image.png'), 'not_an_image', LIMIT, /not an image sharp can read \(PNG, JPEG, WebP, GIF, TIFF/);
+    await expectError(
+      img('not-an-image.png'),
+      'not_an_image',
+      LIMIT,
+      /not an image sharp can read \(PNG, JPEG, WebP, GIF, TIFF/,
+    );
   });
 
   it('truncated PNG and truncated JPEG -> truncated', async () => {
@@ -192,7 +255,7 @@ describe('image decode: hostile and edge inputs', function () {
     await expectError(IMAGES, 'not_found', LIMIT, /is a folder/);
   });
 
-  it('keeps working after each refusal; buffer input equals path input; sha256 is the file\'s', async () => {
+  it("keeps working after each refusal; buffer input equals path input; sha256 is the file's", async () => {
     for (const f of ['empty.png', 'not-an-image.png', 'truncated.png', 'truncated.jpg', 'bomb.png']) {
       await decodeImage(img(f), LIMIT).catch(() => undefined);
       const good = await decodeImage(img('chelsea.jpg'), LIMIT);
@@ -204,7 +267,12 @@ describe('image decode: hostile and edge inputs', function () {
     assert.match(a.sha256, /^[0-9a-f]{64}$/);
     assert.deepEqual(a.data, b.data);
     // the file's sha256, as sha256sum prints it
-    assert.equal(a.sha256, createHash('sha256').update(fs.readFileSync(img('coffee.jpg'))).digest('hex'));
+    assert.equal(
+      a.sha256,
+      createHash('sha256')
+        .update(fs.readFileSync(img('coffee.jpg')))
+        .digest('hex'),
+    );
     const c = await decodeImage(img('coffee-exif6.jpg'), LIMIT);
     assert.notEqual(a.sha256, c.sha256);
     assert.equal(a.format, 'jpeg');

@@ -1,14 +1,22 @@
-import * as assert from 'assert';
-import * as fs from 'fs';
-import * as path from 'path';
+import * as assert from 'node:assert';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { buildPrompt, cleanAnswer, DEFAULT_PROMPT_SPEC } from '../../src/host/prompt';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 
-interface PromptCase { system: string | null; history: [string, string][]; prompt: string; assistant_prefix: string; text: string }
+interface PromptCase {
+  system: string | null;
+  history: [string, string][];
+  prompt: string;
+  assistant_prefix: string;
+  text: string;
+}
 
 describe('llava_v1 prompt (same as Python build_prompt)', () => {
-  const cases: PromptCase[] = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'fixtures', 'tokenizer', 'prompts.json'), 'utf8'));
+  const cases: PromptCase[] = JSON.parse(
+    fs.readFileSync(path.join(ROOT, 'test', 'fixtures', 'tokenizer', 'prompts.json'), 'utf8'),
+  );
 
   it('matches every Python build_prompt output', () => {
     assert.ok(cases.length >= 10);
@@ -19,10 +27,14 @@ describe('llava_v1 prompt (same as Python build_prompt)', () => {
   });
 
   it('gives the documented single-turn string', () => {
-    assert.strictEqual(buildPrompt(undefined, [], 'What is this?'),
-      `${DEFAULT_PROMPT_SPEC.system} USER: <im_start><image><im_end>\nWhat is this? ASSISTANT:`);
-    assert.strictEqual(buildPrompt(undefined, [{ user: 'a', assistant: 'b' }], 'c', 'Sure, [SEG].'),
-      `${DEFAULT_PROMPT_SPEC.system} USER: <im_start><image><im_end>\na ASSISTANT: b</s>USER: c ASSISTANT: Sure, [SEG].`);
+    assert.strictEqual(
+      buildPrompt(undefined, [], 'What is this?'),
+      `${DEFAULT_PROMPT_SPEC.system} USER: <im_start><image><im_end>\nWhat is this? ASSISTANT:`,
+    );
+    assert.strictEqual(
+      buildPrompt(undefined, [{ user: 'a', assistant: 'b' }], 'c', 'Sure, [SEG].'),
+      `${DEFAULT_PROMPT_SPEC.system} USER: <im_start><image><im_end>\na ASSISTANT: b</s>USER: c ASSISTANT: Sure, [SEG].`,
+    );
   });
 
   it('refuses an unknown template', () => {
@@ -32,7 +44,10 @@ describe('llava_v1 prompt (same as Python build_prompt)', () => {
 
 describe('cleanAnswer (LISA app.py)', () => {
   it('drops newlines, collapses double spaces once, keeps the text after the last "ASSISTANT: "', () => {
-    assert.strictEqual(cleanAnswer('<s>A chat. USER: <im_start> <im_end> \nWhat? ASSISTANT: Sure, [SEG]  .</s>'), 'Sure, [SEG] .</s>');
+    assert.strictEqual(
+      cleanAnswer('<s>A chat. USER: <im_start> <im_end> \nWhat? ASSISTANT: Sure, [SEG]  .</s>'),
+      'Sure, [SEG] .</s>',
+    );
     assert.strictEqual(cleanAnswer('x ASSISTANT: a</s>USER: y ASSISTANT: b\nc'), 'bc');
     assert.strictEqual(cleanAnswer('no marker   here'), 'no marker  here');
   });

@@ -12,7 +12,17 @@ import * as path from 'node:path';
 
 export interface Kernels {
   /** Pillow's resampling coefficients; see resample.as. */
-  coeffs(inSize: number, outSize: number, cubic: number, from: number, count: number, ksize: number, bounds: number, kk: number, w: number): void;
+  coeffs(
+    inSize: number,
+    outSize: number,
+    cubic: number,
+    from: number,
+    count: number,
+    ksize: number,
+    bounds: number,
+    kk: number,
+    w: number,
+  ): void;
   /** hrow's table; see resample.as. */
   htable(bounds: number, kk: number, ksize: number, count: number, x0: number, pb: number, cp: number): number;
   /** Horizontal pass of one RGB row; see resample.as. */
@@ -40,7 +50,9 @@ function kernelModule(): WebAssembly.Module {
   try {
     bytes = fs.readFileSync(file);
   } catch (e) {
-    throw new Error(`the resampler's kernels ${file} cannot be read (${(e as NodeJS.ErrnoException).code ?? e}); run \`npm run build\``);
+    throw new Error(
+      `the resampler's kernels ${file} cannot be read (${(e as NodeJS.ErrnoException).code ?? e}); run \`npm run build\``,
+    );
   }
   compiled = new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>);
   return compiled;
@@ -53,10 +65,18 @@ export class Arena {
 
   /** A fresh memory of at least `bytes`, or the kernels over a memory another thread shared with this one. */
   constructor(memory: WebAssembly.Memory | number) {
-    this.memory = typeof memory === 'number'
-      ? new WebAssembly.Memory({ initial: Math.max(1, Math.ceil(memory / PAGE)), maximum: MAX_PAGES, shared: true })
-      : memory;
-    const inst = new WebAssembly.Instance(kernelModule(), { env: { memory: this.memory, abort: () => { throw new Error('resample.wasm aborted'); } } });
+    this.memory =
+      typeof memory === 'number'
+        ? new WebAssembly.Memory({ initial: Math.max(1, Math.ceil(memory / PAGE)), maximum: MAX_PAGES, shared: true })
+        : memory;
+    const inst = new WebAssembly.Instance(kernelModule(), {
+      env: {
+        memory: this.memory,
+        abort: () => {
+          throw new Error('resample.wasm aborted');
+        },
+      },
+    });
     this.k = inst.exports as unknown as Kernels;
     this.view = new Uint8Array(this.memory.buffer);
   }
@@ -80,7 +100,9 @@ export class Arena {
     if (bytes <= have) return;
     const pages = Math.ceil((bytes - have) / PAGE);
     if (have / PAGE + pages > MAX_PAGES) {
-      throw new RangeError(`the resampler needs ${(bytes / 2 ** 30).toFixed(2)} GiB of working memory, over the 4 GiB a WebAssembly memory can hold`);
+      throw new RangeError(
+        `the resampler needs ${(bytes / 2 ** 30).toFixed(2)} GiB of working memory, over the 4 GiB a WebAssembly memory can hold`,
+      );
     }
     this.memory.grow(pages);
   }
@@ -92,7 +114,10 @@ export class Arena {
 
 /** Allocates 16-byte aligned regions upwards from `start`, growing the memory as needed. */
 export class Bump {
-  constructor(readonly arena: Arena, public next: number) {}
+  constructor(
+    readonly arena: Arena,
+    public next: number,
+  ) {}
 
   alloc(bytes: number): number {
     const p = (this.next + 15) & ~15;

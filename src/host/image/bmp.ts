@@ -15,13 +15,17 @@ export interface BmpHeader {
 }
 
 function fail(label: string, code: 'truncated' | 'unsupported', why: string): never {
-  const what = code === 'truncated'
-    ? `${label} is a damaged or truncated BMP (${why}); re-export it, or convert it to PNG or JPEG`
-    : `${label} is a BMP variant the host cannot read (${why}); convert it to PNG or JPEG`;
+  const what =
+    code === 'truncated'
+      ? `${label} is a damaged or truncated BMP (${why}); re-export it, or convert it to PNG or JPEG`
+      : `${label} is a BMP variant the host cannot read (${why}); convert it to PNG or JPEG`;
   throw new ImageError(code, what);
 }
 
-export function readBmpHeader(buf: Buffer, label: string): BmpHeader & { dib: number; bpp: number; compression: number; topDown: boolean; dataOffset: number } {
+export function readBmpHeader(
+  buf: Buffer,
+  label: string,
+): BmpHeader & { dib: number; bpp: number; compression: number; topDown: boolean; dataOffset: number } {
   if (buf.length < 26) fail(label, 'truncated', 'file shorter than its header');
   const dataOffset = buf.readUInt32LE(10);
   const dib = buf.readUInt32LE(14);

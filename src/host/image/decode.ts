@@ -26,12 +26,12 @@
 
 import { createHash } from 'node:crypto';
 import sharp from 'sharp';
-import { decodeBmp, isBmp, readBmpHeader } from './bmp';
 import { FileReadError, readRegularFile } from '../read-file';
+import { decodeBmp, isBmp, readBmpHeader } from './bmp';
 import { ImageError } from './errors';
 
-export { ImageError } from './errors';
 export type { ImageErrorCode } from './errors';
+export { ImageError } from './errors';
 
 export interface DecodedImage {
   width: number;
@@ -98,7 +98,7 @@ function checkPixels(label: string, width: number, height: number, maxPixels: nu
   if (width * height > maxPixels) {
     throw new ImageError(
       'too_large',
-      `${label} is ${width}x${height} (${(width * height / 1e6).toFixed(1)} MP), over the ${(maxPixels / 1e6).toFixed(1)} MP ` +
+      `${label} is ${width}x${height} (${((width * height) / 1e6).toFixed(1)} MP), over the ${(maxPixels / 1e6).toFixed(1)} MP ` +
         'pixel limit; downscale it before segmenting, or raise the image pixel limit setting if the file is genuine',
     );
   }
@@ -167,8 +167,12 @@ export async function decodeImage(input: string | Buffer, opts: DecodeOptions): 
   let buf: Buffer;
   if (typeof input === 'string') {
     try {
-      buf = await readRegularFile(input, maxFileBytes(maxPixels), label,
-        `${BYTES_PER_PIXEL} bytes per pixel of the ${(maxPixels / 1e6).toFixed(1)} MP pixel limit`);
+      buf = await readRegularFile(
+        input,
+        maxFileBytes(maxPixels),
+        label,
+        `${BYTES_PER_PIXEL} bytes per pixel of the ${(maxPixels / 1e6).toFixed(1)} MP pixel limit`,
+      );
     } catch (e) {
       if (!(e instanceof FileReadError)) throw e;
       throw new ImageError(e.reason === 'too_big' ? 'too_large' : 'not_found', e.message);
@@ -181,10 +185,16 @@ export async function decodeImage(input: string | Buffer, opts: DecodeOptions): 
   }
   const container = sniffContainer(buf);
   if (container === 'svg') {
-    throw new ImageError('unsupported', `${label} is an SVG drawing; LISA reads raster images only (cv2.imread cannot read SVG), so export it as PNG first`);
+    throw new ImageError(
+      'unsupported',
+      `${label} is an SVG drawing; LISA reads raster images only (cv2.imread cannot read SVG), so export it as PNG first`,
+    );
   }
   if (!container) {
-    throw new ImageError('not_an_image', `${label} is not an image sharp can read (${READABLE}); check that the file is a picture`);
+    throw new ImageError(
+      'not_an_image',
+      `${label} is not an image sharp can read (${READABLE}); check that the file is a picture`,
+    );
   }
 
   if (isBmp(buf)) {
@@ -218,7 +228,10 @@ export async function decodeImage(input: string | Buffer, opts: DecodeOptions): 
   const w0 = meta.width ?? 0;
   const h0 = meta.pageHeight ?? meta.height ?? 0;
   if (!(w0 > 0 && h0 > 0)) {
-    throw new ImageError('unsupported', `${label} (${meta.format}) has no pixel size in its header; convert it to PNG or JPEG`);
+    throw new ImageError(
+      'unsupported',
+      `${label} (${meta.format}) has no pixel size in its header; convert it to PNG or JPEG`,
+    );
   }
   checkPixels(label, w0, h0, maxPixels);
 
@@ -226,22 +239,36 @@ export async function decodeImage(input: string | Buffer, opts: DecodeOptions): 
   const isTiff16 = meta.format === 'tiff' && meta.depth === 'ushort' && (meta.channels ?? 0) >= 3;
   try {
     const { data: raw, info } = isCmyk
-      ? await start().pipelineColourspace('cmyk').toColourspace('cmyk').raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true })
+      ? await start()
+          .pipelineColourspace('cmyk')
+          .toColourspace('cmyk')
+          .raw({ depth: 'uchar' })
+          .toBuffer({ resolveWithObject: true })
       : isTiff16
         ? await start().toColourspace('rgb16').raw({ depth: 'ushort' }).toBuffer({ resolveWithObject: true })
         : await decoding;
     const pixels = info.width * info.height;
-    const rgb = isCmyk && info.channels === 4 ? cmykToRgb(raw, pixels)
-      : isTiff16 ? tiff16ToRgb(raw, pixels, info.channels) : toRgb(raw, pixels, info.channels);
+    const rgb =
+      isCmyk && info.channels === 4
+        ? cmykToRgb(raw, pixels)
+        : isTiff16
+          ? tiff16ToRgb(raw, pixels, info.channels)
+          : toRgb(raw, pixels, info.channels);
     return { width: info.width, height: info.height, data: rgb, sha256, format: meta.format ?? 'unknown' };
   } catch (e) {
     if (e instanceof ImageError) throw e;
     const msg = (e as Error).message;
     if (/timeout/i.test(msg)) {
-      throw new ImageError('too_large', `${label} took over ${DECODE_TIMEOUT_S} s to decode (${msg.trim()}); re-save it as an ordinary PNG or JPEG`);
+      throw new ImageError(
+        'too_large',
+        `${label} took over ${DECODE_TIMEOUT_S} s to decode (${msg.trim()}); re-save it as an ordinary PNG or JPEG`,
+      );
     }
     if (/pixel limit/i.test(msg)) {
-      throw new ImageError('too_large', `${label} is over the ${(maxPixels / 1e6).toFixed(1)} MP pixel limit; downscale it`);
+      throw new ImageError(
+        'too_large',
+        `${label} is over the ${(maxPixels / 1e6).toFixed(1)} MP pixel limit; downscale it`,
+      );
     }
     throw new ImageError(
       'truncated',

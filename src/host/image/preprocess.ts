@@ -12,11 +12,21 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { acquireArena, Arena, Bump, releaseArena, SLACK, STAGE_MAX_BYTES } from './arena';
+import { Arena, acquireArena, type Bump, releaseArena, SLACK, STAGE_MAX_BYTES } from './arena';
 import type { DecodedImage } from './decode';
 import {
-  checkResize, OutputWindow, PlanRunner, planResize, ResampleFilter, ResizePlan, resizeRgb, RgbImage, RowSource, runPlan,
-  runPlanBytes, stagedRows,
+  checkResize,
+  type OutputWindow,
+  PlanRunner,
+  planResize,
+  type ResampleFilter,
+  type ResizePlan,
+  type RgbImage,
+  type RowSource,
+  resizeRgb,
+  runPlan,
+  runPlanBytes,
+  stagedRows,
 } from './resample';
 
 export interface ClipPreprocessSpec {
@@ -50,7 +60,8 @@ export interface SamPixelValues {
 }
 
 function checkFilter(r: string, where: string): ResampleFilter {
-  if (r !== 'bicubic' && r !== 'bilinear') throw new Error(`${where}.resample "${r}" is not supported (bicubic, bilinear)`);
+  if (r !== 'bicubic' && r !== 'bilinear')
+    throw new Error(`${where}.resample "${r}" is not supported (bicubic, bilinear)`);
   return r;
 }
 
@@ -73,7 +84,11 @@ export function samResizeSize(h: number, w: number, longSide: number): [number, 
   return [Math.trunc(h * scale + 0.5), Math.trunc(w * scale + 0.5)];
 }
 
-function clipGeometry(h: number, w: number, spec: ClipPreprocessSpec): { size: [number, number]; win: OutputWindow; filter: ResampleFilter } {
+function clipGeometry(
+  h: number,
+  w: number,
+  spec: ClipPreprocessSpec,
+): { size: [number, number]; win: OutputWindow; filter: ResampleFilter } {
   const filter = checkFilter(spec.resample, 'clip_preprocess');
   const [ch, cw] = spec.crop;
   const [rh, rw] = clipResizeSize(h, w, spec.shortest_edge);
@@ -121,13 +136,20 @@ export function clipPixelValues(img: RgbImage, spec: ClipPreprocessSpec): ClipPi
   return clipTensor(crop.data, crop.width, crop.height, spec);
 }
 
-function samGeometry(h: number, w: number, spec: SamPreprocessSpec): { size: [number, number]; filter: ResampleFilter } {
+function samGeometry(
+  h: number,
+  w: number,
+  spec: SamPreprocessSpec,
+): { size: [number, number]; filter: ResampleFilter } {
   return { size: samResizeSize(h, w, spec.long_side), filter: checkFilter(spec.resample, 'sam_preprocess') };
 }
 
 /** The resized uint8 image that the SAM tensor is made from, and its size. */
 export function samResized(img: RgbImage, spec: SamPreprocessSpec): RgbImage {
-  const { size: [nh, nw], filter } = samGeometry(img.height, img.width, spec);
+  const {
+    size: [nh, nw],
+    filter,
+  } = samGeometry(img.height, img.width, spec);
   return resizeRgb(img, nw, nh, filter);
 }
 
@@ -141,7 +163,14 @@ function checkSam(spec: SamPreprocessSpec): void {
  * Rows [a, b) of the SAM tensor `out` ([3, L, L], zeros beyond the image) from the uint8 resize (`rw` wide, row y at
  * src[y * rw * 3]).
  */
-function samTensorRows(src: Uint8Array, rw: number, a: number, b: number, out: Float32Array, spec: SamPreprocessSpec): void {
+function samTensorRows(
+  src: Uint8Array,
+  rw: number,
+  a: number,
+  b: number,
+  out: Float32Array,
+  spec: SamPreprocessSpec,
+): void {
   const L = spec.long_side;
   const f = Math.fround;
   for (let c = 0; c < 3; c++) {
@@ -177,7 +206,11 @@ export interface PreprocessedImage {
 }
 
 /** Both tensors from one decoded image, on this thread. */
-export function preprocessImage(img: DecodedImage, clip: ClipPreprocessSpec, sam: SamPreprocessSpec): PreprocessedImage {
+export function preprocessImage(
+  img: DecodedImage,
+  clip: ClipPreprocessSpec,
+  sam: SamPreprocessSpec,
+): PreprocessedImage {
   return {
     clip: clipPixelValues(img, clip),
     sam: samPixelValues(img, sam),
@@ -244,7 +277,8 @@ function waitFor(flags: Int32Array, i: number, end: number): number {
     const v = Atomics.load(flags, i);
     if (v === ABORT) throw new Error('cancelled');
     if (v >= end) return v;
-    if (Atomics.wait(flags, i, v, WAIT_MS) === 'timed-out') throw new Error(`timed out waiting for the main thread (flag ${i})`);
+    if (Atomics.wait(flags, i, v, WAIT_MS) === 'timed-out')
+      throw new Error(`timed out waiting for the main thread (flag ${i})`);
   }
 }
 
@@ -286,7 +320,9 @@ export function runWorkerJob(job: WorkerJob): { clip: Float32Array; sam: Float32
   // both resizes advance together as the main thread copies the image's rows in, and the SAM rows are normalised as
   // they are done
   const bump = arena.bump(job.scratch);
-  const [clipRun, samRun] = job.tasks.map((t) => new PlanRunner(arena, bump, t.plan, arrivingRows(job, flags, t.plan), t.a, t.b, t.dst));
+  const [clipRun, samRun] = job.tasks.map(
+    (t) => new PlanRunner(arena, bump, t.plan, arrivingRows(job, flags, t.plan), t.a, t.b, t.dst),
+  );
   let normalised = 0;
   for (;;) {
     const ready = Atomics.load(flags, FLAG_STAGED);
@@ -310,7 +346,7 @@ export function runWorkerJob(job: WorkerJob): { clip: Float32Array; sam: Float32
   const c = job.clip;
   waitFor(flags, FLAG_CLIP, c.height);
   const clip = clipTensor(u8().subarray(c.src, c.src + c.width * c.height * 3), c.width, c.height, c.spec).data;
-  for (let y = job.sam.workerRows; y < job.sam.height;) {
+  for (let y = job.sam.workerRows; y < job.sam.height; ) {
     const end = waitFor(flags, FLAG_SAM, y + 1);
     samTensorRows(samSrc(), job.sam.width, y, end, sam, job.sam.spec);
     y = end;
@@ -373,7 +409,13 @@ interface Job {
 
 /** Plans a job in `arena` (the image's rows to be copied to `base`), posts it to `w`, and returns it. */
 function startJob(
-  w: Worker, arena: Arena, bump: Bump, img: RgbImage, base: number, clip: ClipPreprocessSpec, sam: SamPreprocessSpec,
+  w: Worker,
+  arena: Arena,
+  bump: Bump,
+  img: RgbImage,
+  base: number,
+  clip: ClipPreprocessSpec,
+  sam: SamPreprocessSpec,
 ): Job {
   checkClip(clip);
   checkSam(sam);
@@ -387,7 +429,12 @@ function startJob(
   w.postMessage({ prepare: true, long_side: sam.long_side } satisfies WorkerPrepare);
   const flagsPtr = bump.alloc(FLAGS * 4);
   const clipPlan = planResize(arena, bump, W, H, cg.size[1], cg.size[0], cg.filter, cg.win);
-  const samPlan = planResize(arena, bump, W, H, nw, nh, samGeometry(H, W, sam).filter, { x: 0, y: 0, width: nw, height: nh });
+  const samPlan = planResize(arena, bump, W, H, nw, nh, samGeometry(H, W, sam).filter, {
+    x: 0,
+    y: 0,
+    width: nw,
+    height: nh,
+  });
   const ch = cg.win.height;
   const clipDst = bump.alloc(cg.win.width * ch * 3);
   const samDst = bump.alloc(nw * nh * 3);
@@ -400,8 +447,15 @@ function startJob(
   flags[FLAG_CLIP] = cSplit;
   flags[FLAG_SAM] = sSplit;
   const job: WorkerJob = {
-    id, memory: arena.memory, flags: flagsPtr, staged: { base, width: W }, scratch: workerScratch,
-    tasks: [{ plan: clipPlan, a: 0, b: cSplit, dst: clipDst }, { plan: samPlan, a: 0, b: sSplit, dst: samDst }],
+    id,
+    memory: arena.memory,
+    flags: flagsPtr,
+    staged: { base, width: W },
+    scratch: workerScratch,
+    tasks: [
+      { plan: clipPlan, a: 0, b: cSplit, dst: clipDst },
+      { plan: samPlan, a: 0, b: sSplit, dst: samDst },
+    ],
     clip: { spec: clip, src: clipDst, width: cg.win.width, height: ch },
     sam: { spec: sam, src: samDst, width: nw, height: nh, workerRows: sSplit },
   };
@@ -461,7 +515,9 @@ function tensorsOf(job: Job, r: WorkerReply): Tensors {
  * run (one CPU, no worker file). A call made while another one is out works in a temporary arena.
  */
 export async function preprocessImageParallel(
-  img: DecodedImage, clip: ClipPreprocessSpec, sam: SamPreprocessSpec,
+  img: DecodedImage,
+  clip: ClipPreprocessSpec,
+  sam: SamPreprocessSpec,
 ): Promise<PreprocessedImage> {
   checkClip(clip);
   checkSam(sam);

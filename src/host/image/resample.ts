@@ -24,7 +24,7 @@
 // Source rows reach the kernels either copied one by one into a small ring in the arena (a RowSource that streams from
 // any Uint8Array) or from the image already copied into the (shared) arena by a parallel job.
 
-import { Arena, Bump, SLACK, withArena } from './arena';
+import { type Arena, type Bump, SLACK, withArena } from './arena';
 
 export type ResampleFilter = 'bilinear' | 'bicubic';
 
@@ -45,10 +45,16 @@ export interface OutputWindow {
 
 /** Pillow's precompute_coeffs for output indices [from, from + count), computed by the kernel into the arena. */
 function coeffs(
-  arena: Arena, bump: Bump, inSize: number, outSize: number, filter: ResampleFilter, from: number, count: number,
+  arena: Arena,
+  bump: Bump,
+  inSize: number,
+  outSize: number,
+  filter: ResampleFilter,
+  from: number,
+  count: number,
 ): { bounds: number; kk: number; ksize: number } {
   const scale = inSize / outSize;
-  const support = (filter === 'bicubic' ? 2.0 : 1.0) * (scale < 1.0 ? 1.0 : scale);
+  const support = (filter === 'bicubic' ? 2.0 : 1.0) * Math.max(scale, 1.0);
   const ksize = Math.ceil(support) * 2 + 1;
   const bounds = bump.alloc(count * 8);
   const kk = bump.alloc(count * ksize * 4);
@@ -82,12 +88,29 @@ export interface ResizePlan {
  * Pillow 9.4.0's pass order (see the top of this file).
  */
 export function planResize(
-  arena: Arena, bump: Bump, inW: number, inH: number, outW: number, outH: number, filter: ResampleFilter, win: OutputWindow,
+  arena: Arena,
+  bump: Bump,
+  inW: number,
+  inH: number,
+  outW: number,
+  outH: number,
+  filter: ResampleFilter,
+  win: OutputWindow,
 ): ResizePlan {
   const needH = outW !== inW;
   const needV = outH !== inH;
   const plan: ResizePlan = {
-    inW, inH, win, order: 'copy', x0: win.x, x1: win.x + win.width, pb: 0, vBounds: new Int32Array(0), vk: 0, vKsize: 0, vMaxTaps: 0,
+    inW,
+    inH,
+    win,
+    order: 'copy',
+    x0: win.x,
+    x1: win.x + win.width,
+    pb: 0,
+    vBounds: new Int32Array(0),
+    vk: 0,
+    vKsize: 0,
+    vMaxTaps: 0,
   };
   if (!needH && !needV) return plan;
   if (needV) {
@@ -167,8 +190,14 @@ export class PlanRunner {
   private next: number;
 
   constructor(
-    private readonly arena: Arena, bump: Bump, private readonly plan: ResizePlan, private readonly src: RowSource,
-    a: number, readonly end: number, private readonly dst: number, private readonly done?: (end: number) => void,
+    private readonly arena: Arena,
+    bump: Bump,
+    private readonly plan: ResizePlan,
+    private readonly src: RowSource,
+    a: number,
+    readonly end: number,
+    private readonly dst: number,
+    private readonly done?: (end: number) => void,
   ) {
     this.pos = a;
     this.rowBytes = plan.win.width * 3;
@@ -201,7 +230,14 @@ export class PlanRunner {
       }
     } else if (order === 'h') {
       for (; y + 1 < b; y += 2) {
-        k.hrow2(src.row(win.y + y), src.row(win.y + y + 1), plan.pb, win.width, dst + y * rowBytes, dst + (y + 1) * rowBytes);
+        k.hrow2(
+          src.row(win.y + y),
+          src.row(win.y + y + 1),
+          plan.pb,
+          win.width,
+          dst + y * rowBytes,
+          dst + (y + 1) * rowBytes,
+        );
         done?.(y + 2);
       }
       if (y < b) {
@@ -227,7 +263,14 @@ export class PlanRunner {
         const n = vb[y * 2 + 1];
         if (next < ymin) next = ymin;
         for (; next + 1 < ymin + n; next += 2) {
-          k.hrow2(src.row(next), src.row(next + 1), plan.pb, win.width, tmp + (next % slots) * rowBytes, tmp + ((next + 1) % slots) * rowBytes);
+          k.hrow2(
+            src.row(next),
+            src.row(next + 1),
+            plan.pb,
+            win.width,
+            tmp + (next % slots) * rowBytes,
+            tmp + ((next + 1) % slots) * rowBytes,
+          );
         }
         if (next < ymin + n) k.hrow(src.row(next), plan.pb, win.width, tmp + (next++ % slots) * rowBytes);
         for (let t = 0; t < n; t++) ptrs[t] = tmp + ((ymin + t) % slots) * rowBytes;
@@ -242,7 +285,14 @@ export class PlanRunner {
 
 /** PlanRunner in one step. */
 export function runPlan(
-  arena: Arena, bump: Bump, plan: ResizePlan, src: RowSource, a: number, b: number, dst: number, done?: (end: number) => void,
+  arena: Arena,
+  bump: Bump,
+  plan: ResizePlan,
+  src: RowSource,
+  a: number,
+  b: number,
+  dst: number,
+  done?: (end: number) => void,
 ): void {
   new PlanRunner(arena, bump, plan, src, a, b, dst, done).advance(b);
 }
@@ -257,7 +307,15 @@ export function runPlanBytes(plan: ResizePlan, streamed: boolean): number {
 }
 
 /** Window rows [a, b) of `plan`, source rows streamed from `img`. */
-export function runPlanStreamed(arena: Arena, bump: Bump, plan: ResizePlan, img: RgbImage, a: number, b: number, dst: number): void {
+export function runPlanStreamed(
+  arena: Arena,
+  bump: Bump,
+  plan: ResizePlan,
+  img: RgbImage,
+  a: number,
+  b: number,
+  dst: number,
+): void {
   if (a >= b) return;
   const src = streamedRows(arena, bump, img, plan, sourceSlots(plan));
   runPlan(arena, bump, plan, src, a, b, dst);
@@ -283,7 +341,11 @@ export function checkResize(img: RgbImage, outW: number, outH: number, win?: Out
  * output window `win` (default: the whole image). Runs on the calling thread.
  */
 export function resizeRgb(
-  img: RgbImage, outW: number, outH: number, filter: ResampleFilter, win?: OutputWindow,
+  img: RgbImage,
+  outW: number,
+  outH: number,
+  filter: ResampleFilter,
+  win?: OutputWindow,
 ): RgbImage {
   const w = checkResize(img, outW, outH, win);
   return withArena((arena) => {

@@ -352,7 +352,10 @@ class InferenceServer {
    * them as a broken pipe instead of its status (a 401 for a wrong token, say). A body over the limit is not read.
    */
   private afterBody(req: http.IncomingMessage, e: unknown, answer: () => void): void {
-    if (req.complete || req.destroyed || (e instanceof HttpError && e.status === 413)) return answer();
+    if (req.complete || req.destroyed || (e instanceof HttpError && e.status === 413)) {
+      answer();
+      return;
+    }
     let size = 0;
     let answered = false;
     const once = () => {

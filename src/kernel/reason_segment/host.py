@@ -76,8 +76,13 @@ def _stderr_tail(lines: Deque[str], n: int = 3) -> str:
 class Host:
     """One host child process and its JSON-RPC connection. Thread-safe for one request at a time per caller."""
 
-    def __init__(self, server_js: str, node: Optional[str] = None, cwd: Optional[str] = None,
-                 env: Optional[Dict[str, str]] = None):
+    def __init__(
+        self,
+        server_js: str,
+        node: Optional[str] = None,
+        cwd: Optional[str] = None,
+        env: Optional[Dict[str, str]] = None,
+    ):
         self.server_js = server_js
         self.node = node or os.environ.get("REASON_SEGMENT_NODE") or "node"
         self.cwd = cwd
@@ -89,8 +94,8 @@ class Host:
         self.loaded: Optional[tuple] = None  # (bundle, device) loaded in this process
         self._ids = itertools.count(1)
         self._write_lock = threading.Lock()
-        self._pending: Dict[int, "queue.Queue"] = {}
-        self._by_request_id: Dict[str, "queue.Queue"] = {}
+        self._pending: Dict[int, queue.Queue] = {}
+        self._by_request_id: Dict[str, queue.Queue] = {}
         self._pending_lock = threading.Lock()
         self._closed = threading.Event()
 
@@ -103,16 +108,18 @@ class Host:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None and not self._closed.is_set()
 
-    def start(self, timeout: float = 60.0) -> "Host":
+    def start(self, timeout: float = 60.0) -> Host:
         if not os.path.isfile(self.server_js):
             raise HostNotFound(
                 f"The Reason Segment host was not found at {self.server_js}: build it (npx tsc -p .) or point "
-                "REASON_SEGMENT_HOST or %segment_config --host at out/src/host/server.js.")
+                "REASON_SEGMENT_HOST or %segment_config --host at out/src/host/server.js."
+            )
         node = shutil.which(self.node) or (self.node if os.path.isfile(self.node) else None)
         if not node:
             raise HostNotFound(
                 f"Node.js was not found ({self.node!r}): install Node.js 20 or set REASON_SEGMENT_NODE (or "
-                "%segment_config --node) to the node binary.")
+                "%segment_config --node) to the node binary."
+            )
         env = dict(os.environ)
         # KEY=VALUE pairs the VS Code extension asks for, e.g. ELECTRON_RUN_AS_NODE=1 when the "node" it points at is
         # VS Code's own Electron binary.
@@ -125,18 +132,25 @@ class Host:
         try:
             # Own session: a kernel interrupt (SIGINT to the kernel's process group) must not kill the host; the
             # magic turns it into $/cancelRequest instead.
-            self.proc = subprocess.Popen([node, self.server_js], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, cwd=self.cwd, env=env, start_new_session=True,
-                                         close_fds=True)
+            self.proc = subprocess.Popen(
+                [node, self.server_js],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=self.cwd,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+            )
         except OSError as e:
-            raise HostNotFound(f"The Reason Segment host could not be started ({node} {self.server_js}): {e}.")
+            raise HostNotFound(f"The Reason Segment host could not be started ({node} {self.server_js}): {e}.") from e
         threading.Thread(target=self._read_stdout, name="reason-segment-host-reader", daemon=True).start()
         threading.Thread(target=self._read_stderr, name="reason-segment-host-stderr", daemon=True).start()
-        result = self.request("initialize", {"processId": os.getpid(), "rootUri": None, "capabilities": {}},
-                              timeout=timeout)
+        result = self.request(
+            "initialize", {"processId": os.getpid(), "rootUri": None, "capabilities": {}}, timeout=timeout
+        )
         self.server_info = result.get("serverInfo", {}) if isinstance(result, dict) else {}
-        self.capabilities = ((result or {}).get("capabilities", {}).get("experimental", {})
-                             .get("reasonSegment", {}))
+        self.capabilities = (result or {}).get("capabilities", {}).get("experimental", {}).get("reasonSegment", {})
         self.notify("initialized", {})
         return self
 
@@ -181,7 +195,7 @@ class Host:
                 self.proc.stdin.write(frame)
                 self.proc.stdin.flush()
             except (BrokenPipeError, OSError, ValueError):
-                raise HostCrashed(self._crash_message())
+                raise HostCrashed(self._crash_message()) from None
 
     def _read_stdout(self) -> None:
         out = self.proc.stdout
@@ -247,18 +261,30 @@ class Host:
 
     def _crash_message(self) -> str:
         code = self.proc.poll() if self.proc else None
-        how = f"exit code {code}" if code is not None and code >= 0 else (
-            f"signal {-code}" if code is not None else "its output closed")
+        how = (
+            f"exit code {code}"
+            if code is not None and code >= 0
+            else (f"signal {-code}" if code is not None else "its output closed")
+        )
         tail = _stderr_tail(self.stderr_lines)
-        return (f"The Reason Segment host stopped ({how})" + (f": {tail}" if tail else "") +
-                ". It will be started again by the next cell.")
+        return (
+            f"The Reason Segment host stopped ({how})"
+            + (f": {tail}" if tail else "")
+            + ". It will be started again by the next cell."
+        )
 
     def notify(self, method: str, params: Any) -> None:
         self._send({"jsonrpc": "2.0", "method": method, "params": params})
 
-    def request(self, method: str, params: Any, *, timeout: Optional[float] = None,
-                request_id: Optional[str] = None,
-                on_notification: Optional[Callable[[str, Dict[str, Any]], None]] = None) -> Any:
+    def request(
+        self,
+        method: str,
+        params: Any,
+        *,
+        timeout: Optional[float] = None,
+        request_id: Optional[str] = None,
+        on_notification: Optional[Callable[[str, Dict[str, Any]], None]] = None,
+    ) -> Any:
         """Send a request and wait for its answer in the calling thread, handing notifications that carry
         ``request_id`` to ``on_notification`` (in this thread, so printing lands in the running cell). A
         KeyboardInterrupt while waiting sends ``$/cancelRequest`` and keeps waiting for the host's answer; a second
@@ -266,7 +292,7 @@ class Host:
         if self._closed.is_set() or not self.proc or self.proc.poll() is not None:
             raise HostCrashed(self._crash_message())
         mid = next(self._ids)
-        q: "queue.Queue" = queue.Queue()
+        q: queue.Queue = queue.Queue()
         with self._pending_lock:
             self._pending[mid] = q
             if request_id:
@@ -284,9 +310,11 @@ class Host:
                         kind, item = q.get(timeout=0.1)
                     except queue.Empty:
                         if deadline is not None and time.monotonic() > deadline:
-                            raise HostError(f"The Reason Segment host did not answer {method} within {timeout:.0f} s.")
+                            raise HostError(
+                                f"The Reason Segment host did not answer {method} within {timeout:.0f} s."
+                            ) from None
                         if self.proc.poll() is not None and self._closed.is_set():
-                            raise HostCrashed(self._crash_message())
+                            raise HostCrashed(self._crash_message()) from None
                         continue
                     if kind == "notification":
                         if on_notification is not None:
@@ -311,9 +339,11 @@ class Host:
                     raise HostCrashed(self._crash_message())
                 if "error" in item and item["error"] is not None:
                     err = item["error"]
-                    raise RpcError(int(err.get("code", ErrorCode.Internal)),
-                                   " ".join(str(err.get("message", "")).split()) or "The host reported an error.",
-                                   err.get("data"))
+                    raise RpcError(
+                        int(err.get("code", ErrorCode.Internal)),
+                        " ".join(str(err.get("message", "")).split()) or "The host reported an error.",
+                        err.get("data"),
+                    )
                 return item.get("result")
         finally:
             with self._pending_lock:

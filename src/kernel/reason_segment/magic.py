@@ -50,8 +50,9 @@ def parse_argstring(magic_func, line: str):
     paths with spaces and texts work as in a shell."""
     try:
         if os.name == "nt":  # keep backslashes of Windows paths
-            argv = [a[1:-1] if len(a) > 1 and a[0] == a[-1] and a[0] in "'\"" else a
-                    for a in shlex.split(line, posix=False)]
+            argv = [
+                a[1:-1] if len(a) > 1 and a[0] == a[-1] and a[0] in "'\"" else a for a in shlex.split(line, posix=False)
+            ]
         else:
             argv = shlex.split(line, posix=True)
     except ValueError as e:
@@ -63,8 +64,15 @@ class _Session:
     """State shared by the magics of one kernel: settings, the host process, the last conversation."""
 
     def __init__(self) -> None:
-        self.config: Dict[str, Any] = {"host": None, "node": None, "model": None, "device": None,
-                                       "max_new_tokens": None, "server": None, "token_file": None}
+        self.config: Dict[str, Any] = {
+            "host": None,
+            "node": None,
+            "model": None,
+            "device": None,
+            "max_new_tokens": None,
+            "server": None,
+            "token_file": None,
+        }
         self.host: Optional[Host] = None
         self.remote: Optional[RemoteServer] = None
         self.lock = threading.Lock()
@@ -74,12 +82,15 @@ class _Session:
     def model(self, override: Optional[str]) -> str:
         m = override or self.config["model"] or os.environ.get("REASON_SEGMENT_MODEL")
         if not m:
-            raise SegmentError("No model is configured: pass --model BUNDLE_FOLDER, run %segment_config --model "
-                               "BUNDLE_FOLDER, or set REASON_SEGMENT_MODEL (the extension sets it from its settings).")
+            raise SegmentError(
+                "No model is configured: pass --model BUNDLE_FOLDER, run %segment_config --model "
+                "BUNDLE_FOLDER, or set REASON_SEGMENT_MODEL (the extension sets it from its settings)."
+            )
         path = os.path.abspath(os.path.expanduser(m))
         if not os.path.isdir(path):
-            raise SegmentError(f"The model bundle folder {m} does not exist: pass the folder that holds "
-                               "lisa.manifest.json.")
+            raise SegmentError(
+                f"The model bundle folder {m} does not exist: pass the folder that holds lisa.manifest.json."
+            )
         return path
 
     def device(self, override: Optional[str]) -> str:
@@ -92,8 +103,10 @@ class _Session:
     def ensure_host(self, explicit_host: Optional[str] = None, say=None) -> Host:
         server_js = find_server_js(explicit_host or self.config["host"])
         if server_js is None:
-            raise SegmentError("The Reason Segment host was not found: set REASON_SEGMENT_HOST to the host's "
-                               "server.js (out/src/host/server.js), or run %segment_config --host PATH.")
+            raise SegmentError(
+                "The Reason Segment host was not found: set REASON_SEGMENT_HOST to the host's "
+                "server.js (out/src/host/server.js), or run %segment_config --host PATH."
+            )
         node = self.config["node"] or os.environ.get("REASON_SEGMENT_NODE") or "node"
         h = self.host
         if h is not None and h.alive and h.server_js == server_js and h.node == node:
@@ -136,8 +149,16 @@ class _Session:
             r = self.remote = RemoteServer(url, token)
         return r
 
-    def run_remote(self, r: RemoteServer, path: str, prompt: str, history: List[Dict[str, str]],
-                   max_new_tokens: Optional[int], assistant_prefix: Optional[str], stream: bool) -> SegmentResult:
+    def run_remote(
+        self,
+        r: RemoteServer,
+        path: str,
+        prompt: str,
+        history: List[Dict[str, str]],
+        max_new_tokens: Optional[int],
+        assistant_prefix: Optional[str],
+        stream: bool,
+    ) -> SegmentResult:
         from IPython.display import clear_output
 
         printed = [False]
@@ -150,8 +171,14 @@ class _Session:
 
         with self.lock:
             try:
-                payload = r.segment(path, prompt, history, assistant_prefix=assistant_prefix, on_text=on_text,
-                                    max_new_tokens=max_new_tokens or self.config["max_new_tokens"])
+                payload = r.segment(
+                    path,
+                    prompt,
+                    history,
+                    assistant_prefix=assistant_prefix,
+                    on_text=on_text,
+                    max_new_tokens=max_new_tokens or self.config["max_new_tokens"],
+                )
             except RemoteError as e:
                 if printed[0]:
                     print(flush=True)
@@ -160,8 +187,13 @@ class _Session:
             clear_output(wait=True)
         result = SegmentResult(payload, image_path=path)
         said = f"{assistant_prefix} {result.answer}".strip() if assistant_prefix else result.answer
-        self.last = {"image": path, "history": list(history) + [{"user": prompt, "assistant": said}],
-                     "model": None, "device": None, "result": result}
+        self.last = {
+            "image": path,
+            "history": list(history) + [{"user": prompt, "assistant": said}],
+            "model": None,
+            "device": None,
+            "result": result,
+        }
         return result
 
     def stop(self) -> None:
@@ -170,17 +202,34 @@ class _Session:
             h.close(timeout=5)
 
     # ---- one turn ------------------------------------------------------------------------------------------------
-    def run(self, image: str, prompt: str, history: List[Dict[str, str]], *, model: Optional[str],
-            device: Optional[str], max_new_tokens: Optional[int], host_path: Optional[str],
-            assistant_prefix: Optional[str], stream: bool) -> SegmentResult:
+    def run(
+        self,
+        image: str,
+        prompt: str,
+        history: List[Dict[str, str]],
+        *,
+        model: Optional[str],
+        device: Optional[str],
+        max_new_tokens: Optional[int],
+        host_path: Optional[str],
+        assistant_prefix: Optional[str],
+        stream: bool,
+    ) -> SegmentResult:
         from IPython.display import clear_output
 
         if not prompt.strip():
             raise SegmentError("The instruction is empty: write it in the cell body, below the %%segment line.")
         remote = self.server()
         if remote is not None:
-            return self.run_remote(remote, os.path.abspath(os.path.expanduser(image)), prompt, history,
-                                   max_new_tokens, assistant_prefix, stream)
+            return self.run_remote(
+                remote,
+                os.path.abspath(os.path.expanduser(image)),
+                prompt,
+                history,
+                max_new_tokens,
+                assistant_prefix,
+                stream,
+            )
         bundle = self.model(model)
         dev = self.device(device)
         path = os.path.abspath(os.path.expanduser(image))
@@ -212,8 +261,12 @@ class _Session:
                     last_flush[0] = now
 
             params: Dict[str, Any] = {
-                "requestId": request_id, "image": {"path": path}, "prompt": prompt, "history": history,
-                "includeOverlay": True, "includeImage": True,
+                "requestId": request_id,
+                "image": {"path": path},
+                "prompt": prompt,
+                "history": history,
+                "includeOverlay": True,
+                "includeImage": True,
             }
             mnt = max_new_tokens or self.config["max_new_tokens"]
             if mnt:
@@ -228,7 +281,9 @@ class _Session:
                 if printed[0]:
                     print(flush=True)
                 if e.cancelled:
-                    raise SegmentError("Cancelled: the model stopped answering; run the cell again for a result.") from None
+                    raise SegmentError(
+                        "Cancelled: the model stopped answering; run the cell again for a result."
+                    ) from None
                 raise SegmentError(str(e)) from None
             except HostCrashed as e:
                 sys.stdout.flush()
@@ -244,8 +299,13 @@ class _Session:
             clear_output(wait=True)
         result = SegmentResult(payload, image_path=path)
         said = f"{assistant_prefix} {result.answer}".strip() if assistant_prefix else result.answer
-        self.last = {"image": path, "history": list(history) + [{"user": prompt, "assistant": said}],
-                     "model": bundle, "device": dev, "result": result}
+        self.last = {
+            "image": path,
+            "history": list(history) + [{"user": prompt, "assistant": said}],
+            "model": bundle,
+            "device": dev,
+            "result": result,
+        }
         return result
 
 
@@ -312,24 +372,41 @@ class SegmentMagics(Magics):
 
     @magic_arguments()
     @argument("image", help="image file (PNG, JPEG, WebP, GIF, TIFF, BMP) on the kernel's machine")
-    @argument("--model", "-m", default=None, help="model bundle folder (default: %%segment_config or "
-              "$REASON_SEGMENT_MODEL)")
-    @argument("--device", "-d", default=None, choices=DEVICES, help="cpu, cuda or webgpu (default: "
-              "$REASON_SEGMENT_DEVICE or cpu)")
+    @argument(
+        "--model", "-m", default=None, help="model bundle folder (default: %%segment_config or $REASON_SEGMENT_MODEL)"
+    )
+    @argument(
+        "--device",
+        "-d",
+        default=None,
+        choices=DEVICES,
+        help="cpu, cuda or webgpu (default: $REASON_SEGMENT_DEVICE or cpu)",
+    )
     @argument("--max-new-tokens", "-n", type=int, default=None, help="longest answer in tokens (host default 512)")
     @argument("--out", "-o", default=None, help="also store the result in this variable")
     @argument("--host", default=None, help="path of the host's server.js (default: $REASON_SEGMENT_HOST)")
     @argument("--quiet", "-q", action="store_true", help="do not stream the answer while it is generated")
-    @argument("--assistant-prefix", default=None, help="text the answer starts with, e.g. 'Sure, [SEG].' "
-              "(steers the model; [SEG]s in it yield masks)")
+    @argument(
+        "--assistant-prefix",
+        default=None,
+        help="text the answer starts with, e.g. 'Sure, [SEG].' (steers the model; [SEG]s in it yield masks)",
+    )
     @cell_magic
     def segment(self, line: str, cell: str):
         """Segment IMAGE following the instruction in the cell body; shows the answer and masks and returns a
         SegmentResult (also in `_`, `_segment` and --out NAME)."""
         args = parse_argstring(self.segment, line)
-        result = _SESSION.run(args.image, cell.strip(), [], model=args.model, device=args.device,
-                              max_new_tokens=args.max_new_tokens, host_path=args.host,
-                              assistant_prefix=args.assistant_prefix, stream=not args.quiet)
+        result = _SESSION.run(
+            args.image,
+            cell.strip(),
+            [],
+            model=args.model,
+            device=args.device,
+            max_new_tokens=args.max_new_tokens,
+            host_path=args.host,
+            assistant_prefix=args.assistant_prefix,
+            stream=not args.quiet,
+        )
         self._publish(result, args.out)
 
     @magic_arguments()
@@ -348,9 +425,17 @@ class SegmentMagics(Magics):
         last = _SESSION.last
         if last is None:
             raise SegmentError("There is no conversation to continue: run a %%segment cell first.")
-        result = _SESSION.run(last["image"], text.strip(), last["history"], model=last["model"],
-                              device=last["device"], max_new_tokens=opts.max_new_tokens, host_path=None,
-                              assistant_prefix=None, stream=not opts.quiet)
+        result = _SESSION.run(
+            last["image"],
+            text.strip(),
+            last["history"],
+            model=last["model"],
+            device=last["device"],
+            max_new_tokens=opts.max_new_tokens,
+            host_path=None,
+            assistant_prefix=None,
+            stream=not opts.quiet,
+        )
         self._publish(result, opts.out)
 
     @magic_arguments()
@@ -359,10 +444,18 @@ class SegmentMagics(Magics):
     @argument("--model", "-m", default=None, help="default model bundle folder")
     @argument("--device", "-d", default=None, choices=DEVICES, help="default device")
     @argument("--max-new-tokens", "-n", type=int, default=None, help="default longest answer in tokens")
-    @argument("--server", default=None, help="URL of a `reason-segment serve` to use instead of a host process "
-              "(default: $REASON_SEGMENT_SERVER); '' goes back to the local host")
-    @argument("--token-file", default=None, help="file whose first line is the server's bearer token (default: "
-              "$REASON_SEGMENT_TOKEN_FILE, or the token in $REASON_SEGMENT_TOKEN)")
+    @argument(
+        "--server",
+        default=None,
+        help="URL of a `reason-segment serve` to use instead of a host process "
+        "(default: $REASON_SEGMENT_SERVER); '' goes back to the local host",
+    )
+    @argument(
+        "--token-file",
+        default=None,
+        help="file whose first line is the server's bearer token (default: "
+        "$REASON_SEGMENT_TOKEN_FILE, or the token in $REASON_SEGMENT_TOKEN)",
+    )
     @argument("--reset", action="store_true", help="forget every setting made here (environment variables apply)")
     @line_magic
     def segment_config(self, line: str):

@@ -142,8 +142,10 @@ class SegmentResult:
         answer, masks = self._shown_answer(), self._masks_line()
         parts = [f'<p style="white-space:pre-wrap">{html.escape(answer)}</p>', f"<p><em>{html.escape(masks)}</em></p>"]
         if self.payload.get("overlayPng"):
-            parts.append(f'<img src="data:image/png;base64,{self.payload["overlayPng"]}" '
-                         f'alt="{html.escape(masks, quote=True)}" style="max-width:100%">')
+            parts.append(
+                f'<img src="data:image/png;base64,{self.payload["overlayPng"]}" '
+                f'alt="{html.escape(masks, quote=True)}" style="max-width:100%">'
+            )
         return "<div>" + "".join(parts) + "</div>"
 
     def _repr_mimebundle_(self, include=None, exclude=None):

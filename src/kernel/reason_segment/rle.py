@@ -73,7 +73,7 @@ def decode(rle: Mapping[str, Any]) -> bytearray:
     one = b"\x01"
     for r in runs:
         if value and r:
-            out[pos:pos + r] = one * r
+            out[pos : pos + r] = one * r
         pos += r
         value ^= 1
     return out

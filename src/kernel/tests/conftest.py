@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
@@ -100,8 +99,9 @@ class Kernel:
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=60)
 
-    def execute(self, code: str, timeout: float = 120, on_msg: Optional[Callable[[Dict[str, Any]], None]] = None
-                ) -> Execution:
+    def execute(
+        self, code: str, timeout: float = 120, on_msg: Optional[Callable[[Dict[str, Any]], None]] = None
+    ) -> Execution:
         msg_id = self.kc.execute(code, store_history=True)
         ex = Execution(status="?")
         deadline = time.monotonic() + timeout
@@ -138,8 +138,10 @@ class Kernel:
         return self.value("get_ipython().run_line_magic('segment_status', '')")
 
     def host_pid(self) -> Optional[int]:
-        return self.value("(lambda h: h.pid if h is not None and h.alive else None)"
-                          "(__import__('reason_segment.magic').magic.session().host)")
+        return self.value(
+            "(lambda h: h.pid if h is not None and h.alive else None)"
+            "(__import__('reason_segment.magic').magic.session().host)"
+        )
 
     def shutdown(self) -> None:
         try:

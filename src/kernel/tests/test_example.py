@@ -4,7 +4,6 @@ import json
 import os
 
 import nbformat
-
 from conftest import REPO, RESULT_MIME
 
 NOTEBOOK = os.path.join(REPO, "media", "example.ipynb")

@@ -16,16 +16,35 @@ from html.parser import HTMLParser
 from typing import Any, Dict, List, Tuple
 
 import nbformat
+from conftest import BUNDLE, REPO, RESULT_MIME, SERVER_JS, goldens
 from nbclient import NotebookClient
 
-from conftest import BUNDLE, REPO, RESULT_MIME, SERVER_JS, goldens
-
-JUPYTERLAB_RANKS = {"text/html": 50, "text/markdown": 60, "text/latex": 70, "image/svg+xml": 80, "image/bmp": 90,
-                    "image/png": 90, "image/jpeg": 90, "image/gif": 90, "image/webp": 90, "text/javascript": 110,
-                    "application/javascript": 110, "text/plain": 120}
-NBCONVERT_HTML_PRIORITY = ["application/vnd.jupyter.widget-state+json", "application/vnd.jupyter.widget-view+json",
-                           "application/javascript", "text/html", "text/markdown", "image/svg+xml", "text/latex",
-                           "image/png", "image/jpeg", "text/plain"]
+JUPYTERLAB_RANKS = {
+    "text/html": 50,
+    "text/markdown": 60,
+    "text/latex": 70,
+    "image/svg+xml": 80,
+    "image/bmp": 90,
+    "image/png": 90,
+    "image/jpeg": 90,
+    "image/gif": 90,
+    "image/webp": 90,
+    "text/javascript": 110,
+    "application/javascript": 110,
+    "text/plain": 120,
+}
+NBCONVERT_HTML_PRIORITY = [
+    "application/vnd.jupyter.widget-state+json",
+    "application/vnd.jupyter.widget-view+json",
+    "application/javascript",
+    "text/html",
+    "text/markdown",
+    "image/svg+xml",
+    "text/latex",
+    "image/png",
+    "image/jpeg",
+    "text/plain",
+]
 
 MASKED = next(c for c in goldens() if c["masks"] and c["assistant_prefix"])
 UNMASKED = next(c for c in goldens() if not c["masks"] and not c["assistant_prefix"])
@@ -68,7 +87,7 @@ def shown(data: Dict[str, Any], mime: str) -> Tuple[str, List[bytes]]:
     p = _Visible()
     p.feed(value)
     prefix = "data:image/png;base64,"
-    return "".join(p.text), [base64.b64decode(s[len(prefix):]) for s in p.images if s.startswith(prefix)]
+    return "".join(p.text), [base64.b64decode(s[len(prefix) :]) for s in p.images if s.startswith(prefix)]
 
 
 def segment_cell(case: Dict[str, Any], n: int) -> str:
@@ -78,11 +97,14 @@ def segment_cell(case: Dict[str, Any], n: int) -> str:
 
 def test_frontends_that_pick_one_mime_type_show_the_answer_and_the_overlay():
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(src) for src in (
-        f"%load_ext reason_segment\n%segment_config --host {SERVER_JS} --model {BUNDLE}",
-        segment_cell(MASKED, 2),
-        segment_cell(UNMASKED, 3),
-    )]
+    nb.cells = [
+        nbformat.v4.new_code_cell(src)
+        for src in (
+            f"%load_ext reason_segment\n%segment_config --host {SERVER_JS} --model {BUNDLE}",
+            segment_cell(MASKED, 2),
+            segment_cell(UNMASKED, 3),
+        )
+    ]
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": REPO}}).execute()
     results = [o for c in nb.cells for o in c.outputs if o.output_type == "display_data" and RESULT_MIME in o.data]
     assert len(results) == 2, [o.get("output_type") for c in nb.cells for o in c.outputs]
@@ -92,7 +114,10 @@ def test_frontends_that_pick_one_mime_type_show_the_answer_and_the_overlay():
         answer = payload["text"].strip()
         assert answer, "the model wrote something"
         overlay = base64.b64decode(data["image/png"])
-        for frontend, mime in (("JupyterLab", jupyterlab_choice(data)), ("nbconvert --to html", nbconvert_choice(data))):
+        for frontend, mime in (
+            ("JupyterLab", jupyterlab_choice(data)),
+            ("nbconvert --to html", nbconvert_choice(data)),
+        ):
             text, images = shown(data, mime)
             assert answer in text, f"{frontend} shows {mime} without the answer {answer!r}: {text!r}"
             assert images == [overlay], f"{frontend} shows {mime} without the overlay image"
@@ -106,8 +131,10 @@ def test_a_followup_ending_in_a_question_mark_is_a_followup_not_help(kernel):
     case = MASKED
     assert kernel.execute(f"%segment_config --model {BUNDLE}").status == "ok"
     assert kernel.execute(segment_cell(case, 2)).status == "ok"
-    for code, prompt in (("%segment_followup Which of the two is larger?", "Which of the two is larger?"),
-                         ("x = 1\n%segment_followup is it {x}??", "is it 1??")):
+    for code, prompt in (
+        ("%segment_followup Which of the two is larger?", "Which of the two is larger?"),
+        ("x = 1\n%segment_followup is it {x}??", "is it 1??"),
+    ):
         ex = kernel.execute(code)
         assert ex.status == "ok", ex.error_lines()
         payloads = [d["data"][RESULT_MIME] for d in ex.displays if RESULT_MIME in d["data"]]
@@ -133,8 +160,21 @@ def test_a_notebook_exported_from_the_chat_runs_as_is_in_a_fresh_kernel(tmp_path
         "process.stdout.write(JSON.stringify(buildNotebook({ image: process.argv[3], model: process.argv[4],"
         " notebookDir: process.argv[5] }, turns)));"
     )
-    out = subprocess.run(["node", "-e", script, os.path.join(REPO, "out", "src", "extension", "notebook.js"), payload,
-                          image, BUNDLE, str(tmp_path)], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [
+            "node",
+            "-e",
+            script,
+            os.path.join(REPO, "out", "src", "extension", "notebook.js"),
+            payload,
+            image,
+            BUNDLE,
+            str(tmp_path),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     nb = nbformat.reads(out, as_version=4)
     nbformat.validate(nb)
     sources = ["".join(c.source) for c in nb.cells if c.cell_type == "code"]

@@ -14,9 +14,25 @@ def test_pip_install_of_the_folder_gives_a_working_extension(tmp_path):
     src = tmp_path / "src"
     shutil.copytree(KERNEL_PKG, src, ignore=shutil.ignore_patterns("tests", "build", "*.egg-info", "__pycache__"))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
-                    "--no-build-isolation", "--target", str(target), str(src)],
-                   check=True, env=env, capture_output=True, cwd=tmp_path)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(src),
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+        cwd=tmp_path,
+    )
     code = (
         "import reason_segment, IPython\n"
         "from IPython.testing.globalipapp import start_ipython\n"
@@ -27,7 +43,12 @@ def test_pip_install_of_the_folder_gives_a_working_extension(tmp_path):
         "assert {'segment_followup', 'segment_config', 'segment_status', 'segment_stop'} <= set(m['line'])\n"
         "print(reason_segment.__file__)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], env=dict(env, PYTHONPATH=str(target)), capture_output=True,
-                         text=True, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=dict(env, PYTHONPATH=str(target)),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().startswith(str(target)), out.stdout

@@ -6,16 +6,13 @@ The tests of this module share one kernel and run in order (each leaves the magi
 from __future__ import annotations
 
 import base64
-import json
 import os
 import signal
 import threading
-import time
 
 import numpy as np
 import pycocotools.mask as cocomask
 import pytest
-
 from conftest import BUNDLE, HOSTILE, RESULT_MIME, Kernel, goldens, kernel_env, pid_alive, wait_gone
 
 GOLDEN = next(c for c in goldens() if c["masks"] and c["assistant_prefix"])
@@ -54,8 +51,10 @@ def test_no_model_configured(kernel):
 
 def test_segment_cell_displays_the_result_matching_the_goldens(kernel):
     assert kernel.execute(f"%segment_config --model {BUNDLE}").status == "ok"
-    code = (f"%%segment {GOLDEN_IMAGE} --assistant-prefix '{GOLDEN['assistant_prefix']}' "
-            f"--max-new-tokens {GOLDEN['max_new_tokens']} --out first\n{GOLDEN['prompt']}")
+    code = (
+        f"%%segment {GOLDEN_IMAGE} --assistant-prefix '{GOLDEN['assistant_prefix']}' "
+        f"--max-new-tokens {GOLDEN['max_new_tokens']} --out first\n{GOLDEN['prompt']}"
+    )
     ex = kernel.execute(code)
     assert ex.status == "ok", ex.error_lines()
     types = [m["msg_type"] for m in ex.messages]
@@ -81,8 +80,10 @@ def test_segment_cell_displays_the_result_matching_the_goldens(kernel):
         assert iou(a, b) >= 0.999
 
     # The next cell uses the masks as numpy arrays: `_`, `_segment` and --out all hold the result.
-    areas = kernel.value("[int(m.sum()) for m in _.masks] if (_ is first is _segment) and all(m.dtype == bool "
-                         "and m.shape == _.image_size for m in first.masks) else None")
+    areas = kernel.value(
+        "[int(m.sum()) for m in _.masks] if (_ is first is _segment) and all(m.dtype == bool "
+        "and m.shape == _.image_size for m in first.masks) else None"
+    )
     assert areas == [m["area"] for m in GOLDEN["masks"]]
 
 
@@ -98,8 +99,9 @@ def test_followup_runs_no_image_encoder(kernel):
     payload = next(d["data"][RESULT_MIME] for d in ex.displays if RESULT_MIME in d["data"])
     assert payload["timings"]["cacheHit"] is True
     first_answer = kernel.value("first.answer")
-    assert payload["history"] == [{"user": GOLDEN["prompt"],
-                                   "assistant": f"{GOLDEN['assistant_prefix']} {first_answer}".strip()}]
+    assert payload["history"] == [
+        {"user": GOLDEN["prompt"], "assistant": f"{GOLDEN['assistant_prefix']} {first_answer}".strip()}
+    ]
     # The cell form with options, continuing the same conversation (two turns re-fed now).
     ex = kernel.execute("%%segment_followup -n 3 --out third -q\nAnd the saucer?")
     assert ex.status == "ok", ex.error_lines()
@@ -110,9 +112,11 @@ def test_followup_runs_no_image_encoder(kernel):
 def test_another_model_per_cell_matches_its_goldens(kernel):
     bundle = os.path.join(os.path.dirname(BUNDLE), "tiny-13b")
     golden = next(c for c in goldens(bundle) if c["masks"])
-    ex = kernel.execute(f"%%segment {os.path.join(bundle, golden['image'])} --model {bundle} -q "
-                        f"--assistant-prefix '{golden['assistant_prefix']}' -n {golden['max_new_tokens']}\n"
-                        f"{golden['prompt']}")
+    ex = kernel.execute(
+        f"%%segment {os.path.join(bundle, golden['image'])} --model {bundle} -q "
+        f"--assistant-prefix '{golden['assistant_prefix']}' -n {golden['max_new_tokens']}\n"
+        f"{golden['prompt']}"
+    )
     assert ex.status == "ok", ex.error_lines()
     payload = next(d["data"][RESULT_MIME] for d in ex.displays if RESULT_MIME in d["data"])
     assert payload["model"]["variant"].startswith("tiny-13b")
@@ -124,11 +128,14 @@ def test_another_model_per_cell_matches_its_goldens(kernel):
     assert "stream" not in [m["msg_type"] for m in ex.messages], "--quiet streams nothing"
 
 
-@pytest.mark.parametrize("name,fragments", [
-    ("no-such-file.png", ["no-such-file.png", "does not exist"]),
-    ("truncated.png", ["truncated.png", "damaged or truncated"]),
-    ("not-an-image.png", ["not-an-image.png", "not an image"]),
-])
+@pytest.mark.parametrize(
+    "name,fragments",
+    [
+        ("no-such-file.png", ["no-such-file.png", "does not exist"]),
+        ("truncated.png", ["truncated.png", "damaged or truncated"]),
+        ("not-an-image.png", ["not-an-image.png", "not an image"]),
+    ],
+)
 def test_image_errors_are_one_line_and_the_next_cell_works(kernel, name, fragments):
     ex = kernel.execute(f"%%segment {os.path.join(HOSTILE, name)}\nSegment the cat.")
     one_line_error(ex, *fragments)
@@ -167,8 +174,12 @@ def _streaming_cell_then(kernel: Kernel, action) -> object:
     fired = threading.Event()
 
     def on_msg(msg):
-        if msg["msg_type"] == "stream" and not fired.is_set() and "Loading" not in msg["content"]["text"] \
-                and "Starting" not in msg["content"]["text"]:
+        if (
+            msg["msg_type"] == "stream"
+            and not fired.is_set()
+            and "Loading" not in msg["content"]["text"]
+            and "Starting" not in msg["content"]["text"]
+        ):
             fired.set()
             action()
 

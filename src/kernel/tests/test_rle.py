@@ -3,15 +3,14 @@ optional, never torch)."""
 
 import ast
 import os
-import random
 import subprocess
 import sys
 
 import numpy as np
 import pycocotools.mask as cocomask
 import pytest
-
 from conftest import BUNDLE, KERNEL_PKG, goldens
+
 from reason_segment import rle
 
 
@@ -67,8 +66,13 @@ def test_result_masks_without_numpy():
         "res = r.SegmentResult({'masks': [{'rle': m['rle']} for m in c['masks']]})\n"
         "print([sum(map(sum, m)) for m in res.masks] == [m['area'] for m in c['masks']])\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, os.path.join(BUNDLE, "goldens.json")], capture_output=True,
-                         text=True, env=dict(os.environ, PYTHONPATH=KERNEL_PKG), check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, os.path.join(BUNDLE, "goldens.json")],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=KERNEL_PKG),
+        check=True,
+    )
     assert out.stdout.strip() == "True", out.stderr
 
 
