@@ -144,26 +144,12 @@ def tiny_dims(layout: str, seed: int) -> dict:
     }
 
 
-def build_tiny_checkpoint(layout: str, seed: int, root: Path, llm_overrides: dict | None = None) -> tuple[Path, Path]:
-    """Write <root>/lisa (LISA checkpoint folder with tokenizer) and <root>/clip; return both.  ``llm_overrides``
-    replaces LLM dims (bench_memory.py builds a >1B-parameter model this way)."""
-    from .tokenizer import load_slow_tokenizer, train_tiny_tokenizer
-
-    dims = tiny_dims(layout, seed)
-    dims["llm"].update(llm_overrides or {})
-    ckpt, clip_dir = root / "lisa", root / "clip"
-    ckpt.mkdir(parents=True, exist_ok=True)
-    clip_dir.mkdir(parents=True, exist_ok=True)
-    tok_dir = Path(train_tiny_tokenizer(root / "tokenizer", layout, seed, dims["vocab_base"]))
-    for f in tok_dir.iterdir():
-        if f.is_file():
-            shutil.copyfile(f, ckpt / f.name)
-    vocab = len(load_slow_tokenizer(ckpt))
-    d = dims["llm"]
+def tiny_configs(dims: dict, vocab: int, initializer_range: float) -> tuple[LlamaConfig, CLIPVisionConfig]:
+    """The LLaMA and CLIP vision configs of a tiny LISA with these dims (tiny_dims' shape)."""
     llm_cfg = LlamaConfig(
         vocab_size=vocab,
-        **d,
-        initializer_range=0.05,
+        **dims["llm"],
+        initializer_range=initializer_range,
         pad_token_id=0,
         bos_token_id=1,
         eos_token_id=2,
@@ -179,6 +165,25 @@ def build_tiny_checkpoint(layout: str, seed: int, root: Path, llm_overrides: dic
         patch_size=14,
         projection_dim=c["hidden_size"],
     )
+    return llm_cfg, clip_cfg
+
+
+def build_tiny_checkpoint(layout: str, seed: int, root: Path, llm_overrides: dict | None = None) -> tuple[Path, Path]:
+    """Write <root>/lisa (LISA checkpoint folder with tokenizer) and <root>/clip; return both.  ``llm_overrides``
+    replaces LLM dims (bench_memory.py builds a >1B-parameter model this way)."""
+    from .tokenizer import load_slow_tokenizer, train_tiny_tokenizer
+
+    dims = tiny_dims(layout, seed)
+    dims["llm"].update(llm_overrides or {})
+    ckpt, clip_dir = root / "lisa", root / "clip"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    clip_dir.mkdir(parents=True, exist_ok=True)
+    tok_dir = Path(train_tiny_tokenizer(root / "tokenizer", layout, seed, dims["vocab_base"]))
+    for f in tok_dir.iterdir():
+        if f.is_file():
+            shutil.copyfile(f, ckpt / f.name)
+    vocab = len(load_slow_tokenizer(ckpt))
+    llm_cfg, clip_cfg = tiny_configs(dims, vocab, initializer_range=0.05)
     torch.manual_seed(seed)
     with torch.no_grad():
         lisa = Lisa(llm_cfg, clip_cfg, dims["sam"])
@@ -204,7 +209,7 @@ def build_tiny_checkpoint(layout: str, seed: int, root: Path, llm_overrides: dic
             "mm_vision_select_feature": "patch",
             "mm_use_im_start_end": True,
             "mm_use_im_patch_token": False,
-            "mm_hidden_size": c["hidden_size"],
+            "mm_hidden_size": clip_cfg.hidden_size,
             "out_dim": dims["sam"].out_chans,
             "train_mask_decoder": True,
             "tune_mm_mlp_adapter": False,

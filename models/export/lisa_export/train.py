@@ -44,6 +44,7 @@ from . import shapes
 from .export import SAM_MEAN, SAM_STD
 from .model import Lisa, SamDims
 from .reference import IMAGE_TOKEN_INDEX, NUM_IMAGE_TOKENS, build_prompt, clip_preprocess, sam_resize_size
+from .tiny import tiny_configs
 
 LAYOUT = "7b"
 VOCAB = 1024
@@ -178,25 +179,7 @@ def tokenize_examples(tokenizer, scenes: list[dict]) -> list[dict]:
 
 def build_model(seed: int, vocab: int) -> tuple[Lisa, LlamaConfig, CLIPVisionConfig]:
     d = dims()
-    llm_cfg = LlamaConfig(
-        vocab_size=vocab,
-        **d["llm"],
-        initializer_range=0.02,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-        tie_word_embeddings=False,
-    )
-    c = d["clip"]
-    clip_cfg = CLIPVisionConfig(
-        hidden_size=c["hidden_size"],
-        intermediate_size=4 * c["hidden_size"],
-        num_hidden_layers=c["num_hidden_layers"],
-        num_attention_heads=c["num_attention_heads"],
-        image_size=224,
-        patch_size=14,
-        projection_dim=c["hidden_size"],
-    )
+    llm_cfg, clip_cfg = tiny_configs(d, vocab, initializer_range=0.02)
     torch.manual_seed(seed)
     lisa = Lisa(llm_cfg, clip_cfg, d["sam"])
     with torch.no_grad():
