@@ -2,10 +2,10 @@
 // Boilerplate only: checks the payload, hands drawing to the shared overlay view (src/overlay), and routes "save"
 // to the extension through renderer messaging, or to a download link when messaging is not available.
 
+import { translator } from '../overlay/l10n';
 import { ensureStyles } from '../overlay/styles';
 import { checkResult } from '../overlay/validate';
 import { createSegmentView, errorBox, type SaveFile, type SegmentView } from '../overlay/view';
-import { translator } from '../webview/l10n';
 import type { ActivationFunction, OutputItem } from './api';
 import type { SaveMessage } from './messages';
 

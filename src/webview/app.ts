@@ -5,6 +5,7 @@
 // select or textarea with a label, so the panel works from the keyboard and with a screen reader.
 
 import { domHelpers } from '../overlay/dom';
+import { type Translate, translator } from '../overlay/l10n';
 import { createSegmentView, type SaveFile, type SegmentView } from '../overlay/view';
 import {
   type AskMessage,
@@ -15,7 +16,6 @@ import {
   type WebviewMessage,
 } from '../protocol/chat';
 import type { SegmentResult } from '../protocol/result';
-import { type Translate, translator } from './l10n';
 import {
   activeConversation,
   apply,

@@ -2,6 +2,7 @@
 // the webview's state reducer (pure code).
 
 import * as assert from 'node:assert/strict';
+import { translator } from '../../src/overlay/l10n';
 import {
   type Conversation,
   historyOf,
@@ -11,7 +12,6 @@ import {
   WEBVIEW_MESSAGE_TYPES,
 } from '../../src/protocol/chat';
 import type { SegmentResult } from '../../src/protocol/result';
-import { translator } from '../../src/webview/l10n';
 import { apply, emptyState, fromCached, isBusy, toCached } from '../../src/webview/state';
 
 const VALID = [

@@ -106,6 +106,7 @@ describe('host/masks', function () {
       prompt: 'p',
       history: [],
       text: 't [SEG]',
+      answer: ' t [SEG]',
       outputIds: [1, 2, 3, 4],
       image: { width: w, height: h, sha256: '0'.repeat(64) },
       masks,

@@ -1,5 +1,7 @@
-// UI text of the chat panel in English and Simplified Chinese. The extension writes the display language into
-// `<html lang>` (vscode.env.language); English strings are the keys, as with vscode-l10n, and {0}, {1} are arguments.
+// UI text of the browser surfaces (chat panel, overlay controls, notebook renderer) in English and Simplified
+// Chinese. The chat panel gets its language from the extension, which writes it into `<html lang>`
+// (vscode.env.language); the renderer from navigator.language. English strings are the keys, as with vscode-l10n, and
+// {0}, {1} are arguments.
 
 const ZH_CN: Readonly<Record<string, string>> = {
   'Host not started': '推理进程未启动',
@@ -80,9 +82,9 @@ const ZH_CN: Readonly<Record<string, string>> = {
   'This Reason Segment result cannot be shown': '无法显示此 Reason Segment 结果',
 };
 
-export type { Translate } from '../overlay/view';
+export type { Translate } from './view';
 
-import type { Translate } from '../overlay/view';
+import type { Translate } from './view';
 
 export function translator(lang: string | null | undefined): Translate {
   const table = /^zh(-cn|-hans|$)/i.test(lang ?? '') ? ZH_CN : undefined;
