@@ -270,10 +270,11 @@ export async function decodeImage(input: string | Buffer, opts: DecodeOptions): 
         `${label} is over the ${(maxPixels / 1e6).toFixed(1)} MP pixel limit; downscale it`,
       );
     }
+    // libvips's own words are left out: they come from a process-wide error buffer, so the same file can read
+    // "premature end of JPEG image" in one process and "Unknown error" in another, and results must not depend on that.
     throw new ImageError(
       'truncated',
-      `${label} is a damaged or truncated ${meta.format?.toUpperCase() ?? 'image'} (${msg.trim()}); ` +
-        're-download or re-export the file',
+      `${label} is a damaged or truncated ${meta.format?.toUpperCase() ?? 'image'}; re-download or re-export the file`,
     );
   }
 }
