@@ -159,7 +159,6 @@ class _Session:
         assistant_prefix: Optional[str],
         stream: bool,
     ) -> SegmentResult:
-        from IPython.display import clear_output
 
         printed = [False]
 
@@ -183,18 +182,7 @@ class _Session:
                 if printed[0]:
                     print(flush=True)
                 raise SegmentError(str(e)) from None
-        if printed[0]:
-            clear_output(wait=True)
-        result = SegmentResult(payload, image_path=path)
-        said = f"{assistant_prefix} {result.answer}".strip() if assistant_prefix else result.answer
-        self.last = {
-            "image": path,
-            "history": list(history) + [{"user": prompt, "assistant": said}],
-            "model": None,
-            "device": None,
-            "result": result,
-        }
-        return result
+        return self._finish(payload, path, prompt, history, assistant_prefix, printed[0], None, None)
 
     def stop(self) -> None:
         h, self.host = self.host, None
@@ -215,7 +203,6 @@ class _Session:
         assistant_prefix: Optional[str],
         stream: bool,
     ) -> SegmentResult:
-        from IPython.display import clear_output
 
         if not prompt.strip():
             raise SegmentError("The instruction is empty: write it in the cell body, below the %%segment line.")
@@ -295,15 +282,21 @@ class _Session:
                 raise SegmentError(str(e)) from None
             finally:
                 sys.stdout.flush()
-        if printed[0]:
+        return self._finish(payload, path, prompt, history, assistant_prefix, printed[0], bundle, dev)
+
+    def _finish(self, payload, path, prompt, history, assistant_prefix, printed, model, device) -> SegmentResult:
+        """The result of a turn, remembered as the conversation a follow-up continues."""
+        from IPython.display import clear_output
+
+        if printed:
             clear_output(wait=True)
         result = SegmentResult(payload, image_path=path)
         said = f"{assistant_prefix} {result.answer}".strip() if assistant_prefix else result.answer
         self.last = {
             "image": path,
             "history": list(history) + [{"user": prompt, "assistant": said}],
-            "model": bundle,
-            "device": dev,
+            "model": model,
+            "device": device,
             "result": result,
         }
         return result
