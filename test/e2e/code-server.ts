@@ -7,19 +7,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { type BrowserContext, chromium, type Frame, type Page } from 'playwright-core';
-
-export const ROOT = path.resolve(__dirname, '../../..');
-export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-export const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
+import { CHROMIUM, CHROMIUM_ARGS, ROOT } from '../browser/harness';
 
 /** Runs the install script (fast when cached); returns the launcher path, or throws with the script's output. */
 export function installCodeServer(): string {

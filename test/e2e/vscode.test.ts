@@ -10,6 +10,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs'
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Frame, Page } from 'playwright-core';
+import { ROOT } from '../browser/harness';
 import {
   type CodeServer,
   chatFrame,
@@ -18,7 +19,6 @@ import {
   lastStatus,
   launchBrowser,
   outputText,
-  ROOT,
   runCommand,
   startCodeServer,
 } from './code-server';
