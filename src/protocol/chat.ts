@@ -110,6 +110,7 @@ export type {
   ChatSaveMessage,
   ExportNotebookMessage,
   NewConversationMessage,
+  OpenResultMessage,
   PickImageMessage,
   ReadyMessage,
   SaveFile,
@@ -130,6 +131,7 @@ export const WEBVIEW_MESSAGE_TYPES: readonly WebviewMessageType[] = [
   'selectConversation',
   'exportNotebook',
   'save',
+  'openResult',
 ];
 
 // ---- extension -> webview --------------------------------------------------------------------------------------

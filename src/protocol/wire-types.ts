@@ -37,7 +37,8 @@ export type WebviewMessage =
   | NewConversationMessage
   | SelectConversationMessage
   | ExportNotebookMessage
-  | ChatSaveMessage;
+  | ChatSaveMessage
+  | OpenResultMessage;
 /**
  * A conversation or turn id chosen by the extension.
  */
@@ -291,4 +292,12 @@ export interface SelectConversationMessage {
 export interface ExportNotebookMessage {
   type: 'exportNotebook';
   conversationId: ChatId;
+}
+/**
+ * Open a turn's result in the editor area, beside the image (the results panel).
+ */
+export interface OpenResultMessage {
+  type: 'openResult';
+  conversationId: ChatId;
+  turnId: ChatId;
 }
