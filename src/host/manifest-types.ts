@@ -95,6 +95,7 @@ export interface Manifest {
     seg_projector: GraphSpec;
     sam_image_encoder: GraphSpec;
     sam_mask_decoder: GraphSpec;
+    sam_prompt_decoder?: GraphSpec;
   };
   files: {
     /**

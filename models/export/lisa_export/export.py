@@ -22,7 +22,15 @@ import onnx
 import torch
 
 from . import __version__
-from .graphs import Decoder, EmbedTokens, SamImageEncoder, SamMaskDecoder, SegProjector, VisionEncoder
+from .graphs import (
+    Decoder,
+    EmbedTokens,
+    SamImageEncoder,
+    SamMaskDecoder,
+    SamPromptDecoder,
+    SegProjector,
+    VisionEncoder,
+)
 from .model import LAYOUT_ADDED_TOKENS, LAYOUT_VARIANT, CheckpointError, Lisa, load_lisa, resolve_folder
 
 OPSET = 17
@@ -231,6 +239,21 @@ def contract_shapes(lisa: Lisa) -> dict[str, dict[str, list]]:
             "iou_predictions": ["N", 1],
             "low_res_masks": ["N", 1, 256, 256],
         },
+        "sam_prompt_decoder": prompt_decoder_shapes(C),
+    }
+
+
+def prompt_decoder_shapes(C: int) -> dict[str, list]:
+    return {
+        "image_embeddings": [1, C, 64, 64],
+        "seg_embeddings": ["N", C],
+        "point_coords": ["N", "P", 2],
+        "point_labels": ["N", "P"],
+        "resize_size": [2],
+        "orig_size": [2],
+        "masks": ["N", 1, "h", "w"],
+        "iou_predictions": ["N", 1],
+        "low_res_masks": ["N", 1, 256, 256],
     }
 
 
@@ -374,8 +397,43 @@ def export_graphs(lisa: Lisa, onnx_dir: Path, log=print) -> None:
             "low_res_masks": {0: "N"},
         },
     )
+    log("export sam_prompt_decoder")
+    export_prompt_decoder(
+        lisa.prompt_encoder, lisa.mask_decoder, onnx_dir / "sam_prompt_decoder.onnx", set_shapes=False
+    )
     for name, shapes in contract_shapes(lisa).items():
         set_io_shapes(onnx_dir / Path(GRAPH_FILES[name]).name, shapes)
+
+
+def export_prompt_decoder(prompt_encoder, mask_decoder, path: Path, set_shapes: bool = True) -> None:
+    """The sam_prompt_decoder graph (graphs.SamPromptDecoder): also used alone for the refine benchmark's
+    ViT-H-sized decoder."""
+    g = torch.Generator().manual_seed(1)
+    C = mask_decoder.transformer_dim
+    _torch_export(
+        SamPromptDecoder(prompt_encoder, mask_decoder),
+        [
+            torch.randn(1, C, 64, 64, generator=g),
+            torch.randn(2, C, generator=g),
+            torch.rand(2, 3, 2, generator=g) * 400,
+            torch.tensor([[1.0, 0.0, -1.0], [2.0, 3.0, 1.0]]),
+            torch.tensor([1024, 683]),
+            torch.tensor([600, 400]),
+        ],
+        path,
+        ["image_embeddings", "seg_embeddings", "point_coords", "point_labels", "resize_size", "orig_size"],
+        ["masks", "iou_predictions", "low_res_masks"],
+        {
+            "seg_embeddings": {0: "N"},
+            "point_coords": {0: "N", 1: "P"},
+            "point_labels": {0: "N", 1: "P"},
+            "masks": {0: "N", 2: "h", 3: "w"},
+            "iou_predictions": {0: "N"},
+            "low_res_masks": {0: "N"},
+        },
+    )
+    if set_shapes:
+        set_io_shapes(path, prompt_decoder_shapes(C))
 
 
 def _graph_tensors(m):
@@ -495,6 +553,7 @@ GRAPH_FILES = {
     "seg_projector": "onnx/seg_projector.onnx",
     "sam_image_encoder": "onnx/sam_image_encoder.onnx",
     "sam_mask_decoder": "onnx/sam_mask_decoder.onnx",
+    "sam_prompt_decoder": "onnx/sam_prompt_decoder.onnx",
 }
 
 

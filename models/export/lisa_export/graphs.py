@@ -134,3 +134,47 @@ class SamMaskDecoder(nn.Module):
         )
         masks = postprocess_masks(low_res, resize_size, orig_size)
         return masks, iou, low_res
+
+
+class SamPromptDecoder(nn.Module):
+    """The mask decoder with point and box prompts beside LISA's [SEG] embedding (refining a mask by clicking).
+
+    SAM's prompt encoder, as LISA's fork calls it with points and boxes: each prompt point's positional encoding plus
+    its label's embedding (1 positive, 0 negative, 2/3 the box's top-left/bottom-right corners, -1 the padding point
+    that SAM appends when there is no box), then LISA's text embedding appended last.  Coordinates are pixels of the
+    original image; the graph maps them into the resized image as ResizeLongestSide.apply_coords does.  With no points
+    (P = 0) the sparse prompt is the [SEG] embedding alone: SamMaskDecoder's arithmetic."""
+
+    def __init__(self, prompt_encoder: nn.Module, mask_decoder: nn.Module):
+        super().__init__()
+        self.md = mask_decoder
+        self.pe_layer = prompt_encoder.pe_layer
+        self.input_hw = tuple(prompt_encoder.input_image_size)
+        with torch.no_grad():
+            self.register_buffer("image_pe", prompt_encoder.get_dense_pe().detach().clone())
+            self.register_buffer("no_mask", prompt_encoder.no_mask_embed.weight.detach().clone().reshape(1, -1, 1, 1))
+            self.register_buffer("not_a_point", prompt_encoder.not_a_point_embed.weight.detach().clone())
+            self.register_buffer(
+                "label_embed", torch.cat([e.weight.detach().clone() for e in prompt_encoder.point_embeddings])
+            )
+
+    def forward(self, image_embeddings, seg_embeddings, point_coords, point_labels, resize_size, orig_size):
+        n = seg_embeddings.shape[0]
+        scale = resize_size.flip(0).to(torch.float32) / orig_size.flip(0).to(torch.float32)  # (neww/w, newh/h)
+        coords = (point_coords * scale + 0.5) / torch.tensor([self.input_hw[1], self.input_hw[0]], dtype=torch.float32)
+        emb = self.pe_layer._pe_encoding(coords)  # [N,P,C]
+        labels = point_labels.unsqueeze(-1)
+        emb = emb * (labels != -1).to(torch.float32) + self.not_a_point * (labels == -1).to(torch.float32)
+        for i in range(self.label_embed.shape[0]):
+            emb = emb + self.label_embed[i] * (labels == i).to(torch.float32)
+        sparse = torch.cat([emb, seg_embeddings.unsqueeze(1)], dim=1)
+        dense = self.no_mask.expand(n, -1, self.image_pe.shape[-2], self.image_pe.shape[-1])
+        low_res, iou = self.md(
+            image_embeddings=image_embeddings,
+            image_pe=self.image_pe,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )
+        masks = postprocess_masks(low_res, resize_size, orig_size)
+        return masks, iou, low_res

@@ -293,7 +293,12 @@ def goldens_writer(bundle: Path, lisa, tokenizer, layout: str, tokens: dict) -> 
             MAX_NEW_TOKENS,
         )
         cases.append({"name": case["name"], "image": f"images/{images[case['image']].name}", **r})
-    write_json(bundle / "goldens.json", {"format": "lisa-goldens/1", "cases": cases})
+    from .refine import refine_goldens
+
+    write_json(
+        bundle / "goldens.json",
+        {"format": "lisa-goldens/1", "cases": cases, "refine": refine_goldens(lisa, cases, bundle)},
+    )
 
 
 def export_tiny(
