@@ -7,6 +7,7 @@ import { ensureStyles } from '../overlay/styles';
 import { checkResult } from '../overlay/validate';
 import { createSegmentView, errorBox, type SaveFile, type SegmentView } from '../overlay/view';
 import type { ActivationFunction, OutputItem } from './api';
+import { offerDownload } from './download';
 import type { SaveMessage } from './messages';
 
 export const activate: ActivationFunction = (ctx) => {
@@ -51,7 +52,7 @@ export const activate: ActivationFunction = (ctx) => {
           const msg: SaveMessage = { type: 'save', outputId: outputItem.id, ...file };
           post(msg);
         } else {
-          offerDownload(downloads, file);
+          offerDownload(downloads, file, translator(navigator.language));
         }
       };
       try {
@@ -76,22 +77,3 @@ export const activate: ActivationFunction = (ctx) => {
     },
   };
 };
-
-/** Without renderer messaging: a plain download link (data URL) the user can click or copy. */
-function offerDownload(area: HTMLElement, file: SaveFile): void {
-  const doc = area.ownerDocument;
-  const key = `${file.kind}:${file.segIndex ?? ''}`;
-  let a = Array.from(area.querySelectorAll('a')).find((x) => x.dataset.key === key);
-  if (!a) {
-    a = doc.createElement('a');
-    a.dataset.key = key;
-    area.appendChild(a);
-  }
-  a.href =
-    file.encoding === 'base64'
-      ? `data:${file.mimeType};base64,${file.data}`
-      : `data:${file.mimeType};charset=utf-8,${encodeURIComponent(file.data)}`;
-  a.download = file.fileName;
-  a.textContent = `Download ${file.fileName}`;
-  a.focus();
-}

@@ -1,12 +1,16 @@
 """deploy/ checked offline (no cluster, no Docker engine here): Kubernetes objects against the API's own JSON schemas
 (kubernetes-validate, strict, oldest and newest versions it knows), KServe objects against the KServe SDK's generated
-API models (every field name and type, required fields), the references between them, and every command line the
-manifests and the Dockerfile give the image, parsed by the real CLI."""
+API models (every field name and type, required fields) and their containers as Pods against the API's schemas, the
+references between them, every command line the manifests and the Dockerfile's two targets (cpu, gpu) give the image,
+parsed by the real CLI, and each target's files laid out as the image has them, started (the gpu one on WebGPU, over
+SwiftShader's Vulkan in place of NVIDIA's)."""
 
 import copy
 import importlib
 import json
+import os
 import re
+import shlex
 import shutil
 import site
 import subprocess
@@ -118,9 +122,17 @@ def test_the_schema_check_is_not_vacuous():
             check_kserve(broken)
 
 
-def test_kserve_objects_match_the_sdk_models_and_each_other():
-    runtime = load("kserve/servingruntime.yaml")[0]
-    isvc = load("kserve/inferenceservice.yaml")[0]
+# Each target of deploy/Dockerfile with its KServe runtime and InferenceService.
+VARIANTS = {
+    "cpu": ("kserve/servingruntime.yaml", "kserve/inferenceservice.yaml"),
+    "gpu": ("kserve/servingruntime-gpu.yaml", "kserve/inferenceservice-gpu.yaml"),
+}
+
+
+@pytest.mark.parametrize("target", VARIANTS)
+def test_kserve_objects_match_the_sdk_models_and_each_other(target):
+    runtime = load(VARIANTS[target][0])[0]
+    isvc = load(VARIANTS[target][1])[0]
     check_kserve(runtime)
     check_kserve(isvc)
     model = isvc["spec"]["predictor"]["model"]
@@ -141,6 +153,48 @@ def test_kserve_objects_match_the_sdk_models_and_each_other():
     mount = next(m for m in container["volumeMounts"] if token.startswith(m["mountPath"] + "/"))
     volume = next(v for v in runtime["spec"]["volumes"] if v["name"] == mount["name"])
     assert volume["secret"]["secretName"] == "reason-segment-tokens"
+    device = args[args.index("--device") + 1] if "--device" in args else "cpu"
+    gpus = [r["limits"].get("nvidia.com/gpu") for r in (container["resources"], model["resources"])]
+    if target == "gpu":
+        assert device == "webgpu"
+        assert gpus == ["1", "1"], "the runtime and the InferenceService each ask for one GPU"
+    else:
+        assert device == "cpu" and gpus == [None, None]
+
+
+def test_one_runtime_is_picked_for_the_format():
+    """Both runtimes serve lisa-onnx/1; KServe picks an auto-selected one for an InferenceService that names none."""
+    auto = [
+        load(VARIANTS[t][0])[0]["metadata"]["name"]
+        for t in VARIANTS
+        if any(f.get("autoSelect") for f in load(VARIANTS[t][0])[0]["spec"]["supportedModelFormats"])
+    ]
+    assert auto == ["reason-segment"]
+
+
+@pytest.mark.parametrize("target", VARIANTS)
+def test_the_runtime_containers_pass_the_pod_schema_strictly(target):
+    """KServe's CRDs are not in the Kubernetes schemas, but their containers are core/v1 Containers: each runtime's
+    container, with the InferenceService's resources as KServe merges them, checked as a Pod's."""
+    runtime = load(VARIANTS[target][0])[0]
+    isvc = load(VARIANTS[target][1])[0]
+    container = copy.deepcopy(runtime["spec"]["containers"][0])
+    container["resources"] = isvc["spec"]["predictor"]["model"]["resources"]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": runtime["metadata"]["name"]},
+        "spec": {"containers": [container], "volumes": runtime["spec"]["volumes"]},
+    }
+    kubernetes_validate.validate(pod, kubernetes_validate.utils.latest_version(), strict=True)
+    bad = copy.deepcopy(pod)
+    bad["spec"]["containers"][0]["resource"] = bad["spec"]["containers"][0].pop("resources")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, kubernetes_validate.utils.latest_version(), strict=True)
+    # The schema takes any string as a quantity; the API server parses them (its grammar, without exponents).
+    for kind in ("requests", "limits"):
+        for name, value in container["resources"].get(kind, {}).items():
+            assert re.fullmatch(r"[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?", value), f"{kind}.{name}: {value!r}"
 
 
 def test_the_indexed_job_shards_match_its_completions_and_the_merge():
@@ -161,11 +215,73 @@ def test_the_indexed_job_shards_match_its_completions_and_the_merge():
     assert Path(args[args.index("--prompt-file") + 1]).name in config["data"]
 
 
-def dockerfile_command():
-    text = (DEPLOY / "Dockerfile").read_text()
-    entry = json.loads(re.search(r"^ENTRYPOINT (\[.*\])$", text, re.M).group(1))
-    cmd = json.loads(re.search(r"^CMD (\[.*\])$", text, re.M).group(1))
+def dockerfile_stages():
+    """Each stage by name: (the stage it starts from, its instructions as (instruction, arguments) pairs with
+    continuation lines joined), in the file's order."""
+    text = re.sub(r"\\\n", " ", (DEPLOY / "Dockerfile").read_text())
+    stages = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        op, _, rest = line.partition(" ")
+        if op == "FROM":
+            m = re.fullmatch(r"(\S+) AS (\S+)", rest.strip())
+            assert m, f"FROM {rest}: every stage is named"
+            stages[m.group(2)] = (m.group(1), [])
+            current = stages[m.group(2)][1]
+        current.append((op, rest.strip()))
+    return stages
+
+
+def target_instructions(target):
+    """A target's instructions, those of the stages it starts from first."""
+    stages = dockerfile_stages()
+    base, own = stages[target]
+    return (target_instructions(base) if base in stages else []) + own
+
+
+def dockerfile_command(target):
+    ops = target_instructions(target)
+    entry = json.loads([rest for op, rest in ops if op == "ENTRYPOINT"][-1])
+    cmd = json.loads([rest for op, rest in ops if op == "CMD"][-1])
     return entry, cmd
+
+
+def test_the_targets_are_cpu_by_default_and_gpu_on_webgpu():
+    stages = dockerfile_stages()
+    assert list(stages)[-1] == "cpu", "docker build without --target builds the last stage: the CPU image"
+    entry, cpu = dockerfile_command("cpu")
+    assert dockerfile_command("gpu") == (entry, [*cpu, "--device", "webgpu"])
+    assert "--allow-fallback" not in cpu
+
+
+def test_the_gpu_target_gets_vulkan_from_the_nvidia_toolkit():
+    ops = target_instructions("gpu")
+    env = dict(
+        kv.split("=", 1) for rest in (rest for op, rest in ops if op == "ENV") for kv in shlex.split(rest) if "=" in kv
+    )
+    # The toolkit mounts the driver's Vulkan ICD only for the graphics capability.
+    assert set(env["NVIDIA_DRIVER_CAPABILITIES"].split(",")) >= {"graphics", "compute", "utility"}
+    assert env["NVIDIA_VISIBLE_DEVICES"] == "all"
+    installs = [rest for op, rest in stages_own("gpu") if op == "RUN" and "apt-get install" in rest]
+    assert len(installs) == 1
+    words = shlex.split(installs[0].split("apt-get install", 1)[1].split("&&")[0])
+    packages = [w for w in words if not w.startswith("-")]
+    assert "libvulkan1" in packages, "Dawn (the WebGPU provider) loads libvulkan.so.1"
+    # The image's base is Debian bookworm, like this machine and CI: the packages exist there.
+    assert dockerfile_stages()["runtime"][0].endswith("-bookworm-slim")
+    if shutil.which("apt-cache") is None:
+        pytest.fail("apt-cache is missing: this check needs a Debian machine")
+    for name in packages:
+        r = subprocess.run(["apt-cache", "show", "--no-all-versions", name], capture_output=True, text=True)
+        assert r.returncode == 0 and f"Package: {name}" in r.stdout, f"{name}: not a Debian package here ({r.stderr})"
+    users = [rest for op, rest in ops if op == "USER"]
+    assert users[-1] == "node", "the server does not run as root"
+
+
+def stages_own(target):
+    return dockerfile_stages()[target][1]
 
 
 def run_cli(args):
@@ -174,13 +290,16 @@ def run_cli(args):
     return subprocess.run(["node", str(CLI), *args], capture_output=True, text=True, timeout=60)
 
 
-def test_every_command_line_given_to_the_image_is_accepted_by_the_cli(tmp_path):
+@pytest.mark.parametrize("target", VARIANTS)
+def test_every_command_line_given_to_the_image_is_accepted_by_the_cli(tmp_path, target):
     """Each command line, with its paths pointing at nothing, gets past option parsing (exit 2 would be a usage error)
     and stops at the first missing file with a one-line message."""
-    entry, cmd = dockerfile_command()
+    entry, cmd = dockerfile_command(target)
     assert entry == ["node", "/app/out/src/host/cli.js"]
-    runtime_args = load("kserve/servingruntime.yaml")[0]["spec"]["containers"][0]["args"]
-    assert runtime_args[: len(cmd)] == cmd, "the runtime starts what the image's CMD starts, with more settings"
+    runtime_args = load(VARIANTS[target][0])[0]["spec"]["containers"][0]["args"]
+    assert runtime_args[: len(cmd) - 2] == cmd[:-2] and runtime_args[len(cmd) - 2 : len(cmd)] == cmd[-2:], (
+        "the runtime starts what the image's CMD starts, with more settings"
+    )
     job_args = load("batch/job.yaml")[1]["spec"]["template"]["spec"]["containers"][0]["args"]
     merge_cmd = load("batch/merge-job.yaml")[0]["spec"]["template"]["spec"]["containers"][0]["command"][-1].split()
     assert merge_cmd[:3] == ["exec", "node", entry[1]]
@@ -204,26 +323,11 @@ def test_every_command_line_given_to_the_image_is_accepted_by_the_cli(tmp_path):
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
-def dockerfile_stages():
-    """Each stage's instructions as (instruction, arguments) pairs, continuation lines joined."""
-    text = re.sub(r"\\\n", " ", (DEPLOY / "Dockerfile").read_text())
-    stages = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        op, _, rest = line.partition(" ")
-        if op == "FROM":
-            stages.append([])
-        stages[-1].append((op, rest.strip()))
-    return stages
-
-
 def test_the_build_context_holds_what_the_dockerfile_copies():
     allowed = [
         line[1:] for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines() if line.startswith("!")
     ]
-    for stage in dockerfile_stages():
+    for _, stage in dockerfile_stages().values():
         for op, rest in stage:
             if op == "COPY" and not rest.startswith("--from"):
                 for src in rest.split()[:-1]:
@@ -232,39 +336,65 @@ def test_the_build_context_holds_what_the_dockerfile_copies():
                     assert (REPO / src).exists(), f"COPY {src}: no such file in the repository"
 
 
-def test_the_image_layout_serves(tmp_path):
-    """The runtime stage's files laid out as the image has them (the build stage's outputs taken from this checkout's
-    build), started with the image's entrypoint: the host finds everything it reads at run time."""
-    stage = dockerfile_stages()[-1]
-    workdir = Path(next(rest for op, rest in stage if op == "WORKDIR"))
+def swiftshader_env():
+    """The environment that puts a process's Vulkan on SwiftShader (Debian's chromium ships it), or None."""
+    for d in (Path("/usr/lib/chromium"), Path("/usr/lib/chromium-browser")):
+        if all((d / f).exists() for f in ("libvulkan.so.1", "libvk_swiftshader.so", "vk_swiftshader_icd.json")):
+            ld = os.environ.get("LD_LIBRARY_PATH")
+            return {
+                **os.environ,
+                "VK_ICD_FILENAMES": str(d / "vk_swiftshader_icd.json"),
+                "LD_LIBRARY_PATH": f"{d}:{ld}" if ld else str(d),
+            }
+    return None
+
+
+@pytest.mark.parametrize("target", VARIANTS)
+def test_the_image_layout_serves(tmp_path, target):
+    """The target's files laid out as the image has them (the build stage's outputs taken from this checkout's build),
+    started with the image's entrypoint and the device its CMD names: the host finds everything it reads at run time.
+    The gpu target's WebGPU provider runs on SwiftShader's Vulkan here, the ICD the loader is pointed at standing in
+    for the one the NVIDIA Container Toolkit mounts."""
+    ops = target_instructions(target)
+    workdir = Path([rest for op, rest in ops if op == "WORKDIR"][-1])
     root = tmp_path / "image"
-    for op, rest in stage:
+    for op, rest in ops:
         if op != "COPY":
             continue
         parts = rest.split()
         from_build = parts[0].startswith("--from")
         src, dest = parts[-2], parts[-1]
         source = REPO / (src.removeprefix("/src/") if from_build else src)
-        target = root / workdir.relative_to("/") / dest
+        target_path = root / workdir.relative_to("/") / dest
         if dest.endswith("/"):
-            target = target / source.name
-        target.parent.mkdir(parents=True, exist_ok=True)
+            target_path = target_path / source.name
+        target_path.parent.mkdir(parents=True, exist_ok=True)
         # Copies, so that paths the host derives from its own files (__dirname) stay inside the layout; the
         # dependencies are linked (node resolves them from the copied files' folders).
         if source.name == "node_modules":
-            target.symlink_to(source, target_is_directory=True)
+            target_path.symlink_to(source, target_is_directory=True)
         elif source.is_dir():
-            shutil.copytree(source, target)
+            shutil.copytree(source, target_path)
         else:
-            shutil.copy2(source, target)
-    entry, _ = dockerfile_command()
+            shutil.copy2(source, target_path)
+    entry, cmd = dockerfile_command(target)
     cli = root / Path(entry[1]).relative_to("/")
     if not (REPO / "out" / "src" / "host" / "cli.js").exists():
         pytest.fail("run `npm run build` first")
+    device = cmd[cmd.index("--device") + 1] if "--device" in cmd else "cpu"
+    env = dict(os.environ)
+    if device == "webgpu":
+        env = swiftshader_env()
+        if env is None:
+            why = "SwiftShader's Vulkan ICD is not in /usr/lib/chromium: apt-get install -y chromium"
+            if os.environ.get("CI"):
+                pytest.fail(why)
+            pytest.skip(why)
     bundle = REPO / "test" / "fixtures" / "bundles" / "tiny-7b"
     proc = subprocess.Popen(
-        [entry[0], str(cli), "serve", "--model", str(bundle), "--port", "0"],
+        [entry[0], str(cli), "serve", "--model", str(bundle), "--port", "0", "--device", device],
         cwd=root,
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -275,6 +405,7 @@ def test_the_image_layout_serves(tmp_path):
             line = proc.stderr.readline()
             said += line
             assert line, f"the server exited before serving: {said}"
+        assert re.search(rf"\bon {device}\b", said), f"the model did not load on {device}: {said}"
         port = int(re.search(r":(\d+)/v2", line).group(1))
         import urllib.request
 
