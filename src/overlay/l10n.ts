@@ -80,6 +80,7 @@ const ZH_CN: Readonly<Record<string, string>> = {
     '内嵌图像为 {0}x{1}，掩码为 {2}x{3}，已拉伸以适应。',
   'The image could not be decoded': '无法解码图像',
   'This Reason Segment result cannot be shown': '无法显示此 Reason Segment 结果',
+  'Download {0}': '下载 {0}',
 };
 
 export type { Translate } from './view';
