@@ -7,7 +7,8 @@
 //   4. decode-step time vs this machine's measured memory bandwidth for the decoder's weight bytes.
 // The 1B model is built and exported once per weight type (GBs, cached under ~/.cache/reason-segment/bench-1b).
 // Options: --quick skips the 1B comparison; --new-tokens N (default 16); --weights int8|int4 also times our host on a
-// MatMulNBits export of the same model (tokens may differ from fp32: agreement is printed).
+// MatMulNBits export of the same model (tokens may differ from fp32: agreement is printed); --shape 7b|13b measures the
+// real-size random bundles instead (bench/shape.ts).
 import { execFileSync } from 'node:child_process';
 import { statSync } from 'node:fs';
 import * as os from 'node:os';
@@ -15,6 +16,7 @@ import * as path from 'node:path';
 import { stopPreprocessWorker } from '../src/host/image/preprocess';
 import { LisaPipeline } from '../src/host/pipeline';
 import { benchPreprocess } from './preprocess';
+import { benchShape } from './shape';
 
 const REPO = path.resolve(__dirname, '..', '..');
 const VENV = path.join(REPO, 'models', 'export', 'venv');
@@ -93,6 +95,11 @@ async function main(): Promise<void> {
 
   const bw = memoryBandwidth();
   console.log(`memory bandwidth (memcpy, read + write): ${f1(bw / 1e9)} GB/s\n`);
+  const shape = arg('--shape');
+  if (shape) {
+    await benchShape(shape, bw, Number(arg('--new-tokens') ?? 8));
+    return;
+  }
 
   console.log('1. host overhead, tiny-7b bundle (first request includes warm-up):');
   overheadLine('tiny-7b, 40 tokens', await timeOurs(TINY, 40, 4));

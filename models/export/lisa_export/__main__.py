@@ -27,6 +27,13 @@ def main(argv=None) -> int:
     )
     e.add_argument("--variant", help="variant name for the manifest (default: from the layout)")
     e.add_argument("--force", action="store_true", help="replace an existing bundle folder")
+    e.add_argument(
+        "--stream",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="export the decoder layer by layer from the checkpoint, in memory that does not grow with the model "
+        "(default: for language models over 4 GiB of fp32 weights)",
+    )
     r = sub.add_parser(
         "reference",
         help="run the PyTorch reference (LISA's decode, pre-processing, prompt and greedy "
@@ -53,9 +60,13 @@ def main(argv=None) -> int:
             print(f"lisa_export: {err}", file=sys.stderr)
             return 1
     try:
+        import resource
+        import time
+
         from .export import export_bundle
 
-        export_bundle(
+        t0 = time.time()
+        out = export_bundle(
             a.checkpoint,
             a.clip,
             a.out,
@@ -64,6 +75,12 @@ def main(argv=None) -> int:
             variant=a.variant,
             force=a.force,
             log=lambda m: print(m, file=sys.stderr),
+            stream=a.stream,
+        )
+        written = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        print(
+            f"export: peak RSS {rss / 1e9:.2f} GB, {time.time() - t0:.0f} s, wrote {written / 1e9:.2f} GB ({a.weights})"
         )
     except (CheckpointError, HubUnreachable, FileExistsError) as err:
         print(f"lisa_export: {err}", file=sys.stderr)

@@ -288,34 +288,13 @@ def set_io_shapes(path: Path, shapes: dict[str, list]) -> None:
     onnx.save_model(m, str(path), save_as_external_data=False)
 
 
-def export_graphs(lisa: Lisa, onnx_dir: Path, log=print) -> None:
-    onnx_dir.mkdir(parents=True, exist_ok=True)
+def export_decoder(lisa: Lisa, dec_path: Path, g: torch.Generator) -> None:
+    """The decoder graph from PyTorch, weights in ``decoder.onnx_data`` beside it (also the one-layer template of
+    stream.py's bounded-memory export)."""
     cfg = lisa.llm.config
     H, L = cfg.hidden_size, cfg.num_hidden_layers
     KV = cfg.num_key_value_heads
     D = getattr(cfg, "head_dim", None) or H // cfg.num_attention_heads
-    C = lisa.sam_dims.out_chans
-    g = torch.Generator().manual_seed(0)
-
-    log("export vision_encoder")
-    _torch_export(
-        VisionEncoder(lisa),
-        [torch.randn(1, 3, 224, 224, generator=g)],
-        onnx_dir / "vision_encoder.onnx",
-        ["pixel_values"],
-        ["image_features"],
-        None,
-    )
-    log("export embed_tokens")
-    _torch_export(
-        EmbedTokens(lisa),
-        [torch.tensor([[1, 2, 3]], dtype=torch.int64)],
-        onnx_dir / "embed_tokens.onnx",
-        ["input_ids"],
-        ["inputs_embeds"],
-        {"input_ids": {1: "S"}, "inputs_embeds": {1: "S"}},
-    )
-    log("export decoder")
     S, P = 3, 2
     past = []
     names_in = ["inputs_embeds", "attention_mask", "position_ids"]
@@ -338,7 +317,6 @@ def export_graphs(lisa: Lisa, onnx_dir: Path, log=print) -> None:
         for kv in ("key", "value"):
             names_out.append(f"new_key_values.{i}.{kv}")
             dyn[f"new_key_values.{i}.{kv}"] = {2: "S"}
-    dec_path = onnx_dir / "decoder.onnx"
     _torch_export(
         Decoder(lisa),
         [
@@ -353,6 +331,38 @@ def export_graphs(lisa: Lisa, onnx_dir: Path, log=print) -> None:
         dyn,
     )
     externalize(dec_path, "decoder.onnx_data")
+
+
+def export_graphs(lisa: Lisa, onnx_dir: Path, log=print, decoder: Callable[[Path], None] | None = None) -> None:
+    """``decoder(onnx_dir)``, when given, writes the decoder graph instead of the in-memory export (stream.py)."""
+    onnx_dir.mkdir(parents=True, exist_ok=True)
+    H = lisa.llm.config.hidden_size
+    C = lisa.sam_dims.out_chans
+    g = torch.Generator().manual_seed(0)
+
+    log("export vision_encoder")
+    _torch_export(
+        VisionEncoder(lisa),
+        [torch.randn(1, 3, 224, 224, generator=g)],
+        onnx_dir / "vision_encoder.onnx",
+        ["pixel_values"],
+        ["image_features"],
+        None,
+    )
+    log("export embed_tokens")
+    _torch_export(
+        EmbedTokens(lisa),
+        [torch.tensor([[1, 2, 3]], dtype=torch.int64)],
+        onnx_dir / "embed_tokens.onnx",
+        ["input_ids"],
+        ["inputs_embeds"],
+        {"input_ids": {1: "S"}, "inputs_embeds": {1: "S"}},
+    )
+    log("export decoder")
+    if decoder is None:
+        export_decoder(lisa, onnx_dir / "decoder.onnx", g)
+    else:
+        decoder(onnx_dir)
     gc.collect()
     log("export seg_projector")
     _torch_export(
@@ -502,6 +512,14 @@ def quantize_language_model(onnx_dir: Path, weights: str, log=print) -> None:
     log(f"quantised {n} MatMuls of the decoder: {what}")
 
 
+def w8a8_quantize(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """fp32 [K, N] -> (int8 [K, N], fp32 scale [N]): symmetric, one scale per output column, |q| <= W8A8_WEIGHT_MAX."""
+    scale = np.abs(arr).max(axis=0) / W8A8_WEIGHT_MAX
+    scale[scale == 0] = 1.0
+    q = np.clip(np.rint(arr / scale), -W8A8_WEIGHT_MAX, W8A8_WEIGHT_MAX).astype(np.int8)
+    return q, scale.astype(np.float32)
+
+
 def _dynamic_int8(model, onnx_dir: Path):
     """MatMul(A, W) -> DynamicQuantizeMatMul(A, int8(W / s), s) with s = max|W[:, j]| / W8A8_WEIGHT_MAX per output
     column j."""
@@ -515,16 +533,10 @@ def _dynamic_int8(model, onnx_dir: Path):
         if w is None or len(w.dims) != 2:
             nodes.append(node)
             continue
-        arr = numpy_helper.to_array(w, str(onnx_dir)).astype(np.float32)
-        scale = np.abs(arr).max(axis=0) / W8A8_WEIGHT_MAX
-        scale[scale == 0] = 1.0
-        q = np.clip(np.rint(arr / scale), -W8A8_WEIGHT_MAX, W8A8_WEIGHT_MAX).astype(np.int8)
+        q, scale = w8a8_quantize(numpy_helper.to_array(w, str(onnx_dir)).astype(np.float32))
         graph.initializer.remove(w)
         graph.initializer.extend(
-            [
-                numpy_helper.from_array(q, w.name + "_int8"),
-                numpy_helper.from_array(scale.astype(np.float32), w.name + "_scale"),
-            ]
+            [numpy_helper.from_array(q, w.name + "_int8"), numpy_helper.from_array(scale, w.name + "_scale")]
         )
         nodes.append(
             onnx.helper.make_node(
@@ -673,6 +685,18 @@ def write_readme(bundle: Path, lisa: Lisa, layout: str, tokens: dict, weights: s
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+STREAM_ABOVE = 4 << 30  # bytes of fp32 language-model weights (LISA-7B: 27 GB); the 1B bench model (4.1 GB) is below
+
+
+def llm_fp32_bytes(folder: Path) -> int:
+    from .model import TensorSource
+
+    src = TensorSource(folder)
+    n = sum(int(np.prod(src.shape(k))) for k in src.keys() if k.startswith(("model.layers.", "lm_head.")))
+    src.release()
+    return 4 * n
+
+
 def export_bundle(
     checkpoint: str | Path,
     clip: str | Path,
@@ -684,8 +708,11 @@ def export_bundle(
     source_names: dict | None = None,
     extra: Callable[[Path, Lisa, object, str, dict], None] | None = None,
     log=print,
+    stream: bool | None = None,
 ) -> Path:
-    """Export; ``extra(tmp_bundle, lisa, tokenizer, layout, tokens)`` may add files (goldens) before the manifest."""
+    """Export; ``extra(tmp_bundle, lisa, tokenizer, layout, tokens)`` may add files (goldens) before the manifest.
+    ``stream``: export the decoder layer by layer from the checkpoint (stream.py), so memory does not grow with the
+    model; default: when the language model's fp32 weights pass STREAM_ABOVE bytes."""
     from .tokenizer import load_slow_tokenizer, write_tokenizer_json
 
     if weights not in WEIGHTS:
@@ -705,19 +732,29 @@ def export_bundle(
         )
     layout = found
     tokens = token_spec(tokenizer, layout)
-    lisa, folder = load_lisa(folder, clip, layout=layout, tokenizer_len=len(tokenizer))
+    if stream is None:
+        stream = llm_fp32_bytes(folder) > STREAM_ABOVE
+    lisa, folder = load_lisa(folder, clip, layout=layout, tokenizer_len=len(tokenizer), llm_layers=not stream)
     names = {"checkpoint": str(checkpoint), "clip": str(clip), "variant": variant}
     names.update(source_names or {})
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        export_graphs(lisa, tmp / "onnx", log=log)
+        decoder = None
+        if stream:
+            from .model import TensorSource
+            from .stream import export_decoder_streaming
+
+            def decoder(onnx_dir: Path) -> None:
+                export_decoder_streaming(TensorSource(folder), lisa.llm.config, onnx_dir, weights, log=log)
+
+        export_graphs(lisa, tmp / "onnx", log=log, decoder=decoder)
         if extra is None:
             # nothing needs the PyTorch LLM any more: give its weights back before the quantiser loads the graph
             lisa.llm.to("meta")
             gc.collect()
-        if weights != "float32":
+        if weights != "float32" and not stream:
             quantize_language_model(tmp / "onnx", weights, log=log)
         (tmp / "tokenizer").mkdir()
         for f in TOKENIZER_FILES:

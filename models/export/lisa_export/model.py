@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 import types
 from dataclasses import asdict, dataclass, field
@@ -333,6 +334,10 @@ class TensorSource:
     def keys(self) -> list[str]:
         return list(self._where)
 
+    def release(self) -> None:
+        """Unmap the .bin shards read so far (their touched pages count as this process's memory while mapped)."""
+        self._bin_cache.clear()
+
     def shape(self, key: str) -> tuple[int, ...]:
         f = self._where[key]
         if f.suffix == ".safetensors":
@@ -509,11 +514,38 @@ def load_clip(clip_folder: str | Path) -> CLIPVisionModel:
     return model.eval()
 
 
+V0_NAME = re.compile(r"LISA-[0-9]+B(-llama2)?-v0(\b|-|$)", re.IGNORECASE)
+
+
+def refuse_v0(folder: Path, given: str) -> None:
+    """LISA's v0 releases (LISA-7B-v0, LISA-13B-llama2-v0, ...) need LISA's legacy code (commit 0e26916); chat.py does
+    not run them, and neither does this exporter.  They are told apart by name: the folder or hub id, or the
+    _name_or_path transformers wrote into config.json."""
+    cfg = folder / "config.json"
+    names = [given, folder.name]
+    if cfg.exists():
+        names.append(str(json.loads(cfg.read_text()).get("_name_or_path", "")))
+    for n in names:
+        m = V0_NAME.search(n)
+        if m:
+            raise CheckpointError(
+                f"{given} is a LISA v0 checkpoint ({m.group(0)}); only v1 is supported (LISA's chat.py does not run v0 "
+                "either): export LISA-7B-v1 or LISA-13B-llama2-v1, or their -explanatory versions"
+            )
+
+
 def load_lisa(
-    checkpoint: str | Path, clip: str | Path, layout: str | None = None, tokenizer_len: int | None = None
+    checkpoint: str | Path,
+    clip: str | Path,
+    layout: str | None = None,
+    tokenizer_len: int | None = None,
+    llm_layers: bool = True,
 ) -> tuple[Lisa, Path]:
-    """Read a LISA checkpoint folder (or hub id) and the CLIP folder; validate; return the model and the folder."""
+    """Read a LISA checkpoint folder (or hub id) and the CLIP folder; validate; return the model and the folder.
+    ``llm_layers=False`` checks every key but loads only the LLM's embedding table: the decoder layers, final norm and
+    lm_head stay on the meta device (stream.py exports them from the checkpoint directly)."""
     folder = resolve_folder(checkpoint)
+    refuse_v0(folder, str(checkpoint))
     src = TensorSource(folder)
     llm_cfg = infer_llm_config(src, folder)
     if layout is not None and tokenizer_len is not None and llm_cfg.vocab_size != tokenizer_len:
@@ -542,7 +574,12 @@ def load_lisa(
     unexpected = [k for k in src.keys() if k not in expected and not any(p in k for p in IGNORED_KEY_PATTERNS)]
     if unexpected:
         raise CheckpointError(f"unexpected key {unexpected[0]} ({len(unexpected)} in all) in {folder}")
-    tensors = src.load_all(list(expected))
+    wanted = [
+        k
+        for k in expected
+        if llm_layers or k == "model.embed_tokens.weight" or not Lisa.lisa_to_module_key(k).startswith("llm.")
+    ]
+    tensors = src.load_all(wanted)
     module_sd = {}
     for k, t in tensors.items():
         if t.dtype != torch.float32:
@@ -550,10 +587,11 @@ def load_lisa(
         module_sd[Lisa.lisa_to_module_key(k)] = t
     del tensors
     missing, unexp = model.load_state_dict(module_sd, strict=False, assign=True)
-    missing = [m for m in missing if not m.startswith("clip.")]
+    missing = [m for m in missing if not m.startswith("clip.") and (llm_layers or not m.startswith("llm."))]
     if missing or unexp:
         raise CheckpointError(f"internal: could not assign {missing[:3]} {unexp[:3]}")
     del module_sd
+    src.release()
     # non-persistent buffers were created on the meta device: rebuild them on the CPU
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 

@@ -168,6 +168,69 @@ def tiny_configs(dims: dict, vocab: int, initializer_range: float) -> tuple[Llam
     return llm_cfg, clip_cfg
 
 
+def write_lisa_config(
+    ckpt: Path,
+    llm_cfg: LlamaConfig,
+    clip_cfg: CLIPVisionConfig,
+    out_dim: int,
+    clip_dir: Path,
+    extra: dict | None = None,
+) -> None:
+    """config.json of a LISA checkpoint folder (``extra``: more fields, e.g. a real checkpoint's torch_dtype)."""
+    cfg = llm_cfg.to_dict()
+    # what a real LISA checkpoint's config.json carries (LISAForCausalLM.from_pretrained needs train_mask_decoder,
+    # out_dim, mm_hidden_size and a loadable vision tower; chat.py reads vision_tower)
+    cfg.update(
+        {
+            "architectures": ["LISAForCausalLM"],
+            "model_type": "llava",
+            "mm_vision_select_layer": -2,
+            "mm_vision_select_feature": "patch",
+            "mm_use_im_start_end": True,
+            "mm_use_im_patch_token": False,
+            "mm_hidden_size": clip_cfg.hidden_size,
+            "out_dim": out_dim,
+            "train_mask_decoder": True,
+            "tune_mm_mlp_adapter": False,
+            "freeze_mm_mlp_adapter": False,
+            "use_mm_proj": True,
+            "image_aspect_ratio": "square",
+            "image_grid_pinpoints": None,
+            "vision_tower": str(clip_dir.resolve()),
+            "mm_vision_tower": str(clip_dir.resolve()),
+        }
+    )
+    for k in ("transformers_version", "_name_or_path"):
+        cfg.pop(k, None)
+    cfg.update(extra or {})
+    (ckpt / "config.json").write_text(json.dumps(cfg, indent=1, sort_keys=True))
+
+
+def write_clip_config(clip_dir: Path, clip_cfg: CLIPVisionConfig) -> None:
+    """config.json and openai/clip-vit-large-patch14's preprocessor_config.json of a CLIP folder."""
+    ccfg = clip_cfg.to_dict()
+    ccfg.pop("transformers_version", None)
+    (clip_dir / "config.json").write_text(json.dumps(ccfg, indent=1, sort_keys=True))
+    # openai/clip-vit-large-patch14's own preprocessor_config.json (chat.py loads CLIPImageProcessor from it)
+    (clip_dir / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "crop_size": 224,
+                "do_center_crop": True,
+                "do_normalize": True,
+                "do_resize": True,
+                "feature_extractor_type": "CLIPFeatureExtractor",
+                "image_mean": CLIP_MEAN,
+                "image_std": CLIP_STD,
+                "resample": 3,
+                "size": 224,
+            },
+            indent=1,
+            sort_keys=True,
+        )
+    )
+
+
 def build_tiny_checkpoint(layout: str, seed: int, root: Path, llm_overrides: dict | None = None) -> tuple[Path, Path]:
     """Write <root>/lisa (LISA checkpoint folder with tokenizer) and <root>/clip; return both.  ``llm_overrides``
     replaces LLM dims (bench_memory.py builds a >1B-parameter model this way)."""
@@ -198,59 +261,14 @@ def build_tiny_checkpoint(layout: str, seed: int, root: Path, llm_overrides: dic
             mlp.layers[-1].bias.zero_()
     sd = {k: v.contiguous() for k, v in lisa.state_dict_lisa().items()}
     save_file(sd, str(ckpt / "model.safetensors"), metadata={"format": "pt"})
-    cfg = llm_cfg.to_dict()
-    # what a real LISA checkpoint's config.json carries (LISAForCausalLM.from_pretrained needs train_mask_decoder,
-    # out_dim, mm_hidden_size and a loadable vision tower; chat.py reads vision_tower)
-    cfg.update(
-        {
-            "architectures": ["LISAForCausalLM"],
-            "model_type": "llava",
-            "mm_vision_select_layer": -2,
-            "mm_vision_select_feature": "patch",
-            "mm_use_im_start_end": True,
-            "mm_use_im_patch_token": False,
-            "mm_hidden_size": clip_cfg.hidden_size,
-            "out_dim": dims["sam"].out_chans,
-            "train_mask_decoder": True,
-            "tune_mm_mlp_adapter": False,
-            "freeze_mm_mlp_adapter": False,
-            "use_mm_proj": True,
-            "image_aspect_ratio": "square",
-            "image_grid_pinpoints": None,
-            "vision_tower": str(clip_dir.resolve()),
-            "mm_vision_tower": str(clip_dir.resolve()),
-        }
-    )
-    for k in ("transformers_version", "_name_or_path"):
-        cfg.pop(k, None)
-    (ckpt / "config.json").write_text(json.dumps(cfg, indent=1, sort_keys=True))
+    write_lisa_config(ckpt, llm_cfg, clip_cfg, dims["sam"].out_chans, clip_dir)
     clip_sd = {
         "vision_model." + k[len("vision_model.") :]: v.contiguous()
         for k, v in lisa.clip.state_dict().items()
         if k.startswith("vision_model.")
     }
     save_file(clip_sd, str(clip_dir / "model.safetensors"), metadata={"format": "pt"})
-    ccfg = clip_cfg.to_dict()
-    ccfg.pop("transformers_version", None)
-    (clip_dir / "config.json").write_text(json.dumps(ccfg, indent=1, sort_keys=True))
-    # openai/clip-vit-large-patch14's own preprocessor_config.json (chat.py loads CLIPImageProcessor from it)
-    (clip_dir / "preprocessor_config.json").write_text(
-        json.dumps(
-            {
-                "crop_size": 224,
-                "do_center_crop": True,
-                "do_normalize": True,
-                "do_resize": True,
-                "feature_extractor_type": "CLIPFeatureExtractor",
-                "image_mean": CLIP_MEAN,
-                "image_std": CLIP_STD,
-                "resample": 3,
-                "size": 224,
-            },
-            indent=1,
-            sort_keys=True,
-        )
-    )
+    write_clip_config(clip_dir, clip_cfg)
     return ckpt, clip_dir
 
 

@@ -1,0 +1,185 @@
+"""The bounded-memory decoder export (stream.py) against the in-memory export, on tiny shapes.
+
+The streamed decoder is stamped out from a one-layer template, so its node names differ from the in-memory graph's,
+and the in-memory graph folds identical weights (LLaMA's all-ones norms) into Identity nodes and shares the rotary
+tables' Unsqueeze between layers; the streamed one does neither.  What must hold: the same outputs bit for bit on the
+same machine (same weights, same kernels), the same weight bytes, and the other graphs byte for byte."""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import subprocess
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from conftest import REPO, report, tiny_model
+from safetensors.torch import load_file
+
+EXPORT_DIR = REPO / "models" / "export"
+OTHER_GRAPHS = ("vision_encoder", "embed_tokens", "seg_projector", "sam_image_encoder", "sam_mask_decoder")
+
+
+def _export(ckpt, clip, out, weights, stream):
+    from lisa_export.export import export_bundle
+
+    return export_bundle(ckpt, clip, out, weights=weights, force=True, stream=stream, log=lambda m: None)
+
+
+def _feeds(sess, rng):
+    dims = {"S": 5, "P": 4, "P+S": 9}
+    feeds = {}
+    for i in sess.get_inputs():
+        shape = [d if isinstance(d, int) else dims[d] for d in i.shape]
+        if i.name == "attention_mask":
+            feeds[i.name] = np.ones(shape, np.int64)
+            feeds[i.name][0, 2] = 0  # a masked key
+        elif i.name == "position_ids":
+            feeds[i.name] = np.arange(4, 9, dtype=np.int64).reshape(1, 5)
+        else:
+            feeds[i.name] = rng.standard_normal(shape).astype(np.float32)
+    return feeds
+
+
+def _weight_digests(path):
+    """Multiset of the decoder's initializer bytes (by content: names differ between the two paths)."""
+    m = onnx.load(str(path))
+    out = collections.Counter()
+    for t in m.graph.initializer:
+        out[hashlib.sha256(onnx.numpy_helper.to_array(t).tobytes()).hexdigest()] += 1
+    return out
+
+
+@pytest.mark.parametrize("weights", ["float32", "w8a8", "int4"])
+def test_streamed_decoder_equals_in_memory(tmp_path, weights):
+    _, _, _, ckpt, clip = tiny_model("7b", 1)
+    a = _export(ckpt, clip, tmp_path / "memory", weights, stream=False)
+    b = _export(ckpt, clip, tmp_path / "stream", weights, stream=True)
+    for g in OTHER_GRAPHS:
+        assert (a / "onnx" / f"{g}.onnx").read_bytes() == (b / "onnx" / f"{g}.onnx").read_bytes(), g
+    sa = ort.InferenceSession(str(a / "onnx/decoder.onnx"), providers=["CPUExecutionProvider"])
+    sb = ort.InferenceSession(str(b / "onnx/decoder.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sa.get_inputs()] == [i.name for i in sb.get_inputs()]
+    assert [o.name for o in sa.get_outputs()] == [o.name for o in sb.get_outputs()]
+    feeds = _feeds(sa, np.random.default_rng(0))
+    for x, y, o in zip(sa.run(None, feeds), sb.run(None, feeds), sa.get_outputs()):
+        assert np.array_equal(x, y), f"{weights}: {o.name} differs by {np.abs(x - y).max()}"
+    # the same weights: every tensor of the streamed graph is one of the in-memory graph's (which dedups equal ones)
+    da, db = _weight_digests(a / "onnx/decoder.onnx"), _weight_digests(b / "onnx/decoder.onnx")
+    assert set(db) == set(da)
+    ma = json.loads((a / "lisa.manifest.json").read_text())
+    mb = json.loads((b / "lisa.manifest.json").read_text())
+    assert ma["graphs"]["decoder"]["inputs"] == mb["graphs"]["decoder"]["inputs"]
+    assert ma["graphs"]["decoder"]["outputs"] == mb["graphs"]["decoder"]["outputs"]
+    assert mb["llm"]["weights"] == weights
+
+
+def test_template_weights_are_traced_and_checked(tmp_path, monkeypatch):
+    """Every weight of the one-layer template is traced to its checkpoint key; a transformation that does not give
+    the template's own bytes back stops the export before anything is written."""
+    from lisa_export import export
+    from lisa_export.model import TensorSource, infer_llm_config
+    from lisa_export.stream import build_template
+
+    _, _, _, ckpt, _ = tiny_model("7b", 1)
+    cfg = infer_llm_config(TensorSource(ckpt), ckpt)
+    tmpl, _, _ = build_template(cfg, tmp_path, "w8a8", log=lambda m: None)
+    kinds = collections.Counter(k for _, _, k in tmpl.weights.values())
+    assert kinds["_int8"] == kinds["_scale"] == 7 + 1  # q, k, v, o, gate, up, down; lm_head
+    assert kinds["raw"] == 2 + 1  # the layer's two norms; the final norm
+    assert {key for key, _, _ in tmpl.weights.values()} >= {"lm_head.weight", "model.norm.weight"}
+    real = export.w8a8_quantize
+    monkeypatch.setattr(export, "w8a8_quantize", lambda a: (real(a)[0], real(a)[1] * np.float32(1.0000001)))
+    with pytest.raises(RuntimeError, match="does not reproduce"):
+        build_template(cfg, tmp_path / "again", "w8a8", log=lambda m: None)
+
+
+def test_bf16_bin_shards_stream_like_safetensors(tmp_path):
+    """LISA's published checkpoints are bf16 .bin shards: read memory-mapped, they give the same bundle graphs as
+    the same weights in safetensors (and the 4.31-era extra files and rotary_emb.inv_freq keys are ignored)."""
+    _, _, _, ckpt, clip = tiny_model("13b", 2)
+    sd = {k: v.to(torch.bfloat16) for k, v in load_file(str(ckpt / "model.safetensors")).items()}
+    keys = list(sd)
+    folders = {}
+    for fmt in ("bin", "safetensors"):
+        src = tmp_path / fmt
+        src.mkdir()
+        for f in ckpt.iterdir():
+            if f.suffix != ".safetensors":
+                (src / f.name).write_bytes(f.read_bytes())
+        (src / "generation_config.json").write_text('{"bos_token_id": 1, "transformers_version": "4.31.0"}')
+        halves = [keys[: len(keys) // 2], keys[len(keys) // 2 :]]
+        weight_map = {}
+        for i, ks in enumerate(halves):
+            part = {k: sd[k] for k in ks}
+            if fmt == "bin":
+                name = f"pytorch_model-0000{i + 1}-of-00002.bin"
+                part["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(16)
+                torch.save(part, src / name)
+            else:
+                from safetensors.torch import save_file
+
+                name = f"model-0000{i + 1}-of-00002.safetensors"
+                save_file(part, str(src / name), metadata={"format": "pt"})
+            weight_map.update({k: name for k in part})
+        index = "pytorch_model.bin.index.json" if fmt == "bin" else "model.safetensors.index.json"
+        (src / index).write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+        folders[fmt] = src
+    outs = {}
+    for fmt, src in folders.items():
+        out = tmp_path / f"bundle-{fmt}"
+        r = subprocess.run(
+            [
+                str(EXPORT_DIR / "venv"),
+                "run",
+                "-m",
+                "lisa_export",
+                "export",
+                "--checkpoint",
+                str(src),
+                "--clip",
+                str(clip),
+                "--out",
+                str(out),
+                "--layout",
+                "13b",
+                "--weights",
+                "int4",
+                "--stream",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert r.returncode == 0, r.stderr[-2000:]
+        last = r.stdout.strip().splitlines()[-1]
+        assert last.startswith("export: peak RSS ") and "wrote" in last, r.stdout
+        report(f"streamed int4 tiny-13b from bf16 {fmt}: {last}")
+        outs[fmt] = out
+    for rel in ["onnx/decoder.onnx", "onnx/decoder.onnx_data", *[f"onnx/{g}.onnx" for g in OTHER_GRAPHS]]:
+        assert (outs["bin"] / rel).read_bytes() == (outs["safetensors"] / rel).read_bytes(), rel
+
+
+@pytest.mark.parametrize("where", ["folder", "config"])
+def test_v0_checkpoint_is_refused_in_one_line(tmp_path, where):
+    from lisa_export.export import export_bundle
+    from lisa_export.model import CheckpointError
+
+    _, _, _, ckpt, clip = tiny_model("13b", 2)
+    src = tmp_path / ("LISA-13B-llama2-v0" if where == "folder" else "weights")
+    src.mkdir()
+    for f in ckpt.iterdir():
+        (src / f.name).write_bytes(f.read_bytes())
+    if where == "config":
+        cfg = json.loads((src / "config.json").read_text())
+        cfg["_name_or_path"] = "xinlai/LISA-7B-v0-explanatory"
+        (src / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=r"is a LISA v0 checkpoint \(LISA-.*v0.*only v1 is supported") as e:
+        export_bundle(src, clip, tmp_path / "out", log=lambda m: None)
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "out").exists()
