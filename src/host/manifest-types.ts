@@ -30,6 +30,10 @@ export interface Manifest {
     max_positions: Posint;
     rms_norm_eps: number;
     weights: 'float32' | 'int8' | 'int4' | 'w8a8';
+    /**
+     * Graph contract: the decoder's logits hold each step's last position only ([1,1,V]). Absent in bundles exported before 2026-11-30, whose logits hold every position ([1,S,V]); the host reads the last row of either.
+     */
+    logits?: 'last';
   };
   sam: {
     prompt_dim: Posint;

@@ -216,7 +216,7 @@ def contract_shapes(lisa: Lisa) -> dict[str, dict[str, list]]:
         "inputs_embeds": [1, "S", H],
         "attention_mask": [1, "P+S"],
         "position_ids": [1, "S"],
-        "logits": [1, "S", V],
+        "logits": [1, 1, V],
         "last_hidden_state": [1, "S", H],
     }
     for i in range(L):
@@ -303,7 +303,6 @@ def export_decoder(lisa: Lisa, dec_path: Path, g: torch.Generator) -> None:
         "inputs_embeds": {1: "S"},
         "attention_mask": {1: "P+S"},
         "position_ids": {1: "S"},
-        "logits": {1: "S"},
         "last_hidden_state": {1: "S"},
     }
     for i in range(L):
@@ -600,6 +599,7 @@ def build_manifest(bundle: Path, lisa: Lisa, layout: str, tokens: dict, weights:
             "max_positions": cfg.max_position_embeddings,
             "rms_norm_eps": cfg.rms_norm_eps,
             "weights": weights,
+            "logits": "last",
         },
         "sam": {"prompt_dim": lisa.sam_dims.out_chans, "mask_index": 0, "threshold": 0.0},
         "tokens": tokens,

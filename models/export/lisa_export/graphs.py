@@ -42,7 +42,8 @@ class EmbedTokens(nn.Module):
 
 class Decoder(nn.Module):
     """LLaMA with explicit KV cache.  Inputs: inputs_embeds [1,S,H], attention_mask [1,P+S] (0 = masked key),
-    position_ids [1,S], then past key/value per layer [1,KV,P,D].  Outputs: logits, post-norm last_hidden_state,
+    position_ids [1,S], then past key/value per layer [1,KV,P,D].  Outputs: logits of the last position only [1,1,V]
+    (the only ones greedy decoding reads: a 7B prompt's logits at every position are ~77 MB), post-norm last_hidden_state,
     present key/value per layer [1,KV,P+S,D], then this step's key/value rows per layer [1,KV,S,D] (new_key_values:
     what a caller that keeps its own cache appends, so it need not fetch the whole present cache every step)."""
 
@@ -88,7 +89,7 @@ class Decoder(nn.Module):
             h = residual + attn.o_proj(o)
             h = h + layer.mlp(layer.post_attention_layernorm(h))
         h = self.model.norm(h)
-        return (self.lm_head(h), h, *presents, *news)
+        return (self.lm_head(h[:, -1:]), h, *presents, *news)
 
 
 class SegProjector(nn.Module):

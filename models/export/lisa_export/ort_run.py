@@ -92,30 +92,36 @@ class OrtBundle:
         return out_ids, seg_pos, seg_hidden.astype(np.float32)
 
     def teacher_forced(self, input_ids: list[int], clip_pv: np.ndarray, output_ids: list[int]) -> list[int]:
-        """One prefill over prompt + given answer; the argmax at each answer position (no compounding errors)."""
+        """The argmax at each answer position when the given answer is fed (no compounding errors): the prompt's
+        prefill, then one cached step per answer token (the decoder returns the last position's logits only)."""
         tok = self.manifest["tokens"]
         feats = self.run("vision_encoder", pixel_values=clip_pv)["image_features"]
-        seq = input_ids + output_ids[:-1]
-        k = seq.index(IMAGE_TOKEN_INDEX)
-        ids = np.array([[t if t != IMAGE_TOKEN_INDEX else 0 for t in seq]], np.int64)
+        k = input_ids.index(IMAGE_TOKEN_INDEX)
+        ids = np.array([[t if t != IMAGE_TOKEN_INDEX else 0 for t in input_ids]], np.int64)
         emb = self.run("embed_tokens", input_ids=ids)["inputs_embeds"]
-        emb = np.concatenate([emb[:, :k], feats, emb[:, k + 1 :]], axis=1)
+        x = np.concatenate([emb[:, :k], feats, emb[:, k + 1 :]], axis=1)
         mask = []
-        for i, t in enumerate(seq):
+        for t in input_ids:
             mask += (
-                [1] * NUM_IMAGE_TOKENS
-                if t == IMAGE_TOKEN_INDEX
-                else [0 if (t in tok["mask_attention_for_ids"] and i < len(input_ids)) else 1]
+                [1] * NUM_IMAGE_TOKENS if t == IMAGE_TOKEN_INDEX else [0 if t in tok["mask_attention_for_ids"] else 1]
             )
-        o = self.run(
-            "decoder",
-            inputs_embeds=emb,
-            attention_mask=np.array([mask], np.int64),
-            position_ids=np.arange(emb.shape[1], dtype=np.int64)[None],
-            **self.empty_past(),
-        )
-        start = emb.shape[1] - len(output_ids)
-        return [int(v) for v in np.argmax(o["logits"][0, start:], axis=-1)]
+        past, pos0, picked = self.empty_past(), 0, []
+        for t in [None, *output_ids[:-1]]:
+            if t is not None:
+                x = self.run("embed_tokens", input_ids=np.array([[t]], np.int64))["inputs_embeds"]
+                mask.append(1)
+            s = x.shape[1]
+            o = self.run(
+                "decoder",
+                inputs_embeds=x,
+                attention_mask=np.array([mask], np.int64),
+                position_ids=np.arange(pos0, pos0 + s, dtype=np.int64)[None],
+                **past,
+            )
+            past = {n.replace("present", "past_key_values"): v for n, v in o.items() if n.startswith("present.")}
+            pos0 += s
+            picked.append(int(np.argmax(o["logits"][0, -1])))
+        return picked
 
     def masks(self, sam_pv: np.ndarray, seg_hidden: np.ndarray, resize_size, orig_size):
         if seg_hidden.shape[0] == 0:
