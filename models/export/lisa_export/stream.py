@@ -220,23 +220,24 @@ class DataWriter:
         self.offset = 0
 
     def put(self, t: onnx.TensorProto, arr: np.ndarray) -> None:
-        raw = np.ascontiguousarray(arr).tobytes()
+        raw = np.ascontiguousarray(arr)
+        n = raw.nbytes
         del t.external_data[:]
         t.ClearField("raw_data")
-        if len(raw) < INLINE_BELOW:
+        if n < INLINE_BELOW:
             t.data_location = onnx.TensorProto.DEFAULT
-            t.raw_data = raw
+            t.raw_data = raw.tobytes()
             return
-        align = 4096 if len(raw) >= 4096 else 64
+        align = 4096 if n >= 4096 else 64
         pad = (-self.offset) % align
         self.f.write(b"\0" * pad)
         self.offset += pad
-        self.f.write(raw)
+        self.f.write(raw.data)  # the array's own buffer: no bytes copy of a 180 MB tensor
         t.data_location = onnx.TensorProto.EXTERNAL
-        for k, v in (("location", self.path.name), ("offset", str(self.offset)), ("length", str(len(raw)))):
+        for k, v in (("location", self.path.name), ("offset", str(self.offset)), ("length", str(n))):
             e = t.external_data.add()
             e.key, e.value = k, v
-        self.offset += len(raw)
+        self.offset += n
 
     def close(self) -> None:
         self.f.close()
