@@ -13,6 +13,7 @@ import { preprocessImageParallel } from './image/preprocess';
 import { buildResultMasks, masksFromLogits, overlayPng, rgbPng } from './masks';
 import { buildPrompt, cleanAnswer } from './prompt';
 import { readRegularFile } from './read-file';
+import { Refiner } from './refine';
 import { chooseProvider, type Device, f32, GraphSessions, i64 } from './sessions';
 import { LisaTokenizer } from './tokenizer';
 
@@ -55,6 +56,8 @@ export const newCounters = (): Counters => ({ visionEncoderRuns: 0, samEncoderRu
 
 export class LisaPipeline {
   readonly cache: EmbeddingCache;
+  /** Recent results' [SEG] embeddings and the prompt-capable mask decoder: reasonSegment/refine. */
+  readonly refiner: Refiner;
   private queue: Promise<unknown> = Promise.resolve();
 
   private constructor(
@@ -68,6 +71,7 @@ export class LisaPipeline {
     readonly counters: Counters,
   ) {
     this.cache = new EmbeddingCache(cacheBytes);
+    this.refiner = new Refiner(bundle, sessions.provider.provider, this.cache);
   }
 
   static async load(
@@ -108,6 +112,7 @@ export class LisaPipeline {
   async dispose(): Promise<void> {
     await this.queue.catch(() => undefined);
     await this.sessions.release();
+    await this.refiner.release();
     this.cache.clear();
   }
 
@@ -173,7 +178,7 @@ export class LisaPipeline {
     const tMask = performance.now();
     const binary =
       gen.seg.length === 0
-        ? { masks: [], scores: [] }
+        ? { masks: [], scores: [], segEmbeddings: new Float32Array(0) }
         : await this.decodeMasks(
             emb,
             gen.seg.map((s) => s.hidden),
@@ -217,6 +222,16 @@ export class LisaPipeline {
         cacheHit,
       },
       stopReason: gen.stopReason,
+      resultId:
+        masks.length === 0
+          ? undefined
+          : this.refiner.results.remember({
+              sha256: emb.sha256,
+              width: emb.width,
+              height: emb.height,
+              segEmbeddings: binary.segEmbeddings,
+              tokenIndices: masks.map((k) => k.tokenIndex),
+            }),
     };
   }
 
@@ -303,7 +318,7 @@ export class LisaPipeline {
   private async decodeMasks(
     emb: ImageEmbeddings,
     hidden: Float32Array[],
-  ): Promise<{ masks: Uint8Array[]; scores: number[] }> {
+  ): Promise<{ masks: Uint8Array[]; scores: number[]; segEmbeddings: Float32Array }> {
     const m = this.bundle.manifest;
     const n = hidden.length;
     const H = m.llm.hidden_size;
@@ -320,6 +335,7 @@ export class LisaPipeline {
     return {
       masks: masksFromLogits(out.masks.data as Float32Array, n, emb.height, emb.width, m.sam.threshold),
       scores: Array.from(out.iou_predictions.data as Float32Array),
+      segEmbeddings: proj.seg_embeddings.data as Float32Array,
     };
   }
 }

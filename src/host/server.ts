@@ -28,11 +28,13 @@ import {
   type ModelInfo,
   Notifications,
   PROTOCOL_VERSION,
+  type RefineParams,
+  type RefineResult,
   RpcErrorCode,
   type SegmentParams,
   type StatusResult,
 } from '../protocol/rpc';
-import { validateLoadModelParams, validateSegmentParams } from '../protocol/validate';
+import { validateLoadModelParams, validateRefineParams, validateSegmentParams } from '../protocol/validate';
 import { HostError, isHostError, oneLine } from './errors';
 import { DEFAULT_MAX_PIXELS } from './image/decode';
 import { LisaPipeline, newCounters } from './pipeline';
@@ -266,6 +268,19 @@ export function startServer(opts: { maxPixels?: number; cacheBytes?: number } = 
         onCancel.dispose();
         active--;
       }
+    }),
+  );
+
+  // Not queued behind segment requests: it reads the caches and runs its own small session, so a click is answered
+  // while a long answer is still decoding.
+  connection.onRequest(
+    Methods.refine,
+    guarded(async (params: RefineParams): Promise<RefineResult> => {
+      invalid(validateRefineParams(params));
+      await loading;
+      const p = pipeline;
+      if (!p) throw new HostError('ModelNotLoaded', 'No model is loaded; load one with reasonSegment/loadModel first.');
+      return p.refiner.refine(params);
     }),
   );
 

@@ -81,6 +81,23 @@ const ZH_CN: Readonly<Record<string, string>> = {
   'The image could not be decoded': '无法解码图像',
   'This Reason Segment result cannot be shown': '无法显示此 Reason Segment 结果',
   'Download {0}': '下载 {0}',
+  // Refining a mask by clicking (src/overlay/refine.ts).
+  Refine: '细化',
+  'Refine mask {0} by clicking': '通过点击细化掩码 {0}',
+  'Refining mask {0}: click to add a point, Shift- or Alt-click for a negative point, drag for a box.':
+    '正在细化掩码 {0}：单击添加正向点，按住 Shift 或 Alt 单击添加负向点，拖动画框。',
+  Undo: '撤销',
+  Redo: '重做',
+  'Clear points': '清除所有点',
+  Done: '完成',
+  'Refining…': '正在细化…',
+  'Refine failed: {0}': '细化失败：{0}',
+  'At most 32 points.': '最多 32 个点。',
+  'predicted IoU {0}': '预测 IoU {0}',
+  'refined ({0} point(s){1})': '已细化（{0} 个点{1}）',
+  ', box': '，框',
+  "SAM's predicted IoU is the mask decoder's own estimate of the mask's quality (its confidence).":
+    'SAM 的预测 IoU 是掩码解码器对掩码质量的自我估计（即置信度）。',
 };
 
 export type { Translate } from './view';

@@ -23,6 +23,13 @@ export const OVERLAY_CSS = `
 .rs-stage { position: relative; width: 100%; background: var(--vscode-editor-background, #fff); touch-action: none; }
 .rs-stage canvas { position: absolute; left: 0; top: 0; width: 100%; height: 100%; display: block; }
 .rs-stage .rs-highlight { pointer-events: none; }
+.rs-stage .rs-markers { position: absolute; left: 0; top: 0; width: 100%; height: 100%; pointer-events: none; overflow: visible; }
+.rs-stage.rs-refining { cursor: crosshair; }
+.rs-marker-pos { fill: #2ea043; stroke: #fff; }
+.rs-marker-neg { fill: #da3633; stroke: #fff; }
+.rs-marker-box { fill: none; stroke: #ffd33d; }
+.rs-refine { display: flex; flex-wrap: wrap; align-items: center; gap: 6px 8px; margin: 0 0 6px; }
+.rs-refine[hidden] { display: none; }
 .rs-note { color: var(--vscode-descriptionForeground, #616161); font-size: 90%; margin: 4px 0; }
 .rs-text { margin: 8px 0; white-space: pre-wrap; overflow-wrap: anywhere; }
 .rs-chip { font: inherit; font-size: 92%; border-radius: 3px; padding: 0 4px; margin: 0 1px; border: 1px solid transparent;

@@ -7,9 +7,10 @@
 //   highlight - the hovered (or pinned) mask's outline, opaque, redrawn on hover only.
 // Each mask's RLE is decoded once (MaskLayer); sprites are built on first use and cached.
 
-import type { SegmentResult } from '../protocol/result';
+import type { ResultMask, SegmentResult } from '../protocol/result';
 import { cssColor, maskColor, type Rgb, textOn } from './colors';
 import { hitTest, MaskLayer, outlineThickness, type Sprite } from './layers';
+import { createRefineMode, type RefineCallback, type RefineMode, refineKeys } from './refine';
 import { ensureStyles } from './styles';
 
 export type ViewMode = 'fill' | 'outline' | 'box';
@@ -29,6 +30,12 @@ export interface ViewOptions {
   styleNonce?: string;
   /** UI text in the user's language (English keys, {0} arguments); English when absent. */
   t?: Translate;
+  /**
+   * Enables refining a mask by clicking (a Refine button per mask): called with the result's id, the mask index and
+   * the prompts in image pixels; resolves with the new mask (the host's reasonSegment/refine answer's `mask`), which
+   * the view then shows, saves and exports in place of the old one.
+   */
+  refine?: RefineCallback;
 }
 
 export type Translate = (message: string, ...args: (string | number)[]) => string;
@@ -47,6 +54,10 @@ export interface SegmentView {
   highlight(maskIndex: number): void;
   /** Photo with the overlay blended at the current opacity, at natural resolution (what "Save overlay PNG" writes). */
   flatten(): HTMLCanvasElement;
+  /** Shows `mask` in place of mask `maskIndex` (a refined mask); Save and COCO export write it from then on. */
+  replaceMask(maskIndex: number, mask: ResultMask): void;
+  /** The refine mode (when `options.refine` was given). */
+  readonly refine?: RefineMode;
   dispose(): void;
 }
 
@@ -67,7 +78,7 @@ export function createSegmentView(
 
   const W = result.image.width;
   const H = result.image.height;
-  const masks = result.masks;
+  const masks = result.masks.slice();
   const n = masks.length;
   const thickness = outlineThickness(W, H);
 
@@ -194,8 +205,10 @@ export function createSegmentView(
   const list = el('ul', 'rs-masks');
   list.setAttribute('aria-label', t('Masks'));
   const rows: HTMLLIElement[] = [];
+  const metas: HTMLElement[] = [];
+  const refineButtons: HTMLButtonElement[] = [];
   const boxes: HTMLInputElement[] = [];
-  masks.forEach((m, i) => {
+  masks.forEach((_, i) => {
     const li = el('li', 'rs-mask');
     li.dataset.mask = String(i);
     const label = el('label');
@@ -206,11 +219,9 @@ export function createSegmentView(
     cb.disabled = layers[i] === null;
     const swatch = el('span', 'rs-swatch');
     swatch.style.background = cssColor(colors[i]);
-    const meta =
-      layers[i] === null
-        ? 'could not be decoded'
-        : `${m.area} px · box ${m.bbox.join(', ')}${typeof m.score === 'number' ? ` · score ${m.score.toFixed(2)}` : ''}`;
-    label.append(cb, swatch, doc.createTextNode(t('Mask {0}', i + 1)), el('span', 'rs-meta', meta));
+    const meta = el('span', 'rs-meta');
+    metas.push(meta);
+    label.append(cb, swatch, doc.createTextNode(t('Mask {0}', i + 1)), meta);
     on(cb, 'change', () => setVisible(i, cb.checked));
     on(cb, 'keydown', (e) => {
       if (e.key === 'Enter') {
@@ -221,6 +232,19 @@ export function createSegmentView(
     on(li, 'pointerenter', () => setHover(i));
     on(li, 'pointerleave', () => setHover(-1));
     li.appendChild(label);
+    if (options.refine && layers[i]) {
+      const b = el('button', 'rs-button', t('Refine'));
+      b.type = 'button';
+      b.setAttribute('aria-label', t('Refine mask {0} by clicking', i + 1));
+      b.setAttribute('aria-pressed', 'false');
+      on(b, 'click', () => {
+        if (refine?.active === i) refine.stop();
+        else refine?.start(i);
+        for (const [k, rb] of refineButtons.entries()) rb.setAttribute('aria-pressed', String(refine?.active === k));
+      });
+      refineButtons[i] = b;
+      li.appendChild(b);
+    }
     if (options.save && layers[i]) {
       const b = el('button', 'rs-button', t('Save mask PNG'));
       b.type = 'button';
@@ -245,7 +269,23 @@ export function createSegmentView(
   }
 
   if (problems.length) notes.appendChild(errorBox(doc, t('Some masks could not be drawn'), problems.join('\n')));
-  root.append(toolbar, stage, notes, text, list);
+  const refine = options.refine
+    ? createRefineMode({
+        doc,
+        stage,
+        width: W,
+        height: H,
+        resultId: result.resultId,
+        t,
+        on,
+        el,
+        current: (i) => masks[i],
+        show: replaceMask,
+        refine: options.refine,
+      })
+    : undefined;
+  if (refine) on(root, 'keydown', refineKeys(refine));
+  root.append(toolbar, ...(refine ? [refine.bar] : []), stage, notes, text, list);
   container.appendChild(root);
 
   // ---- stage pointer: hover a mask's pixels ----
@@ -343,6 +383,31 @@ export function createSegmentView(
     }
   }
 
+  function describe(i: number): void {
+    const m = masks[i];
+    const parts =
+      layers[i] === null
+        ? ['could not be decoded']
+        : [`${m.area} px`, `box ${m.bbox.map((v) => Math.round(v)).join(', ')}`];
+    if (layers[i] !== null && typeof m.score === 'number') parts.push(t('predicted IoU {0}', m.score.toFixed(2)));
+    if (m.refined) parts.push(t('refined ({0} point(s){1})', m.refined.points.length, m.refined.box ? t(', box') : ''));
+    metas[i].textContent = parts.join(' · ');
+    metas[i].title = t(
+      "SAM's predicted IoU is the mask decoder's own estimate of the mask's quality (its confidence).",
+    );
+  }
+
+  function replaceMask(i: number, mask: ResultMask): void {
+    if (i < 0 || i >= n) return;
+    layers[i] = new MaskLayer(mask, W, H);
+    masks[i] = mask;
+    for (const kind of ['fill', 'outline', 'hl']) sprites.delete(`${kind}:${i}`);
+    describe(i);
+    drawOverlay();
+    refreshHighlight();
+    rows[i].dataset.refined = String(Boolean(mask.refined));
+  }
+
   function setVisible(i: number, v: boolean): void {
     if (i < 0 || i >= n || !layers[i] || visible[i] === v) {
       if (boxes[i]) boxes[i].checked = visible[i];
@@ -426,6 +491,7 @@ export function createSegmentView(
         iscrowd: 0,
         score: m.score,
         seg_index: m.segIndex,
+        ...(m.refined ? { refined: m.refined } : {}),
       })),
     };
     return {
@@ -445,7 +511,10 @@ export function createSegmentView(
   }
 
   // ---- first paint ----
-  for (let i = 0; i < n; i++) updateLabels(i);
+  for (let i = 0; i < n; i++) {
+    updateLabels(i);
+    describe(i);
+  }
   setOpacity(opacity);
   drawOverlay();
   refreshHighlight();
@@ -495,6 +564,8 @@ export function createSegmentView(
       refreshHighlight();
     },
     flatten,
+    replaceMask,
+    refine,
     dispose() {
       abort.abort();
       for (const c of sprites.values()) c.width = c.height = 0;

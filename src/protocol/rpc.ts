@@ -23,7 +23,7 @@
 // `reasonSegment/progress` notifications for long stages (model loading, checksum verification, image encoders).
 
 import type { RESULT_FORMAT, SegmentResult } from './result';
-import type { Device, LoadModelParams, SegmentParams } from './wire-types';
+import type { Device, LoadModelParams, RefineParams, RefineResult, SegmentParams } from './wire-types';
 
 export type { ChatTurn, SegmentResult } from './result';
 
@@ -34,6 +34,7 @@ export const Methods = {
   loadModel: 'reasonSegment/loadModel',
   unloadModel: 'reasonSegment/unloadModel',
   segment: 'reasonSegment/segment',
+  refine: 'reasonSegment/refine',
   status: 'reasonSegment/status',
   shutdown: 'reasonSegment/shutdown',
 } as const;
@@ -49,7 +50,15 @@ export interface CancelParams {
   id: number | string;
 }
 
-export type { Device, ImageInput, LoadModelParams, SegmentParams } from './wire-types';
+export type {
+  Device,
+  ImageInput,
+  LoadModelParams,
+  RefineParams,
+  RefinePrompt,
+  RefineResult,
+  SegmentParams,
+} from './wire-types';
 /** The schema's Device enum as a value (test/protocol/wire.test.ts keeps the two equal). */
 export const DEVICES: readonly Device[] = ['cpu', 'cuda', 'webgpu'];
 
@@ -111,6 +120,12 @@ export interface UnloadModelResult {
 // ---- reasonSegment/segment -------------------------------------------------------------------------------------
 
 export type SegmentResponse = SegmentResult;
+
+// ---- reasonSegment/refine --------------------------------------------------------------------------------------
+// One mask of a recent result (`SegmentResult.resultId`) decoded again by SAM with point and box prompts, from the
+// cached image embedding and the mask's [SEG] embedding: milliseconds, no language model. A result the host no
+// longer remembers, or whose image left the embedding cache, is refused with ImageUnreadable; a bundle without the
+// sam_prompt_decoder graph with BundleInvalid; points outside the image or more than 32 with ParamsInvalid.
 
 // ---- reasonSegment/status --------------------------------------------------------------------------------------
 
@@ -184,6 +199,7 @@ export interface RequestMap {
   [Methods.loadModel]: { params: LoadModelParams; result: LoadModelResult };
   [Methods.unloadModel]: { params: UnloadModelParams; result: UnloadModelResult };
   [Methods.segment]: { params: SegmentParams; result: SegmentResult };
+  [Methods.refine]: { params: RefineParams; result: RefineResult };
   [Methods.status]: { params: Record<string, never> | undefined; result: StatusResult };
   [Methods.shutdown]: { params: Record<string, never> | undefined; result: ShutdownResult };
 }

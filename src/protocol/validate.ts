@@ -279,6 +279,10 @@ export function validateLoadModelParams(v: unknown): string[] {
   return problems(wire.loadModelParams, v);
 }
 
+export function validateRefineParams(v: unknown): string[] {
+  return problems(wire.refineParams, v);
+}
+
 /**
  * Problems with a message that claims to come from the chat webview (src/protocol/chat.ts): unknown `type`s are
  * rejected; strings are size-limited; paths must not hold NUL or line breaks; save files must have a plain file name,

@@ -24,6 +24,7 @@ export type ImageInput =
     };
 export type Sha256 = string;
 export type Device = 'cpu' | 'cuda' | 'webgpu';
+export type Id = string;
 export type ChatTurns = ChatTurn[];
 /**
  * A message from the chat panel webview to the extension: untrusted, checked before use. Unknown types are rejected.
@@ -130,6 +131,112 @@ export interface LoadModelParams {
   requestId?: string;
 }
 /**
+ * reasonSegment/refine: run SAM's mask decoder again for one mask of a recent result, on the cached image embedding and that mask's [SEG] embedding, with point and box prompts. No points and no box gives the original mask back.
+ */
+export interface RefineParams {
+  resultId: Id;
+  /**
+   * Index into the result's masks.
+   */
+  maskIndex: number;
+  prompt: RefinePrompt;
+  /**
+   * Put a PNG of the mask in `mask.png`. Default false.
+   */
+  includePng?: boolean;
+}
+/**
+ * Point and box prompts for SAM's mask decoder, in pixels of the original image (x right, y down, 0..width and 0..height). labels[i] is 1 for a positive point (part of the object), 0 for a negative one.
+ */
+export interface RefinePrompt {
+  /**
+   * @maxItems 32
+   */
+  points: [number, number][];
+  /**
+   * @maxItems 32
+   */
+  labels: (0 | 1)[];
+  /**
+   * [x0, y0, x1, y1], top-left and bottom-right corners.
+   *
+   * @minItems 4
+   * @maxItems 4
+   */
+  box?: [number, number, number, number];
+}
+export interface RefineResult {
+  resultId: Id;
+  maskIndex: number;
+  mask: ResultMask;
+  /**
+   * Time in the mask decoder graph.
+   */
+  decoderMs: number;
+  totalMs: number;
+}
+export interface ResultMask {
+  /**
+   * Which [SEG] of the answer (0-based, in order of appearance) produced this mask.
+   */
+  segIndex: number;
+  /**
+   * Index into `outputIds` of that [SEG] token, or -1 when it stood in the prompt (an assistant prefix).
+   */
+  tokenIndex: number;
+  rle: CocoRle;
+  /**
+   * Single-channel PNG (0 or 255), base64, at the original image size.
+   */
+  png?: string;
+  /**
+   * COCO bbox [x, y, width, height] in pixels of the original image.
+   *
+   * @minItems 4
+   * @maxItems 4
+   */
+  bbox: [number, number, number, number];
+  area: number;
+  /**
+   * SAM's predicted IoU for this mask (the mask decoder's iou_predictions, mask index 0): the mask's confidence, shown beside it. LISA itself does not use it.
+   */
+  score: number;
+  refined?: RefinePrompt1;
+}
+export interface CocoRle {
+  /**
+   * [height, width], as pycocotools writes it.
+   *
+   * @minItems 2
+   * @maxItems 2
+   */
+  size: [number, number];
+  /**
+   * Column-major run lengths in pycocotools' compressed string form.
+   */
+  counts: string;
+}
+/**
+ * Set when the mask was refined by clicking (reasonSegment/refine): the prompts that gave it, in pixels of the original image.
+ */
+export interface RefinePrompt1 {
+  /**
+   * @maxItems 32
+   */
+  points: [number, number][];
+  /**
+   * @maxItems 32
+   */
+  labels: (0 | 1)[];
+  /**
+   * [x0, y0, x1, y1], top-left and bottom-right corners.
+   *
+   * @minItems 4
+   * @maxItems 4
+   */
+  box?: [number, number, number, number];
+}
+/**
  * The result payload: one versioned JSON document used by every surface (notebook output, chat, CLI --json, kernel).
  */
 export interface SegmentResult {
@@ -161,6 +268,10 @@ export interface SegmentResult {
    * Why decoding stopped.
    */
   stopReason: 'eos' | 'max_new_tokens' | 'context_limit' | 'cancelled';
+  /**
+   * Names this result for reasonSegment/refine while the host remembers it (its most recent results, as long as the image stays in its embedding cache). Absent when no mask was made.
+   */
+  resultId?: string;
 }
 export interface ResultImage {
   width: number;
@@ -178,46 +289,6 @@ export interface ResultImage {
    */
   data?: string;
   mimeType?: string;
-}
-export interface ResultMask {
-  /**
-   * Which [SEG] of the answer (0-based, in order of appearance) produced this mask.
-   */
-  segIndex: number;
-  /**
-   * Index into `outputIds` of that [SEG] token, or -1 when it stood in the prompt (an assistant prefix).
-   */
-  tokenIndex: number;
-  rle: CocoRle;
-  /**
-   * Single-channel PNG (0 or 255), base64, at the original image size.
-   */
-  png?: string;
-  /**
-   * COCO bbox [x, y, width, height] in pixels of the original image.
-   *
-   * @minItems 4
-   * @maxItems 4
-   */
-  bbox: [number, number, number, number];
-  area: number;
-  /**
-   * The mask decoder's IoU prediction for mask index 0 (LISA does not use it; shown for information).
-   */
-  score: number;
-}
-export interface CocoRle {
-  /**
-   * [height, width], as pycocotools writes it.
-   *
-   * @minItems 2
-   * @maxItems 2
-   */
-  size: [number, number];
-  /**
-   * Column-major run lengths in pycocotools' compressed string form.
-   */
-  counts: string;
 }
 export interface StageTimings {
   decodeImageMs: number;

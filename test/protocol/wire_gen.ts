@@ -36,6 +36,7 @@ export const MANIFEST_TYPES_FILE = path.join(ROOT, 'src/host/manifest-types.ts')
 export const VALIDATORS: Record<string, string> = {
   segmentParams: 'SegmentParams',
   loadModelParams: 'LoadModelParams',
+  refineParams: 'RefineParams',
   segmentResult: 'SegmentResult',
   cocoRle: 'CocoRle',
   chatTurns: 'ChatTurns',
@@ -46,6 +47,9 @@ export const VALIDATORS: Record<string, string> = {
 const TYPES = [
   'SegmentParams',
   'LoadModelParams',
+  'RefineParams',
+  'RefinePrompt',
+  'RefineResult',
   'ImageInput',
   'SegmentResult',
   'ResultMask',
