@@ -1,17 +1,19 @@
 """The object a ``%%segment`` cell returns: the host's result payload with Python-friendly accessors.
 
-It displays itself as the Reason Segment result MIME type (drawn by the extension's notebook renderer). Frontends
-without the renderer show ONE other type of the bundle, the richest they know (JupyterLab and nbconvert prefer
-``text/html`` to ``image/png`` to ``text/plain``), so ``text/html`` carries the answer, the mask summary and the
-overlay together; ``image/png`` (for exporters that take images only) and ``text/plain`` stay beside it.
+It displays itself as the Reason Segment result MIME type (drawn by the VS Code renderer and the JupyterLab
+extension). Frontends without a renderer show ONE other type of the bundle, the richest they know (JupyterLab and
+nbconvert's HTML take ``text/markdown`` before ``image/png`` before ``text/plain``), so ``text/markdown`` carries the
+answer, the mask list and the small overlay PNG together; ``image/png`` (that PNG, for exporters that take images
+only: it says "NO MASK" on a result without masks) and ``text/plain`` stay beside it.
 """
 
 from __future__ import annotations
 
 import base64
-import html
+import re
 from typing import Any, Dict, List, Optional
 
+from . import png as _png
 from . import rle as _rle
 from .protocol import RESULT_MIME
 
@@ -37,6 +39,7 @@ class SegmentResult:
         self.payload = payload
         self.image_path = image_path
         self._masks: Optional[List[Any]] = None
+        self._fallback: Optional[str] = None
 
     # ---- plain fields --------------------------------------------------------------------------------------------
     @property
@@ -135,25 +138,44 @@ class SegmentResult:
         return f"{self._shown_answer()}\n{self._masks_line()}"
 
     def _mime_payload(self) -> Dict[str, Any]:
-        # The overlay already travels as image/png beside it; do not send it twice.
+        # The renderers draw from the masks and the image; the full-size overlay stays out of the notebook.
         return {k: v for k, v in self.payload.items() if k != "overlayPng"}
 
-    def _html(self) -> str:
-        answer, masks = self._shown_answer(), self._masks_line()
-        parts = [f'<p style="white-space:pre-wrap">{html.escape(answer)}</p>', f"<p><em>{html.escape(masks)}</em></p>"]
-        if self.payload.get("overlayPng"):
-            parts.append(
-                f'<img src="data:image/png;base64,{self.payload["overlayPng"]}" '
-                f'alt="{html.escape(masks, quote=True)}" style="max-width:100%">'
-            )
-        return "<div>" + "".join(parts) + "</div>"
+    @property
+    def fallback_png(self) -> Optional[bytes]:
+        """The overlay downscaled for notebook files (at most png.MAX_SIDE pixels a side), "NO MASK" on it when the
+        model gave none; None without an overlay."""
+        b64 = self._fallback_b64()
+        return base64.b64decode(b64) if b64 else None
+
+    def _fallback_b64(self) -> Optional[str]:
+        if self._fallback is None and self.overlay_png is not None:
+            self._fallback = base64.b64encode(_png.fallback_png(self.overlay_png, no_mask=not len(self))).decode()
+        return self._fallback
+
+    def _markdown(self) -> str:
+        lines = [_md_escape(line) for line in self._shown_answer().splitlines()]
+        md = "  \n".join(lines) + f"\n\n*{_md_escape(self._masks_line())}*\n"
+        png = self._fallback_b64()
+        if png:
+            md += f"\n![{_md_escape(self._masks_line())}](data:image/png;base64,{png})\n"
+        return md
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        bundle: Dict[str, Any] = {RESULT_MIME: self._mime_payload(), "text/html": self._html()}
-        if self.payload.get("overlayPng"):
-            bundle["image/png"] = self.payload["overlayPng"]
+        bundle: Dict[str, Any] = {RESULT_MIME: self._mime_payload(), "text/markdown": self._markdown()}
+        png = self._fallback_b64()
+        if png:
+            bundle["image/png"] = png
         bundle["text/plain"] = self.summary()
         return bundle
 
     def __repr__(self) -> str:
         return f"<SegmentResult {len(self)} mask(s): {self.text.strip()[:80]!r}>"
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~])")
+
+
+def _md_escape(text: str) -> str:
+    """Text shown as written in markdown: every character markdown or its inline HTML would act on is escaped."""
+    return _MD_SPECIAL.sub(r"\\\1", text.replace("&", "&amp;"))

@@ -4,9 +4,11 @@ take for help syntax.
 A notebook runs through nbclient in a real kernel against the real host; then each output is read the way a frontend
 that shows ONE MIME type of a display bundle would read it:
 - JupyterLab picks the lowest rank among the renderers it has (@jupyterlab/rendermime's standard factories:
-  text/html 50, text/markdown 60, text/latex 70, image/svg+xml 80, images 90, javascript 110, text/plain 120);
-- nbconvert's HTML exporter takes the first type of its display_data_priority.
-The answer text and the overlay image must both be in what they pick, and a result without masks must say so."""
+  text/html 50, text/markdown 60, text/latex 70, image/svg+xml 80, images 90, javascript 110, text/plain 120; our
+  extension registers the result type at rank 0), its markdown rendered to HTML;
+- nbconvert's HTML exporter, run for real on the executed notebook.
+The answer text and the overlay image must both be in what they show, and a result without masks must say so, in the
+text and in the picture."""
 
 from __future__ import annotations
 
@@ -18,6 +20,10 @@ from typing import Any, Dict, List, Tuple
 import nbformat
 from conftest import BUNDLE, REPO, RESULT_MIME, SERVER_JS, goldens
 from nbclient import NotebookClient
+from nbconvert import HTMLExporter
+from nbconvert.filters.markdown import markdown2html
+
+from reason_segment import png
 
 JUPYTERLAB_RANKS = {
     "text/html": 50,
@@ -33,66 +39,59 @@ JUPYTERLAB_RANKS = {
     "application/javascript": 110,
     "text/plain": 120,
 }
-NBCONVERT_HTML_PRIORITY = [
-    "application/vnd.jupyter.widget-state+json",
-    "application/vnd.jupyter.widget-view+json",
-    "application/javascript",
-    "text/html",
-    "text/markdown",
-    "image/svg+xml",
-    "text/latex",
-    "image/png",
-    "image/jpeg",
-    "text/plain",
-]
+EXTENSION_RANK = 0  # src/renderer/jupyterlab/index.ts
 
 MASKED = next(c for c in goldens() if c["masks"] and c["assistant_prefix"])
 UNMASKED = next(c for c in goldens() if not c["masks"] and not c["assistant_prefix"])
 
 
-def jupyterlab_choice(data: Dict[str, Any]) -> str:
-    known = [m for m in data if m in JUPYTERLAB_RANKS]
-    return min(known, key=lambda m: JUPYTERLAB_RANKS[m])
-
-
-def nbconvert_choice(data: Dict[str, Any]) -> str:
-    return next(m for m in NBCONVERT_HTML_PRIORITY if m in data)
+def jupyterlab_choice(data: Dict[str, Any], extension: bool) -> str:
+    ranks = dict(JUPYTERLAB_RANKS, **({RESULT_MIME: EXTENSION_RANK} if extension else {}))
+    return min((m for m in data if m in ranks), key=lambda m: ranks[m])
 
 
 class _Visible(HTMLParser):
-    """The text a browser shows of an HTML fragment, and the sources of its images."""
+    """The text a browser shows of an HTML document, and its inline PNG images."""
 
     def __init__(self) -> None:
         super().__init__()
         self.text: List[str] = []
-        self.images: List[str] = []
-
-    def handle_data(self, data: str) -> None:
-        self.text.append(data)
+        self.images: List[bytes] = []
+        self._hidden = 0
 
     def handle_starttag(self, tag: str, attrs: List[Tuple[str, Any]]) -> None:
-        if tag == "img":
-            self.images.append(dict(attrs).get("src", ""))
+        if tag in ("style", "script"):
+            self._hidden += 1
+        src = dict(attrs).get("src") or ""
+        if tag == "img" and src.startswith("data:image/png;base64,"):
+            self.images.append(base64.b64decode(src.split(",", 1)[1]))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("style", "script"):
+            self._hidden -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self._hidden:
+            self.text.append(data)
 
 
-def shown(data: Dict[str, Any], mime: str) -> Tuple[str, List[bytes]]:
-    """(visible text, image bytes) of what a frontend shows when it renders `mime` of the bundle."""
-    value = data[mime]
-    value = "".join(value) if isinstance(value, list) else value
-    if mime == "text/plain":
-        return value, []
-    if mime.startswith("image/"):
-        return "", [base64.b64decode(value)]
-    assert mime == "text/html", f"no reader for {mime} in this test"
+def visible(html: str) -> Tuple[str, List[bytes]]:
     p = _Visible()
-    p.feed(value)
-    prefix = "data:image/png;base64,"
-    return "".join(p.text), [base64.b64decode(s[len(prefix) :]) for s in p.images if s.startswith(prefix)]
+    p.feed(html)
+    return " ".join(" ".join(p.text).split()), p.images
 
 
 def segment_cell(case: Dict[str, Any], n: int) -> str:
     prefix = f" --assistant-prefix '{case['assistant_prefix']}'" if case["assistant_prefix"] else ""
     return f"%%segment {os.path.join(BUNDLE, case['image'])} -q -n {n}{prefix}\n{case['prompt']}"
+
+
+def says_no_mask(image: bytes) -> bool:
+    """The "NO MASK" band: black and white pixels only across the top-left corner, both present."""
+    w, h, rows = png.decode_rgb(image)
+    band = [bytes(rows[y][: 3 * w // 2]) for y in range(max(1, h // 24))]
+    pixels = {r[i : i + 3] for r in band for i in range(0, len(r), 3)}
+    return pixels == {b"\x00\x00\x00", b"\xff\xff\xff"}
 
 
 def test_frontends_that_pick_one_mime_type_show_the_answer_and_the_overlay():
@@ -108,23 +107,31 @@ def test_frontends_that_pick_one_mime_type_show_the_answer_and_the_overlay():
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": REPO}}).execute()
     results = [o for c in nb.cells for o in c.outputs if o.output_type == "display_data" and RESULT_MIME in o.data]
     assert len(results) == 2, [o.get("output_type") for c in nb.cells for o in c.outputs]
+    page_text, page_images = visible(HTMLExporter().from_notebook_node(nb)[0])
     for out, case in zip(results, (MASKED, UNMASKED)):
         data = out.data
         payload = data[RESULT_MIME]
-        answer = payload["text"].strip()
+        answer = " ".join(payload["text"].split())
         assert answer, "the model wrote something"
-        overlay = base64.b64decode(data["image/png"])
-        for frontend, mime in (
-            ("JupyterLab", jupyterlab_choice(data)),
-            ("nbconvert --to html", nbconvert_choice(data)),
-        ):
-            text, images = shown(data, mime)
-            assert answer in text, f"{frontend} shows {mime} without the answer {answer!r}: {text!r}"
-            assert images == [overlay], f"{frontend} shows {mime} without the overlay image"
-            if case["masks"]:
-                assert f"{len(payload['masks'])} masks" in text, (frontend, text)
-            else:
-                assert not payload["masks"] and "no masks" in text, (frontend, text)
+        assert "overlayPng" not in payload, "the full-size overlay stays out of the notebook"
+        image = base64.b64decode(data["image/png"])
+        w, h, _ = png.decode_rgb(image)
+        assert max(w, h) <= png.MAX_SIDE
+        masks_line = f"{len(payload['masks'])} masks" if case["masks"] else "no masks"
+        assert bool(case["masks"]) == bool(payload["masks"])
+        assert says_no_mask(image) == (not case["masks"]), "the PNG says NO MASK exactly when there is none"
+
+        assert jupyterlab_choice(data, extension=True) == RESULT_MIME
+        mime = jupyterlab_choice(data, extension=False)
+        assert mime == "text/markdown", mime
+        text, images = visible(markdown2html(data[mime]))
+        assert answer in text, f"JupyterLab shows {mime} without the answer {answer!r}: {text!r}"
+        assert masks_line in text, text
+        assert images == [image], f"JupyterLab shows {mime} without the overlay image"
+
+        assert answer in page_text, f"nbconvert's HTML lacks the answer {answer!r}"
+        assert masks_line in page_text
+        assert page_images.count(image) == 1, "nbconvert's HTML shows the overlay once"
 
 
 def test_a_followup_ending_in_a_question_mark_is_a_followup_not_help(kernel):

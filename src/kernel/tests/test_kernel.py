@@ -15,6 +15,8 @@ import pycocotools.mask as cocomask
 import pytest
 from conftest import BUNDLE, HOSTILE, RESULT_MIME, Kernel, goldens, kernel_env, pid_alive, wait_gone
 
+from reason_segment.png import MAX_SIDE
+
 GOLDEN = next(c for c in goldens() if c["masks"] and c["assistant_prefix"])
 GOLDEN_IMAGE = os.path.join(BUNDLE, GOLDEN["image"])
 CHELSEA = os.path.join(BUNDLE, "images", "chelsea.png")
@@ -70,8 +72,11 @@ def test_segment_cell_displays_the_result_matching_the_goldens(kernel):
     assert payload["image"]["data"], "the renderer gets the image bytes"
     png = base64.b64decode(data["image/png"])
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    assert int.from_bytes(png[16:20], "big") == payload["image"]["width"]
-    assert int.from_bytes(png[20:24], "big") == payload["image"]["height"]
+    # The overlay as a notebook keeps it: at most png.MAX_SIDE pixels a side, the image's aspect kept.
+    width, height = payload["image"]["width"], payload["image"]["height"]
+    scale = max(1.0, max(width, height) / MAX_SIDE)
+    assert int.from_bytes(png[16:20], "big") == max(1, round(width / scale))
+    assert int.from_bytes(png[20:24], "big") == max(1, round(height / scale))
     assert "[SEG]" in data["text/plain"] and "2 masks" in data["text/plain"]
     assert len(payload["masks"]) == len(GOLDEN["masks"]) == 2
     for got, want in zip(payload["masks"], GOLDEN["masks"]):
