@@ -29,7 +29,7 @@ export interface Manifest {
     vocab_size: Posint;
     max_positions: Posint;
     rms_norm_eps: number;
-    weights: 'float32' | 'int8' | 'int4' | 'w8a8';
+    weights: 'float32' | 'float16' | 'int8' | 'int4' | 'w8a8';
     /**
      * Graph contract: the decoder's logits hold each step's last position only ([1,1,V]). Absent in bundles exported before 2026-11-30, whose logits hold every position ([1,S,V]); the host reads the last row of either.
      */
@@ -101,6 +101,12 @@ export interface Manifest {
     sam_mask_decoder: GraphSpec;
     sam_prompt_decoder?: GraphSpec;
   };
+  /**
+   * The execution providers this bundle's weight formats suit (models/export/lisa_export/precision.py). Absent in bundles exported before 2026-11-30.
+   *
+   * @minItems 1
+   */
+  devices?: ['cpu' | 'webgpu' | 'cuda', ...('cpu' | 'webgpu' | 'cuda')[]];
   files: {
     /**
      * This interface was referenced by `undefined`'s JSON-Schema definition
@@ -124,6 +130,10 @@ export interface GraphSpec {
   outputs: {
     [k: string]: TensorSpec;
   };
+  /**
+   * This graph's weight format. Absent in bundles exported before 2026-11-30.
+   */
+  weights?: 'float32' | 'float16' | 'int8' | 'int4' | 'w8a8';
 }
 export interface TensorSpec {
   dtype: 'float32' | 'float16' | 'int64' | 'int32' | 'bool';

@@ -20,10 +20,11 @@ def main(argv=None) -> int:
     e.add_argument("--layout", choices=["7b", "13b"], help="check the tokenizer has this layout (default: detect)")
     e.add_argument(
         "--weights",
-        choices=["float32", "int8", "int4", "w8a8"],
+        choices=["float32", "float16", "int8", "int4", "w8a8"],
         default="float32",
         help="language-model weights: int8/int4 weight-only MatMulNBits (block 32); w8a8 int8 weights and "
-        "activations (DynamicQuantizeMatMul, fastest on CPUs with VNNI/AMX); SAM and CLIP stay fp32",
+        "activations (DynamicQuantizeMatMul, fastest on CPUs with VNNI/AMX); SAM and CLIP stay fp32. float16: every "
+        "graph but SAM's mask decoder in fp16, for GPUs (docs/gpu.md)",
     )
     e.add_argument("--variant", help="variant name for the manifest (default: from the layout)")
     e.add_argument("--force", action="store_true", help="replace an existing bundle folder")

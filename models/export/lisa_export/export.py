@@ -32,6 +32,7 @@ from .graphs import (
     VisionEncoder,
 )
 from .model import LAYOUT_ADDED_TOKENS, LAYOUT_VARIANT, CheckpointError, Lisa, load_lisa, resolve_folder
+from .precision import DEVICES, graph_weights, to_float16
 
 OPSET = 17
 MANIFEST = "lisa.manifest.json"
@@ -45,7 +46,7 @@ CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 SAM_MEAN = [123.675, 116.28, 103.53]
 SAM_STD = [58.395, 57.12, 57.375]
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
-WEIGHTS = ("float32", "int8", "int4", "w8a8")
+WEIGHTS = ("float32", "float16", "int8", "int4", "w8a8")
 # w8a8 weights use 7 bits (|q| <= 63). On x86 CPUs without VNNI, ONNX Runtime's u8s8 GEMM multiplies with
 # VPMADDUBSW, which adds two uint8 x int8 products into a saturating int16: 255 * 127 * 2 overflows it, 255 * 63 * 2
 # does not. ONNX Runtime's own quantiser calls this reduce_range. With 8-bit weights, a tiny bundle's teacher-forced
@@ -575,7 +576,7 @@ def build_manifest(bundle: Path, lisa: Lisa, layout: str, tokens: dict, weights:
     graphs = {}
     for name, rel in GRAPH_FILES.items():
         ins, outs = _graph_io(bundle / rel)
-        spec = {"file": rel, "inputs": ins, "outputs": outs}
+        spec = {"file": rel, "inputs": ins, "outputs": outs, "weights": graph_weights(weights, name)}
         data = bundle / (rel + "_data")
         if data.exists():
             spec["external_data"] = [rel + "_data"]
@@ -628,6 +629,7 @@ def build_manifest(bundle: Path, lisa: Lisa, layout: str, tokens: dict, weights:
             "pad": "bottom-right-zero",
         },
         "graphs": graphs,
+        "devices": DEVICES[weights],
         "files": files,
         "source": {
             "checkpoint": source.get("checkpoint", ""),
@@ -734,6 +736,8 @@ def export_bundle(
     tokens = token_spec(tokenizer, layout)
     if stream is None:
         stream = llm_fp32_bytes(folder) > STREAM_ABOVE
+    if stream and weights == "float16":
+        raise ValueError("--weights float16 is not available with the streaming export yet; export float32 or int4")
     lisa, folder = load_lisa(folder, clip, layout=layout, tokenizer_len=len(tokenizer), llm_layers=not stream)
     names = {"checkpoint": str(checkpoint), "clip": str(clip), "variant": variant}
     names.update(source_names or {})
@@ -754,7 +758,11 @@ def export_bundle(
             # nothing needs the PyTorch LLM any more: give its weights back before the quantiser loads the graph
             lisa.llm.to("meta")
             gc.collect()
-        if weights != "float32" and not stream:
+        if weights == "float16":
+            for name, rel in GRAPH_FILES.items():
+                if graph_weights(weights, name) == "float16":
+                    to_float16(tmp / rel, log=log)
+        elif weights != "float32" and not stream:
             quantize_language_model(tmp / "onnx", weights, log=log)
         (tmp / "tokenizer").mkdir()
         for f in TOKENIZER_FILES:

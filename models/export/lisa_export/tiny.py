@@ -355,7 +355,7 @@ def main(argv=None) -> int:
     ap.add_argument("--layout", choices=["7b", "13b"], required=True)
     ap.add_argument("--seed", type=int, required=True)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--weights", choices=["float32", "int8", "int4", "w8a8"], default="float32")
+    ap.add_argument("--weights", choices=["float32", "float16", "int8", "int4", "w8a8"], default="float32")
     ap.add_argument("--no-goldens", action="store_true")
     ap.add_argument(
         "--keep-checkpoint",

@@ -1,0 +1,64 @@
+"""fp16 weights for GPU bundles, and what each weight format suits.
+
+``--weights float16`` converts the graphs to float16 weights and compute, keeping each graph's inputs and outputs
+float32 (casts at the edges), so the host feeds and reads the same tensors as for an fp32 bundle and the manifest's I/O
+contract does not change. SAM's mask decoders stay fp32. Measured on tiny-7b (seed 1) against its fp32 goldens, fed the
+goldens' [SEG] embeddings (2026-11-30): all graphs fp16, mask IoU min 0.9985; mask decoder fp32, the rest fp16 (SAM's
+image encoder included), min 0.9998; tokens 256/256 either way. The mask decoder is small and runs once per request,
+so keeping it fp32 costs nothing per token.
+
+Each graph is converted in memory (the whole fp32 graph and its fp16 copy): for a real-size decoder that needs about
+1.5 times its fp32 size in RAM, so the streaming export (stream.py) refuses float16 until it converts per layer.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import onnx
+
+# Which execution providers a bundle with these weights suits. fp16 is for GPUs (the CPU provider runs it, as the
+# tests do, but has fp16 kernels for few ops); w8a8's DynamicQuantizeMatMul has no GPU kernel (a GPU session would run
+# it on the CPU, copying activations every layer); MatMulNBits has CPU, CUDA and WebGPU kernels.
+DEVICES = {
+    "float32": ["cpu", "webgpu", "cuda"],
+    "float16": ["webgpu", "cuda"],
+    "int8": ["cpu", "webgpu", "cuda"],
+    "int4": ["cpu", "webgpu", "cuda"],
+    "w8a8": ["cpu"],
+}
+
+FLOAT16_GRAPHS = ("vision_encoder", "embed_tokens", "decoder", "seg_projector", "sam_image_encoder")
+
+
+def graph_weights(weights: str, graph: str) -> str:
+    """The weight format of one graph in a bundle exported with ``--weights weights``."""
+    if weights == "float16":
+        return "float16" if graph in FLOAT16_GRAPHS else "float32"
+    if weights in ("int8", "int4", "w8a8"):
+        return weights if graph == "decoder" else "float32"
+    return "float32"
+
+
+def to_float16(onnx_path: Path, log=print) -> None:
+    """Rewrites one graph (and its external data file, if it has one) with float16 weights and compute, fp32 I/O."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    logging.getLogger("onnxruntime.transformers.float16").setLevel(logging.WARNING)
+    data = onnx_path.with_name(onnx_path.name + "_data")
+    model = onnx.load(str(onnx_path), load_external_data=True)
+    model = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
+    if data.exists():
+        data.unlink()
+        onnx.save_model(
+            model,
+            str(onnx_path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=data.name,
+            size_threshold=1024,
+        )
+    else:
+        onnx.save_model(model, str(onnx_path))
+    log(f"converted {onnx_path.name} to float16 weights")
