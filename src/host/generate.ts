@@ -4,7 +4,7 @@
 import type * as ort from 'onnxruntime-node';
 import type { Manifest } from './bundle';
 import { HostError } from './errors';
-import { KvCache } from './kv-cache';
+import { decoderCache } from './device-kv-cache';
 import { f32, type GraphSessions, i64 } from './sessions';
 
 export interface GenerateRequest {
@@ -70,7 +70,7 @@ export async function generate(sessions: GraphSessions, m: Manifest, req: Genera
     if (req.inputIds[i + 1] === seg) promptPositions.push(i < k ? i : i + num_image_tokens - 1);
   }
 
-  const cache = new KvCache(L, KV, D, prefillLen + maxNew, KvCache.supports(sessions.outputNames('decoder')));
+  const cache = decoderCache(sessions, L, KV, D, prefillLen + maxNew);
 
   const outputIds: number[] = [];
   // Running out of steps means the context filled up when that, not max_new_tokens, bounded the answer.

@@ -22,6 +22,8 @@ export interface LoadOptions {
   allowFallback?: boolean;
   verifyCacheFile?: string | null;
   onProgress?: (message: string, loaded?: number, total?: number) => void;
+  /** On webgpu, keep the KV cache on the device (default true; false is the copying path, for the bench). */
+  deviceKvCache?: boolean;
 }
 
 export type ImageSource = { path: string } | { data: Buffer } | { sha256: string };
@@ -92,6 +94,7 @@ export class LisaPipeline {
     );
     const sessions = await GraphSessions.create(bundle, provider, {
       allowFallback: opts.allowFallback,
+      deviceKvCache: opts.deviceKvCache,
       onProgress: (g, i, n) => opts.onProgress?.(`loading ${g}`, i, n),
     });
     return new LisaPipeline(

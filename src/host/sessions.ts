@@ -33,9 +33,15 @@ export function chooseProvider(device: Device, allowFallback: boolean): Provider
 export class RunClock {
   onnxMs = 0;
   byGraph: Partial<Record<GraphName, number>> = {};
+  /**
+   * Bytes copied between host memory and a GPU provider's device (inputs fed from, and outputs fetched to, JS memory;
+   * tensors left on the device as 'gpu-buffer' do not count). Always 0 on the cpu provider.
+   */
+  deviceBytes = 0;
   reset(): void {
     this.onnxMs = 0;
     this.byGraph = {};
+    this.deviceBytes = 0;
   }
 }
 
@@ -44,6 +50,8 @@ export class GraphSessions {
     private readonly sessions: Record<GraphName, ort.InferenceSession>,
     readonly provider: ProviderChoice,
     readonly clock: RunClock,
+    /** The decoder leaves its `present.*` outputs on the WebGPU device (see device-kv-cache.ts). */
+    readonly deviceKvCache: boolean,
   ) {}
 
   /**
@@ -53,10 +61,21 @@ export class GraphSessions {
   static async create(
     bundle: Bundle,
     provider: ProviderChoice,
-    opts: { allowFallback?: boolean; onProgress?: (g: GraphName, i: number, n: number) => void } = {},
+    opts: {
+      allowFallback?: boolean;
+      onProgress?: (g: GraphName, i: number, n: number) => void;
+      /** On webgpu, keep the decoder's KV cache on the device (default); false copies it through JS every step. */
+      deviceKvCache?: boolean;
+    } = {},
   ): Promise<GraphSessions> {
+    const onDevice = provider.provider === 'webgpu' && (opts.deviceKvCache ?? true) && hasPresent(bundle);
     try {
-      return new GraphSessions(await createAll(bundle, provider.provider, opts.onProgress), provider, new RunClock());
+      return new GraphSessions(
+        await createAll(bundle, provider.provider, onDevice, opts.onProgress),
+        provider,
+        new RunClock(),
+        onDevice,
+      );
     } catch (e) {
       if (isHostError(e)) throw e;
       if (provider.provider === 'cpu') {
@@ -92,6 +111,8 @@ export class GraphSessions {
       );
     }
     const ms = performance.now() - t0;
+    if (this.provider.provider !== 'cpu')
+      this.clock.deviceBytes += hostBytes(Object.values(feeds)) + hostBytes(Object.values(out));
     this.clock.onnxMs += ms;
     this.clock.byGraph[graph] = (this.clock.byGraph[graph] ?? 0) + ms;
     return out;
@@ -109,6 +130,7 @@ export class GraphSessions {
 async function createAll(
   bundle: Bundle,
   provider: Device,
+  deviceKvCache: boolean,
   onProgress?: (g: GraphName, i: number, n: number) => void,
 ): Promise<Record<GraphName, ort.InferenceSession>> {
   const options: ort.InferenceSession.SessionOptions = {
@@ -120,7 +142,11 @@ async function createAll(
     for (const [i, g] of GRAPH_NAMES.entries()) {
       onProgress?.(g, i, GRAPH_NAMES.length);
       const spec = bundle.manifest.graphs[g];
-      sessions[g] = await ort.InferenceSession.create(bundle.resolve(spec.file), options);
+      const onDevice = g === 'decoder' && deviceKvCache ? deviceOutputs(presentNames(bundle)) : undefined;
+      sessions[g] = await ort.InferenceSession.create(
+        bundle.resolve(spec.file),
+        onDevice ? { ...options, preferredOutputLocation: onDevice } : options,
+      );
       const mismatch = signatureMismatch(sessions[g], spec);
       if (mismatch) {
         throw new HostError(
@@ -165,6 +191,22 @@ function signatureMismatch(session: ort.InferenceSession, spec: GraphSpec): stri
     }
   }
   return undefined;
+}
+
+const presentNames = (bundle: Bundle) =>
+  Object.keys(bundle.manifest.graphs.decoder.outputs).filter((n) => n.startsWith('present.'));
+const hasPresent = (bundle: Bundle) => presentNames(bundle).length > 0;
+const deviceOutputs = (names: string[]) =>
+  Object.fromEntries(names.map((n) => [n, 'gpu-buffer'])) as Record<string, ort.Tensor.DataLocation>;
+
+/** Bytes of the tensors that live in host memory (a gpu-buffer tensor stays on the device). */
+function hostBytes(values: readonly ort.OnnxValue[]): number {
+  let n = 0;
+  for (const v of values) {
+    const t = v as ort.Tensor;
+    if (t.location === 'cpu' || t.location === 'cpu-pinned') n += (t.data as ArrayBufferView).byteLength;
+  }
+  return n;
 }
 
 const firstLine = (e: unknown) => String((e as Error)?.message ?? e).split('\n')[0];
