@@ -157,7 +157,17 @@ export async function launchBrowser(): Promise<{ context: BrowserContext; page: 
 }
 
 /** The chat panel's inner webview frame (the one holding the app's #root). */
-export async function chatFrame(page: Page, timeoutMs = 60_000): Promise<Frame> {
+export function chatFrame(page: Page, timeoutMs = 60_000): Promise<Frame> {
+  return webviewFrame(page, 'chat', timeoutMs);
+}
+
+/** The results panel's inner webview frame (src/webview/result.ts, in the editor area). */
+export function resultFrame(page: Page, timeoutMs = 60_000): Promise<Frame> {
+  return webviewFrame(page, 'result', timeoutMs);
+}
+
+/** The inner frame of one of the extension's webviews: its page's `reason-segment-view` meta says which. */
+async function webviewFrame(page: Page, kind: 'chat' | 'result', timeoutMs: number): Promise<Frame> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     for (const f of page.frames()) {
@@ -169,26 +179,44 @@ export async function chatFrame(page: Page, timeoutMs = 60_000): Promise<Frame> 
               !!document.querySelector('#root [aria-label="Reason Segment chat"]') || !!document.querySelector('#root'),
           )
         ) {
-          if (await f.evaluate(() => !!document.querySelector('meta[name="reason-segment-nonce"]'))) return f;
+          const view = await f.evaluate(() =>
+            document.querySelector('meta[name="reason-segment-nonce"]')
+              ? (document.querySelector<HTMLMetaElement>('meta[name="reason-segment-view"]')?.content ?? 'chat')
+              : undefined,
+          );
+          if (view === kind) return f;
         }
       } catch {
         /* detached or cross-origin not ready */
       }
     }
-    if (Date.now() > deadline) throw new Error('the chat panel webview did not appear');
+    if (Date.now() > deadline) throw new Error(`the ${kind} webview did not appear`);
     await new Promise((r) => setTimeout(r, 250));
   }
 }
 
-/** Runs a command through the command palette (F1 + its title). */
-export async function runCommand(page: Page, title: string): Promise<void> {
-  await page.keyboard.press('Escape'); // a menu or widget left open would make the palette inert
-  await page.keyboard.press('F1');
+/**
+ * Runs a command through the command palette (F1 + its title). An extension's commands join the palette only once the
+ * extension host has read the manifests, and an open palette does not refresh its list: reopen it until the row shows.
+ */
+export async function runCommand(page: Page, title: string, timeoutMs = 90_000): Promise<void> {
   const input = page.locator('.quick-input-widget input');
-  await input.waitFor({ state: 'visible' });
-  await input.fill(`>${title}`);
   const row = page.locator('.quick-input-widget .monaco-list-row', { hasText: title }).first();
-  await row.waitFor({ state: 'visible' });
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    await page.keyboard.press('Escape'); // a menu or widget left open would make the palette inert
+    await page.keyboard.press('F1');
+    await input.waitFor({ state: 'visible' });
+    await input.fill(`>${title}`);
+    if (
+      await row.waitFor({ state: 'visible', timeout: 5000 }).then(
+        () => true,
+        () => false,
+      )
+    )
+      break;
+    if (Date.now() > deadline) throw new Error(`the command palette has no "${title}"`);
+  }
   await input.press('Enter');
 }
 
@@ -223,4 +251,51 @@ export function lastStatus(text: string): any {
     else if (ch === '}' && --depth === 0) return JSON.parse(text.slice(start, i + 1));
   }
   return undefined;
+}
+
+/** The .vsix to test: $REASON_SEGMENT_VSIX, or one packed for linux-x64 into outDir. */
+export function buildVsix(outDir: string): string {
+  if (process.env.REASON_SEGMENT_VSIX) return path.resolve(process.env.REASON_SEGMENT_VSIX);
+  execFileSync(
+    process.execPath,
+    [path.join(ROOT, 'src/extension/package.mjs'), '--target', 'linux-x64', '--out', outDir],
+    { cwd: ROOT, stdio: 'pipe', timeout: 300_000 },
+  );
+  const pkg = require(path.join(ROOT, 'package.json'));
+  return path.join(outDir, `${pkg.name}-${pkg.version}-linux-x64.vsix`);
+}
+
+let lastSeq = 0;
+/** Runs "Reason Segment: Show Host Status" and reads the new `[status] {...}` line from the output channel. */
+export async function hostStatus(page: Page): Promise<any> {
+  await runCommand(page, 'Reason Segment: Show Host Status');
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const text = await outputText(page);
+    const s = lastStatus(text);
+    if (s && s.seq > lastSeq) {
+      lastSeq = s.seq;
+      return { ...s, text };
+    }
+    if (Date.now() > deadline) throw new Error(`no new status in the output channel:\n${text.slice(-2000)}`);
+    await page.waitForTimeout(250);
+  }
+}
+
+/** The chat panel's turns as shown. */
+export async function turns(frame: Frame): Promise<{ status: string; prompt: string; answer: string }[]> {
+  return frame.evaluate(() =>
+    Array.from(document.querySelectorAll('li.rs-turn')).map((li) => ({
+      status: (li as HTMLElement).dataset.status ?? '',
+      prompt: li.querySelector('.rs-user .rs-msg')?.textContent ?? '',
+      answer: li.querySelector('.rs-assistant')?.textContent ?? '',
+    })),
+  );
+}
+
+/** Types a prompt into the chat panel and sends it. */
+export async function ask(frame: Frame, prompt: string): Promise<void> {
+  const input = frame.locator('textarea').first();
+  await input.fill(prompt);
+  await frame.locator('button', { hasText: /^Send$/ }).click();
 }

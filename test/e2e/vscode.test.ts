@@ -9,66 +9,24 @@ import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { Frame, Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import { ROOT } from '../browser/harness';
 import {
+  ask,
+  buildVsix,
   type CodeServer,
   chatFrame,
+  hostStatus,
   installCodeServer,
   installExtension,
-  lastStatus,
   launchBrowser,
-  outputText,
   runCommand,
   startCodeServer,
+  turns,
 } from './code-server';
 
 const BUNDLE = path.join(ROOT, 'test/fixtures/bundles/tiny-7b');
 const PHOTO = path.join(BUNDLE, 'images/chelsea.png');
-
-function buildVsix(outDir: string): string {
-  if (process.env.REASON_SEGMENT_VSIX) return path.resolve(process.env.REASON_SEGMENT_VSIX);
-  execFileSync(
-    process.execPath,
-    [path.join(ROOT, 'src/extension/package.mjs'), '--target', 'linux-x64', '--out', outDir],
-    { cwd: ROOT, stdio: 'pipe', timeout: 300_000 },
-  );
-  const pkg = require(path.join(ROOT, 'package.json'));
-  return path.join(outDir, `${pkg.name}-${pkg.version}-linux-x64.vsix`);
-}
-
-let lastSeq = 0;
-/** Runs "Reason Segment: Show Host Status" and reads the new `[status] {...}` line from the output channel. */
-async function hostStatus(page: Page): Promise<any> {
-  await runCommand(page, 'Reason Segment: Show Host Status');
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    const text = await outputText(page);
-    const s = lastStatus(text);
-    if (s && s.seq > lastSeq) {
-      lastSeq = s.seq;
-      return { ...s, text };
-    }
-    if (Date.now() > deadline) throw new Error(`no new status in the output channel:\n${text.slice(-2000)}`);
-    await page.waitForTimeout(250);
-  }
-}
-
-async function turns(frame: Frame): Promise<{ status: string; prompt: string; answer: string }[]> {
-  return frame.evaluate(() =>
-    Array.from(document.querySelectorAll('li.rs-turn')).map((li) => ({
-      status: (li as HTMLElement).dataset.status ?? '',
-      prompt: li.querySelector('.rs-user .rs-msg')?.textContent ?? '',
-      answer: li.querySelector('.rs-assistant')?.textContent ?? '',
-    })),
-  );
-}
-
-async function ask(frame: Frame, prompt: string): Promise<void> {
-  const input = frame.locator('textarea').first();
-  await input.fill(prompt);
-  await frame.locator('button', { hasText: /^Send$/ }).click();
-}
 
 describe('extension end to end in code-server', function () {
   this.timeout(600_000);

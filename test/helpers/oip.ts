@@ -35,7 +35,12 @@ export async function startServer(args: string[], env: NodeJS.ProcessEnv = proce
       await new Promise((r) => setTimeout(r, 20));
     }
   };
-  await waitForLog(/serving .* on http:\/\/127\.0\.0\.1:\d+/);
+  try {
+    await waitForLog(/serving .* on http:\/\/127\.0\.0\.1:\d+/, 120_000);
+  } catch (e) {
+    child.kill('SIGKILL'); // a server that did not come up must not outlive the test
+    throw e;
+  }
   const port = Number(/http:\/\/127\.0\.0\.1:(\d+)/.exec(err)![1]);
   return {
     child,
