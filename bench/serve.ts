@@ -1,9 +1,11 @@
-// `node out/bench/serve.js [--model <bundle>] [--requests N] [--new-tokens N] [--rounds N]`: throughput of one `reason-segment
-// serve` (images per minute) with 1, 4 and 16 concurrent clients, and the same requests through the pipeline in this
-// process, measured side by side in one run. Every request carries a new image (a photo with a unique tail after its
-// end marker, so its sha256 and the embedding cache miss): each pays for decoding and both image encoders, as in a
-// batch. Requests go in the binary tensor data extension, as tritonclient sends them.
-import { readFileSync } from 'node:fs';
+// `node out/bench/serve.js [--model <bundle>]... [--requests N] [--new-tokens N] [--rounds N]`: throughput of one
+// `reason-segment serve` (images per minute) with 1, 4 and 16 concurrent clients, and the same requests through the
+// pipeline in this process, for each bundle (by default the tiny-7b fixture and the 1B w8a8 bench bundle that
+// `npm run bench` builds), measured in one run and printed side by side; one copy of a model is loaded at a time.
+// Every request carries a new image (a photo with a unique tail after its end marker, so its sha256 and the embedding
+// cache miss): each pays for decoding and both image encoders, as in a batch. Requests go in the binary tensor data
+// extension, as tritonclient sends them.
+import { existsSync, readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -17,7 +19,17 @@ const arg = (name: string) => {
   const i = process.argv.indexOf(name);
   return i < 0 ? undefined : process.argv[i + 1];
 };
-const BUNDLE = path.resolve(arg('--model') ?? path.join(REPO, 'test', 'fixtures', 'bundles', 'tiny-7b'));
+const args = (name: string) => process.argv.flatMap((a, i) => (a === name ? [process.argv[i + 1]] : []));
+const BENCH_1B = path.join(
+  process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'),
+  'reason-segment',
+  'bench-1b',
+  'bundle-w8a8',
+);
+const BUNDLES = (
+  args('--model').length ? args('--model') : [path.join(REPO, 'test', 'fixtures', 'bundles', 'tiny-7b'), BENCH_1B]
+).map((b) => path.resolve(b));
+/** Requests per setting; at least one per client, so that 16 clients are 16 at once. */
 const REQUESTS = Number(arg('--requests') ?? 12);
 const NEW_TOKENS = Number(arg('--new-tokens') ?? 16);
 const ROUNDS = Number(arg('--rounds') ?? 3);
@@ -107,52 +119,83 @@ async function inProcess(p: LisaPipeline, requests: number): Promise<number> {
 }
 
 const median = (xs: number[]) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const CLIENTS = [1, 4, 16];
+const IN_PROCESS = 'in-process pipeline';
+const label = (clients: number) => `server, ${String(clients).padStart(2)} client(s)`;
+
+/**
+ * Every setting's images per minute, ROUNDS times. Within a round the server's settings run, then the in-process
+ * pipeline's: one copy of the model is loaded at a time (a 1B fp32 bundle is 4 GB), each warmed up after loading.
+ */
+async function measure(bundle: string): Promise<Map<string, number[]>> {
+  const figures = new Map<string, number[]>([
+    ...CLIENTS.map((c): [string, number[]] => [label(c), []]),
+    [IN_PROCESS, []],
+  ]);
+  const note = (l: string, round: number, x: number) => {
+    figures.get(l)!.push(x);
+    console.log(`  ${path.basename(bundle)} round ${round + 1}: ${l} ${x.toFixed(1)} images/min`);
+  };
+  for (let round = 0; round < ROUNDS; round++) {
+    const server = await startServer(['--model', bundle, '--max-queue', '64']);
+    try {
+      await throughput(server.port, 1, 2); // warm-up
+      for (const clients of CLIENTS) {
+        const { perMin, cacheHits } = await throughput(server.port, clients, Math.max(REQUESTS, clients));
+        if (cacheHits)
+          throw new Error(`${cacheHits} requests hit the embedding cache; the images were meant to be new`);
+        note(label(clients), round, perMin);
+      }
+    } finally {
+      await server.stop();
+    }
+    const local = await LisaPipeline.load(bundle, { verifyCacheFile: null });
+    try {
+      await inProcess(local, 2); // warm-up
+      note(IN_PROCESS, round, await inProcess(local, REQUESTS));
+    } finally {
+      await local.dispose();
+    }
+  }
+  return figures;
+}
 
 async function main(): Promise<void> {
+  const missing = BUNDLES.filter((b) => !existsSync(path.join(b, 'lisa.manifest.json')));
+  if (missing.length) {
+    throw new Error(
+      `no bundle at ${missing.join(', ')}; build the 1B bench bundles with \`npm run bench\` (once), or name bundles with --model`,
+    );
+  }
   console.log(
     `reason-segment serve throughput on ${os.cpus().length} x ${os.cpus()[0]?.model ?? 'cpu'}, node ${process.version}, load average ${os.loadavg()[0].toFixed(1)}`,
   );
   console.log(
-    `bundle ${path.relative(REPO, BUNDLE) || BUNDLE}, ${REQUESTS} requests per setting, each a new image, ${NEW_TOKENS} new tokens, one [SEG]; ` +
-      `${ROUNDS} rounds, settings interleaved, median shown\n`,
+    `${REQUESTS} requests per setting (16 with 16 clients), each a new image, ${NEW_TOKENS} new tokens, one [SEG]; ` +
+      `${ROUNDS} round(s) (the server's settings, then in-process), median shown\n`,
   );
-  const server = await startServer(['--model', BUNDLE, '--max-queue', '64']);
-  const local = await LisaPipeline.load(BUNDLE, { verifyCacheFile: null });
-  const settings: Array<[string, () => Promise<number>]> = [
-    ...[1, 4, 16].map((clients): [string, () => Promise<number>] => [
-      `server, ${String(clients).padStart(2)} client(s)`,
-      async () => {
-        const { perMin, cacheHits } = await throughput(server.port, clients, REQUESTS);
-        if (cacheHits)
-          throw new Error(`${cacheHits} requests hit the embedding cache; the images were meant to be new`);
-        return perMin;
-      },
-    ]),
-    ['in-process pipeline', () => inProcess(local, REQUESTS)],
-  ];
-  const figures = new Map<string, number[]>(settings.map(([label]) => [label, []]));
-  try {
-    await throughput(server.port, 1, 2); // warm-up, both
-    await inProcess(local, 2);
-    for (let round = 0; round < ROUNDS; round++) {
-      for (const [label, measure] of settings) figures.get(label)!.push(await measure());
-    }
-  } finally {
-    await server.stop();
-    await local.dispose();
-  }
-  for (const [label, xs] of figures) {
-    console.log(
-      `  ${label.padEnd(24)} ${median(xs).toFixed(1).padStart(7)} images/min   (rounds: ${xs.map((x) => x.toFixed(1)).join(', ')})`,
-    );
-  }
-  const one = median(figures.get(settings[0][0])!);
-  const inproc = median(figures.get('in-process pipeline')!);
-  console.log(
-    `\n  server overhead, 1 client: server time per image / in-process = ${(inproc / one).toFixed(3)} ` +
-      `(${(60_000 / one - 60_000 / inproc).toFixed(1)} ms per image: HTTP, tensor coding, result JSON)`,
-  );
+  const results: Array<[string, Map<string, number[]>]> = [];
+  for (const bundle of BUNDLES) results.push([path.relative(REPO, bundle) || bundle, await measure(bundle)]);
   await stopPreprocessWorker();
+
+  const width = Math.max(...results.map(([name]) => name.length), 22);
+  console.log(`\nimages/min (rounds)      ${results.map(([name]) => name.padEnd(width)).join('  ')}`);
+  for (const l of [...CLIENTS.map(label), IN_PROCESS]) {
+    const cells = results.map(([, f]) => {
+      const xs = f.get(l)!;
+      return `${median(xs).toFixed(1)} (${xs.map((x) => x.toFixed(1)).join(', ')})`.padEnd(width);
+    });
+    console.log(`  ${l.padEnd(22)} ${cells.join('  ')}`);
+  }
+  const overhead = results.map(([, f]) => {
+    const one = median(f.get(label(1))!);
+    const inproc = median(f.get(IN_PROCESS)!);
+    return `${(inproc / one).toFixed(3)}, ${(60_000 / one - 60_000 / inproc).toFixed(0)} ms/image`.padEnd(width);
+  });
+  console.log(`  ${'server / in-process'.padEnd(22)} ${overhead.join('  ')}`);
+  console.log(
+    '\n  server / in-process: server time per image with 1 client over the in-process time, and the difference (HTTP, tensor coding, result JSON)',
+  );
 }
 
 main().catch((e) => {
