@@ -3,12 +3,14 @@
 // "Reason Segment" output channel ("activated in N ms").
 import * as vscode from 'vscode';
 import { validateWebviewMessage } from '../protocol/chat';
-import { ChatViewProvider, saveFileWithDialog } from './chatView';
+import { ChatViewProvider } from './chatView';
 import { HostManager, SERVER_TOKEN_SECRET } from './host';
 import { formatHostStatus } from './hostStatus';
+import { saveFileWithDialog } from './imageFiles';
 import { applyKernelEnvironment, enableKernelMagic } from './kernel';
 import { addModel, selectModel, watchModelSettings } from './models';
 import { exportConversation, openResultNotebook } from './notebookExport';
+import { ResultPanels } from './resultPanel';
 import { pushRecent } from './settings';
 import { StatusBar } from './statusBar';
 
@@ -26,11 +28,25 @@ export function activate(context: vscode.ExtensionContext): ExtensionApi {
   const log = vscode.window.createOutputChannel('Reason Segment');
   const hostLog = vscode.window.createOutputChannel('Reason Segment Host');
   const host = new HostManager(context, hostLog, log);
-  const chat = new ChatViewProvider(context, host, log, (c, overlays) =>
-    exportConversation(c, overlays).then(() => undefined),
+  const results = new ResultPanels(context.extensionUri, log);
+  const chat = new ChatViewProvider(
+    context,
+    host,
+    log,
+    (c, overlays) => exportConversation(c, new Map(overlays)).then(() => undefined),
+    (c, turnId) => results.show(c, turnId),
   );
   const status = new StatusBar(host);
-  context.subscriptions.push(log, hostLog, host, chat, status, watchModelSettings(host));
+  context.subscriptions.push(
+    log,
+    hostLog,
+    host,
+    chat,
+    results,
+    status,
+    watchModelSettings(host),
+    chat.controller.onTurnDone((c, t) => results.follow(c, t)),
+  );
   context.subscriptions.push(
     vscode.window.registerWebviewViewProvider(ChatViewProvider.viewId, chat, {
       webviewOptions: { retainContextWhenHidden: true },
@@ -120,6 +136,28 @@ export function activate(context: vscode.ExtensionContext): ExtensionApi {
   cmd('reasonSegment.enableKernelMagic', () => enableKernelMagic(context));
   cmd('reasonSegment.exportNotebook', () => exportConversation(chat.active(), new Map()));
   cmd('reasonSegment.openChat', () => vscode.commands.executeCommand(`${ChatViewProvider.viewId}.focus`));
+  // The walkthrough in the whole editor area: VS Code's own Chat (the secondary side bar) can open at start-up beside
+  // it and squeeze its text into a narrow column. Extensions cannot keep Chat from opening; this closes the secondary
+  // side bar only when the user asks, from the walkthrough's first step or the palette.
+  cmd('reasonSegment.openWalkthrough', async () => {
+    await vscode.commands.executeCommand('workbench.action.closeAuxiliaryBar');
+    await vscode.commands.executeCommand(
+      'workbench.action.openWalkthrough',
+      `${context.extension.id}#reasonSegment.start`,
+      false,
+    );
+  });
+  cmd('reasonSegment.openResult', async () => {
+    const c = chat.active();
+    const last = c && [...c.turns].reverse().find((t) => t.status === 'done' && t.result);
+    if (!c || !last) {
+      void vscode.window.showInformationMessage(
+        vscode.l10n.t('No answer with a result yet: ask about an image first.'),
+      );
+      return;
+    }
+    await results.show(c, last.id);
+  });
 
   // Saves from the notebook renderer: validated like the chat panel's save message before anything is written.
   const messaging = vscode.notebooks.createRendererMessaging(RENDERER_ID);

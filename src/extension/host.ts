@@ -12,15 +12,12 @@ import {
   type ErrorHandlerResult,
   LanguageClient,
   type LanguageClientOptions,
-  ResponseError,
   type ServerOptions,
   State,
   TransportKind,
 } from 'vscode-languageclient/node';
 import type { SegmentResult } from '../protocol/result';
 import {
-  errorMessage,
-  isCancellation,
   type LoadModelResult,
   Methods,
   Notifications,
@@ -30,6 +27,7 @@ import {
   type StatusResult,
   type TextDeltaParams,
 } from '../protocol/rpc';
+import { describeHostError, HostRequestError } from './hostError';
 import { RemoteError, type RemoteImage, segmentRemote } from './remote';
 import { isInside, readSettings, resolveModelPath, type Settings } from './settings';
 
@@ -44,38 +42,10 @@ export interface HostEvent {
   model?: LoadModelResult;
 }
 
-/** An error for the user: the host's one-line message (title, detail, hint) or what went wrong around it. */
-export class HostRequestError extends Error {
-  constructor(
-    message: string,
-    readonly cancelled = false,
-    readonly code?: number,
-  ) {
-    super(message);
-  }
-}
+export { HostRequestError };
 
 export function describeError(e: unknown): HostRequestError {
-  if (e instanceof HostRequestError) return e;
-  if (e instanceof ResponseError) {
-    if (isCancellation(e.code)) return new HostRequestError(vscode.l10n.t('Stopped.'), true, e.code);
-    if (e.code === -32097 /* PendingResponseRejected: the host went away */) {
-      return new HostRequestError(
-        vscode.l10n.t('The inference host stopped while answering; it is being restarted.'),
-        false,
-        e.code,
-      );
-    }
-    const detail = (e.data as { detail?: string } | undefined)?.detail;
-    return new HostRequestError(
-      e.code <= -32000 && e.code >= -32099
-        ? errorMessage(e.code, detail ?? e.message, (s) => vscode.l10n.t(s))
-        : e.message,
-      false,
-      e.code,
-    );
-  }
-  return new HostRequestError((e as Error)?.message ?? String(e));
+  return describeHostError(e, (m, ...a) => vscode.l10n.t(m, ...a));
 }
 
 const MAX_RESTARTS = 4;

@@ -98,6 +98,21 @@ const ZH_CN: Readonly<Record<string, string>> = {
   ', box': '，框',
   "SAM's predicted IoU is the mask decoder's own estimate of the mask's quality (its confidence).":
     'SAM 的预测 IoU 是掩码解码器对掩码质量的自我估计（即置信度）。',
+  'Open beside': '在旁边打开',
+  'Open this result beside the image': '在图像旁打开此结果',
+  'Reason Segment result': 'Reason Segment 结果',
+  Zoom: '缩放',
+  'Zoom out (-)': '缩小 (-)',
+  'Zoom in (+)': '放大 (+)',
+  Fit: '适应',
+  'Fit the image to the panel (0)': '使图像适应面板 (0)',
+  'zoomable image': '可缩放图像',
+  'Image with masks: + and - zoom, 0 fits, arrow keys pan; drag to pan, wheel to zoom':
+    '带掩码的图像：+ 和 - 缩放，0 适应，方向键平移；拖动平移，滚轮缩放',
+  'Answer and masks': '回答与掩码',
+  'Waiting for a result…': '正在等待结果…',
+  'Zoom {0}% of the image size': '缩放：图像原始尺寸的 {0}%',
+  'answer {0} of {1}': '第 {0} 个回答，共 {1} 个',
 };
 
 export type { Translate } from './view';

@@ -193,6 +193,19 @@ export interface HostStateMessage {
   model?: ChatModelInfo;
 }
 
+/** To the results panel (src/webview/result.ts): one turn's result, with the image bytes in `result.image.data`. */
+export interface ResultMessage {
+  type: 'result';
+  conversationId: string;
+  turnId: string;
+  prompt: string;
+  imageName: string;
+  /** Which of the conversation's answered turns this is (1-based), of how many. */
+  turnIndex: number;
+  turnCount: number;
+  result: SegmentResult;
+}
+
 export type ExtensionMessage =
   | StateMessage
   | ImageMessage
@@ -201,7 +214,8 @@ export type ExtensionMessage =
   | TurnDoneMessage
   | TurnFailedMessage
   | HostEventMessage
-  | HostStateMessage;
+  | HostStateMessage
+  | ResultMessage;
 
 // ---- validation ------------------------------------------------------------------------------------------------
 
@@ -286,6 +300,13 @@ export function validateExtensionMessage(v: unknown): string[] {
     case 'hostState':
       if (!CHAT_HOST_STATES.includes(v.hostState as ChatHostState))
         problems.push(`hostState: unknown ${describe(v.hostState)}`);
+      break;
+    case 'result':
+      str('conversationId');
+      str('turnId');
+      str('prompt');
+      str('imageName');
+      if (!isObject(v.result)) problems.push('result: expected an object');
       break;
     default:
       problems.push(`type: unknown ${describe(v.type)}`);

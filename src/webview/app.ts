@@ -352,6 +352,12 @@ export function createChatApp(root: HTMLElement, api: VsCodeApi, opts: { nonce?:
             `${t.result.timings?.cacheHit ? ` · ${tr('image encoders skipped (cached)')}` : ''}`,
         ),
       );
+      const row = el('div', 'rs-turn-actions');
+      const open = button(tr('Open beside'), 'rs-secondary rs-open-beside', tr('Open this result beside the image'));
+      open.title = tr('Open this result beside the image');
+      on(open, 'click', () => post({ type: 'openResult', conversationId: c.id, turnId: t.id }));
+      row.append(open);
+      bot.append(row);
       return entry;
     }
     if (t.status === 'done') {

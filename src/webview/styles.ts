@@ -5,7 +5,16 @@ import { injectStyle } from '../overlay/dom';
 
 export const CHAT_STYLE_ID = 'reason-segment-chat-style';
 
-export const CHAT_CSS = `
+/** The overlay's mask list in a narrow column (the side bar, the results panel's side): the mask's name never breaks,
+ *  its figures go on their own line, buttons keep one line. */
+export const MASK_LIST_CSS = `
+.rs-mask { flex-wrap: wrap; }
+.rs-mask label { flex: 1 1 auto; flex-wrap: wrap; white-space: nowrap; min-width: 0; }
+.rs-mask .rs-meta { white-space: normal; flex-basis: 100%; padding-left: 22px; font-size: 92%; }
+.rs-mask .rs-button, .rs-toolbar .rs-button { white-space: nowrap; }
+`;
+
+export const CHAT_CSS = `${MASK_LIST_CSS}
 :root { color-scheme: light dark; }
 body { margin: 0; padding: 0; color: var(--vscode-foreground); background: var(--vscode-sideBar-background, var(--vscode-editor-background));
   font-family: var(--vscode-font-family, system-ui, sans-serif); font-size: var(--vscode-font-size, 13px); }

@@ -1,8 +1,9 @@
-// The chat panel webview in a real Chromium under the panel's strict CSP, driven against the REAL inference host
-// through the test's stand-in for the extension (test/browser/chat-harness.ts; the real extension runs only inside
-// VS Code and is tested there). Streaming, masks inline, stop, follow-ups without encoder runs, reload, host crash.
+// The chat panel webview in a real Chromium under the panel's strict CSP, driven by the extension's real chat logic
+// (src/extension/chatController.ts, in this process, bridged to the page by test/browser/chat-harness.ts) on the REAL
+// inference host. Streaming, masks inline, stop, follow-ups without encoder runs, reload, host crash.
 
 import * as assert from 'node:assert/strict';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Page } from 'playwright-core';
@@ -10,13 +11,13 @@ import { historyOf } from '../../src/protocol/chat';
 import { decodeRle } from '../../src/protocol/rle';
 import { Methods } from '../../src/protocol/rpc';
 import { goldens } from '../helpers/bundles';
-import { type ChatHarness, IMAGES, StandInExtension, startChatHarness, TINY_BUNDLE } from './chat-harness';
+import { ChatBridge, IMAGES, startChatHarness, TINY_BUNDLE, type WebviewHarness } from './chat-harness';
 import { readCanvas } from './harness';
 
 const CHELSEA = path.join(IMAGES, 'chelsea.png');
 const COFFEE = path.join(IMAGES, 'coffee.png');
 
-async function counters(ext: StandInExtension) {
+async function counters(ext: ChatBridge) {
   return (await ext.host.request(Methods.status, undefined)).counters;
 }
 
@@ -40,15 +41,15 @@ async function pageProblems(page: Page): Promise<{ errors: string[]; csp: string
   }));
 }
 
-describe('chat panel webview (Chromium, strict CSP, real host via a stand-in extension)', function () {
+describe('chat panel webview (Chromium, strict CSP, the real chat controller and host)', function () {
   this.timeout(120_000);
-  let harness: ChatHarness;
-  let ext: StandInExtension;
+  let harness: WebviewHarness;
+  let ext: ChatBridge;
   let page: Page;
   let chelseaConv: string;
 
   before(async () => {
-    ext = new StandInExtension();
+    ext = new ChatBridge();
     [harness] = await Promise.all([startChatHarness(), ext.startHost()]);
   });
   after(async () => {
@@ -162,7 +163,7 @@ describe('chat panel webview (Chromium, strict CSP, real host via a stand-in ext
     ext.pickResult = COFFEE;
     ext.assistantPrefix = golden.assistant_prefix;
     ext.maxNewTokens = golden.max_new_tokens;
-    await page.getByRole('button', { name: 'Choose image…' }).click(); // the stand-in's "file picker" picks coffee.png
+    await page.getByRole('button', { name: 'Choose image…' }).click(); // the bridge's "file picker" picks coffee.png
     await page.waitForFunction(() => document.querySelector('#rs-image-name')?.textContent?.startsWith('coffee.png'));
     assert.equal(await turnCount(page), 0, 'a new conversation for the new image');
     await ask(page, golden.prompt);
@@ -194,10 +195,18 @@ describe('chat panel webview (Chromium, strict CSP, real host via a stand-in ext
     await page.waitForFunction(() => (window as any).__posted.some((m: any) => m.type === 'save'));
     const save = ext.received.find((m: any) => m.type === 'save') as any;
     assert.equal(save.kind, 'coco-json');
+    // "Open beside" asks the extension to show this result in the editor area.
+    const open = page
+      .locator('.rs-turn[data-status="done"]')
+      .last()
+      .getByRole('button', { name: 'Open this result beside the image' });
+    await open.click();
+    await page.waitForFunction(() => (window as any).__posted.some((m: any) => m.type === 'openResult'));
+    assert.deepEqual(ext.opened.at(-1), { conversationId: ext.activeId, turnId: ext.active()!.turns.at(-1)!.id });
     assert.equal(ext.rejected.length, 0);
   });
 
-  it('(e) survives a reload: the stand-in replays state; getState paints before the extension answers', async () => {
+  it('(e) survives a reload: the controller replays state; getState paints before the extension answers', async () => {
     const cached = await page.evaluate(async () => {
       await new Promise((r) => setTimeout(r, 300)); // setState is throttled (200 ms)
       return (window as any).__rsState;
@@ -349,5 +358,44 @@ describe('chat panel webview (Chromium, strict CSP, real host via a stand-in ext
       "This instruction does not fit in the model's context even without the earlier turns: shorten it.",
     );
     assert.equal(await failed.locator('button', { hasText: 'Retry' }).count(), 0, 'asking the same again cannot work');
+  });
+});
+
+describe('chat panel webview in Chinese (Chromium, the real controller, a host without a model)', function () {
+  this.timeout(120_000);
+  let harness: WebviewHarness;
+  let ext: ChatBridge;
+
+  before(async () => {
+    ext = new ChatBridge('zh-cn');
+    [harness] = await Promise.all([startChatHarness(), ext.startHost(null)]);
+  });
+  after(async () => {
+    await harness?.close();
+    await ext?.dispose();
+  });
+
+  it('every control and the host error of a turn without a model are in Chinese', async () => {
+    const page = await harness.openPanel(ext, { lang: 'zh-cn' });
+    await page.locator('.rs-header button').click(); // the bridge's "file picker" picks chelsea.png
+    await page.waitForFunction(() => document.querySelector('#rs-image-name')?.textContent?.startsWith('chelsea.png'));
+    await ask(page, '猫在哪里？');
+    await page.waitForSelector('.rs-turn[data-status="failed"] [role=alert]');
+    const alert = (await page.locator('.rs-turn[data-status="failed"] [role=alert]').textContent())!;
+    assert.match(alert, /^尚未加载模型/, alert);
+    assert.equal(ext.notifications.at(-1)?.code, -32020, 'the notification offers to choose a model');
+    const english = await page.evaluate(() =>
+      Array.from(
+        document.querySelectorAll('button, label, [aria-label], [placeholder], .rs-status, .rs-hint, .rs-empty'),
+      )
+        .map(
+          (e) => `${e.getAttribute('aria-label') ?? ''} ${e.getAttribute('placeholder') ?? ''} ${e.textContent ?? ''}`,
+        )
+        .map((x) => x.replace(/chelsea\.png|Reason Segment|\[SEG\]|Shift|Enter|Esc|猫在哪里？/g, ''))
+        .filter((x) => /[A-Za-z]{3,}/.test(x)),
+    );
+    assert.deepEqual(english, []);
+    await page.screenshot({ path: path.join(os.tmpdir(), 'reason-segment-screens', 'chat-zh-cn.png') });
+    await page.close();
   });
 });

@@ -1,0 +1,102 @@
+// Results in the editor area: one webview panel per conversation, opened beside the active editor (the image), that
+// shows a turn's result as large as the editor allows (src/webview/result.ts: zoom, pan, explanation, mask list, the
+// shared overlay). It follows its conversation: when a follow-up answers, the panel shows the new result.
+import * as vscode from 'vscode';
+import { type Conversation, type Turn, validateWebviewMessage, type WebviewMessage } from '../protocol/chat';
+import { resultMessageOf } from './chatController';
+import { readImagePayload, saveFileWithDialog } from './imageFiles';
+import { webviewHtml, webviewOptions } from './webviewHtml';
+
+interface Open {
+  panel: vscode.WebviewPanel;
+  conversation: Conversation;
+  turnId: string;
+  ready: boolean;
+}
+
+export class ResultPanels implements vscode.Disposable {
+  static readonly viewType = 'reasonSegment.result';
+  private readonly open = new Map<string, Open>();
+
+  constructor(
+    private readonly extensionUri: vscode.Uri,
+    private readonly log: vscode.OutputChannel,
+  ) {}
+
+  /** Shows turn `turnId` of `c` in its conversation's panel (created beside the active editor when needed). */
+  async show(c: Conversation, turnId: string): Promise<void> {
+    const turn = c.turns.find((t) => t.id === turnId && t.status === 'done' && t.result);
+    if (!turn) throw new Error(vscode.l10n.t('That answer has no result to show.'));
+    let o = this.open.get(c.id);
+    if (!o) {
+      const panel = vscode.window.createWebviewPanel(
+        ResultPanels.viewType,
+        title(c),
+        { viewColumn: vscode.ViewColumn.Beside, preserveFocus: false },
+        { ...webviewOptions(this.extensionUri), retainContextWhenHidden: true },
+      );
+      panel.iconPath = vscode.Uri.joinPath(this.extensionUri, 'media', 'icon-activity.svg');
+      panel.webview.html = webviewHtml(panel.webview, this.extensionUri, vscode.env.language || 'en', 'result');
+      const opened: Open = { panel, conversation: c, turnId, ready: false };
+      this.open.set(c.id, opened);
+      panel.onDidDispose(() => this.open.delete(c.id));
+      panel.webview.onDidReceiveMessage((m: unknown) => void this.receive(opened, m));
+      o = opened;
+    } else {
+      o.conversation = c;
+      o.turnId = turnId;
+      o.panel.title = title(c);
+      o.panel.reveal(undefined, false);
+    }
+    if (o.ready) await this.post(o);
+  }
+
+  /** A turn finished: its conversation's panel, if open, shows it. */
+  follow(c: Conversation, t: Turn): void {
+    const o = this.open.get(c.id);
+    if (!o || !t.result) return;
+    o.conversation = c;
+    o.turnId = t.id;
+    o.panel.title = title(c);
+    if (o.ready) void this.post(o);
+  }
+
+  private async receive(o: Open, raw: unknown): Promise<void> {
+    const problems = validateWebviewMessage(raw);
+    const m = raw as WebviewMessage;
+    if (problems.length || (m.type !== 'ready' && m.type !== 'save')) {
+      this.log.appendLine(`[result] ignored a message from the results panel: ${problems.slice(0, 3).join('; ')}`);
+      return;
+    }
+    try {
+      if (m.type === 'ready') {
+        o.ready = true;
+        await this.post(o);
+      } else if (m.type === 'save') {
+        await saveFileWithDialog(m);
+      }
+    } catch (e) {
+      void vscode.window.showErrorMessage((e as Error).message);
+    }
+  }
+
+  private async post(o: Open): Promise<void> {
+    const c = o.conversation;
+    if (!c.image) return;
+    try {
+      const m = resultMessageOf(c, o.turnId, await readImagePayload(c.image.path));
+      if (m) void o.panel.webview.postMessage(m);
+    } catch (e) {
+      void vscode.window.showErrorMessage((e as Error).message);
+    }
+  }
+
+  dispose(): void {
+    for (const o of this.open.values()) o.panel.dispose();
+    this.open.clear();
+  }
+}
+
+function title(c: Conversation): string {
+  return vscode.l10n.t('Result: {0}', c.image?.name ?? '');
+}
