@@ -1,8 +1,9 @@
 // End to end in a real VS Code (code-server 4.139.1, VS Code 1.139) driven by Debian's Chromium: the built .vsix is
 // installed with `code-server --install-extension`, a workspace holds a real photograph, the model setting points at
 // the committed tiny bundle. Right-click the photo -> "Segment Image…" -> instruction -> answer and overlay in the chat
-// panel; a second turn in the panel runs no image encoder (host counters); the host is killed mid-answer and the panel
-// keeps its history while the host restarts. When code-server cannot be installed it fails in CI (CI=true) and is
+// panel; the result opens beside the image in the editor area (the results panel) and follows the follow-up; a
+// second turn in the panel runs no image encoder (host counters); the host is killed mid-answer and the panel keeps
+// its history while the host restarts; Restart Host reports no crash and logs no error. When code-server cannot be installed it fails in CI (CI=true) and is
 // skipped, with the reason, elsewhere.
 import * as assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -20,6 +21,8 @@ import {
   installCodeServer,
   installExtension,
   launchBrowser,
+  outputText,
+  resultFrame,
   runCommand,
   startCodeServer,
   turns,
@@ -195,6 +198,35 @@ describe('extension end to end in code-server', function () {
     assert.equal(s.status.counters.samEncoderRuns, 1);
   });
 
+  it('the result opens beside the image, as large as the editor allows, with zoom', async () => {
+    // The photo in an editor (VS Code's image preview), then the turn's "Open beside" in the side bar.
+    await page.locator('.explorer-folders-view .monaco-list-row', { hasText: 'chelsea.png' }).first().dblclick();
+    await page.locator('.tabs-container .tab', { hasText: 'chelsea.png' }).first().waitFor({ timeout: 30_000 });
+    const chat = await chatFrame(page);
+    await chat.getByRole('button', { name: 'Open this result beside the image' }).first().click();
+    const rf = await resultFrame(page);
+    await rf.locator('.rs-view[data-ready="true"]').waitFor({ timeout: 60_000 });
+    await page.locator('.tabs-container .tab', { hasText: 'Result: chelsea.png' }).waitFor({ timeout: 30_000 });
+    assert.ok((await page.locator('.editor-group-container').count()) >= 2, 'the result has its own editor group');
+    const stage = await rf.locator('.rs-rp-viewport .rs-stage').evaluate((e) => e.getBoundingClientRect().width);
+    const opaque = await rf.locator('.rs-rp-viewport .rs-overlay').evaluate((c: HTMLCanvasElement) => {
+      const d = c.getContext('2d')!.getImageData(0, 0, c.width, c.height).data;
+      let n = 0;
+      for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
+      return n;
+    });
+    assert.ok(opaque > 0, 'the mask is drawn');
+    const firstTurn = await chat.locator('li.rs-turn[data-status="done"]').first().getAttribute('data-turn-id');
+    assert.equal(await rf.locator('.rs-rp').getAttribute('data-turn-id'), firstTurn);
+    await rf.locator('.rs-rp-viewport').focus();
+    await page.keyboard.press('+');
+    assert.equal(await rf.locator('.rs-rp-viewport').getAttribute('data-zoom'), '1.2500');
+    await page.keyboard.press('0');
+    console.log(`      results panel: the picture ${Math.round(stage)} px wide beside the image`);
+    mkdirSync(path.join(os.tmpdir(), 'reason-segment-screens'), { recursive: true });
+    await page.screenshot({ path: path.join(os.tmpdir(), 'reason-segment-screens', 'e2e-result-beside.png') });
+  });
+
   it('a follow-up in the panel runs no image encoder', async () => {
     const frame = await chatFrame(page);
     await ask(frame, 'and its left ear?');
@@ -210,6 +242,12 @@ describe('extension end to end in code-server', function () {
       t.map((x) => x.status),
       ['done', 'done'],
     );
+    // The results panel follows its conversation: it now shows the follow-up's answer.
+    const second = await frame.locator('li.rs-turn[data-status="done"]').nth(1).getAttribute('data-turn-id');
+    const rf = await resultFrame(page);
+    await rf.waitForFunction((id) => document.querySelector('.rs-rp')?.getAttribute('data-turn-id') === id, second, {
+      timeout: 30_000,
+    });
   });
 
   it('killing the host mid-answer: the panel keeps its history and the host restarts', async () => {
@@ -287,6 +325,12 @@ describe('extension end to end in code-server', function () {
     assert.ok(after.status.pid && after.status.pid !== before.status.pid);
     const toasts = (await page.locator('.notification-toast').allInnerTexts()).join(' ');
     assert.doesNotMatch(toasts, /unexpectedly|will not be restarted/, toasts);
+    // Nor in the host's log: the old connection's close on purpose is not an "[Error" line.
+    await runCommand(page, 'Reason Segment: Show Host Log');
+    await page.waitForTimeout(1000);
+    const log = await outputText(page);
+    const tail = log.slice(-1500);
+    assert.doesNotMatch(tail, /\[Error[^\]]*\][^[]*(got closed|will not be restarted)/, tail);
     const frame = await chatFrame(page);
     assert.equal(
       await frame.locator('[data-notice="crashed"]').count(),
