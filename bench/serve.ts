@@ -1,10 +1,10 @@
-// `node out/bench/serve.js [--model <bundle>]... [--requests N] [--new-tokens N] [--rounds N]`: throughput of one
-// `reason-segment serve` (images per minute) with 1, 4 and 16 concurrent clients, and the same requests through the
-// pipeline in this process, for each bundle (by default the tiny-7b fixture and the 1B w8a8 bench bundle that
-// `npm run bench` builds), measured in one run and printed side by side; one copy of a model is loaded at a time.
-// Every request carries a new image (a photo with a unique tail after its end marker, so its sha256 and the embedding
-// cache miss): each pays for decoding and both image encoders, as in a batch. Requests go in the binary tensor data
-// extension, as tritonclient sends them.
+// `node out/bench/serve.js [--model <bundle>]... [--requests N] [--new-tokens N] [--rounds N] [--clients 1,4,16]`:
+// throughput of one `reason-segment serve` (images per minute) with 1, 4 and 16 concurrent clients, and the same
+// requests through the pipeline in this process, for each bundle (by default the tiny-7b fixture and the 1B w8a8 bench
+// bundle that `npm run bench` builds), measured in one run and printed side by side; one copy of a model is loaded at
+// a time. Every request carries a new image (a photo with a unique tail after its end marker, so its sha256 and the
+// embedding cache miss): each pays for decoding and both image encoders, as in a batch. Requests go in the binary
+// tensor data extension, as tritonclient sends them.
 import { existsSync, readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
@@ -119,7 +119,8 @@ async function inProcess(p: LisaPipeline, requests: number): Promise<number> {
 }
 
 const median = (xs: number[]) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const CLIENTS = [1, 4, 16];
+/** Concurrent clients of the server, `--clients 1,4,16` (a 1B bundle on a busy machine may need fewer settings). */
+const CLIENTS = (arg('--clients') ?? '1,4,16').split(',').map(Number);
 const IN_PROCESS = 'in-process pipeline';
 const label = (clients: number) => `server, ${String(clients).padStart(2)} client(s)`;
 
@@ -137,9 +138,10 @@ async function measure(bundle: string): Promise<Map<string, number[]>> {
     console.log(`  ${path.basename(bundle)} round ${round + 1}: ${l} ${x.toFixed(1)} images/min`);
   };
   for (let round = 0; round < ROUNDS; round++) {
-    const server = await startServer(['--model', bundle, '--max-queue', '64']);
+    // A 1B fp32 bundle's checksums and sessions take minutes on a busy machine.
+    const server = await startServer(['--model', bundle, '--max-queue', '64'], process.env, 15 * 60_000);
     try {
-      await throughput(server.port, 1, 2); // warm-up
+      await throughput(server.port, 1, 1); // warm-up
       for (const clients of CLIENTS) {
         const { perMin, cacheHits } = await throughput(server.port, clients, Math.max(REQUESTS, clients));
         if (cacheHits)
@@ -151,7 +153,7 @@ async function measure(bundle: string): Promise<Map<string, number[]>> {
     }
     const local = await LisaPipeline.load(bundle, { verifyCacheFile: null });
     try {
-      await inProcess(local, 2); // warm-up
+      await inProcess(local, 1); // warm-up
       note(IN_PROCESS, round, await inProcess(local, REQUESTS));
     } finally {
       await local.dispose();
@@ -171,7 +173,7 @@ async function main(): Promise<void> {
     `reason-segment serve throughput on ${os.cpus().length} x ${os.cpus()[0]?.model ?? 'cpu'}, node ${process.version}, load average ${os.loadavg()[0].toFixed(1)}`,
   );
   console.log(
-    `${REQUESTS} requests per setting (16 with 16 clients), each a new image, ${NEW_TOKENS} new tokens, one [SEG]; ` +
+    `${REQUESTS} requests per setting (at least one per client), each a new image, ${NEW_TOKENS} new tokens, one [SEG]; ` +
       `${ROUNDS} round(s) (the server's settings, then in-process), median shown\n`,
   );
   const results: Array<[string, Map<string, number[]>]> = [];

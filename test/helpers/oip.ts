@@ -17,7 +17,11 @@ export interface Served {
   stop: () => Promise<number | null>;
 }
 
-export async function startServer(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Served> {
+export async function startServer(
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+  startTimeoutMs = 120_000,
+): Promise<Served> {
   const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', ...args], {
     env,
     stdio: ['ignore', 'ignore', 'pipe'],
@@ -36,7 +40,7 @@ export async function startServer(args: string[], env: NodeJS.ProcessEnv = proce
     }
   };
   try {
-    await waitForLog(/serving .* on http:\/\/127\.0\.0\.1:\d+/, 120_000);
+    await waitForLog(/serving .* on http:\/\/127\.0\.0\.1:\d+/, startTimeoutMs);
   } catch (e) {
     child.kill('SIGKILL'); // a server that did not come up must not outlive the test
     throw e;
