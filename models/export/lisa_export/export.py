@@ -333,8 +333,23 @@ def export_decoder(lisa: Lisa, dec_path: Path, g: torch.Generator) -> None:
     externalize(dec_path, "decoder.onnx_data")
 
 
-def export_graphs(lisa: Lisa, onnx_dir: Path, log=print, decoder: Callable[[Path], None] | None = None) -> None:
-    """``decoder(onnx_dir)``, when given, writes the decoder graph instead of the in-memory export (stream.py)."""
+def export_graphs(
+    lisa: Lisa,
+    onnx_dir: Path,
+    log=print,
+    decoder: Callable[[Path], None] | None = None,
+    release: bool = False,
+) -> None:
+    """``decoder(onnx_dir)``, when given, writes the decoder graph instead of the in-memory export (stream.py).
+    ``release``: move each graph's weights to the meta device once it is written (the bounded-memory export: CLIP and
+    the embedding table are not held while SAM ViT-H is traced)."""
+
+    def done(*modules) -> None:
+        if release:
+            for m in modules:
+                m.to("meta")
+            gc.collect()
+
     onnx_dir.mkdir(parents=True, exist_ok=True)
     H = lisa.llm.config.hidden_size
     C = lisa.sam_dims.out_chans
@@ -349,6 +364,7 @@ def export_graphs(lisa: Lisa, onnx_dir: Path, log=print, decoder: Callable[[Path
         ["image_features"],
         None,
     )
+    done(lisa.clip, lisa.mm_projector)
     log("export embed_tokens")
     _torch_export(
         EmbedTokens(lisa),
@@ -358,6 +374,7 @@ def export_graphs(lisa: Lisa, onnx_dir: Path, log=print, decoder: Callable[[Path
         ["inputs_embeds"],
         {"input_ids": {1: "S"}, "inputs_embeds": {1: "S"}},
     )
+    done(lisa.llm.model.embed_tokens)
     log("export decoder")
     if decoder is None:
         export_decoder(lisa, onnx_dir / "decoder.onnx", g)
@@ -373,6 +390,7 @@ def export_graphs(lisa: Lisa, onnx_dir: Path, log=print, decoder: Callable[[Path
         ["seg_embeddings"],
         {"seg_hidden": {0: "N"}, "seg_embeddings": {0: "N"}},
     )
+    done(lisa.text_hidden_fcs)
     log("export sam_image_encoder")
     enc_path = onnx_dir / "sam_image_encoder.onnx"
     _torch_export(
@@ -388,6 +406,7 @@ def export_graphs(lisa: Lisa, onnx_dir: Path, log=print, decoder: Callable[[Path
         for p in onnx_dir.iterdir()
     ):
         externalize(enc_path, "sam_image_encoder.onnx_data")
+    done(lisa.image_encoder)
     log("export sam_mask_decoder")
     _torch_export(
         SamMaskDecoder(lisa),
@@ -753,7 +772,7 @@ def export_bundle(
             def decoder(onnx_dir: Path) -> None:
                 export_decoder_streaming(TensorSource(folder), lisa.llm.config, onnx_dir, weights, log=log)
 
-        export_graphs(lisa, tmp / "onnx", log=log, decoder=decoder)
+        export_graphs(lisa, tmp / "onnx", log=log, decoder=decoder, release=stream and extra is None)
         if extra is None:
             # nothing needs the PyTorch LLM any more: give its weights back before the quantiser loads the graph
             lisa.llm.to("meta")

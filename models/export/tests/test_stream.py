@@ -81,9 +81,8 @@ def test_streamed_decoder_equals_in_memory(tmp_path, weights):
 def test_template_weights_are_traced_and_checked(tmp_path, monkeypatch):
     """Every weight of the one-layer template is traced to its checkpoint key; a transformation that does not give
     the template's own bytes back stops the export before anything is written."""
-    from lisa_export import export
     from lisa_export.model import TensorSource, infer_llm_config
-    from lisa_export.stream import build_template
+    from lisa_export.stream import WeightMaker, build_template
 
     _, _, _, ckpt, _ = tiny_model("7b", 1)
     cfg = infer_llm_config(TensorSource(ckpt), ckpt)
@@ -92,8 +91,14 @@ def test_template_weights_are_traced_and_checked(tmp_path, monkeypatch):
     assert kinds["_int8"] == kinds["_scale"] == 7 + 1  # q, k, v, o, gate, up, down; lm_head
     assert kinds["raw"] == 2 + 1  # the layer's two norms; the final norm
     assert {key for key, _, _ in tmpl.weights.values()} >= {"lm_head.weight", "model.norm.weight"}
-    real = export.w8a8_quantize
-    monkeypatch.setattr(export, "w8a8_quantize", lambda a: (real(a)[0], real(a)[1] * np.float32(1.0000001)))
+    # a transformation one ulp off on one kind of tensor (the per-column scales) must be caught
+    real = WeightMaker.make
+
+    def off_by_an_ulp(self, w, kind):
+        out = real(self, w, kind)
+        return np.nextafter(out, np.float32(np.inf)) if kind == "_scale" else out
+
+    monkeypatch.setattr(WeightMaker, "make", off_by_an_ulp)
     with pytest.raises(RuntimeError, match="does not reproduce"):
         build_template(cfg, tmp_path / "again", "w8a8", log=lambda m: None)
 
