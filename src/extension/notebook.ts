@@ -1,11 +1,13 @@
 // Building a Jupyter notebook (nbformat 4.5 JSON) from a conversation that runs as is in a fresh kernel: a markdown
 // cell naming the image and model, a cell loading the magic and configuring the model, then the first answered turn
 // as a `%%segment` cell and each later one as `%%segment_followup` (the magic re-feeds the earlier turns, as the chat
-// did). Each cell's display_data output carries the result MIME type (rendered by this extension's notebook
-// renderer), an `image/png` overlay and `text/plain` explanation (what plain Jupyter shows). Turns without a result
-// become notes, so re-running gives the conversation the chat had. Pure: no vscode import, unit-tested in Node.
+// did), with the turn's options (assistant prefix, answer length). Each cell's display_data output is what the
+// magic displays: the result MIME type (rendered by this extension's notebook renderer; the photo once, no full-size
+// overlay), a small `image/png` overlay and `text/plain` explanation (what plain Jupyter shows). Turns without a
+// result become notes, so re-running gives the conversation the chat had. Pure: no vscode import, tested in Node.
 import * as path from 'node:path';
 import { RESULT_MIME, type SegmentResult } from '../protocol/result';
+import { notebookPng } from './notebookPng';
 
 export interface NotebookTurn {
   prompt: string;
@@ -21,6 +23,9 @@ export interface NotebookSource {
   title?: string;
   /** Folder the notebook is written to: the image path is written relative to it when it is on the same drive. */
   notebookDir?: string;
+  /** The options the conversation's turns ran with (the extension's settings), repeated on each cell. */
+  assistantPrefix?: string;
+  maxNewTokens?: number;
 }
 
 /** A path as the notebook should name it: relative to the notebook's folder where possible. */
@@ -32,6 +37,18 @@ export function notebookPath(p: string, notebookDir?: string): string {
 
 function quoteArg(p: string): string {
   return /[\s"']/.test(p) ? JSON.stringify(p) : p;
+}
+
+/** A magic-line argument taken literally: quoted, with IPython's $var and {expr} expansion escaped. */
+function literalArg(s: string): string {
+  return quoteArg(s.replace(/\$/g, '$$$$').replace(/\{/g, '{{').replace(/\}/g, '}}'));
+}
+
+function optionArgs(source: NotebookSource): string {
+  let args = '';
+  if (source.maxNewTokens) args += ` -n ${source.maxNewTokens}`;
+  if (source.assistantPrefix) args += ` --assistant-prefix ${literalArg(source.assistantPrefix)}`;
+  return args;
 }
 
 type Cell = Record<string, unknown>;
@@ -49,18 +66,19 @@ export function sourceLines(text: string): string[] {
   return parts.map((p, i) => (i < parts.length - 1 ? `${p}\n` : p)).filter((p) => p !== '');
 }
 
-/** `%%segment` cell source: the magic line names the image, the cell body is the instruction. */
-export function segmentCellSource(image: string, prompt: string): string {
-  return `%%segment ${quoteArg(image)}\n${prompt}`;
+/** `%%segment` cell source: the magic line names the image (and options), the cell body is the instruction. */
+export function segmentCellSource(image: string, prompt: string, options = ''): string {
+  return `%%segment ${quoteArg(image)}${options}\n${prompt}`;
 }
 
 /** The display_data output of one result: the MIME bundle every surface shares. */
 export function resultOutput(result: SegmentResult): Cell {
+  const { overlayPng, ...payload } = result;
   const data: Record<string, unknown> = {
-    [RESULT_MIME]: result,
+    [RESULT_MIME]: payload,
     'text/plain': sourceLines(result.text || result.answer || ''),
   };
-  if (result.overlayPng) data['image/png'] = result.overlayPng;
+  if (overlayPng) data['image/png'] = notebookPng(overlayPng, result.masks.length === 0);
   return { output_type: 'display_data', data, metadata: {} };
 }
 
@@ -68,10 +86,10 @@ export function buildNotebook(source: NotebookSource, turns: readonly NotebookTu
   const cells: Cell[] = [];
   const image = notebookPath(source.image, source.notebookDir);
   const header = [`# ${source.title ?? 'Reason Segment conversation'}`, '', `Image: \`${image}\``];
-  if (source.model) header.push('', `Model: \`${source.model}\``);
+  if (source.model) header.push('', `Model: \`${notebookPath(source.model, source.notebookDir)}\``);
   cells.push({ cell_type: 'markdown', id: cellId(), metadata: {}, source: sourceLines(header.join('\n')) });
   const setup = ['%load_ext reason_segment'];
-  if (source.model) setup.push(`%segment_config --model ${quoteArg(source.model)}`);
+  if (source.model) setup.push(`%segment_config --model ${quoteArg(notebookPath(source.model, source.notebookDir))}`);
   cells.push({
     cell_type: 'code',
     id: cellId(),
@@ -87,7 +105,10 @@ export function buildNotebook(source: NotebookSource, turns: readonly NotebookTu
       cells.push({ cell_type: 'markdown', id: cellId(), metadata: {}, source: sourceLines(note) });
       continue;
     }
-    const src = count === 0 ? segmentCellSource(image, t.prompt) : `%%segment_followup\n${t.prompt}`;
+    const src =
+      count === 0
+        ? segmentCellSource(image, t.prompt, optionArgs(source))
+        : `%%segment_followup${optionArgs(source)}\n${t.prompt}`;
     count++;
     cells.push({
       cell_type: 'code',

@@ -1,12 +1,15 @@
-// Notebooks from results: "Export conversation to notebook" writes an .ipynb (built by notebook.ts) and opens it;
+// Notebooks from results: "Export conversation to notebook" writes an .ipynb (built by notebook.ts) that runs as is
+// in a fresh kernel, and opens it;
 // "Segment Image…" with openResultsIn = notebook opens an untitled notebook with the result. Both use outputs the
 // extension's renderer draws (RESULT_MIME), with image/png and text/plain beside it.
+import * as os from 'node:os';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import type { Conversation } from '../protocol/chat';
 import { RESULT_MIME, type SegmentResult } from '../protocol/result';
 import { MIME_BY_EXT, toUri } from './chatView';
 import { buildNotebook, type NotebookTurn, segmentCellSource } from './notebook';
+import { DEFAULTS, readSettings, resolveModelPath } from './settings';
 
 async function imageData(p: string): Promise<{ data: string; mimeType: string } | undefined> {
   try {
@@ -51,11 +54,18 @@ export async function exportConversation(
     filters: { [vscode.l10n.t('Jupyter Notebook')]: ['ipynb'] },
   });
   if (!target) return undefined;
+  const config = vscode.workspace.getConfiguration('reasonSegment');
+  const settings = readSettings((k) => config.get(k));
   const nb = buildNotebook(
     {
       image: c.image.path,
-      model: vscode.workspace.getConfiguration('reasonSegment').get('model'),
+      model:
+        resolveModelPath(settings.model, os.homedir(), folder?.fsPath, path.join, path.isAbsolute) ??
+        (settings.model || undefined),
       notebookDir: target.scheme === 'file' ? path.dirname(target.fsPath) : undefined,
+      // The options the chat's turns ran with; the default answer length is the magic's default too.
+      assistantPrefix: settings.assistantPrefix,
+      maxNewTokens: settings.maxNewTokens === DEFAULTS.maxNewTokens ? undefined : settings.maxNewTokens,
     },
     await conversationTurns(c, overlays),
   );

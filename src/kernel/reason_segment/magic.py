@@ -406,13 +406,14 @@ class SegmentMagics(Magics):
     @argument("--max-new-tokens", "-n", type=int, default=None, help="longest answer in tokens")
     @argument("--out", "-o", default=None, help="also store the result in this variable")
     @argument("--quiet", "-q", action="store_true", help="do not stream the answer")
+    @argument("--assistant-prefix", default=None, help="text the answer starts with (as for %%%%segment)")
     @line_cell_magic
     def segment_followup(self, line: str, cell: Optional[str] = None):
         """Continue the conversation on the last %%segment image; the earlier turns are re-fed and the host's
         embedding cache skips both image encoders. Line form: `%segment_followup TEXT`; cell form: options on the
         %%segment_followup line, the text in the body."""
         if cell is None:
-            text, opts = line, argparse.Namespace(max_new_tokens=None, out=None, quiet=False)
+            text, opts = line, argparse.Namespace(max_new_tokens=None, out=None, quiet=False, assistant_prefix=None)
         else:
             text, opts = cell, parse_argstring(self.segment_followup, line)
         last = _SESSION.last
@@ -426,7 +427,7 @@ class SegmentMagics(Magics):
             device=last["device"],
             max_new_tokens=opts.max_new_tokens,
             host_path=None,
-            assistant_prefix=None,
+            assistant_prefix=opts.assistant_prefix,
             stream=not opts.quiet,
         )
         self._publish(result, opts.out)

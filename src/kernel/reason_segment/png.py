@@ -104,7 +104,7 @@ def downscale(w: int, h: int, rows: List[bytearray], max_side: int) -> Tuple[int
     scale = max(w, h) / max_side
     if scale <= 1:
         return w, h, rows
-    nw, nh = max(1, round(w / scale)), max(1, round(h / scale))
+    nw, nh = max(1, int(w / scale + 0.5)), max(1, int(h / scale + 0.5))  # half up, as Math.round in notebookPng.ts
     xs = [min(w - 1, int((x + 0.5) * w / nw)) * 3 for x in range(nw)]
     out = []
     for y in range(nh):

@@ -153,47 +153,81 @@ def test_a_followup_ending_in_a_question_mark_is_a_followup_not_help(kernel):
 
 def test_a_notebook_exported_from_the_chat_runs_as_is_in_a_fresh_kernel(tmp_path, monkeypatch):
     """The extension's export (src/extension/notebook.ts buildNotebook, run by node from out/) for a conversation of
-    two answered turns and a stopped one, written to a folder elsewhere, executed top to bottom in a new kernel."""
+    two answered turns and a stopped one, with the chat's options (assistant prefix, answer length), written to a
+    folder elsewhere: it is small (the photo once per answer, a downscaled overlay, no full-size overlay), names the
+    image and the model relative to itself, and executes top to bottom in a new kernel."""
     import json
     import subprocess
 
     image = os.path.join(BUNDLE, "images", "coffee.png")
-    payload = os.path.join(REPO, "test", "fixtures", "payloads", "astronaut-3masks.json")
+    payload = json.load(open(os.path.join(REPO, "test", "fixtures", "payloads", "astronaut-3masks.json")))
+    with open(image, "rb") as f:
+        payload["image"]["data"] = base64.b64encode(f.read()).decode()
+    # A full-size overlay as the chat hands it over (1600x1200), which the notebook must not carry at that size.
+    big = [bytearray((x * 7 + y) & 255 for x in range(1600 * 3)) for y in range(1200)]
+    payload["overlayPng"] = base64.b64encode(png.encode_rgb(1600, 1200, big)).decode()
+    (tmp_path / "payload.json").write_text(json.dumps(payload))
     script = (
         "const { buildNotebook } = require(process.argv[1]);"
         "const r = JSON.parse(require('fs').readFileSync(process.argv[2], 'utf8'));"
+        "const none = { ...r, masks: [] };"
         "const turns = [{ prompt: 'Segment the cup.', result: r }, { prompt: 'Tell me a story.', error: 'Stopped.' },"
-        " { prompt: 'And the spoon?', result: r }];"
+        " { prompt: 'And the spoon?', result: none }];"
         "process.stdout.write(JSON.stringify(buildNotebook({ image: process.argv[3], model: process.argv[4],"
-        " notebookDir: process.argv[5] }, turns)));"
+        " notebookDir: process.argv[5], assistantPrefix: 'Sure, [SEG].', maxNewTokens: 4 }, turns)));"
     )
+    notebook_dir = tmp_path / "nb"
+    notebook_dir.mkdir()
     out = subprocess.run(
         [
             "node",
             "-e",
             script,
             os.path.join(REPO, "out", "src", "extension", "notebook.js"),
-            payload,
+            str(tmp_path / "payload.json"),
             image,
             BUNDLE,
-            str(tmp_path),
+            str(notebook_dir),
         ],
         check=True,
         capture_output=True,
         text=True,
     ).stdout
+    assert len(out) < 2 * len(payload["image"]["data"]) + 2 * 300_000, f"{len(out)} bytes"
     nb = nbformat.reads(out, as_version=4)
     nbformat.validate(nb)
+    shipped = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "display_data"]
+    assert len(shipped) == 2
+    for o, has_masks in zip(shipped, (True, False)):
+        assert "overlayPng" not in o.data[RESULT_MIME]
+        small = base64.b64decode(o.data["image/png"])
+        assert png.decode_rgb(small)[:2] == (640, 480), "downscaled to 640 px on the longer side"
+        assert says_no_mask(small) == (not has_masks)
+        # The extension's TypeScript (notebookPng.ts) and the magic's png.py make the same picture.
+        w, h, rows = png.downscale(1600, 1200, [bytearray(r) for r in big], png.MAX_SIDE)
+        if not has_masks:
+            png.stamp_label(w, h, rows)
+        assert png.decode_rgb(small)[2] == rows
     sources = ["".join(c.source) for c in nb.cells if c.cell_type == "code"]
+    assert sources[0].splitlines()[1].split()[-1] == os.path.relpath(BUNDLE, notebook_dir), sources[0]
     segment_line = next(s for s in sources if s.startswith("%%segment ")).split("\n")[0]
-    assert segment_line.split()[1] == os.path.relpath(image, tmp_path), "the image is named relative to the notebook"
+    assert segment_line.split()[1] == os.path.relpath(image, notebook_dir), (
+        "the image is named relative to the notebook"
+    )
+    assert segment_line.endswith('-n 4 --assistant-prefix "Sure, [SEG]."'), segment_line
+    assert sources[-1].startswith("%%segment_followup -n 4 --assistant-prefix "), sources[-1]
     monkeypatch.setenv("REASON_SEGMENT_HOST", SERVER_JS)
     for k in ("REASON_SEGMENT_MODEL", "REASON_SEGMENT_SERVER"):
         monkeypatch.delenv(k, raising=False)
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(notebook_dir)}}
+    ).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"], json.dumps(outputs)[:2000]
     results = [o.data[RESULT_MIME] for o in outputs if o.output_type == "display_data" and RESULT_MIME in o.data]
     assert [r["prompt"] for r in results] == ["Segment the cup.", "And the spoon?"]
-    assert results[0]["image"]["source"] == image and results[1]["history"][0]["user"] == "Segment the cup."
+    assert results[0]["image"]["source"] == image
+    assert results[1]["history"][0]["user"] == "Segment the cup."
     assert len(results[1]["history"]) == 1, "the stopped turn is not re-fed"
+    # The options ran again: without the prefix the tiny model gives no mask, with it each turn has one.
+    assert [len(r["masks"]) for r in results] == [1, 1], [r["text"] for r in results]
