@@ -6,6 +6,7 @@
 //   3. pre-processing a 12 MP JPEG vs sharp's own decode and resize;
 //   4. decode-step time vs this machine's measured memory bandwidth for the decoder's weight bytes.
 // The 1B model is built and exported once per weight type (GBs, cached under ~/.cache/reason-segment/bench-1b).
+// --device webgpu: only the WebGPU decode comparison (bench/webgpu.ts).
 // Options: --quick skips the 1B comparison; --new-tokens N (default 16); --weights int8|int4 also times our host on a
 // MatMulNBits export of the same model (tokens may differ from fp32: agreement is printed); --shape 7b|13b measures the
 // real-size random bundles instead (bench/shape.ts).
@@ -17,6 +18,7 @@ import { stopPreprocessWorker } from '../src/host/image/preprocess';
 import { LisaPipeline } from '../src/host/pipeline';
 import { benchPreprocess } from './preprocess';
 import { benchShape } from './shape';
+import { benchWebgpu } from './webgpu';
 
 const REPO = path.resolve(__dirname, '..', '..');
 const VENV = path.join(REPO, 'models', 'export', 'venv');
@@ -87,6 +89,7 @@ function overheadLine(label: string, runs: RequestFigures[]): void {
 }
 
 async function main(): Promise<void> {
+  if (arg('--device') === 'webgpu') return benchWebgpu(process.argv);
   const newTokens = Number(arg('--new-tokens') ?? 16);
   const quick = process.argv.includes('--quick');
   console.log(

@@ -1,0 +1,143 @@
+// Runs golden cases (or one timed prompt) on one device in this process and prints one JSON document on stdout. The
+// WebGPU suite and `npm run bench -- --device webgpu` start it as a child process, with SwiftShader's environment where
+// there is no GPU (the Vulkan loader is found only through the environment a process starts with).
+//   node out/test/helpers/device-run.js '<json DeviceRunSpec>'
+import * as path from 'node:path';
+import { generate } from '../../src/host/generate';
+import { LisaPipeline } from '../../src/host/pipeline';
+import { buildPrompt } from '../../src/host/prompt';
+import type { Device } from '../../src/host/sessions';
+import { goldens } from './bundles';
+
+export interface DeviceRunSpec {
+  bundle: string;
+  device: Device;
+  /** webgpu only: false copies the KV cache through JS every step (the path before the device cache). */
+  deviceKvCache?: boolean;
+  /** Golden case names to run through the whole pipeline. */
+  cases?: string[];
+  /** Also time a decode of this prompt, this many new tokens (after an untimed warm-up). */
+  timed?: { prompt: string; newTokens: number };
+}
+
+export interface CaseOutcome {
+  name: string;
+  provider: string;
+  outputIds: number[];
+  text: string;
+  masks: Array<{ rle: { size: [number, number]; counts: string } }>;
+}
+
+export interface DecodeSteps {
+  /** Host<->device bytes of each decode step after the prefill (embed_tokens + decoder), from GraphSessions' counter. */
+  stepBytes: number[];
+  /** Wall time of each decode step after the prefill. */
+  stepMs: number[];
+  prefillBytes: number;
+  prefillMs: number;
+  outputIds: number[];
+  /** Positions held by the cache at each step's start. */
+  positions: number[];
+}
+
+export interface DeviceRunOutput {
+  provider: string;
+  deviceKvCache: boolean;
+  loadMs: number;
+  cases: CaseOutcome[];
+  /** For each case, its decode steps replayed through generate() on the cached image features. */
+  steps: Record<string, DecodeSteps>;
+  timed?: DecodeSteps;
+}
+
+async function decodeSteps(
+  p: LisaPipeline,
+  inputIds: number[],
+  clipFeatures: Float32Array,
+  maxNewTokens: number,
+): Promise<DecodeSteps> {
+  const clock = p.sessions.clock;
+  clock.reset();
+  const marks: Array<{ bytes: number; t: number }> = [];
+  const t0 = performance.now();
+  const gen = await generate(p.sessions, p.bundle.manifest, {
+    inputIds,
+    imageFeatures: clipFeatures,
+    maxNewTokens,
+    onToken: () => marks.push({ bytes: clock.deviceBytes, t: performance.now() }),
+  });
+  const prefillLen = inputIds.length - 1 + p.bundle.manifest.tokens.num_image_tokens;
+  const stepBytes: number[] = [];
+  const stepMs: number[] = [];
+  for (let i = 1; i < marks.length; i++) {
+    stepBytes.push(marks[i].bytes - marks[i - 1].bytes);
+    stepMs.push(marks[i].t - marks[i - 1].t);
+  }
+  return {
+    stepBytes,
+    stepMs,
+    prefillBytes: marks[0]?.bytes ?? 0,
+    prefillMs: (marks[0]?.t ?? t0) - t0,
+    outputIds: gen.outputIds,
+    positions: stepBytes.map((_, i) => prefillLen + i),
+  };
+}
+
+async function main(spec: DeviceRunSpec): Promise<DeviceRunOutput> {
+  const p = await LisaPipeline.load(spec.bundle, {
+    device: spec.device,
+    deviceKvCache: spec.deviceKvCache,
+    verifyCacheFile: null,
+  });
+  try {
+    const out: DeviceRunOutput = {
+      provider: p.provider,
+      deviceKvCache: p.sessions.deviceKvCache,
+      loadMs: p.loadMs,
+      cases: [],
+      steps: {},
+    };
+    const all = goldens(spec.bundle);
+    for (const name of spec.cases ?? []) {
+      const c = all.find((g) => g.name === name);
+      if (!c) throw new Error(`no golden case ${name} in ${spec.bundle}`);
+      const r = await p.segment({
+        image: { path: path.join(spec.bundle, c.image) },
+        prompt: c.prompt,
+        history: c.history.map(([user, assistant]) => ({ user, assistant })),
+        assistantPrefix: c.assistant_prefix,
+        maxNewTokens: c.max_new_tokens,
+        includePng: false,
+      });
+      out.cases.push({ name, provider: r.provider, outputIds: r.outputIds, text: r.text, masks: r.masks });
+      const emb = p.cache.get(r.image.sha256);
+      if (!emb) throw new Error('the image embeddings left the cache');
+      out.steps[name] = await decodeSteps(p, c.input_ids, emb.clipFeatures, c.max_new_tokens);
+    }
+    if (spec.timed) {
+      // Decoding only: fixed image features stand in for CLIP's (decode time does not depend on their values), so
+      // neither image encoder runs (SAM's takes minutes on SwiftShader).
+      const { prompt, newTokens } = spec.timed;
+      const m = p.bundle.manifest;
+      const features = Float32Array.from({ length: m.tokens.num_image_tokens * m.llm.hidden_size }, (_, i) =>
+        Math.sin(i),
+      );
+      const inputIds = p.tokenizer.encodePrompt(buildPrompt(m.prompt, [], prompt, ''));
+      await decodeSteps(p, inputIds, features, 3); // warm-up: the first run of each shape compiles shaders on webgpu
+      out.timed = await decodeSteps(p, inputIds, features, newTokens);
+    }
+    return out;
+  } finally {
+    await p.dispose();
+  }
+}
+
+if (require.main === module) {
+  main(JSON.parse(process.argv[2]) as DeviceRunSpec).then(
+    (out) => process.stdout.write(`${JSON.stringify(out)}\n`),
+    (e) => {
+      process.stderr.write(`${(e as Error).stack ?? e}\n`);
+      process.exit(1);
+    },
+  );
+}
