@@ -3,8 +3,10 @@
 // (the state whose logits produced [SEG]), which is what LISA feeds to text_hidden_fcs.
 import type * as ort from 'onnxruntime-node';
 import type { Manifest } from './bundle';
-import { HostError } from './errors';
 import { decoderCache } from './device-kv-cache';
+import { HostError } from './errors';
+import { KvCache } from './kv-cache';
+import type { PrefixCache } from './prefix-cache';
 import { f32, type GraphSessions, i64 } from './sessions';
 
 export interface GenerateRequest {
@@ -20,6 +22,8 @@ export interface GenerateRequest {
   promptSegFrom?: number;
   onToken?: (id: number, index: number) => void;
   isCancelled?: () => boolean;
+  /** Cross-turn KV reuse: start from the longest prefix kept for this image, keep this generation's cache after. */
+  reuse?: { store: PrefixCache; image: string };
 }
 
 export interface SegHidden {
@@ -34,6 +38,8 @@ export interface GenerateResult {
   stopReason: 'eos' | 'max_new_tokens' | 'context_limit' | 'cancelled';
   prefillMs: number;
   decodeMs: number;
+  /** Prompt positions whose KV rows came from an earlier turn (not prefilled again). */
+  reusedPositions: number;
 }
 
 export async function generate(sessions: GraphSessions, m: Manifest, req: GenerateRequest): Promise<GenerateResult> {
@@ -66,19 +72,30 @@ export async function generate(sessions: GraphSessions, m: Manifest, req: Genera
   const segs: SegHidden[] = [];
   // A [SEG] typed in the prompt (an assistant prefix) is picked up too, exactly as the reference's mask over output_ids.
   const promptPositions: number[] = [];
+  // the prefill must run every position whose output is used: the last one, and each one before a prompt [SEG]
+  let mustRunFrom = req.inputIds.length - 1;
   for (let i = Math.max(0, (req.promptSegFrom ?? 0) - 1); i + 1 < req.inputIds.length; i++) {
-    if (req.inputIds[i + 1] === seg) promptPositions.push(i < k ? i : i + num_image_tokens - 1);
+    if (req.inputIds[i + 1] === seg) {
+      promptPositions.push(i < k ? i : i + num_image_tokens - 1);
+      mustRunFrom = Math.min(mustRunFrom, i);
+    }
   }
 
-  const cache = decoderCache(sessions, L, KV, D, prefillLen + maxNew);
+  let cache = decoderCache(sessions, L, KV, D, prefillLen + maxNew);
+  // only the host cache that keeps new rows can be kept (a present-fed or device cache is replaced every step)
+  const reuse = cache instanceof KvCache && KvCache.supports(sessions.outputNames('decoder')) ? req.reuse : undefined;
+  const key = { ids: req.inputIds, image: reuse?.image ?? '', mask: attention };
+  cache = reuse?.store.take(key, mustRunFrom, prefillLen + maxNew) ?? cache;
+  const reusedPositions = cache.length;
 
   const outputIds: number[] = [];
   // Running out of steps means the context filled up when that, not max_new_tokens, bounded the answer.
   let stopReason: GenerateResult['stopReason'] = maxNew < req.maxNewTokens ? 'context_limit' : 'max_new_tokens';
-  let inputs: Float32Array = prefill;
-  let stepMask: bigint[] = attention;
+  let inputs: Float32Array = prefill.slice(reusedPositions * H);
+  let stepMask: bigint[] = attention.slice(reusedPositions);
   let prefillMs = 0;
   const t0 = performance.now();
+  let finished = false;
   try {
     for (let step = 0; step < maxNew; step++) {
       if (req.isCancelled?.()) {
@@ -98,9 +115,11 @@ export async function generate(sessions: GraphSessions, m: Manifest, req: Genera
       const logits = out.logits.data as Float32Array;
       const hidden = out.last_hidden_state.data as Float32Array;
       if (step === 0) {
-        for (const p of promptPositions) segs.push({ tokenIndex: -1, hidden: hidden.slice(p * H, (p + 1) * H) });
+        for (const p of promptPositions.map((q) => q - reusedPositions))
+          segs.push({ tokenIndex: -1, hidden: hidden.slice(p * H, (p + 1) * H) });
       }
-      const next = argmax(logits, (seqLen - 1) * V, V);
+      // the last position's row: a bundle's logits hold only it (llm.logits "last") or every position (older bundles)
+      const next = argmax(logits, logits.length - V, V);
       if (next === seg) segs.push({ tokenIndex: outputIds.length, hidden: hidden.slice((seqLen - 1) * H, seqLen * H) });
       outputIds.push(next);
       req.onToken?.(next, outputIds.length - 1);
@@ -114,11 +133,16 @@ export async function generate(sessions: GraphSessions, m: Manifest, req: Genera
       inputs = await embed(sessions, [next]);
       stepMask = [1n];
     }
+    finished = true;
   } finally {
-    cache.release();
+    if (reuse && finished && cache instanceof KvCache) {
+      // the ids of the positions the cache holds: the prompt and every answer token fed back (not the last one)
+      const held = req.inputIds.concat(outputIds).slice(0, cache.length - num_image_tokens + 1);
+      reuse.store.put(held, req.inputIds.length, reuse.image, cache);
+    } else cache.release();
   }
   const decodeMs = performance.now() - t0 - prefillMs;
-  return { outputIds, seg: segs, stopReason, prefillMs, decodeMs };
+  return { outputIds, seg: segs, stopReason, prefillMs, decodeMs, reusedPositions };
 }
 
 /** Length of the prefill with the image expanded; refuses a prompt that leaves no room to answer. */

@@ -8,6 +8,9 @@
 // cache"). Each buffer is laid out [heads, C, headDim], so growing C moves every head's rows; that happens in place,
 // inside a store sized for the whole generation, and the stores are kept for the next generation. Fresh memory costs a
 // page fault per 4 KB on first write (about 10 us each on the bench VM: 1 s per GB), more than the copies themselves.
+//
+// A cache outlives its generation when the cross-turn store (prefix-cache.ts) keeps it: the next turn of the same
+// conversation truncates it to the prefix it shares and goes on appending (copyPrefix when the entry must stay whole).
 import type * as ort from 'onnxruntime-node';
 import { f32, i64 } from './sessions';
 
@@ -32,8 +35,8 @@ export class KvCache {
     private readonly layers: number,
     private readonly heads: number,
     private readonly headDim: number,
-    /** Most positions this generation will hold: the stores are sized for it once. */
-    private readonly maxPositions: number,
+    /** Most positions this generation will hold: the stores are sized for it once (see `continueTo`). */
+    private maxPositions: number,
     /** false for bundles exported before `new_key_values` existed: the cache is then replaced by `present` each step */
     private readonly newRowsOutput: boolean,
   ) {
@@ -42,6 +45,58 @@ export class KvCache {
 
   static supports(outputNames: readonly string[]): boolean {
     return outputNames.includes('new_key_values.0.key');
+  }
+
+  /** Bytes of one position's rows over all layers (keys and values). */
+  static bytesPerPosition(layers: number, heads: number, headDim: number): number {
+    return 2 * layers * heads * headDim * Float32Array.BYTES_PER_ELEMENT;
+  }
+
+  /** Bytes of one position's rows. */
+  get positionBytes(): number {
+    return KvCache.bytesPerPosition(this.layers, this.heads, this.headDim);
+  }
+
+  /** Bytes of memory the stores take. */
+  get bytes(): number {
+    return this.stores.reduce((a, s) => a + s.byteLength, 0);
+  }
+
+  /** attention_mask value of every held position. */
+  get positionMask(): readonly bigint[] {
+    return this.mask;
+  }
+
+  /** Makes this cache, kept from an earlier generation, the one for a generation that reaches `maxPositions`. */
+  continueTo(maxPositions: number): void {
+    this.maxPositions = maxPositions;
+  }
+
+  /** Forgets every position from `positions` on (their rows are zeroed: they are empty slots again). */
+  truncate(positions: number): void {
+    if (positions >= this.length) return;
+    if (!this.newRowsOutput) throw new Error('a present-fed cache cannot be truncated');
+    const { heads: KV, headDim: D, capacity: C } = this;
+    for (const s of this.stores)
+      for (let h = 0; h < KV; h++) s.fill(0, (h * C + positions) * D, (h * C + this.length) * D);
+    this.length = positions;
+    this.mask.length = positions;
+  }
+
+  /** A new cache holding this one's first `positions` positions, with stores sized for `maxPositions`. */
+  copyPrefix(positions: number, maxPositions: number): KvCache {
+    if (!this.newRowsOutput) throw new Error('a present-fed cache cannot be copied');
+    const n = Math.min(positions, this.length);
+    const copy = new KvCache(this.layers, this.heads, this.headDim, Math.max(n, maxPositions), true);
+    copy.reserve(Math.max(1, n));
+    const { heads: KV, headDim: D, capacity: C } = this;
+    const C2 = copy.capacity;
+    for (let b = 0; b < this.stores.length; b++)
+      for (let h = 0; h < KV && n > 0; h++)
+        copy.stores[b].set(this.stores[b].subarray(h * C * D, (h * C + n) * D), h * C2 * D);
+    copy.length = n;
+    copy.mask = this.mask.slice(0, n);
+    return copy;
   }
 
   /** The decoder's cache inputs and attention_mask for a step that adds `stepMask.length` positions. */

@@ -11,6 +11,7 @@ import { assertPromptFits, generate } from './generate';
 import { DEFAULT_MAX_PIXELS, type DecodedImage, decodeImage, maxFileBytes, sha256Hex } from './image/decode';
 import { preprocessImageParallel } from './image/preprocess';
 import { buildResultMasks, masksFromLogits, overlayPng, rgbPng } from './masks';
+import { DEFAULT_PREFIX_CACHE_LIMITS, PrefixCache, type PrefixCacheLimits } from './prefix-cache';
 import { buildPrompt, cleanAnswer } from './prompt';
 import { readRegularFile } from './read-file';
 import { Refiner } from './refine';
@@ -22,6 +23,8 @@ export interface LoadOptions {
   allowFallback?: boolean;
   verifyCacheFile?: string | null;
   onProgress?: (message: string, loaded?: number, total?: number) => void;
+  /** Bounds on the KV rows kept across turns (prefix-cache.ts); totalBytes 0 turns reuse off. */
+  kvReuse?: PrefixCacheLimits;
   /** On webgpu, keep the KV cache on the device (default true; false is the copying path, for the bench). */
   deviceKvCache?: boolean;
 }
@@ -50,16 +53,28 @@ export interface Counters {
   samEncoderRuns: number;
   imageDecodes: number;
   cacheHits: number;
+  /** Prompt positions run through the decoder's prefill, and those whose KV rows an earlier turn had computed. */
+  prefillPositions: number;
+  reusedPositions: number;
 }
 
 const DEFAULT_CACHE_BYTES = 512 * 1024 * 1024;
 
-export const newCounters = (): Counters => ({ visionEncoderRuns: 0, samEncoderRuns: 0, imageDecodes: 0, cacheHits: 0 });
+export const newCounters = (): Counters => ({
+  visionEncoderRuns: 0,
+  samEncoderRuns: 0,
+  imageDecodes: 0,
+  cacheHits: 0,
+  prefillPositions: 0,
+  reusedPositions: 0,
+});
 
 export class LisaPipeline {
   readonly cache: EmbeddingCache;
   /** Recent results' [SEG] embeddings and the prompt-capable mask decoder: reasonSegment/refine. */
   readonly refiner: Refiner;
+  /** The conversations' KV rows, so a follow-up prefills only what is new. */
+  readonly kvStore: PrefixCache;
   private queue: Promise<unknown> = Promise.resolve();
 
   private constructor(
@@ -71,9 +86,15 @@ export class LisaPipeline {
     readonly maxPixels: number,
     /** Shared with the caller so counts survive a model reload (the host reports them). */
     readonly counters: Counters,
+    kvReuse: PrefixCacheLimits,
   ) {
     this.cache = new EmbeddingCache(cacheBytes);
     this.refiner = new Refiner(bundle, sessions.provider.provider, this.cache);
+    this.kvStore = new PrefixCache(
+      kvReuse,
+      bundle.manifest.tokens.image_placeholder,
+      bundle.manifest.tokens.num_image_tokens,
+    );
   }
 
   static async load(
@@ -105,6 +126,7 @@ export class LisaPipeline {
       opts.cacheBytes ?? DEFAULT_CACHE_BYTES,
       opts.maxPixels ?? DEFAULT_MAX_PIXELS,
       opts.counters ?? newCounters(),
+      opts.kvReuse ?? DEFAULT_PREFIX_CACHE_LIMITS,
     );
   }
 
@@ -117,6 +139,7 @@ export class LisaPipeline {
     await this.sessions.release();
     await this.refiner.release();
     this.cache.clear();
+    this.kvStore.clear();
   }
 
   /** Runs requests strictly one after another; a request cancelled while it waits is answered at once. */
@@ -160,12 +183,15 @@ export class LisaPipeline {
       promptSegFrom: answerStart,
       imageFeatures: emb.clipFeatures,
       maxNewTokens: req.maxNewTokens ?? m.generation.max_new_tokens,
+      reuse: { store: this.kvStore, image: emb.sha256 },
       isCancelled: () => req.signal?.aborted ?? false,
       onToken: (id, index) => {
         const delta = stream.push(id);
         if (delta) req.onText?.(delta, index);
       },
     });
+    this.counters.reusedPositions += gen.reusedPositions;
+    this.counters.prefillPositions += assertPromptFits(m, inputIds) - gen.reusedPositions;
     if (gen.stopReason === 'cancelled') throw cancelledError();
     const tail = stream.finish();
     if (tail) req.onText?.(tail, gen.outputIds.length - 1);

@@ -138,6 +138,9 @@ export interface HostCounters {
   imageDecodes: number;
   /** Requests served from the embedding cache (both encoders skipped). */
   cacheHits: number;
+  /** Prompt positions prefilled, and prompt positions whose KV rows were kept from an earlier turn (not prefilled). */
+  prefillPositions?: number;
+  reusedPositions?: number;
   /** Bytes held by the embedding cache now. */
   cacheBytes: number;
   /** Segment requests answered (successfully) since the host started. */
