@@ -85,11 +85,14 @@ export function resultOutput(result: SegmentResult): Cell {
 export function buildNotebook(source: NotebookSource, turns: readonly NotebookTurn[]): Record<string, unknown> {
   const cells: Cell[] = [];
   const image = notebookPath(source.image, source.notebookDir);
+  // A model inside the notebook's folder is named relative to it (they move together); one elsewhere keeps its path.
+  const modelRel = source.model ? notebookPath(source.model, source.notebookDir) : undefined;
+  const model = modelRel?.startsWith('../') ? source.model : modelRel;
   const header = [`# ${source.title ?? 'Reason Segment conversation'}`, '', `Image: \`${image}\``];
-  if (source.model) header.push('', `Model: \`${notebookPath(source.model, source.notebookDir)}\``);
+  if (model) header.push('', `Model: \`${model}\``);
   cells.push({ cell_type: 'markdown', id: cellId(), metadata: {}, source: sourceLines(header.join('\n')) });
   const setup = ['%load_ext reason_segment'];
-  if (source.model) setup.push(`%segment_config --model ${quoteArg(notebookPath(source.model, source.notebookDir))}`);
+  if (model) setup.push(`%segment_config --model ${quoteArg(model)}`);
   cells.push({
     cell_type: 'code',
     id: cellId(),

@@ -171,7 +171,8 @@ describe('JupyterLab with the prebuilt extension (real server, Chromium)', funct
     const page: Page = await context.newPage();
     const errors: string[] = [];
     page.on('pageerror', (e) => errors.push(String(e)));
-    await page.goto(`${base}/lab/tree/segment.ipynb?token=${token}`);
+    // Generous: JupyterLab's first load is ~10 MB of scripts, slow on a loaded 2-core machine.
+    await page.goto(`${base}/lab/tree/segment.ipynb?token=${token}`, { timeout: 300_000 });
     await page.waitForFunction(
       () => {
         const app = (window as any).jupyterapp;
@@ -179,11 +180,11 @@ describe('JupyterLab with the prebuilt extension (real server, Chromium)', funct
         return w?.sessionContext?.session?.kernel && w.content?.widgets?.length === 2;
       },
       undefined,
-      { timeout: 120_000 },
+      { timeout: 300_000 },
     );
     await page.evaluate(() => (window as any).jupyterapp.commands.execute('notebook:run-all-cells'));
     try {
-      await page.waitForSelector(`${OUTPUT} .rs-view[data-ready="true"]`, { timeout: 150_000 });
+      await page.waitForSelector(`${OUTPUT} .rs-view[data-ready="true"]`, { timeout: 300_000 });
     } catch (e) {
       mkdirSync(SHOTS, { recursive: true });
       await page.screenshot({ path: path.join(SHOTS, 'jupyterlab-failed.png') });

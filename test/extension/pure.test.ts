@@ -5,6 +5,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { kernelEnvironment, pipInstallCommand } from '../../src/extension/kernelEnv';
 import { buildNotebook, segmentCellSource, sourceLines } from '../../src/extension/notebook';
+import { encodePng } from '../../src/extension/notebookPng';
 import {
   DEFAULTS,
   isImagePath,
@@ -91,7 +92,8 @@ describe('extension: notebook export JSON', () => {
   ) as SegmentResult;
 
   it('builds nbformat 4.5 with the result MIME type, image/png and text/plain in each output', () => {
-    const withOverlay = { ...payload, overlayPng: 'iVBORw0KGgo=' };
+    const png = encodePng({ w: 2, h: 1, px: Uint8Array.of(255, 0, 0, 0, 0, 255) }).toString('base64');
+    const withOverlay = { ...payload, overlayPng: png };
     const nb = buildNotebook({ image: '/data/shots/my photo.png', model: '/m', notebookDir: '/data' }, [
       { prompt: 'the astronaut', result: withOverlay },
       { prompt: 'stopped one', error: 'Stopped.' },
@@ -122,8 +124,8 @@ describe('extension: notebook export JSON', () => {
     assert.match(nb.cells[3].source.join(''), /Stopped\./);
     const out = code.outputs[0];
     assert.equal(out.output_type, 'display_data');
-    assert.deepEqual(out.data[RESULT_MIME], withOverlay);
-    assert.equal(out.data['image/png'], 'iVBORw0KGgo=');
+    assert.deepEqual(out.data[RESULT_MIME], payload, 'the payload without the full-size overlay');
+    assert.equal(out.data['image/png'], png, 'a small overlay stays as it is');
     assert.equal(out.data['text/plain'].join(''), payload.text);
     for (const c of nb.cells) assert.match(c.id, /^[A-Za-z0-9-_]{1,64}$/);
     assert.equal(new Set(nb.cells.map((c: any) => c.id)).size, 5);
