@@ -138,8 +138,13 @@ async function measure(bundle: string): Promise<Map<string, number[]>> {
     console.log(`  ${path.basename(bundle)} round ${round + 1}: ${l} ${x.toFixed(1)} images/min`);
   };
   for (let round = 0; round < ROUNDS; round++) {
-    // A 1B fp32 bundle's checksums and sessions take minutes on a busy machine.
-    const server = await startServer(['--model', bundle, '--max-queue', '64'], process.env, 15 * 60_000);
+    // A 1B fp32 bundle's checksums and sessions take minutes on a busy machine, and one request can take over the
+    // server's default 300 s there (seen at load 37).
+    const server = await startServer(
+      ['--model', bundle, '--max-queue', '64', '--request-timeout', '3600'],
+      process.env,
+      15 * 60_000,
+    );
     try {
       await throughput(server.port, 1, 1); // warm-up
       for (const clients of CLIENTS) {
