@@ -28,7 +28,7 @@ export function activate(context: vscode.ExtensionContext): ExtensionApi {
   const log = vscode.window.createOutputChannel('Reason Segment');
   const hostLog = vscode.window.createOutputChannel('Reason Segment Host');
   const host = new HostManager(context, hostLog, log);
-  const results = new ResultPanels(context.extensionUri, log);
+  const results = new ResultPanels(context.extensionUri, log, (p) => host.refine(p));
   const chat = new ChatViewProvider(
     context,
     host,

@@ -22,6 +22,8 @@ import {
   Methods,
   Notifications,
   type ProgressParams,
+  type RefineParams,
+  type RefineResult,
   RpcErrorCode,
   type SegmentParams,
   type StatusResult,
@@ -346,6 +348,19 @@ export class HostManager implements vscode.Disposable {
       throw describeError(e);
     } finally {
       sub?.dispose();
+    }
+  }
+
+  /** Refines one mask of a result the local host still remembers (reasonSegment/refine). */
+  async refine(params: RefineParams): Promise<RefineResult> {
+    if (this.settings().server)
+      throw new HostRequestError(vscode.l10n.t('Refining a mask needs the local host; a server cannot refine yet.'));
+    await this.ensureModel();
+    const client = await this.start();
+    try {
+      return (await client.sendRequest(Methods.refine, params)) as RefineResult;
+    } catch (e) {
+      throw describeError(e);
     }
   }
 

@@ -2,8 +2,16 @@
 // shows a turn's result as large as the editor allows (src/webview/result.ts: zoom, pan, explanation, mask list, the
 // shared overlay). It follows its conversation: when a follow-up answers, the panel shows the new result.
 import * as vscode from 'vscode';
-import { type Conversation, type Turn, validateWebviewMessage, type WebviewMessage } from '../protocol/chat';
+import {
+  type Conversation,
+  type RefineMessage,
+  type Turn,
+  validateWebviewMessage,
+  type WebviewMessage,
+} from '../protocol/chat';
+import type { RefineParams, RefineResult } from '../protocol/rpc';
 import { resultMessageOf } from './chatController';
+import { describeError } from './host';
 import { readImagePayload, saveFileWithDialog } from './imageFiles';
 import { webviewHtml, webviewOptions } from './webviewHtml';
 
@@ -21,6 +29,7 @@ export class ResultPanels implements vscode.Disposable {
   constructor(
     private readonly extensionUri: vscode.Uri,
     private readonly log: vscode.OutputChannel,
+    private readonly refine: (params: RefineParams) => Promise<RefineResult>,
   ) {}
 
   /** Shows turn `turnId` of `c` in its conversation's panel (created beside the active editor when needed). */
@@ -64,7 +73,7 @@ export class ResultPanels implements vscode.Disposable {
   private async receive(o: Open, raw: unknown): Promise<void> {
     const problems = validateWebviewMessage(raw);
     const m = raw as WebviewMessage;
-    if (problems.length || (m.type !== 'ready' && m.type !== 'save')) {
+    if (problems.length || (m.type !== 'ready' && m.type !== 'save' && m.type !== 'refine')) {
       this.log.appendLine(`[result] ignored a message from the results panel: ${problems.slice(0, 3).join('; ')}`);
       return;
     }
@@ -74,9 +83,24 @@ export class ResultPanels implements vscode.Disposable {
         await this.post(o);
       } else if (m.type === 'save') {
         await saveFileWithDialog(m);
+      } else if (m.type === 'refine') {
+        await this.answerRefine(o, m);
       }
     } catch (e) {
       void vscode.window.showErrorMessage((e as Error).message);
+    }
+  }
+
+  /** A refine request from the panel, to the host; the answer (or one line why not) goes back as `refined`. */
+  private async answerRefine(o: Open, m: RefineMessage): Promise<void> {
+    const resultId = o.conversation.turns.find((t) => t.id === m.turnId)?.result?.resultId;
+    try {
+      if (!resultId)
+        throw new Error(vscode.l10n.t('This result cannot be refined (it was made before refining existed).'));
+      const r = await this.refine({ resultId, maskIndex: m.maskIndex, prompt: m.prompt });
+      void o.panel.webview.postMessage({ type: 'refined', requestId: m.requestId, mask: r.mask });
+    } catch (e) {
+      void o.panel.webview.postMessage({ type: 'refined', requestId: m.requestId, error: describeError(e).message });
     }
   }
 

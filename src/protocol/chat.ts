@@ -22,7 +22,7 @@
 // (the host and the images are on the remote side). Results stored in `Conversation.turns[i].result` should leave
 // `result.image.data` out (the `image` message carries the bytes once per conversation).
 
-import type { ChatTurn, SegmentResult } from './result';
+import type { ChatTurn, ResultMask, SegmentResult } from './result';
 import { describe, validateChatTurns, validateWebviewMessage } from './validate';
 import type { WebviewMessage } from './wire-types';
 
@@ -113,6 +113,7 @@ export type {
   OpenResultMessage,
   PickImageMessage,
   ReadyMessage,
+  RefineMessage,
   SaveFile,
   SelectConversationMessage,
   SetImageMessage,
@@ -132,6 +133,7 @@ export const WEBVIEW_MESSAGE_TYPES: readonly WebviewMessageType[] = [
   'exportNotebook',
   'save',
   'openResult',
+  'refine',
 ];
 
 // ---- extension -> webview --------------------------------------------------------------------------------------
@@ -206,6 +208,14 @@ export interface ResultMessage {
   result: SegmentResult;
 }
 
+/** To the results panel: the answer to its `refine` request (the new mask, or one line saying why not). */
+export interface RefinedMessage {
+  type: 'refined';
+  requestId: string;
+  mask?: ResultMask;
+  error?: string;
+}
+
 export type ExtensionMessage =
   | StateMessage
   | ImageMessage
@@ -215,7 +225,8 @@ export type ExtensionMessage =
   | TurnFailedMessage
   | HostEventMessage
   | HostStateMessage
-  | ResultMessage;
+  | ResultMessage
+  | RefinedMessage;
 
 // ---- validation ------------------------------------------------------------------------------------------------
 
@@ -300,6 +311,10 @@ export function validateExtensionMessage(v: unknown): string[] {
     case 'hostState':
       if (!CHAT_HOST_STATES.includes(v.hostState as ChatHostState))
         problems.push(`hostState: unknown ${describe(v.hostState)}`);
+      break;
+    case 'refined':
+      str('requestId');
+      if (v.mask !== undefined && !isObject(v.mask)) problems.push('mask: expected an object');
       break;
     case 'result':
       str('conversationId');

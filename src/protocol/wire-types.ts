@@ -39,7 +39,8 @@ export type WebviewMessage =
   | SelectConversationMessage
   | ExportNotebookMessage
   | ChatSaveMessage
-  | OpenResultMessage;
+  | OpenResultMessage
+  | RefineMessage;
 /**
  * A conversation or turn id chosen by the extension.
  */
@@ -371,4 +372,15 @@ export interface OpenResultMessage {
   type: 'openResult';
   conversationId: ChatId;
   turnId: ChatId;
+}
+/**
+ * From the results panel: refine mask `maskIndex` of a turn's result with point and box prompts (the extension asks the host's reasonSegment/refine and answers with `refined`).
+ */
+export interface RefineMessage {
+  type: 'refine';
+  conversationId: ChatId;
+  turnId: ChatId;
+  requestId: ChatId;
+  maskIndex: number;
+  prompt: RefinePrompt;
 }

@@ -221,11 +221,11 @@ export function createChatApp(root: HTMLElement, api: VsCodeApi, opts: { nonce?:
     const convs = [...state.conversations].sort((a, b) => b.createdAt - a.createdAt);
     convSelect.hidden = convs.length < 2;
     convLabel.hidden = convs.length < 2;
-    const want = convs.map((x) => `${x.id}\u0000${conversationTitle(x, tr)}`).join('\u0001');
+    const want = convs.map((x) => `${x.id}\u0000${conversationTitle(x, tr, doc.documentElement.lang)}`).join('\u0001');
     if (convSelect.dataset.key !== want) {
       convSelect.replaceChildren(
         ...convs.map((x) => {
-          const o = el('option', undefined, conversationTitle(x, tr));
+          const o = el('option', undefined, conversationTitle(x, tr, doc.documentElement.lang));
           o.value = x.id;
           return o;
         }),
@@ -469,10 +469,10 @@ function withImage(result: SegmentResult, image: { data: string; mimeType: strin
   return { ...result, image: { ...result.image, data: image.data, mimeType: image.mimeType } };
 }
 
-function conversationTitle(c: Conversation, tr: Translate): string {
+function conversationTitle(c: Conversation, tr: Translate, lang?: string): string {
   const first = c.turns[0]?.prompt.trim();
   const when = new Date(c.createdAt);
-  const time = Number.isFinite(when.getTime()) ? when.toLocaleString() : '';
+  const time = Number.isFinite(when.getTime()) ? when.toLocaleString(lang || undefined) : '';
   const what = first
     ? first.length > 40
       ? `${first.slice(0, 40)}…`

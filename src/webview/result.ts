@@ -5,8 +5,10 @@
 
 import { domHelpers, injectStyle } from '../overlay/dom';
 import { translator } from '../overlay/l10n';
+import type { RefineRequest } from '../overlay/refine';
 import { createSegmentView, type SaveFile, type SegmentView } from '../overlay/view';
-import { type ResultMessage, validateExtensionMessage } from '../protocol/chat';
+import { type ExtensionMessage, type ResultMessage, validateExtensionMessage } from '../protocol/chat';
+import type { ResultMask } from '../protocol/result';
 import type { VsCodeApi } from './app';
 import { MASK_LIST_CSS } from './styles';
 
@@ -101,6 +103,8 @@ export function createResultApp(root: HTMLElement, api: VsCodeApi, opts: { nonce
   root.replaceChildren(app);
 
   let view: SegmentView | undefined;
+  let refineSeq = 0;
+  const pendingRefines = new Map<string, { resolve: (m: ResultMask) => void; reject: (e: Error) => void }>();
   let stage: HTMLElement | undefined;
   let shown: ResultMessage | undefined;
   let W = 0;
@@ -211,6 +215,8 @@ export function createResultApp(root: HTMLElement, api: VsCodeApi, opts: { nonce
   let drag: { id: number; x: number; y: number } | undefined;
   on(viewport, 'pointerdown', (e) => {
     if (e.button !== 0 || !stage) return;
+    // While a mask is being refined, a click or drag on the picture is a prompt (the overlay's), not a pan.
+    if (stage.classList.contains('rs-refining') && stage.contains(e.target as Node)) return;
     drag = { id: e.pointerId, x: e.clientX, y: e.clientY };
     viewport.setPointerCapture(e.pointerId);
     viewport.classList.add('rs-dragging');
@@ -246,7 +252,23 @@ export function createResultApp(root: HTMLElement, api: VsCodeApi, opts: { nonce
     }`;
     const saveFile = (file: SaveFile) =>
       api.postMessage({ type: 'save', conversationId: m.conversationId, turnId: m.turnId, ...file });
-    view = createSegmentView(holder, m.result, { styleNonce: opts.nonce, t: tr, save: saveFile });
+    // Refine (when the host gave the result an id): each request goes to the extension, which asks the host.
+    const refine = m.result.resultId
+      ? (req: RefineRequest) =>
+          new Promise<ResultMask>((resolve, reject) => {
+            const requestId = `r${++refineSeq}`;
+            pendingRefines.set(requestId, { resolve, reject });
+            api.postMessage({
+              type: 'refine',
+              conversationId: m.conversationId,
+              turnId: m.turnId,
+              requestId,
+              maskIndex: req.maskIndex,
+              prompt: req.prompt,
+            });
+          })
+      : undefined;
+    view = createSegmentView(holder, m.result, { styleNonce: opts.nonce, t: tr, save: saveFile, refine });
     stage = view.root.querySelector<HTMLElement>('.rs-stage') ?? undefined;
     empty.remove();
     if (stage) viewport.append(stage);
@@ -258,12 +280,18 @@ export function createResultApp(root: HTMLElement, api: VsCodeApi, opts: { nonce
   return {
     receive(message: unknown): void {
       const problems = validateExtensionMessage(message);
-      if (problems.length || (message as { type?: string }).type !== 'result') {
-        if (problems.length)
-          console.warn(`Reason Segment result: ignored a message (${problems.slice(0, 3).join('; ')})`);
+      if (problems.length) {
+        console.warn(`Reason Segment result: ignored a message (${problems.slice(0, 3).join('; ')})`);
         return;
       }
-      show(message as ResultMessage);
+      const msg = message as ExtensionMessage;
+      if (msg.type === 'result') show(msg);
+      else if (msg.type === 'refined') {
+        const p = pendingRefines.get(msg.requestId);
+        pendingRefines.delete(msg.requestId);
+        if (msg.mask) p?.resolve(msg.mask);
+        else p?.reject(new Error(msg.error ?? 'refine failed'));
+      }
     },
     get zoom() {
       return zoom;

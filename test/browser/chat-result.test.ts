@@ -10,8 +10,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Page } from 'playwright-core';
 import { resultMessageOf } from '../../src/extension/chatController';
-import type { ResultMessage } from '../../src/protocol/chat';
+import { type ResultMessage, validateWebviewMessage } from '../../src/protocol/chat';
 import { decodeRle } from '../../src/protocol/rle';
+import { Methods } from '../../src/protocol/rpc';
 import { FIXTURE_BUNDLES, goldens, REPO } from '../helpers/bundles';
 import { ChatBridge, IMAGES, readImage, startChatHarness, TINY_BUNDLE, type WebviewHarness } from './chat-harness';
 import { readCanvas } from './harness';
@@ -212,6 +213,45 @@ describe('results panel webview (Chromium, strict CSP, results from the real con
     assert.equal(m.turnId, second.turnId);
     assert.equal(m.conversationId, second.conversationId);
     assert.equal(m.mimeType, 'application/json');
+  });
+
+  it('refine: a click on the picture asks the host through the extension; undo brings the mask back; Save writes it', async () => {
+    assert.ok(first.result.resultId, 'the host gave the result an id to refine it by');
+    // The test plays resultPanel.ts's part: the page's refine request goes to the host, the answer back as `refined`.
+    const rp = await harness.openResultPage({ width: 1100, height: 700 });
+    await rp.exposeFunction('__rsToExtension', async (m: any) => {
+      if (m?.type !== 'refine') return;
+      assert.deepEqual(validateWebviewMessage(m), []);
+      const answer = await b.host
+        .request(Methods.refine, { resultId: first.result.resultId!, maskIndex: m.maskIndex, prompt: m.prompt })
+        .then(
+          (r) => ({ type: 'refined', requestId: m.requestId, mask: r.mask }),
+          (e) => ({ type: 'refined', requestId: m.requestId, error: String(e.message) }),
+        );
+      await rp.evaluate((x) => window.postMessage(x, '*'), answer);
+    });
+    await show(rp, first);
+    await rp.getByRole('button', { name: 'Refine mask 1 by clicking' }).click();
+    const box = (await rp.locator('.rs-rp-viewport .rs-stage').boundingBox())!;
+    await rp.mouse.click(box.x + box.width * 0.5, box.y + box.height * 0.4);
+    await rp.waitForFunction(() => {
+      const s = document.querySelector('.rs-rp-viewport .rs-stage') as HTMLElement;
+      return s.dataset.refine === 'done' || s.dataset.refine === 'failed';
+    });
+    const sent = (await rp.evaluate(() => (window as any).__posted.filter((x: any) => x.type === 'refine'))) as any[];
+    assert.equal(sent.length, 1);
+    assert.equal(sent[0].turnId, first.turnId);
+    assert.equal(sent[0].prompt.points.length, 1);
+    assert.equal(await rp.locator('.rs-rp-viewport .rs-stage').getAttribute('data-refine'), 'done');
+    assert.equal(await rp.locator('.rs-rp-side .rs-mask[data-mask="0"]').getAttribute('data-refined'), 'true');
+    await rp.screenshot({ path: path.join(SHOTS, 'result-panel-refine.png') });
+    await rp.getByRole('button', { name: 'Undo' }).click();
+    assert.equal(await rp.locator('.rs-rp-side .rs-mask[data-mask="0"]').getAttribute('data-refined'), 'false');
+    await rp.getByRole('button', { name: 'Redo' }).click();
+    await rp.getByRole('button', { name: 'Save COCO JSON' }).click();
+    const saved = await rp.evaluate(() => (window as any).__posted.find((x: any) => x.type === 'save'));
+    assert.match(saved.data, /"refined"/, 'the COCO export writes the refined mask with its prompts');
+    await rp.close();
   });
 
   it('in Chinese: no English control left', async () => {

@@ -214,19 +214,32 @@ export class ChatBridge {
     await page.exposeFunction('__rsToExtension', (m: unknown) => void this.receive(m));
   }
 
-  private async send(msg: ExtensionMessage): Promise<void> {
+  private delivered: Promise<void> = Promise.resolve();
+
+  /** Records a message and delivers it to the page, after the ones before it (postMessage keeps order too). */
+  private send(msg: ExtensionMessage): Promise<void> {
     // A copy, as postMessage's structured clone makes: later changes to the controller's objects do not show in it.
-    this.posted.push(JSON.parse(JSON.stringify(msg)));
-    const page = this.page;
-    if (!page || page.isClosed()) return;
-    await page
-      .evaluate((m) => window.postMessage(m, '*'), msg as unknown as Record<string, unknown>)
-      .catch(() => undefined);
+    const copy = JSON.parse(JSON.stringify(msg));
+    this.posted.push(copy);
+    this.delivered = this.delivered.then(async () => {
+      const page = this.page;
+      if (!page || page.isClosed()) return;
+      await page.evaluate((m) => window.postMessage(m, '*'), copy).catch(() => undefined);
+    });
+    return this.delivered;
+  }
+
+  /** Resolves once every message posted so far has been handled by the page. */
+  async settledPage(): Promise<void> {
+    await this.delivered;
+    // window.postMessage dispatches in a later task: let it run.
+    await this.page?.evaluate(() => new Promise((r) => setTimeout(r, 0))).catch(() => undefined);
   }
 
   /** The whole state and the active image again (what the extension sends on `ready`). */
-  sendState(): Promise<void> {
-    return this.controller.resync();
+  async sendState(): Promise<void> {
+    await this.controller.resync();
+    await this.settledPage();
   }
 
   /** A message as the webview would post it. */
