@@ -48,3 +48,35 @@ def test_low_res_target_lines_up_with_the_padded_1024_square():
     assert float(t[:128, 129:].min()) == 1.0 and float(t[:128, :127].max()) == 0.0  # column 128: the resized edge
     assert float(t[128:].max()) == 0.0  # the padding below the image
     assert torch.isclose(t.sum(), torch.tensor(128 * 128.0), atol=64)
+
+
+def test_data_parallel_step_is_the_halves_losses_gradient_bit_for_bit(tmp_path):
+    """The threaded step (each half of the batch on its own core) gives exactly the gradient of the mean of the halves'
+    losses computed one after the other: the threads change where the work runs, not what is computed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lisa_export.tokenizer import load_slow_tokenizer
+
+    scenes = train.make_scenes(3, 4, log=lambda *_: None)
+    tok = load_slow_tokenizer(train.train_tokenizer(tmp_path / "tok", 3, scenes))
+    train.tokenize_examples(tok, scenes)
+    seg = tok.convert_tokens_to_ids("[SEG]")
+    lisa, _, _ = train.build_model(3, len(tok))
+    lisa.train()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(train.WORKERS, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            m = train.data_parallel_step(lisa, scenes, seg, [0, 1, 0, 1], pool)
+        threaded = {n: p.grad.clone() for n, p in lisa.named_parameters() if p.grad is not None}
+        lisa.zero_grad(set_to_none=True)
+        for half in (slice(0, 2), slice(2, 4)):
+            loss, _ = train.step_loss(lisa, scenes[half], seg, [0, 1, 0, 1][half])
+            (loss / 2).backward()
+    finally:
+        torch.set_num_threads(threads)
+    assert np.isfinite(m["ce"]) and 0 <= m["iou_lisa"] <= 1
+    sequential = {n: p.grad for n, p in lisa.named_parameters() if p.grad is not None}
+    assert threaded.keys() == sequential.keys()
+    for n, g in sequential.items():
+        assert torch.equal(threaded[n], g), n
