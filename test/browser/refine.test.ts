@@ -129,6 +129,7 @@ describe('overlay refine mode against a real host (Chromium)', function () {
       for (const [x, y] of q.prompt.points) assert.ok(x >= 0 && x <= W && y >= 0 && y <= H);
     }
     const [x0, y0, x1, y1] = asked[2].prompt.box!;
+    assert.ok(y1 > y0);
     assert.ok(Math.abs(x0 - 0.15 * W) < 3 && Math.abs(y1 - 0.85 * H) < 3 && x1 > x0, `box ${asked[2].prompt.box}`);
     assert.ok((await overlayShows(page, answered[2])) > 0.999, 'the overlay shows the last refined mask');
     assert.equal(await page.locator('.rs-markers circle').count(), 2);
