@@ -18,7 +18,8 @@ import { CHROMIUM, CHROMIUM_ARGS, ROOT, readCanvas } from './harness';
 
 const SHOTS = path.join(os.tmpdir(), 'reason-segment-screens');
 const BUNDLE = path.join(ROOT, 'test/fixtures/bundles/tiny-7b');
-const OUTPUT = `.jp-OutputArea-output[data-mime-type="${RESULT_MIME}"]`;
+// The extension's widget in the output area.
+const OUTPUT = '.jp-OutputArea-output.rs-jupyterlab';
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -18,6 +18,8 @@ class ResultWidget extends Widget implements IRenderMime.IRenderer {
   constructor() {
     super();
     this.addClass('rs-jupyterlab');
+    // As JupyterLab's own renderers do: its cell toolbar finds outputs by this attribute.
+    this.node.dataset.mimeType = RESULT_MIME;
   }
 
   async renderModel(model: IRenderMime.IMimeModel): Promise<void> {
