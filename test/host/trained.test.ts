@@ -2,10 +2,12 @@
 // scored by `eval`'s own code: LISA's validate() protocol for gIoU/cIoU, the model's own answers for naming. Its
 // quantised exports are scored the same way.
 //
-// The bounds are what the committed bundle reaches, less a margin, NOT issue 12's goals (gIoU and cIoU >= 0.80, the
-// right shape named in >= 90% of answers): 360 steps on the shared 2-core machine got it to gIoU 0.252, cIoU 0.216,
-// named 37.5% (w8a8: 0.252, 0.216, 32.5%; int4: 0.252, 0.217, 37.5%). The random-weight tiny-7b scored 0.03 and 0%
-// on a few of these scenes, so these bounds still catch a bundle that has lost its training.
+// The bounds are what the committed bundle reaches, less a margin for float differences across CPU makes (0.03 of IoU,
+// about 6 of the 80 answers), NOT issue 12's goals (gIoU and cIoU >= 0.80, the right shape named in >= 90% of
+// answers): 1000 steps (23 minutes on the shared 2-core machine) got it to gIoU 0.241, cIoU 0.218, named 41.3% (w8a8:
+// 0.241, 0.218, 41.3%; int4: 0.241, 0.218, 38.8%), no better than 360 steps did; the bundle's README says why (the
+// masks: SAM trained from nothing does not learn to pick one shape out in this budget). The random-weight tiny-7b
+// scored 0.03 and 0% on a few of these scenes, so these bounds still catch a bundle that has lost its training.
 import * as assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -66,20 +68,20 @@ describe('the trained shapes bundle on a held-out split', function () {
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  it('fp32: gIoU >= 0.22 and cIoU >= 0.18 as LISA validates, and names the right shape in >= 30% of its answers', async function () {
+  it('fp32: gIoU >= 0.21 and cIoU >= 0.19 as LISA validates, and names the right shape in >= 33% of its answers', async function () {
     const f = await score(TRAINED, samples, dir);
-    assert.ok(f.giou >= 0.22, `gIoU ${f.giou}`);
-    assert.ok(f.ciou >= 0.18, `cIoU ${f.ciou}`);
-    assert.ok(f.named >= 0.3, `named ${f.named}`);
+    assert.ok(f.giou >= 0.21, `gIoU ${f.giou}`);
+    assert.ok(f.ciou >= 0.19, `cIoU ${f.ciou}`);
+    assert.ok(f.named >= 0.33, `named ${f.named}`);
   });
 
   for (const weights of ['w8a8', 'int4']) {
-    it(`${weights}: gIoU >= 0.2, cIoU >= 0.15, named >= 25% (looser than fp32)`, async function () {
+    it(`${weights}: gIoU >= 0.21, cIoU >= 0.19, named >= 30% (looser than fp32)`, async function () {
       const bundle = path.join(QUANTISED, `shapes-7b-${weights}`);
       assert.ok(existsSync(bundle), `${bundle} is committed with the fp32 bundle`);
       const f = await score(bundle, samples, dir);
-      assert.ok(f.giou >= 0.2 && f.ciou >= 0.15, `gIoU ${f.giou} cIoU ${f.ciou}`);
-      assert.ok(f.named >= 0.25, `named ${f.named}`);
+      assert.ok(f.giou >= 0.21 && f.ciou >= 0.19, `gIoU ${f.giou} cIoU ${f.ciou}`);
+      assert.ok(f.named >= 0.3, `named ${f.named}`);
     });
   }
 });
