@@ -558,8 +558,8 @@ LISA's validate() reads when it forces the answer "[SEG]."), so `reason-segment 
 held-out scenes (seed 20261130, LISA's protocol) and names the right shape in 41% of its answers
 (test/host/trained.test.ts, docs/evaluation.md): no better than the 360-step bundle before it (0.25, 0.22, 38%).
 Diagnosis, on validation scenes of another seed (777) in PyTorch: with the right answer given (teacher-forced), the
-masks of its [SEG]s reach IoU 0.24 only, 0.30 even when the instruction names the colour and the kind; SAM's encoder and
-mask decoder of these dims, trained alone with an oracle prompt (an embedding of the target's kind and colour), stop at
+masks of its [SEG]s reach IoU 0.24 only, and validate()'s mask reaches 0.30 when the instruction names the colour and
+the kind outright; SAM's encoder and mask decoder of these dims, trained alone with an oracle prompt (an embedding of the target's kind and colour), stop at
 the same IoU of about 0.25. The mask half is the bottleneck: trained from nothing, SAM learns where the shapes are (the
 outlines are clean) but not, in this budget, to pick one out, so it marks several shapes faintly (the specks). Twice
 the decoder width, three times SAM's learning rate, a third LLM layer and 2.8 times the steps all stayed at that level.
