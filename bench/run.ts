@@ -4,18 +4,21 @@
 //      against the reference with its KV cache and without (how LISA's chat.py decodes), for the fp32 bundle and the
 //      w8a8 bundle (int8 weights and activations); the reference is also timed with torch's own dynamic int8;
 //   3. pre-processing a 12 MP JPEG vs sharp's own decode and resize;
-//   4. decode-step time vs this machine's measured memory bandwidth for the decoder's weight bytes.
+//   4. decode-step time vs this machine's measured memory bandwidth for the decoder's weight bytes;
+//   5. a follow-up turn's time to first token with the conversation's KV rows kept vs a full re-prefill of it;
+//   6. time to first token and to the mask with SAM's image encoder on its own thread (concurrent) vs before the prefill.
 // The 1B model is built and exported once per weight type (GBs, cached under ~/.cache/reason-segment/bench-1b).
 // --device webgpu: only the WebGPU decode comparison (bench/webgpu.ts).
-// Options: --quick skips the 1B comparison; --new-tokens N (default 16); --weights int8|int4 also times our host on a
-// MatMulNBits export of the same model (tokens may differ from fp32: agreement is printed); --shape 7b|13b measures the
-// real-size random bundles instead (bench/shape.ts).
+// Options: --quick skips the 1B model; --host-speed runs only 5 and 6 (--bundle DIR: on that bundle only);
+// --new-tokens N (default 16); --weights int8|int4 also times our host on a MatMulNBits export of the same model
+// (tokens may differ from fp32: agreement is printed); --shape 7b|13b measures the real-size random bundles instead
+// (bench/shape.ts).
 import { execFileSync } from 'node:child_process';
-import { statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { stopPreprocessWorker } from '../src/host/image/preprocess';
-import { LisaPipeline } from '../src/host/pipeline';
+import { LisaPipeline, type SegmentRequest } from '../src/host/pipeline';
 import { benchPreprocess } from './preprocess';
 import { benchShape } from './shape';
 import { benchWebgpu } from './webgpu';
@@ -88,10 +91,93 @@ function overheadLine(label: string, runs: RequestFigures[]): void {
   );
 }
 
+/** One request's time to its first streamed text and to its result (masks included), in ms. */
+async function timed(
+  p: LisaPipeline,
+  req: SegmentRequest,
+): Promise<{ firstToken: number; done: number; samMs: number }> {
+  const t0 = performance.now();
+  let firstToken = 0;
+  const r = await p.segment({ ...req, onText: () => void (firstToken ||= performance.now() - t0) });
+  return { firstToken: firstToken || r.timings.totalMs, done: performance.now() - t0, samMs: r.timings.samEncoderMs };
+}
+
+const FOLLOW_UP = 'And what would you use to carry it? Explain why.';
+
+/** 5: the same follow-up with the first turn's KV rows kept, and with nothing kept (a full re-prefill). */
+async function followUp(label: string, bundle: string, newTokens: number): Promise<void> {
+  const p = await LisaPipeline.load(bundle, { verifyCacheFile: null });
+  try {
+    const image = { path: IMAGE };
+    const first = await p.segment({ image, prompt: PROMPT, maxNewTokens: newTokens }); // also warms up
+    const req = { image, prompt: FOLLOW_UP, history: [{ user: PROMPT, assistant: first.answer }], maxNewTokens: 4 };
+    const kept: number[] = [];
+    const full: number[] = [];
+    let reused = 0;
+    let positions = 0;
+    for (let i = 0; i < 2; i++) {
+      p.kvStore.clear();
+      await p.segment({ image, prompt: PROMPT, maxNewTokens: newTokens }); // the first turn, kept
+      const before = { ...p.counters };
+      kept.push((await timed(p, req)).firstToken);
+      reused = p.counters.reusedPositions - before.reusedPositions;
+      positions = reused + p.counters.prefillPositions - before.prefillPositions;
+      p.kvStore.clear();
+      full.push((await timed(p, req)).firstToken);
+    }
+    const k = Math.min(...kept);
+    const f = Math.min(...full);
+    console.log(
+      `  ${label}: follow-up time to first token ${f1(k)} ms with the first turn's KV rows kept (${reused} of ${positions} positions) ` +
+        `vs ${f1(f)} ms re-prefilling the conversation: ${f2(k / f)} (goal <= 0.25)`,
+    );
+  } finally {
+    await p.dispose();
+  }
+}
+
+/** 6: the first request on an image (both encoders run) with SAM's encoder concurrent and serial. */
+async function samSchedule(label: string, bundle: string, newTokens: number): Promise<void> {
+  const out: Record<string, { firstToken: number; done: number; samMs: number }> = {};
+  for (const schedule of ['concurrent', 'serial'] as const) {
+    const p = await LisaPipeline.load(bundle, { verifyCacheFile: null, samSchedule: schedule });
+    try {
+      const runs = [];
+      for (let i = 0; i < 3; i++) {
+        p.cache.clear();
+        p.kvStore.clear();
+        const req = {
+          image: { path: IMAGE },
+          prompt: PROMPT,
+          assistantPrefix: 'Sure, [SEG] .',
+          maxNewTokens: newTokens,
+        };
+        runs.push(await timed(p, req));
+      }
+      runs.shift(); // warm-up
+      out[schedule] = runs.reduce((a, b) => (b.done < a.done ? b : a));
+    } finally {
+      await p.dispose();
+    }
+  }
+  const c = out.concurrent;
+  const s = out.serial;
+  console.log(
+    `  ${label}, ${newTokens} tokens: time to first token concurrent ${f1(c.firstToken)} ms vs serial ${f1(s.firstToken)} ms (${f2(c.firstToken / s.firstToken)}); ` +
+      `to the mask ${f1(c.done)} vs ${f1(s.done)} ms (${f2(c.done / s.done)}); SAM encoder ${f1(s.samMs)} ms serial, ${f1(c.samMs)} ms on its thread; ` +
+      `without SAM at all (serial less its encoder: what skipping it for an answer with no [SEG] would give): ` +
+      `first token ${f1(s.firstToken - s.samMs)} ms, result ${f1(s.done - s.samMs)} ms`,
+  );
+}
+
 async function main(): Promise<void> {
   if (arg('--device') === 'webgpu') return benchWebgpu(process.argv);
   const newTokens = Number(arg('--new-tokens') ?? 16);
   const quick = process.argv.includes('--quick');
+  if (process.argv.includes('--host-speed')) {
+    await hostSpeed(quick, newTokens);
+    return;
+  }
   console.log(
     `Reason Segment benchmark on ${os.cpus().length} x ${os.cpus()[0]?.model ?? 'cpu'}, ${f1(os.totalmem() / 2 ** 30)} GiB, node ${process.version}\n`,
   );
@@ -177,6 +263,8 @@ async function main(): Promise<void> {
     }
   }
 
+  await hostSpeed(quick, newTokens);
+
   console.log('\n3. pre-processing a 12 MP JPEG:');
   const pre = await benchPreprocess(5);
   console.log(
@@ -190,3 +278,19 @@ main().catch((e) => {
   console.error(e);
   process.exitCode = 1;
 });
+
+/** 5 and 6, on the tiny bundle and (unless --quick) the 1B bench model's bundles as built. */
+async function hostSpeed(quick: boolean, newTokens: number): Promise<void> {
+  const only = arg('--bundle');
+  const bundles: Array<[string, string]> = only ? [[path.basename(only), only]] : [['tiny-7b', TINY]];
+  if (!quick && !only)
+    for (const [label, dir] of [
+      ['1B fp32', 'bundle'],
+      ['1B w8a8', 'bundle-w8a8'],
+    ])
+      if (existsSync(path.join(CACHE, dir, 'lisa.manifest.json'))) bundles.push([label, path.join(CACHE, dir)]);
+  console.log('\n5. follow-up turn, KV rows kept vs full re-prefill (image embeddings cached in both):');
+  for (const [label, dir] of bundles) await followUp(label, dir, newTokens);
+  console.log("\n6. SAM's image encoder concurrent with the language model vs before it (a new image each time):");
+  for (const [label, dir] of bundles) await samSchedule(label, dir, newTokens);
+}

@@ -15,6 +15,7 @@ import { DEFAULT_PREFIX_CACHE_LIMITS, PrefixCache, type PrefixCacheLimits } from
 import { buildPrompt, cleanAnswer } from './prompt';
 import { readRegularFile } from './read-file';
 import { Refiner } from './refine';
+import { SamEncoderThread } from './sam-encoder-thread';
 import { chooseProvider, type Device, f32, GraphSessions, i64 } from './sessions';
 import { LisaTokenizer } from './tokenizer';
 
@@ -25,6 +26,11 @@ export interface LoadOptions {
   onProgress?: (message: string, loaded?: number, total?: number) => void;
   /** Bounds on the KV rows kept across turns (prefix-cache.ts); totalBytes 0 turns reuse off. */
   kvReuse?: PrefixCacheLimits;
+  /**
+   * 'concurrent' (default): SAM's image encoder runs on its own thread while the language model prefills and decodes
+   * (they meet at the mask decoder); 'serial': it runs before the prefill, on this thread.
+   */
+  samSchedule?: 'concurrent' | 'serial';
   /** On webgpu, keep the KV cache on the device (default true; false is the copying path, for the bench). */
   deviceKvCache?: boolean;
 }
@@ -76,6 +82,10 @@ export class LisaPipeline {
   /** The conversations' KV rows, so a follow-up prefills only what is new. */
   readonly kvStore: PrefixCache;
   private queue: Promise<unknown> = Promise.resolve();
+  /** The SAM encoder run a request started; the next request waits for it even when this one failed. */
+  private samPending: Promise<unknown> = Promise.resolve();
+  /** Set when SAM's encoder runs on its own thread. */
+  private samThread?: SamEncoderThread;
 
   private constructor(
     readonly bundle: Bundle,
@@ -118,7 +128,7 @@ export class LisaPipeline {
       deviceKvCache: opts.deviceKvCache,
       onProgress: (g, i, n) => opts.onProgress?.(`loading ${g}`, i, n),
     });
-    return new LisaPipeline(
+    const pipeline = new LisaPipeline(
       bundle,
       sessions,
       tokenizer,
@@ -128,6 +138,12 @@ export class LisaPipeline {
       opts.counters ?? newCounters(),
       opts.kvReuse ?? DEFAULT_PREFIX_CACHE_LIMITS,
     );
+    if ((opts.samSchedule ?? 'concurrent') === 'concurrent' && provider.provider === 'cpu') {
+      const file = bundle.resolve(bundle.manifest.graphs.sam_image_encoder.file);
+      pipeline.samThread = await SamEncoderThread.start(file, 'cpu').catch(() => undefined); // else: serial, here
+      if (pipeline.samThread) await sessions.drop('sam_image_encoder');
+    }
+    return pipeline;
   }
 
   get provider(): string {
@@ -138,6 +154,7 @@ export class LisaPipeline {
     await this.queue.catch(() => undefined);
     await this.sessions.release();
     await this.refiner.release();
+    await this.samThread?.close();
     this.cache.clear();
     this.kvStore.clear();
   }
@@ -145,7 +162,7 @@ export class LisaPipeline {
   /** Runs requests strictly one after another; a request cancelled while it waits is answered at once. */
   segment(req: SegmentRequest): Promise<SegmentResult> {
     const run = this.queue.then(() => this.segmentNow(req));
-    this.queue = run.catch(() => undefined);
+    this.queue = run.catch(() => undefined).then(() => this.samPending.catch(() => undefined));
     return req.signal ? Promise.race([run, aborted(req.signal)]) : run;
   }
 
@@ -174,7 +191,7 @@ export class LisaPipeline {
       : inputIds.length;
     assertPromptFits(m, inputIds);
 
-    const { emb, cacheHit } = await this.embeddings(req.image, timings, req.signal);
+    const { emb, cacheHit, samDone } = await this.embeddings(req.image, timings, req.signal);
 
     const promptIds = inputIds.filter((t) => t !== m.tokens.image_placeholder);
     const stream = this.tokenizer.createStreamDecoder(promptIds);
@@ -204,6 +221,8 @@ export class LisaPipeline {
     timings.prefillMs = gen.prefillMs;
     timings.decodeMs = gen.decodeMs;
 
+    // an answer without [SEG] needs no SAM embedding: it returns while the encoder finishes (and fills the cache)
+    if (gen.seg.length > 0) await samDone;
     const tMask = performance.now();
     const binary =
       gen.seg.length === 0
@@ -284,7 +303,7 @@ export class LisaPipeline {
     image: SegmentRequest['image'],
     timings: Record<string, number>,
     signal?: AbortSignal,
-  ): Promise<{ emb: ImageEmbeddings; cacheHit: boolean }> {
+  ): Promise<{ emb: ImageEmbeddings; cacheHit: boolean; samDone?: Promise<void> }> {
     if ('sha256' in image) {
       const known = this.cache.get(image.sha256);
       if (!known)
@@ -325,22 +344,33 @@ export class LisaPipeline {
     this.counters.visionEncoderRuns++;
     timings.clipMs = performance.now() - t;
     checkCancelled(signal);
-    t = performance.now();
-    const samOut = await this.sessions.run('sam_image_encoder', { pixel_values: f32(sam.data, sam.dims) });
-    this.counters.samEncoderRuns++;
-    timings.samEncoderMs = performance.now() - t;
 
     const emb: ImageEmbeddings = {
       sha256: decoded.sha256,
       width: decoded.width,
       height: decoded.height,
       clipFeatures: clipOut.image_features.data as Float32Array,
-      samEmbedding: samOut.image_embeddings.data as Float32Array,
+      samEmbedding: new Float32Array(0), // set, and the image cached, when SAM's encoder is done
       resizeSize: sam.resizeSize,
       rgb: decoded.data,
     };
-    this.cache.put(emb, fileKey);
-    return { emb, cacheHit: false };
+    const tSam = performance.now();
+    const samDone = (
+      this.samThread
+        ? this.samThread.run(sam.data, sam.dims)
+        : this.sessions
+            .run('sam_image_encoder', { pixel_values: f32(sam.data, sam.dims) })
+            .then((out) => out.image_embeddings.data as Float32Array)
+    ).then((embedding) => {
+      this.counters.samEncoderRuns++;
+      timings.samEncoderMs = performance.now() - tSam;
+      emb.samEmbedding = embedding;
+      this.cache.put(emb, fileKey);
+    });
+    this.samPending = samDone;
+    samDone.catch(() => undefined); // awaited before the mask decoder; a request that fails first must not leave it unhandled
+    if (!this.samThread) await samDone;
+    return { emb, cacheHit: false, samDone };
   }
 
   /** [SEG] hidden states -> text_hidden_fcs -> SAM mask decoder (all [SEG]s in one batch) -> binary masks. */

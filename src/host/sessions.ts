@@ -118,6 +118,13 @@ export class GraphSessions {
     return out;
   }
 
+  /** Frees one graph's session: another thread runs that graph (its signature was checked here at load). */
+  async drop(graph: GraphName): Promise<void> {
+    const s = this.sessions[graph];
+    delete (this.sessions as Partial<Record<GraphName, ort.InferenceSession>>)[graph];
+    await s?.release();
+  }
+
   outputNames(graph: GraphName): readonly string[] {
     return this.sessions[graph].outputNames;
   }

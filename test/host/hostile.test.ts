@@ -260,7 +260,11 @@ describe('hostile input: the host with a model loaded', function () {
       rehash(dir);
       const e = await load(dir);
       assert.equal(e.code, RpcErrorCode.BundleInvalid, e.message);
-      assert.match(e.message, /Graph decoder .* "logits" has shape \[1, S, 1027\], the manifest says \[1, S, 772\]/);
+      // logits [1,1,V] since llm.logits "last" (2026-11-30), [1,S,V] before
+      assert.match(
+        e.message,
+        /Graph decoder .* "logits" has shape \[1, (S|1), 1027\], the manifest says \[1, (S|1), 772\]/,
+      );
       assert.doesNotMatch(e.message, /\n/);
     });
 

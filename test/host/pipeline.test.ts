@@ -71,4 +71,26 @@ describe('pipeline conversations', function () {
       await small.dispose();
     }
   });
+
+  it("SAM's encoder on its own thread (concurrent, the default) gives the serial run's masks, once per image", async () => {
+    const serial = await LisaPipeline.load(BUNDLE, { verifyCacheFile: null, samSchedule: 'serial' });
+    try {
+      const req = { image, prompt: twoSeg.prompt, assistantPrefix: twoSeg.assistant_prefix, maxNewTokens: 4 };
+      p.cache.clear();
+      const runs = p.counters.samEncoderRuns;
+      const a = await p.segment(req);
+      const b = await serial.segment(req);
+      assert.deepEqual(a.outputIds, b.outputIds);
+      assert.deepEqual(
+        a.masks.map((m) => m.rle),
+        b.masks.map((m) => m.rle),
+      );
+      assert.equal(a.masks.length, 2);
+      const again = await p.segment({ ...req, prompt: 'And now?' });
+      assert.equal(again.timings.cacheHit, true, "the thread's embedding went into the cache");
+      assert.equal(p.counters.samEncoderRuns, runs + 1);
+    } finally {
+      await serial.dispose();
+    }
+  });
 });
