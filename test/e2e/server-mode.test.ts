@@ -188,8 +188,14 @@ describe('extension in server mode, end to end in code-server', function () {
     const input = page.locator('.quick-input-widget input');
     await input.waitFor({ state: 'visible' });
     await input.fill(path.join(server!.workspace, 'chelsea.png'));
-    await input.press('Enter');
-    await frame.locator('#rs-image-name', { hasText: 'chelsea.png' }).waitFor({ timeout: 30_000 });
+    // The dialog checks the typed path before it accepts it: on a loaded machine an Enter pressed while it is still
+    // checking is lost, so accept with its button until the dialog closes.
+    const accept = page.locator('.quick-input-widget .monaco-button', { hasText: 'Choose Image' });
+    for (let i = 0; i < 10 && (await input.isVisible()); i++) {
+      await accept.click().catch(() => undefined);
+      await input.waitFor({ state: 'hidden', timeout: 5000 }).catch(() => undefined);
+    }
+    await frame.locator('#rs-image-name', { hasText: 'chelsea.png' }).waitFor({ timeout: 60_000 });
     await ask(frame, 'the animal someone could pet');
     const error = frame.locator('li.rs-turn[data-status="failed"] .rs-turn-error');
     await error.waitFor({ timeout: 60_000 });
