@@ -200,8 +200,10 @@ describe('extension end to end in code-server', function () {
 
   it('the result opens beside the image, as large as the editor allows, with zoom', async () => {
     // The photo in an editor (VS Code's image preview), then the turn's "Open beside" in the side bar.
+    await runCommand(page, 'View: Show Explorer'); // the side bar shows the Reason Segment view since turn 1
     await page.locator('.explorer-folders-view .monaco-list-row', { hasText: 'chelsea.png' }).first().dblclick();
     await page.locator('.tabs-container .tab', { hasText: 'chelsea.png' }).first().waitFor({ timeout: 30_000 });
+    await runCommand(page, 'Reason Segment: Open the Reason Segment Panel');
     const chat = await chatFrame(page);
     await chat.getByRole('button', { name: 'Open this result beside the image' }).first().click();
     const rf = await resultFrame(page);
