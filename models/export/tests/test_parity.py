@@ -63,8 +63,8 @@ def graph_diffs(bundle_dir) -> dict[str, float]:
             )
             past = {n.replace("present", "past_key_values"): v for n, v in o.items() if n.startswith("present.")}
             worst_h = max(worst_h, _maxdiff(o["last_hidden_state"], ref[:, lo:hi]))
-            # the decoder returns the logits of each step's last position only
-            worst_logit = max(worst_logit, _maxdiff(o["logits"], lisa.llm.lm_head(ref[:, hi - 1 : hi])))
+            # the decoder returns the logits of each step's last position only (older bundles: every position)
+            worst_logit = max(worst_logit, _maxdiff(o["logits"][:, -1:], lisa.llm.lm_head(ref[:, hi - 1 : hi])))
         d["decoder.last_hidden_state"] = worst_h
         d["decoder.logits"] = worst_logit
         # the wrapper module itself equals HF too (what was traced)
