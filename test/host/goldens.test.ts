@@ -142,11 +142,13 @@ function referenceCommandSuite(bundleDir: () => string, checkpointDir: () => str
     ) as SegmentResult;
     assert.equal(ref.provider, 'pytorch-cpu');
     assert.ok(ref.masks.length >= 1, 'the forced [SEG] gives a mask');
-    // the same document but for who ran it, how long each stage took, and the IoU prediction's float noise
+    // the same document but for who ran it, how long each stage took, the IoU prediction's float noise, and the
+    // host's handle for refining this result later (a host session id, not a model output)
     const comparable = (r: SegmentResult) => ({
       ...r,
       model: undefined,
       provider: undefined,
+      resultId: undefined,
       timings: { newTokens: r.timings.newTokens, cacheHit: r.timings.cacheHit },
       masks: r.masks.map((mk) => ({ ...mk, score: undefined })),
     });
