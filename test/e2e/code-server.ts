@@ -61,6 +61,18 @@ export function installExtension(
   );
 }
 
+/** What every e2e workbench runs with: no trust prompt, start page, tips, updates, experiments or telemetry. */
+const QUIET_WORKBENCH = {
+  'security.workspace.trust.enabled': false,
+  'workbench.startupEditor': 'none',
+  'workbench.tips.enabled': false,
+  'extensions.autoCheckUpdates': false,
+  'extensions.autoUpdate': false,
+  'telemetry.telemetryLevel': 'off',
+  'workbench.enableExperiments': false,
+  'update.mode': 'none',
+};
+
 export async function startCodeServer(
   bin: string,
   opts: { workspace: string; userDataDir: string; extensionsDir: string; settings: Record<string, unknown> },
@@ -69,7 +81,10 @@ export async function startCodeServer(
   // machine) are read from the Machine settings, the rest from the User settings. Both get the same file.
   for (const scope of ['User', 'Machine']) {
     mkdirSync(path.join(opts.userDataDir, scope), { recursive: true });
-    writeFileSync(path.join(opts.userDataDir, scope, 'settings.json'), JSON.stringify(opts.settings, null, 2));
+    writeFileSync(
+      path.join(opts.userDataDir, scope, 'settings.json'),
+      JSON.stringify({ ...QUIET_WORKBENCH, ...opts.settings }, null, 2),
+    );
   }
   const port = await freePort();
   let log = '';

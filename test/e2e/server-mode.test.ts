@@ -141,14 +141,6 @@ describe('extension in server mode, end to end in code-server', function () {
         'reasonSegment.server': proxy.url,
         'reasonSegment.assistantPrefix': 'Sure, [SEG].',
         'reasonSegment.maxNewTokens': 48,
-        'security.workspace.trust.enabled': false,
-        'workbench.startupEditor': 'none',
-        'workbench.tips.enabled': false,
-        'extensions.autoCheckUpdates': false,
-        'extensions.autoUpdate': false,
-        'telemetry.telemetryLevel': 'off',
-        'workbench.enableExperiments': false,
-        'update.mode': 'none',
       },
     });
     browser = await launchBrowser();

@@ -73,14 +73,6 @@ describe('extension end to end in code-server', function () {
         'reasonSegment.assistantPrefix': 'Sure, [SEG].',
         // Three turns of history must fit the tiny model's 2048-token context; 400 tokens stream for about 2-3 s.
         'reasonSegment.maxNewTokens': 400,
-        'security.workspace.trust.enabled': false,
-        'workbench.startupEditor': 'none',
-        'workbench.tips.enabled': false,
-        'extensions.autoCheckUpdates': false,
-        'extensions.autoUpdate': false,
-        'telemetry.telemetryLevel': 'off',
-        'workbench.enableExperiments': false,
-        'update.mode': 'none',
       },
     });
     browser = await launchBrowser();
