@@ -129,7 +129,12 @@ def test_infer_bytes_tensors_binary_and_json(client):
         assert [m["rle"]["size"] for m in result["masks"]] == [m["rle"]["size"] for m in case["masks"]]
         assert result["image"]["sha256"] == hashlib.sha256(image).hexdigest()
         answers.append(result)
-    assert answers[0]["masks"] == answers[1]["masks"]
+    # The same masks; SAM's predicted IoU only within float noise (the second request reuses the first one's KV rows,
+    # which sums in another order: 7e-9 apart here).
+    first, second = ([{**m, "score": None} for m in r["masks"]] for r in answers)
+    assert first == second
+    for a, b in zip(*(r["masks"] for r in answers)):
+        assert abs(a["score"] - b["score"]) <= 1e-4
     assert answers[1]["timings"]["cacheHit"], "the second request found the image in the shared embedding cache"
 
 
