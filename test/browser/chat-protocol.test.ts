@@ -25,6 +25,15 @@ const VALID = [
   { type: 'newConversation' },
   { type: 'selectConversation', conversationId: 'c-2:x.y_z' },
   { type: 'exportNotebook', conversationId: 'c1' },
+  { type: 'openResult', conversationId: 'c1', turnId: 't1' },
+  {
+    type: 'refine',
+    conversationId: 'c1',
+    turnId: 't1',
+    requestId: 'r1',
+    maskIndex: 0,
+    prompt: { points: [[10, 20]], labels: [1], box: [0, 0, 40, 30] },
+  },
   {
     type: 'save',
     conversationId: 'c1',
