@@ -179,11 +179,14 @@ describe('extension in server mode, end to end in code-server', function () {
     // code-server's open dialog is VS Code's own (a quick input that takes a path).
     const input = page.locator('.quick-input-widget input');
     await input.waitFor({ state: 'visible' });
-    await input.fill(path.join(server!.workspace, 'chelsea.png'));
-    // The dialog checks the typed path before it accepts it: on a loaded machine an Enter pressed while it is still
-    // checking is lost, so accept with its button until the dialog closes.
+    // The dialog checks the typed path before it accepts it, and the folder listing it loads meanwhile can put the
+    // folder's path back in the box (seen in CI: "Please select a file."). So, until the dialog closes: type the
+    // file's path again if the box lost it, and accept with the dialog's button (an Enter while it checks is lost).
+    const photo = path.join(server!.workspace, 'chelsea.png');
     const accept = page.locator('.quick-input-widget .monaco-button', { hasText: 'Choose Image' });
     for (let i = 0; i < 10 && (await input.isVisible()); i++) {
+      if ((await input.inputValue().catch(() => photo)) !== photo) await input.fill(photo).catch(() => undefined);
+      await page.waitForTimeout(500);
       await accept.click().catch(() => undefined);
       await input.waitFor({ state: 'hidden', timeout: 5000 }).catch(() => undefined);
     }
