@@ -267,7 +267,9 @@ describe('extension end to end in code-server', function () {
         { timeout: 60_000, polling: 5 },
       );
       process.kill(pid, 'SIGSTOP');
-      await new Promise((r) => setTimeout(r, 500));
+      // A result the host wrote before it stopped is still on its way to the panel (with reused KV rows a 400-token
+      // answer takes about a second): let it settle, so that 'streaming' below means the answer really is unfinished.
+      await new Promise((r) => setTimeout(r, 3000));
       if ((await turns(frame))[n]?.status === 'streaming') {
         process.kill(pid, 'SIGKILL');
         killedAt = n;
