@@ -355,6 +355,8 @@ export class LisaPipeline {
       rgb: decoded.data,
     };
     const tSam = performance.now();
+    // Counted when it starts: it may still be running in the background after an answer without [SEG] returned.
+    this.counters.samEncoderRuns++;
     const samDone = (
       this.samThread
         ? this.samThread.run(sam.data, sam.dims)
@@ -362,7 +364,6 @@ export class LisaPipeline {
             .run('sam_image_encoder', { pixel_values: f32(sam.data, sam.dims) })
             .then((out) => out.image_embeddings.data as Float32Array)
     ).then((embedding) => {
-      this.counters.samEncoderRuns++;
       timings.samEncoderMs = performance.now() - tSam;
       emb.samEmbedding = embedding;
       this.cache.put(emb, fileKey);
