@@ -1,6 +1,7 @@
 // A real VS Code for the end-to-end test: code-server 4.139.1 (VS Code 1.139) installed once per machine by
 // install-code-server.sh, started on 127.0.0.1 with a fresh user-data and extensions folder, driven by Debian's
 // Chromium through playwright-core.
+import * as assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
@@ -313,4 +314,17 @@ export async function ask(frame: Frame, prompt: string): Promise<void> {
   const input = frame.locator('textarea').first();
   await input.fill(prompt);
   await frame.locator('button', { hasText: /^Send$/ }).click();
+}
+
+/** The first answered turn's overlay canvas is drawn (some opaque pixel). */
+export async function expectOverlayDrawn(frame: Frame): Promise<void> {
+  const canvas = frame.locator('li.rs-turn[data-status="done"] .rs-result canvas').first();
+  await canvas.waitFor({ timeout: 30_000 });
+  const drawn = await canvas.evaluate((c: HTMLCanvasElement) => {
+    const d = c.getContext('2d')!.getImageData(0, 0, c.width, c.height).data;
+    let n = 0;
+    for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
+    return { w: c.width, h: c.height, opaque: n };
+  });
+  assert.ok(drawn.w > 0 && drawn.opaque > 0, `overlay canvas is empty: ${JSON.stringify(drawn)}`);
 }

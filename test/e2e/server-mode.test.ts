@@ -20,6 +20,7 @@ import {
   buildVsix,
   type CodeServer,
   chatFrame,
+  expectOverlayDrawn,
   hostStatus,
   installCodeServer,
   installExtension,
@@ -214,15 +215,7 @@ describe('extension in server mode, end to end in code-server', function () {
     const frame = await chatFrame(page);
     await frame.locator('li.rs-turn[data-status="failed"] button', { hasText: 'Retry' }).click();
     await frame.locator('li.rs-turn[data-status="done"]').first().waitFor({ timeout: 120_000 });
-    const canvas = frame.locator('li.rs-turn[data-status="done"] .rs-result canvas').first();
-    await canvas.waitFor({ timeout: 30_000 });
-    const drawn = await canvas.evaluate((c: HTMLCanvasElement) => {
-      const d = c.getContext('2d')!.getImageData(0, 0, c.width, c.height).data;
-      let n = 0;
-      for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
-      return { w: c.width, h: c.height, opaque: n };
-    });
-    assert.ok(drawn.w > 0 && drawn.opaque > 0, `overlay canvas is empty: ${JSON.stringify(drawn)}`);
+    await expectOverlayDrawn(frame);
     const t = await turns(frame);
     assert.deepEqual(
       t.map((x) => [x.status, x.prompt]),
