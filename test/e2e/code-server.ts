@@ -80,6 +80,7 @@ export async function startCodeServer(
 ): Promise<CodeServer> {
   // code-server is a remote window: machine-scoped settings (reasonSegment.model is one, a path on the host's
   // machine) are read from the Machine settings, the rest from the User settings. Both get the same file.
+  lastSeq = 0; // a new window's extension numbers its status lines from 1 again
   for (const scope of ['User', 'Machine']) {
     mkdirSync(path.join(opts.userDataDir, scope), { recursive: true });
     writeFileSync(
