@@ -286,7 +286,8 @@ describe('hostile input: the host with a model loaded', function () {
       manifest.sam_preprocess.long_side = 512;
       writeFileSync(mf, JSON.stringify(manifest));
       await host.request(Methods.loadModel, { bundle: dir, device: 'cpu' });
-      const e = await rpcError(segment({}));
+      // An answer with a [SEG]: one without it does not wait for SAM's encoder, which runs beside the language model.
+      const e = await rpcError(segment({ assistantPrefix: 'Sure, [SEG].' }));
       assert.equal(e.code, RpcErrorCode.BundleInvalid, e.message);
       assert.match(e.message, /sam_image_encoder graph failed to run/);
       assert.doesNotMatch(e.message, /\n/);
