@@ -67,8 +67,12 @@ export class PrefixCache {
    * back longer through `put`); one that holds more is copied, so its own conversation keeps it.
    */
   take(key: PrefixKey, maxIds: number, maxPositions: number): KvCache | undefined {
+    // Only a prefix that reaches past the image is reused. Requests about other images share just the system prompt,
+    // too little to matter, and their results would then depend (in float rounding) on which requests came before:
+    // a batch's shards must equal one run byte for byte.
+    const imageAt = key.ids.indexOf(this.placeholder);
     let best: Entry | undefined;
-    let bestIds = 0;
+    let bestIds = imageAt < 0 ? Number.MAX_SAFE_INTEGER : imageAt;
     for (const e of this.entries) {
       const n = this.common(e, key, maxIds);
       if (n > bestIds) [best, bestIds] = [e, n];
