@@ -82,6 +82,7 @@ describe('protocol/rpc', function () {
       assert.match(m, /^reasonSegment\/[a-z][A-Za-z]+$/);
     assert.deepEqual(Object.values(Methods).sort(), [
       'reasonSegment/loadModel',
+      'reasonSegment/refine',
       'reasonSegment/segment',
       'reasonSegment/shutdown',
       'reasonSegment/status',
