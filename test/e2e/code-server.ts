@@ -220,21 +220,28 @@ export async function runCommand(page: Page, title: string, timeoutMs = 90_000):
   const input = page.locator('.quick-input-widget input');
   const row = page.locator('.quick-input-widget .monaco-list-row', { hasText: title }).first();
   const deadline = Date.now() + timeoutMs;
+  const within = (p: Promise<unknown>) =>
+    p.then(
+      () => true,
+      () => false,
+    );
   for (;;) {
     await page.keyboard.press('Escape'); // a menu or widget left open would make the palette inert
     await page.keyboard.press('F1');
-    await input.waitFor({ state: 'visible' });
-    await input.fill(`>${title}`);
+    // The palette can close under us (focus taken by a toast or a webview settling) and come back inert or hidden:
+    // every step gets a short timeout, and a failed one opens the palette afresh instead of waiting out the action's.
     if (
-      await row.waitFor({ state: 'visible', timeout: 5000 }).then(
-        () => true,
-        () => false,
-      )
+      (await within(input.waitFor({ state: 'visible', timeout: 5000 }))) &&
+      (await within(input.fill(`>${title}`, { timeout: 5000 }))) &&
+      (await within(row.waitFor({ state: 'visible', timeout: 5000 }))) &&
+      (await within(input.press('Enter', { timeout: 5000 })))
     )
-      break;
-    if (Date.now() > deadline) throw new Error(`the command palette has no "${title}"`);
+      return;
+    if (Date.now() > deadline) {
+      const dialog = await page.locator('.monaco-dialog-box').allInnerTexts();
+      throw new Error(`the command palette did not run "${title}"${dialog.length ? `; a dialog is open: ${dialog}` : ''}`);
+    }
   }
-  await input.press('Enter');
 }
 
 /** Text of the visible output channel editor (the Output panel). */
