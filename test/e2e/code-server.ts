@@ -239,7 +239,9 @@ export async function runCommand(page: Page, title: string, timeoutMs = 90_000):
       return;
     if (Date.now() > deadline) {
       const dialog = await page.locator('.monaco-dialog-box').allInnerTexts();
-      throw new Error(`the command palette did not run "${title}"${dialog.length ? `; a dialog is open: ${dialog}` : ''}`);
+      throw new Error(
+        `the command palette did not run "${title}"${dialog.length ? `; a dialog is open: ${dialog}` : ''}`,
+      );
     }
   }
 }
