@@ -263,9 +263,10 @@ export class HostManager implements vscode.Disposable {
             both.token,
           )) as LoadModelResult;
           this.log.appendLine(
-            `[host] loaded ${r.variant} on ${r.provider} (${r.checksums} checksums) in ${Date.now() - t0} ms`,
+            `[host] loaded ${r.variant} on ${r.provider} (device ${r.requestedDevice}, ${r.checksums} checksums) in ${Date.now() - t0} ms${r.fallbackReason ? `: ${r.fallbackReason}` : ''}`,
           );
-          if (r.fellBack) {
+          // 'auto' says why in the status bar; a device chosen by name that cannot run deserves a message
+          if (r.fellBack && r.requestedDevice !== 'auto') {
             void vscode.window.showWarningMessage(
               vscode.l10n.t(
                 '{0} is not available ({1}); running on the CPU.',

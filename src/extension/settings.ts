@@ -1,13 +1,14 @@
 // Reading the `reasonSegment.*` settings into one typed object, with defaults and clamping. Pure (no vscode import)
 // so it is unit-tested in Node; extension code passes `(key) => workspace.getConfiguration('reasonSegment').get(key)`.
-import type { Device } from '../protocol/rpc';
+import type { DeviceChoice } from '../protocol/rpc';
 
 export type OpenResultsIn = 'chat' | 'notebook';
 
 export interface Settings {
   /** Path of the bundle folder (absolute, `~`-expanded, or workspace-relative); '' when none is chosen. */
   model: string;
-  device: Device;
+  /** 'auto' (default): webgpu when the machine and the bundle allow it, else cpu, saying why. */
+  device: DeviceChoice;
   allowFallback: boolean;
   maxNewTokens: number;
   cacheSizeMB: number;
@@ -23,7 +24,7 @@ export interface Settings {
 
 export const DEFAULTS: Settings = {
   model: '',
-  device: 'cpu',
+  device: 'auto',
   allowFallback: true,
   maxNewTokens: 512,
   cacheSizeMB: 2048,
@@ -34,7 +35,7 @@ export const DEFAULTS: Settings = {
   server: '',
 };
 
-const DEVICES: readonly Device[] = ['cpu', 'cuda', 'webgpu'];
+const DEVICES: readonly DeviceChoice[] = ['auto', 'cpu', 'cuda', 'webgpu'];
 
 function num(v: unknown, def: number, min: number, max: number, integer = false): number {
   const n = typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? Number(v) : NaN;
@@ -50,7 +51,7 @@ export function readSettings(get: (key: string) => unknown): Settings {
   const models = get('models');
   return {
     model: typeof model === 'string' ? model.trim() : '',
-    device: DEVICES.includes(device as Device) ? (device as Device) : DEFAULTS.device,
+    device: DEVICES.includes(device as DeviceChoice) ? (device as DeviceChoice) : DEFAULTS.device,
     allowFallback:
       typeof get('allowFallback') === 'boolean' ? (get('allowFallback') as boolean) : DEFAULTS.allowFallback,
     maxNewTokens: num(get('maxNewTokens'), DEFAULTS.maxNewTokens, 1, 4096, true),

@@ -1,6 +1,7 @@
 // Status bar item: model, device and host state; clicking it shows the host's status (counters, pid) in the output.
 import * as path from 'node:path';
 import * as vscode from 'vscode';
+import { deviceLabel } from './deviceLabel';
 import type { HostManager } from './host';
 
 export class StatusBar implements vscode.Disposable {
@@ -27,7 +28,8 @@ export class StatusBar implements vscode.Disposable {
     const s = this.host.settings();
     const m = this.host.model;
     const model = m?.variant ?? (s.model ? path.basename(s.model) : vscode.l10n.t('no model'));
-    const device = m?.provider ?? s.device;
+    const label = deviceLabel(m, s.device, (msg, ...args) => vscode.l10n.t(msg, ...args));
+    const device = label.text;
     const stateText: Record<string, string> = {
       stopped: vscode.l10n.t('not started'),
       starting: vscode.l10n.t('starting'),
@@ -36,12 +38,17 @@ export class StatusBar implements vscode.Disposable {
     };
     const icon = this.host.state === 'starting' || this.host.state === 'crashed' ? '$(sync~spin)' : '$(symbol-color)';
     this.item.text = `${icon} ${model} · ${device}`;
-    this.item.tooltip = vscode.l10n.t(
-      'Reason Segment: {0} on {1}, host {2}. Click for the host status.',
-      model,
-      device,
-      stateText[this.host.state] ?? this.host.state,
-    );
+    this.item.tooltip = [
+      vscode.l10n.t(
+        'Reason Segment: {0} on {1}, host {2}. Click for the host status.',
+        model,
+        device,
+        stateText[this.host.state] ?? this.host.state,
+      ),
+      label.why,
+    ]
+      .filter(Boolean)
+      .join('\n');
   }
 
   dispose(): void {

@@ -8,12 +8,13 @@ import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { parseArgs } from 'node:util';
 import type { ChatTurn, SegmentResult } from '../protocol/result';
+import type { DeviceChoice } from '../protocol/wire-types';
 import { isHostError } from './errors';
 import { evalMain } from './eval';
 import { LisaPipeline, type SegmentRequest } from './pipeline';
 import { RemoteModel } from './serve/client';
 import { serve, serveOptions } from './serve/http';
-import type { Device } from './sessions';
+import { fallbackLine } from './sessions';
 import {
   BATCH_DESCRIPTION,
   type CocoOutput,
@@ -26,7 +27,7 @@ import {
 
 const USAGE = `usage:
   reason-segment segment --model <bundle> --image <file> --prompt <text> [--history <file.json>] [--out <dir>]
-                         [--json] [--device cpu|cuda|webgpu] [--allow-fallback] [--max-new-tokens N]
+                         [--json] [--device auto|cpu|cuda|webgpu] [--allow-fallback] [--max-new-tokens N]
   reason-segment chat    --model <bundle> --image <file> [--out <dir>] [--device ...] [--max-new-tokens N]
   reason-segment batch   --model <bundle> --images <dir|list.txt> --prompt <text> --out <file.json> [--device ...]
                          [--shard i/N]   (every N-th image from the i-th, i from 0; resumable like any batch)
@@ -159,8 +160,9 @@ function maxNewTokens(args: Args): number | undefined {
 }
 
 async function loadModel(args: Args, quiet: boolean): Promise<LisaPipeline> {
-  const device = args.device as Device;
-  if (!['cpu', 'cuda', 'webgpu'].includes(device)) throw new UsageError('--device is cpu, cuda or webgpu');
+  const device = args.device as DeviceChoice;
+  if (!['auto', 'cpu', 'cuda', 'webgpu'].includes(device))
+    throw new UsageError('--device is auto, cpu, cuda or webgpu');
   const pipeline = await LisaPipeline.load(required(args, 'model'), {
     device,
     allowFallback: args['allow-fallback'],
@@ -173,9 +175,10 @@ async function loadModel(args: Args, quiet: boolean): Promise<LisaPipeline> {
               `\r\x1b[Kloading model: ${msg}${total ? ` (${Math.round((100 * (loaded ?? 0)) / total)}%)` : ''}`,
             ),
   });
+  const fallback = pipeline.sessions.provider.fallback;
   if (!quiet)
     process.stderr.write(
-      `${process.stderr.isTTY ? '\r\x1b[K' : ''}loaded ${pipeline.bundle.manifest.variant} on ${pipeline.provider}${pipeline.sessions.provider.fallbackReason ? ` (${pipeline.sessions.provider.fallbackReason})` : ''} in ${(pipeline.loadMs / 1000).toFixed(1)} s\n`,
+      `${process.stderr.isTTY ? '\r\x1b[K' : ''}loaded ${pipeline.bundle.manifest.variant} on ${pipeline.provider}${fallback ? ` (${fallbackLine(fallback)})` : ''} in ${(pipeline.loadMs / 1000).toFixed(1)} s\n`,
     );
   return pipeline;
 }

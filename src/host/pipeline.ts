@@ -4,7 +4,9 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import type { ChatTurn, SegmentResult } from '../protocol/result';
 import { RESULT_FORMAT } from '../protocol/result';
+import type { DeviceChoice } from '../protocol/wire-types';
 import { type Bundle, defaultVerifyCacheFile, openBundle } from './bundle';
+import { autoDevice } from './device-choice';
 import { EmbeddingCache, type ImageEmbeddings } from './embedding-cache';
 import { HostError } from './errors';
 import { assertPromptFits, generate } from './generate';
@@ -16,11 +18,12 @@ import { buildPrompt, cleanAnswer } from './prompt';
 import { readRegularFile } from './read-file';
 import { Refiner } from './refine';
 import { SamEncoderThread } from './sam-encoder-thread';
-import { chooseProvider, type Device, f32, GraphSessions, i64 } from './sessions';
+import { chooseProvider, f32, GraphSessions, i64, type ProviderChoice } from './sessions';
 import { LisaTokenizer } from './tokenizer';
 
 export interface LoadOptions {
-  device?: Device;
+  /** 'auto': webgpu when the bundle and this machine allow it, else cpu with the reason (device-choice.ts). */
+  device?: DeviceChoice;
   allowFallback?: boolean;
   verifyCacheFile?: string | null;
   onProgress?: (message: string, loaded?: number, total?: number) => void;
@@ -112,7 +115,8 @@ export class LisaPipeline {
     opts: LoadOptions & { cacheBytes?: number; maxPixels?: number; counters?: Counters } = {},
   ): Promise<LisaPipeline> {
     const t0 = performance.now();
-    const provider = chooseProvider(opts.device ?? 'cpu', opts.allowFallback ?? false);
+    const device = opts.device ?? 'cpu';
+    const chosen = device === 'auto' ? undefined : chooseProvider(device, opts.allowFallback ?? false);
     const verifyCacheFile =
       opts.verifyCacheFile === null ? undefined : (opts.verifyCacheFile ?? defaultVerifyCacheFile());
     const bundle = await openBundle(dir, {
@@ -123,8 +127,10 @@ export class LisaPipeline {
       JSON.parse(await fs.readFile(bundle.resolve('tokenizer.json'), 'utf8')),
       bundle.manifest.tokens,
     );
+    const auto = chosen ? undefined : autoDevice(bundle);
+    const provider: ProviderChoice = chosen ?? { provider: auto?.device ?? 'cpu', fallback: auto?.fallback };
     const sessions = await GraphSessions.create(bundle, provider, {
-      allowFallback: opts.allowFallback,
+      allowFallback: auto ? true : opts.allowFallback,
       deviceKvCache: opts.deviceKvCache,
       onProgress: (g, i, n) => opts.onProgress?.(`loading ${g}`, i, n),
     });
@@ -138,7 +144,7 @@ export class LisaPipeline {
       opts.counters ?? newCounters(),
       opts.kvReuse ?? DEFAULT_PREFIX_CACHE_LIMITS,
     );
-    if ((opts.samSchedule ?? 'concurrent') === 'concurrent' && provider.provider === 'cpu') {
+    if ((opts.samSchedule ?? 'concurrent') === 'concurrent' && sessions.provider.provider === 'cpu') {
       const file = bundle.resolve(bundle.manifest.graphs.sam_image_encoder.file);
       pipeline.samThread = await SamEncoderThread.start(file, 'cpu').catch(() => undefined); // else: serial, here
       if (pipeline.samThread) await sessions.drop('sam_image_encoder');

@@ -20,6 +20,7 @@ import { RESULT_FORMAT } from '../protocol/result';
 import {
   DEVICES,
   type Device,
+  type DeviceChoice,
   errorResponse,
   type HostCapabilities,
   type LoadModelParams,
@@ -38,6 +39,7 @@ import { validateLoadModelParams, validateRefineParams, validateSegmentParams } 
 import { HostError, isHostError, oneLine } from './errors';
 import { DEFAULT_MAX_PIXELS } from './image/decode';
 import { LisaPipeline, newCounters } from './pipeline';
+import { fallbackLine } from './sessions';
 import type { ToMain, ToWorker } from './stdio-worker';
 
 /** Largest JSON-RPC message read from stdin: room for an inline image of a few hundred MB as base64. */
@@ -64,12 +66,14 @@ export function toResponseError(e: unknown): ResponseError<unknown> {
   return new ResponseError(code, message, data);
 }
 
-function modelInfo(p: LisaPipeline): ModelInfo {
+function modelInfo(p: LisaPipeline, requestedDevice?: DeviceChoice): ModelInfo {
   const m = p.bundle.manifest;
   return {
     bundle: p.bundle.dir,
     variant: m.variant,
     provider: p.provider as Device,
+    requestedDevice,
+    fallback: p.sessions.provider.fallback,
     layers: m.llm.num_layers,
     hiddenSize: m.llm.hidden_size,
     vocabSize: m.llm.vocab_size,
@@ -141,6 +145,8 @@ export function startServer(opts: { maxPixels?: number; cacheBytes?: number } = 
   const connection = createConnection(reader, writer);
   const maxPixels = opts.maxPixels ?? DEFAULT_MAX_PIXELS;
   let pipeline: LisaPipeline | undefined;
+  /** What the load of `pipeline` asked for ('auto' included). */
+  let requestedDevice: DeviceChoice | undefined;
   let loading: Promise<unknown> = Promise.resolve();
   let requests = 0;
   const counters = newCounters();
@@ -205,12 +211,16 @@ export function startServer(opts: { maxPixels?: number; cacheBytes?: number } = 
           },
         });
         pipeline = p;
-        log(`loaded ${p.bundle.manifest.variant} from ${p.bundle.dir} on ${p.provider} in ${p.loadMs.toFixed(0)} ms`);
+        const fallback = p.sessions.provider.fallback;
+        log(
+          `loaded ${p.bundle.manifest.variant} from ${p.bundle.dir} on ${p.provider} (device ${params.device}${fallback ? `: ${fallbackLine(fallback)}` : ''}) in ${p.loadMs.toFixed(0)} ms`,
+        );
+        requestedDevice = params.device;
         return {
-          ...modelInfo(p),
+          ...modelInfo(p, requestedDevice),
           requestedDevice: params.device,
-          fellBack: p.provider !== params.device,
-          fallbackReason: p.sessions.provider.fallbackReason,
+          fellBack: fallback !== undefined,
+          fallbackReason: fallback && fallbackLine(fallback),
           checksums: hashed ? 'verified' : 'cached',
           loadMs: p.loadMs,
         } satisfies LoadModelResult;
@@ -289,7 +299,7 @@ export function startServer(opts: { maxPixels?: number; cacheBytes?: number } = 
     guarded(
       async (): Promise<StatusResult> => ({
         state: active > 0 ? 'busy' : pipeline ? 'ready' : 'idle',
-        model: pipeline ? modelInfo(pipeline) : undefined,
+        model: pipeline ? modelInfo(pipeline, requestedDevice) : undefined,
         provider: pipeline?.provider as Device | undefined,
         counters: { ...counters, cacheBytes: pipeline?.cache.sizeBytes ?? 0, requests },
         pid: process.pid,

@@ -2,17 +2,22 @@
 // chosen execution provider. onnxruntime-node does not fall back by itself: asking for a provider it lacks throws, so
 // the choice, and any fallback, is made here and reported.
 import * as ort from 'onnxruntime-node';
+import type { DeviceFallback } from '../protocol/wire-types';
 import type { Bundle, GraphName, GraphSpec, TensorSpec } from './bundle';
 import { GRAPH_NAMES } from './bundle';
+import { sessionFailure } from './device-choice';
 import { HostError, isHostError } from './errors';
 
 export type Device = 'cpu' | 'cuda' | 'webgpu';
 
 export interface ProviderChoice {
   provider: Device;
-  /** Set when the asked-for device was unavailable and cpu ran instead. */
-  fallbackReason?: string;
+  /** Set when the asked-for (or, for 'auto', tried) device was unavailable and cpu runs instead. */
+  fallback?: DeviceFallback;
 }
+
+/** The one line a log or a result says about a fallback. */
+export const fallbackLine = (f: DeviceFallback) => `${f.device} unavailable: ${f.message}; running on cpu`;
 
 export function chooseProvider(device: Device, allowFallback: boolean): ProviderChoice {
   if (device === 'cpu') return { provider: 'cpu' };
@@ -22,7 +27,7 @@ export function chooseProvider(device: Device, allowFallback: boolean): Provider
     device === 'cuda'
       ? 'the CUDA provider libraries are not installed (onnxruntime-node downloads them at npm install on Linux x64; see docs/gpu.md)'
       : `onnxruntime-node on this platform has no ${device} provider`;
-  if (allowFallback) return { provider: 'cpu', fallbackReason: `${device} unavailable: ${why}; running on cpu` };
+  if (allowFallback) return { provider: 'cpu', fallback: { device, reason: 'provider-missing', message: why } };
   throw new HostError(
     'ProviderUnavailable',
     `Cannot run on ${device}: ${why}. Choose the cpu device or allow fallback.`,
@@ -84,13 +89,13 @@ export class GraphSessions {
           `ONNX Runtime could not load the model in ${bundle.dir}: ${firstLine(e)}. Re-export or re-download it.`,
         );
       }
-      const why = `the ${provider.provider} provider failed to start (${firstLine(e)})`;
+      const fallback = sessionFailure(provider.provider, e, bundle);
       if (!opts.allowFallback)
         throw new HostError(
           'ProviderUnavailable',
-          `Cannot run on ${provider.provider}: ${why}. Choose the cpu device or allow fallback.`,
+          `Cannot run on ${provider.provider}: ${fallback.message}. Choose the cpu device or allow fallback.`,
         );
-      return GraphSessions.create(bundle, { provider: 'cpu', fallbackReason: `${why}; running on cpu` }, opts);
+      return GraphSessions.create(bundle, { provider: 'cpu', fallback }, opts);
     }
   }
 

@@ -23,7 +23,15 @@
 // `reasonSegment/progress` notifications for long stages (model loading, checksum verification, image encoders).
 
 import type { RESULT_FORMAT, SegmentResult } from './result';
-import type { Device, LoadModelParams, RefineParams, RefineResult, SegmentParams } from './wire-types';
+import type {
+  Device,
+  DeviceChoice,
+  DeviceFallback,
+  LoadModelParams,
+  RefineParams,
+  RefineResult,
+  SegmentParams,
+} from './wire-types';
 
 export type { ChatTurn, SegmentResult } from './result';
 
@@ -52,6 +60,8 @@ export interface CancelParams {
 
 export type {
   Device,
+  DeviceChoice,
+  DeviceFallback,
   ImageInput,
   LoadModelParams,
   RefineParams,
@@ -87,6 +97,10 @@ export interface ModelInfo {
   variant: string;
   /** The execution provider that runs the sessions (after any fallback). */
   provider: Device;
+  /** The device the load asked for ('auto' included). */
+  requestedDevice?: DeviceChoice;
+  /** Why `provider` is cpu when another device was asked for or tried ('auto'). */
+  fallback?: DeviceFallback;
   /** Language model: transformer layers, hidden size, vocabulary size, context length (tokens). */
   layers: number;
   hiddenSize: number;
@@ -99,7 +113,7 @@ export interface ModelInfo {
 }
 
 export interface LoadModelResult extends ModelInfo {
-  requestedDevice: Device;
+  requestedDevice: DeviceChoice;
   /** True when `provider` differs from `requestedDevice` because `allowFallback` let the host use cpu. */
   fellBack: boolean;
   /** Why the requested provider could not be used (when fellBack). */

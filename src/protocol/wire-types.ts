@@ -23,9 +23,13 @@ export type ImageInput =
       sha256: Sha256;
     };
 export type Sha256 = string;
-export type Device = 'cpu' | 'cuda' | 'webgpu';
+/**
+ * The device asked for: one of Device, or 'auto' (webgpu when this machine and the bundle allow it, else cpu; the reason travels in DeviceFallback).
+ */
+export type DeviceChoice = 'auto' | 'cpu' | 'cuda' | 'webgpu';
 export type Id = string;
 export type ChatTurns = ChatTurn[];
+export type Device = 'cpu' | 'cuda' | 'webgpu';
 /**
  * A message from the chat panel webview to the extension: untrusted, checked before use. Unknown types are rejected.
  */
@@ -121,7 +125,7 @@ export interface LoadModelParams {
    * Path of the bundle folder (on the host's machine).
    */
   bundle: string;
-  device: Device;
+  device: DeviceChoice;
   /**
    * When the device's provider is unavailable or fails to create a session, fall back to cpu instead of failing.
    */
@@ -309,6 +313,29 @@ export interface StageTimings {
    * True when both image encoders were skipped because the embedding cache held this image.
    */
   cacheHit: boolean;
+}
+/**
+ * Why the host runs on cpu instead of the device asked for (or tried by 'auto').
+ */
+export interface DeviceFallback {
+  /**
+   * The device that was asked for or tried.
+   */
+  device: 'cpu' | 'cuda' | 'webgpu';
+  /**
+   * no-vulkan-loader: Linux has no libvulkan.so.1; no-adapter: no GPU adapter for the provider (no driver, or only a software one); adapter-too-small: the adapter could not hold the bundle; bundle-not-for-device: the manifest's devices leave it out; provider-missing: this onnxruntime-node has no such provider; provider-failed: any other failure to start it.
+   */
+  reason:
+    | 'no-vulkan-loader'
+    | 'no-adapter'
+    | 'adapter-too-small'
+    | 'bundle-not-for-device'
+    | 'provider-missing'
+    | 'provider-failed';
+  /**
+   * One line for the log and the status bar's tooltip.
+   */
+  message: string;
 }
 /**
  * The webview has loaded and listens; the extension answers with `state` (and `image` for the active one).

@@ -40,7 +40,7 @@ describe('extension: settings', () => {
           }) as Record<string, unknown>
         )[k],
     );
-    assert.equal(s.device, 'cpu');
+    assert.equal(s.device, 'auto');
     assert.equal(s.maxNewTokens, 4096);
     assert.equal(s.overlayOpacity, 0);
     assert.equal(s.openResultsIn, 'notebook');

@@ -58,6 +58,8 @@ const TYPES = [
   'CocoRle',
   'ChatTurn',
   'Device',
+  'DeviceChoice',
+  'DeviceFallback',
   'WebviewMessage',
   'SaveFile',
 ];
