@@ -11,9 +11,10 @@ __all__ = ["load_ipython_extension", "unload_ipython_extension", "SegmentResult"
 
 
 def load_ipython_extension(ipython) -> None:
-    from .magic import SegmentMagics
+    from .magic import SegmentMagics, register_comm_target
 
     ipython.register_magics(SegmentMagics)
+    register_comm_target(ipython)
 
 
 def unload_ipython_extension(ipython) -> None:

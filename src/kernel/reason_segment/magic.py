@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import collections
 import os
 import re
 import shlex
@@ -77,6 +78,8 @@ class _Session:
         self.remote: Optional[RemoteServer] = None
         self.lock = threading.Lock()
         self.last: Optional[Dict[str, Any]] = None  # image path, history, model, device, result
+        # Results of this kernel by the host's resultId, most recent last: what the JupyterLab renderer refines.
+        self.results: collections.OrderedDict[str, SegmentResult] = collections.OrderedDict()
 
     # ---- settings --------------------------------------------------------------------------------------------------
     def model(self, override: Optional[str]) -> str:
@@ -184,6 +187,27 @@ class _Session:
                 raise SegmentError(str(e)) from None
         return self._finish(payload, path, prompt, history, assistant_prefix, printed[0], None, None)
 
+    def refine(self, result: SegmentResult, mask_index: int, prompt: Dict[str, Any]) -> Dict[str, Any]:
+        """The host's refined mask for mask ``mask_index`` of ``result`` (reasonSegment/refine); the host must be the
+        one that made it, so a stopped or restarted host says to run the cell again."""
+        h = self.host
+        if h is None or not h.alive:
+            raise SegmentError(
+                "The host that made this result has stopped: run its cell again, then refine the new result."
+            )
+        if not result.result_id:
+            raise SegmentError("This result has no masks to refine.")
+        with self.lock:
+            try:
+                answer = h.request(
+                    Methods.refine,
+                    {"resultId": result.result_id, "maskIndex": int(mask_index), "prompt": prompt},
+                    timeout=120,
+                )
+            except HostError as e:
+                raise SegmentError(str(e)) from None
+        return answer["mask"]
+
     def stop(self) -> None:
         h, self.host = self.host, None
         if h is not None:
@@ -290,7 +314,11 @@ class _Session:
 
         if printed:
             clear_output(wait=True)
-        result = SegmentResult(payload, image_path=path)
+        result = SegmentResult(payload, image_path=path, refiner=self.refine if model else None)
+        if result.result_id:
+            self.results[result.result_id] = result
+            while len(self.results) > MAX_RESULTS:
+                self.results.popitem(last=False)
         said = f"{assistant_prefix} {result.answer}".strip() if assistant_prefix else result.answer
         self.last = {
             "image": path,
@@ -302,7 +330,59 @@ class _Session:
         return result
 
 
+MAX_RESULTS = 256  # as many as the host remembers for refining (src/host/refine.ts)
+COMM_TARGET = "reason_segment.refine"
+
 _SESSION = _Session()
+
+
+def handle_comm_request(data: Dict[str, Any]) -> Dict[str, Any]:
+    """What the JupyterLab renderer asks through its comm (one request per comm, in the open message):
+
+    - ``{"op": "refine", "resultId", "maskIndex", "prompt"}``: the host refines the mask, which the kernel's result
+      object takes; answers ``{"mask"}``.
+    - ``{"op": "set", "resultId", "maskIndex", "mask"}``: the cell's output now shows this mask (after a refine,
+      an undo or a redo); the kernel's result object takes it too. Answers ``{"bundle"}``, the output's other types
+      (text, markdown) as they read now, which the renderer writes into the output so a saved notebook has them.
+
+    Errors answer ``{"error": one line}``."""
+    try:
+        op = data.get("op")
+        result = _SESSION.results.get(str(data.get("resultId")))
+        if result is None:
+            raise SegmentError(
+                "This result was not made in this kernel session (the kernel restarted, or the notebook was "
+                "reopened): run its cell again, then refine."
+            )
+        index = data.get("maskIndex")
+        if not isinstance(index, int) or not 0 <= index < len(result):
+            raise SegmentError(f"maskIndex {index!r}: the result has {len(result)} mask(s).")
+        if op == "refine":
+            mask = _SESSION.refine(result, index, data.get("prompt") or {})
+            result.set_mask(index, mask)
+            return {"mask": mask}
+        if op == "set":
+            try:
+                result.set_mask(index, data.get("mask"))
+            except ValueError as e:
+                raise SegmentError(str(e)) from None
+            return {"bundle": result.fallback_bundle()}
+        raise SegmentError(f"unknown request {op!r}: expected 'refine' or 'set'.")
+    except SegmentError as e:
+        return {"error": str(e)}
+
+
+def _on_comm_open(comm: Any, msg: Dict[str, Any]) -> None:
+    comm.send(handle_comm_request(msg["content"]["data"] or {}))
+    comm.close()
+
+
+def register_comm_target(ipython: Any) -> None:
+    """Lets the JupyterLab renderer refine masks through the kernel: registers the comm target in an ipykernel (a
+    terminal IPython has no frontend to ask)."""
+    manager = getattr(getattr(ipython, "kernel", None), "comm_manager", None)
+    if manager is not None:
+        manager.register_target(COMM_TARGET, _on_comm_open)
 
 
 def session() -> _Session:
@@ -509,4 +589,4 @@ class SegmentMagics(Magics):
         _SESSION.stop()
 
 
-__all__ = ["SegmentMagics", "SegmentError", "session", "ErrorCode"]
+__all__ = ["SegmentMagics", "SegmentError", "session", "ErrorCode", "COMM_TARGET", "handle_comm_request"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import re
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from . import png as _png
 from . import rle as _rle
@@ -35,9 +35,15 @@ class SegmentResult:
     ``boxes`` (COCO ``[x, y, w, h]``), ``areas``, ``scores``.
     """
 
-    def __init__(self, payload: Dict[str, Any], image_path: Optional[str] = None):
+    def __init__(
+        self,
+        payload: Dict[str, Any],
+        image_path: Optional[str] = None,
+        refiner: Optional[Callable[[SegmentResult, int, Dict[str, Any]], Dict[str, Any]]] = None,
+    ):
         self.payload = payload
         self.image_path = image_path
+        self._refiner = refiner  # the magic's: asks the host that made this result (reasonSegment/refine)
         self._masks: Optional[List[Any]] = None
         self._fallback: Optional[str] = None
 
@@ -103,6 +109,50 @@ class SegmentResult:
     def __len__(self) -> int:
         return len(self.payload.get("masks", []))
 
+    @property
+    def result_id(self) -> Optional[str]:
+        """The host's name for this result while it remembers it (what refining asks about)."""
+        return self.payload.get("resultId")
+
+    @property
+    def refined(self) -> List[Optional[Dict[str, Any]]]:
+        """Per mask: the prompts it was refined with (``{"points", "labels", "box"?}``), or None for the model's own."""
+        return [m.get("refined") for m in self.payload.get("masks", [])]
+
+    def refine(
+        self,
+        mask: int = 0,
+        points: Sequence[Sequence[float]] = (),
+        labels: Optional[Sequence[int]] = None,
+        box: Optional[Sequence[float]] = None,
+    ) -> Any:
+        """Refines mask ``mask`` with SAM's mask decoder: ``points`` are ``(x, y)`` pixels of the image, ``labels``
+        1 (part of the object, the default) or 0 (not part) per point, ``box`` ``(x0, y0, x1, y1)``. The host reuses
+        the image's cached embedding and the mask's [SEG] embedding, so no language model runs. The new mask replaces
+        the old one here (``masks``, ``rles``, ``refined``...) and is returned as ``masks[mask]``. No points and no
+        box gives the model's own mask back."""
+        if self._refiner is None:
+            raise ValueError("this result was not made by a %%segment cell of this kernel, so it cannot be refined")
+        if not 0 <= mask < len(self):
+            raise ValueError(f"mask {mask}: this result has {len(self)} mask(s)")
+        pts = [[float(x), float(y)] for x, y in points]
+        labs = [1] * len(pts) if labels is None else [int(v) for v in labels]
+        prompt: Dict[str, Any] = {"points": pts, "labels": labs}
+        if box is not None:
+            prompt["box"] = [float(v) for v in box]
+        self.set_mask(mask, self._refiner(self, mask, prompt))
+        return self.masks[mask]
+
+    def set_mask(self, index: int, mask: Dict[str, Any]) -> None:
+        """Puts ``mask`` (a result mask document: rle, area, bbox, ``refined``...) in place of mask ``index``."""
+        masks = self.payload.get("masks", [])
+        if not 0 <= index < len(masks):
+            raise ValueError(f"mask {index}: this result has {len(masks)} mask(s)")
+        if not isinstance(mask, dict) or not isinstance(mask.get("rle"), dict):
+            raise ValueError("a mask needs its COCO RLE in 'rle'")
+        masks[index] = mask
+        self._masks = None
+
     # ---- images --------------------------------------------------------------------------------------------------
     @property
     def overlay_png(self) -> Optional[bytes]:
@@ -131,7 +181,8 @@ class SegmentResult:
         parts = []
         for i, m in enumerate(self.payload.get("masks", [])):
             x, y, w, h = (int(round(v)) for v in m.get("bbox", [0, 0, 0, 0]))
-            parts.append(f"[SEG] {i}: {m.get('area', 0)} px at x={x} y={y} {w}x{h}")
+            how = f" (refined: {_prompt_words(m['refined'])})" if m.get("refined") else ""
+            parts.append(f"[SEG] {i}: {m.get('area', 0)} px at x={x} y={y} {w}x{h}{how}")
         return f"{n} mask{'s' if n != 1 else ''}: " + "; ".join(parts)
 
     def summary(self) -> str:
@@ -159,7 +210,14 @@ class SegmentResult:
         png = self._fallback_b64()
         if png:
             md += f"\n![{_md_escape(self._masks_line())}](data:image/png;base64,{png})\n"
+            if any(self.refined):
+                # The small picture is the host's overlay of the model's masks; the kernel cannot redraw the photo.
+                md += "\n*" + _md_escape("The picture shows the masks as the model made them, before refining.") + "*\n"
         return md
+
+    def fallback_bundle(self) -> Dict[str, Any]:
+        """The types other than the result's own, as the cell shows them now (after refining, say)."""
+        return {k: v for k, v in self._repr_mimebundle_().items() if k != RESULT_MIME}
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         bundle: Dict[str, Any] = {RESULT_MIME: self._mime_payload(), "text/markdown": self._markdown()}
@@ -171,6 +229,14 @@ class SegmentResult:
 
     def __repr__(self) -> str:
         return f"<SegmentResult {len(self)} mask(s): {self.text.strip()[:80]!r}>"
+
+
+def _prompt_words(p: Dict[str, Any]) -> str:
+    labels = p.get("labels", [])
+    pos, neg = sum(1 for v in labels if v == 1), sum(1 for v in labels if v == 0)
+    words = [f"{pos} positive point(s)"] if pos else []
+    words += [f"{neg} negative point(s)"] if neg else []
+    return ", ".join(words + (["a box"] if p.get("box") else []))
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~])")
