@@ -13,6 +13,7 @@ import {
   type ExtensionMessage,
   historyOf,
   type ImagePayload,
+  type KeepMaskMessage,
   type ResultMessage,
   type Turn,
   validateWebviewMessage,
@@ -77,6 +78,8 @@ export class ChatController {
   private readonly running = new Map<string, { turnId: string; abort: AbortController }>();
   /** Overlay PNGs of this session's turns (not all are persisted, see MAX_STORED_OVERLAY). */
   readonly overlays = new Map<string, string>();
+  /** PNG renditions of TIFF images by path, from the host (webviews cannot decode TIFF). In memory only. */
+  private readonly renditions = new Map<string, ImagePayload>();
   private readonly turnListeners = new Set<(c: Conversation, t: Turn) => void>();
   private hadCrash = false;
 
@@ -193,10 +196,19 @@ export class ChatController {
     });
   }
 
+  /**
+   * A conversation's picture for a webview (the side bar and the results panel): the file's bytes, or for a TIFF, which no
+   * webview decodes, the host's PNG rendition of it from this session's turns (until a turn has run after a window
+   * reload, a TIFF has none and its picture is missing).
+   */
+  async webviewImage(image: ConversationImage): Promise<ImagePayload> {
+    return this.renditions.get(image.path) ?? this.p.readImage(image.path);
+  }
+
   private async postImage(c: Conversation | undefined): Promise<void> {
     if (!c?.image) return;
     try {
-      const payload = await this.p.readImage(c.image.path);
+      const payload = await this.webviewImage(c.image);
       this.p.post({
         type: 'image',
         conversationId: c.id,
@@ -251,7 +263,7 @@ export class ChatController {
           break;
         case 'exportNotebook': {
           const c = this.find(m.conversationId);
-          if (c) await this.p.exportNotebook(c, this.overlays);
+          if (c) await this.p.exportNotebook(...this.forExport(c));
           break;
         }
         case 'openResult': {
@@ -262,11 +274,46 @@ export class ChatController {
         case 'save':
           await this.p.save(m);
           break;
+        case 'keepMask':
+          this.keepMask(m);
+          break;
       }
     } catch (e) {
       const err = this.p.describeError(e);
       this.p.showError(err.message, err.code);
     }
+  }
+
+  /**
+   * The results panel now shows `m.mask` for a turn's mask (a refine answered, an undo, a redo): that is the mask the
+   * user keeps, so it replaces the stored one, and the side bar, the panel reopened and exports show it (a refined
+   * mask carries `refined`, its prompts). Undoing back to the answer's mask stores that again.
+   */
+  private keepMask(m: KeepMaskMessage): void {
+    const turn = this.find(m.conversationId)?.turns.find((t) => t.id === m.turnId && t.status === 'done');
+    const old = turn?.result?.masks[m.maskIndex];
+    if (!turn?.result || !old || old.segIndex !== m.mask.segIndex) {
+      this.p.log(`[chat] ignored a kept mask for a mask that does not exist (${m.turnId} #${m.maskIndex})`);
+      return;
+    }
+    if (JSON.stringify(old) === JSON.stringify(m.mask)) return;
+    // A new masks array: results already handed out (a panel's message) keep theirs.
+    turn.result = { ...turn.result, masks: turn.result.masks.map((x, k) => (k === m.maskIndex ? m.mask : x)) };
+    this.save();
+    this.postState();
+  }
+
+  /** A conversation as exported (Export to notebook): a turn with a refined mask leaves out the host's overlay PNG,
+   *  which shows the masks as answered, not as kept. */
+  forExport(c: Conversation): [Conversation, Map<string, string>] {
+    const overlays = new Map(this.overlays);
+    const turns = c.turns.map((t) => {
+      if (!t.result?.masks.some((x) => x.refined)) return t;
+      overlays.delete(t.id);
+      const { overlayPng: _stale, ...result } = t.result;
+      return { ...t, result };
+    });
+    return [{ ...c, turns }, overlays];
   }
 
   private find(id: string): Conversation | undefined {
@@ -350,18 +397,16 @@ export class ChatController {
       );
       const stored: SegmentResult = { ...result, image: { ...result.image } };
       if (result.image.data && tiff) {
-        // The webview cannot show a TIFF: it gets the host's PNG re-encoding instead of the file.
-        this.p.post({
-          type: 'image',
-          conversationId: c.id,
-          image: {
-            name: c.image.name,
-            width: result.image.width,
-            height: result.image.height,
-            data: result.image.data,
-            mimeType: result.image.mimeType ?? 'image/png',
-          },
-        });
+        // Webviews cannot show a TIFF: they get the host's PNG re-encoding instead of the file.
+        const rendition: ImagePayload = {
+          name: c.image.name,
+          width: result.image.width,
+          height: result.image.height,
+          data: result.image.data,
+          mimeType: result.image.mimeType ?? 'image/png',
+        };
+        this.renditions.set(imagePath, rendition);
+        this.p.post({ type: 'image', conversationId: c.id, image: rendition });
       }
       delete stored.image.data;
       if (result.overlayPng) this.overlays.set(turn.id, result.overlayPng);

@@ -28,8 +28,14 @@ export function activate(context: vscode.ExtensionContext): ExtensionApi {
   const log = vscode.window.createOutputChannel('Reason Segment');
   const hostLog = vscode.window.createOutputChannel('Reason Segment Host');
   const host = new HostManager(context, hostLog, log);
-  const results = new ResultPanels(context.extensionUri, log, (p) => host.refine(p));
-  const chat = new ChatViewProvider(
+  const results: ResultPanels = new ResultPanels(
+    context.extensionUri,
+    log,
+    (p) => host.refine(p),
+    // chat is assigned below, before any panel can open
+    { webviewImage: (image) => chat.controller.webviewImage(image), receive: (m) => chat.controller.receive(m) },
+  );
+  const chat: ChatViewProvider = new ChatViewProvider(
     context,
     host,
     log,
@@ -134,7 +140,12 @@ export function activate(context: vscode.ExtensionContext): ExtensionApi {
     return s;
   });
   cmd('reasonSegment.enableKernelMagic', () => enableKernelMagic(context));
-  cmd('reasonSegment.exportNotebook', () => exportConversation(chat.active(), new Map()));
+  cmd('reasonSegment.exportNotebook', () => {
+    const c = chat.active();
+    if (!c) return exportConversation(undefined, new Map());
+    const [conversation, overlays] = chat.controller.forExport(c);
+    return exportConversation(conversation, overlays);
+  });
   cmd('reasonSegment.openChat', () => vscode.commands.executeCommand(`${ChatViewProvider.viewId}.focus`));
   // The walkthrough in the whole editor area: VS Code's own Chat (the secondary side bar) can open at start-up beside
   // it and squeeze its text into a narrow column. Extensions cannot keep Chat from opening; this closes the secondary

@@ -4,6 +4,8 @@
 import * as vscode from 'vscode';
 import {
   type Conversation,
+  type ConversationImage,
+  type ImagePayload,
   type RefineMessage,
   type Turn,
   validateWebviewMessage,
@@ -12,7 +14,7 @@ import {
 import type { RefineParams, RefineResult } from '../protocol/rpc';
 import { resultMessageOf } from './chatController';
 import { describeError } from './host';
-import { readImagePayload, saveFileWithDialog } from './imageFiles';
+import { saveFileWithDialog } from './imageFiles';
 import { webviewHtml, webviewOptions } from './webviewHtml';
 
 interface Open {
@@ -30,6 +32,11 @@ export class ResultPanels implements vscode.Disposable {
     private readonly extensionUri: vscode.Uri,
     private readonly log: vscode.OutputChannel,
     private readonly refine: (params: RefineParams) => Promise<RefineResult>,
+    /** The chat's side of the panel: the picture for a webview (ChatController.webviewImage) and the kept masks. */
+    private readonly chat: {
+      webviewImage(image: ConversationImage): Promise<ImagePayload>;
+      receive(message: unknown): Promise<void>;
+    },
   ) {}
 
   /** Shows turn `turnId` of `c` in its conversation's panel (created beside the active editor when needed). */
@@ -73,7 +80,7 @@ export class ResultPanels implements vscode.Disposable {
   private async receive(o: Open, raw: unknown): Promise<void> {
     const problems = validateWebviewMessage(raw);
     const m = raw as WebviewMessage;
-    if (problems.length || (m.type !== 'ready' && m.type !== 'save' && m.type !== 'refine')) {
+    if (problems.length || !['ready', 'save', 'refine', 'keepMask'].includes(m.type)) {
       this.log.appendLine(`[result] ignored a message from the results panel: ${problems.slice(0, 3).join('; ')}`);
       return;
     }
@@ -85,6 +92,8 @@ export class ResultPanels implements vscode.Disposable {
         await saveFileWithDialog(m);
       } else if (m.type === 'refine') {
         await this.answerRefine(o, m);
+      } else if (m.type === 'keepMask') {
+        await this.chat.receive(m); // the chat controller stores it in the conversation
       }
     } catch (e) {
       void vscode.window.showErrorMessage((e as Error).message);
@@ -108,7 +117,7 @@ export class ResultPanels implements vscode.Disposable {
     const c = o.conversation;
     if (!c.image) return;
     try {
-      const m = resultMessageOf(c, o.turnId, await readImagePayload(c.image.path));
+      const m = resultMessageOf(c, o.turnId, await this.chat.webviewImage(c.image));
       if (m) void o.panel.webview.postMessage(m);
     } catch (e) {
       void vscode.window.showErrorMessage((e as Error).message);

@@ -36,6 +36,8 @@ export interface ViewOptions {
    * the view then shows, saves and exports in place of the old one.
    */
   refine?: RefineCallback;
+  /** Called whenever the mask shown for `maskIndex` changes (a refine answered, an undo or a redo), with that mask. */
+  onMaskChange?: (maskIndex: number, mask: ResultMask) => void;
 }
 
 export type Translate = (message: string, ...args: (string | number)[]) => string;
@@ -392,6 +394,7 @@ export function createSegmentView(
     if (layers[i] !== null && typeof m.score === 'number') parts.push(t('predicted IoU {0}', m.score.toFixed(2)));
     if (m.refined) parts.push(t('refined ({0} point(s){1})', m.refined.points.length, m.refined.box ? t(', box') : ''));
     metas[i].textContent = parts.join(' · ');
+    rows[i].dataset.refined = String(Boolean(m.refined));
     metas[i].title = t(
       "SAM's predicted IoU is the mask decoder's own estimate of the mask's quality (its confidence).",
     );
@@ -405,7 +408,7 @@ export function createSegmentView(
     describe(i);
     drawOverlay();
     refreshHighlight();
-    rows[i].dataset.refined = String(Boolean(mask.refined));
+    options.onMaskChange?.(i, mask);
   }
 
   function setVisible(i: number, v: boolean): void {

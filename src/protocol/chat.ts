@@ -109,6 +109,7 @@ export type {
   AskMessage,
   ChatSaveMessage,
   ExportNotebookMessage,
+  KeepMaskMessage,
   NewConversationMessage,
   OpenResultMessage,
   PickImageMessage,
@@ -134,6 +135,7 @@ export const WEBVIEW_MESSAGE_TYPES: readonly WebviewMessageType[] = [
   'save',
   'openResult',
   'refine',
+  'keepMask',
 ];
 
 // ---- extension -> webview --------------------------------------------------------------------------------------

@@ -44,7 +44,8 @@ export type WebviewMessage =
   | ExportNotebookMessage
   | ChatSaveMessage
   | OpenResultMessage
-  | RefineMessage;
+  | RefineMessage
+  | KeepMaskMessage;
 /**
  * A conversation or turn id chosen by the extension.
  */
@@ -410,4 +411,14 @@ export interface RefineMessage {
   requestId: ChatId;
   maskIndex: number;
   prompt: RefinePrompt;
+}
+/**
+ * From the results panel: the mask it shows for `maskIndex` changed (a refine answered, an undo or a redo): the extension stores it in the conversation, so the side bar, the panel reopened and exports show the mask the user kept.
+ */
+export interface KeepMaskMessage {
+  type: 'keepMask';
+  conversationId: ChatId;
+  turnId: ChatId;
+  maskIndex: number;
+  mask: ResultMask;
 }

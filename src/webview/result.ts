@@ -268,7 +268,11 @@ export function createResultApp(root: HTMLElement, api: VsCodeApi, opts: { nonce
             });
           })
       : undefined;
-    view = createSegmentView(holder, m.result, { styleNonce: opts.nonce, t: tr, save: saveFile, refine });
+    // The mask the user keeps (refined, or back to the answer's after an undo) is stored by the extension in the
+    // conversation, so the side bar, this panel reopened and exports show it.
+    const onMaskChange = (maskIndex: number, mask: ResultMask) =>
+      api.postMessage({ type: 'keepMask', conversationId: m.conversationId, turnId: m.turnId, maskIndex, mask });
+    view = createSegmentView(holder, m.result, { styleNonce: opts.nonce, t: tr, save: saveFile, refine, onMaskChange });
     stage = view.root.querySelector<HTMLElement>('.rs-stage') ?? undefined;
     empty.remove();
     if (stage) viewport.append(stage);

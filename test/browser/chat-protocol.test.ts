@@ -35,6 +35,21 @@ const VALID = [
     prompt: { points: [[10, 20]], labels: [1], box: [0, 0, 40, 30] },
   },
   {
+    type: 'keepMask',
+    conversationId: 'c1',
+    turnId: 't1',
+    maskIndex: 0,
+    mask: {
+      segIndex: 0,
+      tokenIndex: -1,
+      rle: { size: [30, 40], counts: '0a10' },
+      bbox: [0, 0, 40, 30],
+      area: 1200,
+      score: 0.9,
+      refined: { points: [[10, 20]], labels: [1] },
+    },
+  },
+  {
     type: 'save',
     conversationId: 'c1',
     turnId: 't1',
@@ -90,6 +105,7 @@ const INVALID: [unknown, RegExp][] = [
   [{ type: 'ask', conversationId: 'c1', prompt: 'hi', retryOf: 7 }, /^retryOf: /],
   [{ type: 'stop', conversationId: '' }, /^conversationId: must be/],
   [{ type: 'exportNotebook' }, /^conversationId: /],
+  [{ type: 'keepMask', conversationId: 'c1', turnId: 't1', maskIndex: 0, mask: { segIndex: 0 } }, /^mask\./],
   [{ type: 'selectConversation', conversationId: null }, /^conversationId: /],
   [
     {

@@ -220,6 +220,7 @@ describe('results panel webview (Chromium, strict CSP, results from the real con
     // The test plays resultPanel.ts's part: the page's refine request goes to the host, the answer back as `refined`.
     const rp = await harness.openResultPage({ width: 1100, height: 700 });
     await rp.exposeFunction('__rsToExtension', async (m: any) => {
+      if (m?.type === 'keepMask') return b.receive(m); // to the chat controller, as resultPanel.ts forwards it
       if (m?.type !== 'refine') return;
       assert.deepEqual(validateWebviewMessage(m), []);
       const answer = await b.host
@@ -245,13 +246,46 @@ describe('results panel webview (Chromium, strict CSP, results from the real con
     assert.equal(await rp.locator('.rs-rp-viewport .rs-stage').getAttribute('data-refine'), 'done');
     assert.equal(await rp.locator('.rs-rp-side .rs-mask[data-mask="0"]').getAttribute('data-refined'), 'true');
     await rp.screenshot({ path: path.join(SHOTS, 'result-panel-refine.png') });
+    // The refined mask is the conversation's now: stored, so the side bar and the panel reopened show it.
+    const c = b.conversations.find((x) => x.id === first.conversationId)!;
+    const storedMask = () =>
+      b.stored!.conversations.find((x) => x.id === c.id)!.turns.find((t) => t.id === first.turnId)!.result!.masks[0];
+    assert.equal(storedMask().refined?.points.length, 1);
+    assert.deepEqual(storedMask().refined, sent[0].prompt);
     await rp.getByRole('button', { name: 'Undo' }).click();
     assert.equal(await rp.locator('.rs-rp-side .rs-mask[data-mask="0"]').getAttribute('data-refined'), 'false');
+    await rp.waitForFunction(() => (window as any).__posted.filter((x: any) => x.type === 'keepMask').length >= 2);
+    assert.deepEqual(storedMask(), first.result.masks[0], "undo keeps the answer's mask again");
     await rp.getByRole('button', { name: 'Redo' }).click();
+    await rp.waitForFunction(() => (window as any).__posted.filter((x: any) => x.type === 'keepMask').length >= 3);
+    assert.deepEqual(storedMask().refined, sent[0].prompt);
+    const reopened = resultMessageOf(c, first.turnId, readImage(COFFEE))!;
+    assert.deepEqual(reopened.result.masks[0].refined, sent[0].prompt, 'the panel reopened shows the refined mask');
     await rp.getByRole('button', { name: 'Save COCO JSON' }).click();
     const saved = await rp.evaluate(() => (window as any).__posted.find((x: any) => x.type === 'save'));
     assert.match(saved.data, /"refined"/, 'the COCO export writes the refined mask with its prompts');
     await rp.close();
+  });
+
+  it("a TIFF: the panel draws the host's PNG of it (Chromium cannot decode the TIFF's own bytes)", async () => {
+    const tif = path.join(REPO, 'test/fixtures/images/chelsea.tif');
+    await b.receive({ type: 'setImage', path: tif });
+    const c = b.active()!;
+    await b.receive({ type: 'ask', conversationId: c.id, prompt: 'What is this?' });
+    const turn = c.turns.at(-1)!;
+    assert.equal(turn.status, 'done', JSON.stringify(b.failures.at(-1)));
+    const page1 = await harness.openResultPage({ width: 900, height: 600 });
+    await page1.evaluate((x) => window.postMessage(x, '*'), resultMessageOf(c, turn.id, readImage(tif)) as any);
+    await page1.getByText('The image could not be decoded').waitFor();
+    await page1.close();
+    const page2 = await harness.openResultPage({ width: 900, height: 600 });
+    await show(page2, resultMessageOf(c, turn.id, await b.controller.webviewImage(c.image!))!);
+    const base = await readCanvas(page2, '.rs-rp-viewport .rs-base');
+    await page2.close();
+    let opaque = 0;
+    for (let i = 3; i < base.data.length; i += 4) if (base.data[i] === 255) opaque++;
+    const png = { n: opaque, all: base.width * base.height };
+    assert.equal(png.n, png.all, 'every pixel of the picture drawn');
   });
 
   it('in Chinese: no English control left', async () => {

@@ -5,8 +5,12 @@
 import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { resultMessageOf } from '../../src/extension/chatController';
+import { imageSize } from '../../src/extension/imageHeader';
+import { buildNotebook } from '../../src/extension/notebook';
 import type { ExtensionMessage, TurnDoneMessage, TurnFailedMessage } from '../../src/protocol/chat';
+import { RESULT_MIME } from '../../src/protocol/result';
 import { Methods, RpcErrorCode } from '../../src/protocol/rpc';
+import { REPO } from '../helpers/bundles';
 import { ChatBridge, IMAGES, readImage } from '../helpers/chat-bridge';
 
 const CHELSEA = path.join(IMAGES, 'chelsea.png');
@@ -127,6 +131,84 @@ describe('extension: the chat controller on a real host', function () {
     const c = b.active()!;
     await b.receive({ type: 'openResult', conversationId: c.id, turnId: c.turns[0].id });
     assert.deepEqual(b.opened.at(-1), { conversationId: c.id, turnId: c.turns[0].id });
+  });
+
+  it("keeps the mask the results panel shows: refined, in the store, side bar, reopened panel and export; undo restores the answer's", async () => {
+    await b.receive({ type: 'newConversation' });
+    const c = b.active()!;
+    assert.equal(c.image?.name, 'chelsea.png');
+    b.assistantPrefix = 'Sure, [SEG].';
+    b.maxNewTokens = 4;
+    await b.receive({ type: 'ask', conversationId: c.id, prompt: 'The cat.' });
+    b.assistantPrefix = undefined;
+    const turn = c.turns.at(-1)!;
+    const answered = structuredClone(turn.result!.masks[0]);
+    assert.ok(answered && turn.result!.resultId && turn.result!.overlayPng, 'a mask, a result id and an overlay');
+    // What the results panel got from the host for one click, as it posts it back.
+    const prompt = { points: [[150, 120]] as [number, number][], labels: [1 as const] };
+    const { mask } = await b.host.request(Methods.refine, { resultId: turn.result!.resultId!, maskIndex: 0, prompt });
+    assert.deepEqual(mask.refined, prompt);
+    const keep = (m: unknown, maskIndex = 0) =>
+      b.receive({ type: 'keepMask', conversationId: c.id, turnId: turn.id, maskIndex, mask: m });
+    await keep(mask);
+    const storedMask = () =>
+      b.stored!.conversations.find((x) => x.id === c.id)!.turns.find((t) => t.id === turn.id)!.result!.masks[0];
+    assert.deepEqual(storedMask(), mask, 'stored (the workspace state)');
+    const sideBar = last(b, 'state')!
+      .conversations.find((x) => x.id === c.id)!
+      .turns.find((t) => t.id === turn.id)!;
+    assert.deepEqual(sideBar.result!.masks[0], mask, 'the side bar got the conversation with it');
+    assert.deepEqual(resultMessageOf(c, turn.id, readImage(CHELSEA))!.result.masks[0], mask, 'the panel reopened');
+    // Export to notebook: the refined mask with its prompts; the host's overlay PNG, which shows the answer's mask,
+    // is left out of that turn only.
+    const [exported, overlays] = b.controller.forExport(c);
+    const et = exported.turns.find((t) => t.id === turn.id)!;
+    assert.deepEqual(et.result!.masks[0], mask);
+    assert.equal(et.result!.overlayPng, undefined);
+    assert.ok(!overlays.has(turn.id) && overlays.size === b.controller.overlays.size - 1);
+    assert.equal(turn.result!.overlayPng !== undefined, true, 'the stored overlay stays for an undo');
+    const nb = buildNotebook(
+      { image: CHELSEA },
+      exported.turns.filter((t) => t.result).map((t) => ({ prompt: t.prompt, result: t.result })),
+    ) as { cells: { outputs?: { data?: Record<string, any> }[] }[] };
+    const payloads = nb.cells.flatMap((x) => x.outputs ?? []).map((o) => o.data?.[RESULT_MIME]);
+    assert.deepEqual(payloads.at(-1).masks[0].refined, prompt, "the notebook's result keeps the refined mask");
+    // A mask that is not there, or not this one, is ignored.
+    const posts = b.posted.length;
+    await keep(mask, 3);
+    await keep({ ...mask, segIndex: 7 });
+    assert.equal(b.posted.length, posts);
+    assert.deepEqual(storedMask(), mask);
+    // Undo in the panel: the answer's mask is kept again, and the export has the overlay again.
+    await keep(answered);
+    assert.deepEqual(storedMask(), answered);
+    assert.equal(storedMask().refined, undefined);
+    assert.equal(b.controller.forExport(c)[0].turns.at(-1)!.result!.overlayPng, turn.result!.overlayPng);
+  });
+
+  it("a TIFF: the side bar and the results panel get the host's PNG of it (webviews cannot decode TIFF)", async () => {
+    const tif = path.join(REPO, 'test/fixtures/images/chelsea.tif');
+    await b.receive({ type: 'setImage', path: tif });
+    const c = b.active()!;
+    assert.equal(c.image!.name, 'chelsea.tif');
+    assert.equal((await b.controller.webviewImage(c.image!)).mimeType, 'image/tiff', 'before a turn: the file');
+    b.maxNewTokens = 2;
+    await b.receive({ type: 'ask', conversationId: c.id, prompt: 'What is this?' });
+    assert.equal(c.turns.at(-1)!.status, 'done', JSON.stringify(b.failures.at(-1)));
+    const img = await b.controller.webviewImage(c.image!);
+    assert.equal(img.mimeType, 'image/png');
+    assert.deepEqual(
+      [...Buffer.from(img.data, 'base64').subarray(0, 8)],
+      [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a],
+      'PNG bytes',
+    );
+    const size = imageSize(Buffer.from(img.data, 'base64'))!;
+    assert.deepEqual([img.width, img.height], [size.width, size.height]);
+    assert.deepEqual([img.width, img.height], [c.image!.width, c.image!.height]);
+    assert.deepEqual(last(b, 'image'), { type: 'image', conversationId: c.id, image: img }, 'the side bar got it');
+    const m = resultMessageOf(c, c.turns.at(-1)!.id, img)!;
+    assert.equal(m.result.image.mimeType, 'image/png', 'the results panel gets it');
+    assert.equal(m.result.image.data, img.data);
   });
 
   it('restores stored conversations; a turn left streaming reads as interrupted', async () => {
