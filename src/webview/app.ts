@@ -289,7 +289,9 @@ export function createChatApp(root: HTMLElement, api: VsCodeApi, opts: { nonce?:
 
   function turnKey(c: Conversation, t: Turn): string {
     const hasImage = !!state.images[c.id] || !!t.result?.image?.data;
-    return `${t.status}|${t.status === 'done' && hasImage ? 'img' : ''}|${t.error ?? ''}`;
+    // A mask refined in the results panel (or set back by an undo) is stored in the turn: its prompts are in the key.
+    const refined = t.result?.masks.map((m) => (m.refined ? JSON.stringify(m.refined) : '')).join(';') ?? '';
+    return `${t.status}|${t.status === 'done' && hasImage ? 'img' : ''}|${t.error ?? ''}|${refined}`;
   }
 
   function buildTurn(c: Conversation, t: Turn, key: string): TurnEntry {

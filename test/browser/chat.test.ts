@@ -203,6 +203,21 @@ describe('chat panel webview (Chromium, strict CSP, the real chat controller and
     await open.click();
     await page.waitForFunction(() => (window as any).__posted.some((m: any) => m.type === 'openResult'));
     assert.deepEqual(ext.opened.at(-1), { conversationId: ext.activeId, turnId: ext.active()!.turns.at(-1)!.id });
+    // A mask refined in the results panel (keepMask, with the host's refine answer) is redrawn here, marked refined;
+    // the results panel's undo (the answer's mask kept again) brings the answer's drawing back.
+    const turn = ext.active()!.turns.at(-1)!;
+    const prompt = { points: [[300, 200]] as [number, number][], labels: [1 as const] };
+    const { mask } = await ext.host.request(Methods.refine, { resultId: result.resultId!, maskIndex: 0, prompt });
+    const row = page.locator('.rs-turn[data-status="done"]').last().locator('.rs-mask[data-mask="0"]');
+    const keep = (m: unknown) =>
+      ext.receive({ type: 'keepMask', conversationId: ext.activeId!, turnId: turn.id, maskIndex: 0, mask: m });
+    await keep(mask);
+    await row.and(page.locator('[data-refined="true"]')).waitFor();
+    assert.match(await row.innerText(), /refined \(1 point\(s\)\)/);
+    await keep(result.masks[0]);
+    await row.and(page.locator('[data-refined="false"]')).waitFor();
+    const again = await readCanvas(page, '.rs-turn[data-status="done"] .rs-overlay');
+    assert.ok(again.data.equals(ov.data), "the answer's masks drawn again, pixel for pixel");
     assert.equal(ext.rejected.length, 0);
   });
 
