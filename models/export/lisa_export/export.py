@@ -339,10 +339,12 @@ def export_graphs(
     log=print,
     decoder: Callable[[Path], None] | None = None,
     release: bool = False,
+    load_sam: Callable[[], None] | None = None,
 ) -> None:
     """``decoder(onnx_dir)``, when given, writes the decoder graph instead of the in-memory export (stream.py).
     ``release``: move each graph's weights to the meta device once it is written (the bounded-memory export: CLIP and
-    the embedding table are not held while SAM ViT-H is traced)."""
+    the embedding table are not held while SAM ViT-H is traced).  ``load_sam()``, when given, fills in SAM's weights
+    just before its graphs are exported (so ViT-H is not held while CLIP and the decoder are)."""
 
     def done(*modules) -> None:
         if release:
@@ -391,6 +393,8 @@ def export_graphs(
         {"seg_hidden": {0: "N"}, "seg_embeddings": {0: "N"}},
     )
     done(lisa.text_hidden_fcs)
+    if load_sam is not None:
+        load_sam()
     log("export sam_image_encoder")
     enc_path = onnx_dir / "sam_image_encoder.onnx"
     _torch_export(
@@ -757,22 +761,27 @@ def export_bundle(
         stream = llm_fp32_bytes(folder) > STREAM_ABOVE
     if stream and weights == "float16":
         raise ValueError("--weights float16 is not available with the streaming export yet; export float32 or int4")
-    lisa, folder = load_lisa(folder, clip, layout=layout, tokenizer_len=len(tokenizer), llm_layers=not stream)
+    lisa, folder = load_lisa(
+        folder, clip, layout=layout, tokenizer_len=len(tokenizer), llm_layers=not stream, sam=not stream
+    )
     names = {"checkpoint": str(checkpoint), "clip": str(clip), "variant": variant}
     names.update(source_names or {})
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        decoder = None
+        decoder = sam = None
         if stream:
-            from .model import TensorSource
+            from .model import TensorSource, load_sam
             from .stream import export_decoder_streaming
 
             def decoder(onnx_dir: Path) -> None:
                 export_decoder_streaming(TensorSource(folder), lisa.llm.config, onnx_dir, weights, log=log)
 
-        export_graphs(lisa, tmp / "onnx", log=log, decoder=decoder, release=stream and extra is None)
+            def sam() -> None:
+                load_sam(lisa, folder)
+
+        export_graphs(lisa, tmp / "onnx", log=log, decoder=decoder, release=stream and extra is None, load_sam=sam)
         if extra is None:
             # nothing needs the PyTorch LLM any more: give its weights back before the quantiser loads the graph
             lisa.llm.to("meta")

@@ -16,6 +16,7 @@ expected.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import re
@@ -140,7 +141,14 @@ def build_sam(d: SamDims) -> tuple[ImageEncoderViT, PromptEncoder, MaskDecoder]:
 class Lisa(nn.Module):
     """The rebuilt LISA.  ``state_dict_lisa()`` gives LISA's checkpoint key names."""
 
-    def __init__(self, llm_config: LlamaConfig, clip_config: CLIPVisionConfig, sam: SamDims, meta_llm: bool = False):
+    def __init__(
+        self,
+        llm_config: LlamaConfig,
+        clip_config: CLIPVisionConfig,
+        sam: SamDims,
+        meta_llm: bool = False,
+        meta_sam: bool = False,
+    ):
         super().__init__()
         llm_config._attn_implementation = "eager"
         clip_config._attn_implementation = "eager"
@@ -157,7 +165,8 @@ class Lisa(nn.Module):
         self.text_hidden_fcs = nn.ModuleList(
             [nn.Sequential(nn.Linear(H, H), nn.ReLU(inplace=True), nn.Linear(H, C), nn.Dropout(0.0))]
         )
-        self.image_encoder, self.prompt_encoder, self.mask_decoder = build_sam(sam)
+        with torch.device("meta") if meta_sam else contextlib.nullcontext():
+            self.image_encoder, self.prompt_encoder, self.mask_decoder = build_sam(sam)
         self.sam_dims = sam
         self.eval()
 
@@ -540,10 +549,12 @@ def load_lisa(
     layout: str | None = None,
     tokenizer_len: int | None = None,
     llm_layers: bool = True,
+    sam: bool = True,
 ) -> tuple[Lisa, Path]:
     """Read a LISA checkpoint folder (or hub id) and the CLIP folder; validate; return the model and the folder.
     ``llm_layers=False`` checks every key but loads only the LLM's embedding table: the decoder layers, final norm and
-    lm_head stay on the meta device (stream.py exports them from the checkpoint directly)."""
+    lm_head stay on the meta device (stream.py exports them from the checkpoint directly).  ``sam=False`` leaves SAM
+    on the meta device too, for load_sam to fill in when its graphs are exported (ViT-H is 2.5 GB in fp32)."""
     folder = resolve_folder(checkpoint)
     refuse_v0(folder, str(checkpoint))
     src = TensorSource(folder)
@@ -555,14 +566,14 @@ def load_lisa(
             f"(the tokenizer's {tokenizer_len - n_added} pieces + {n_added} added tokens "
             f"{','.join(LAYOUT_ADDED_TOKENS[layout])})"
         )
-    sam = infer_sam_dims(src)
+    sam_dims = infer_sam_dims(src)
     clip_model = load_clip(clip)
     if "model.mm_projector.weight" not in src._where:
         raise CheckpointError(
             f"missing key model.mm_projector.weight (expected shape "
             f"[{llm_cfg.hidden_size}, {clip_model.config.hidden_size}])"
         )
-    model = Lisa(llm_cfg, clip_model.config, sam, meta_llm=True)
+    model = Lisa(llm_cfg, clip_model.config, sam_dims, meta_llm=True, meta_sam=not sam)
     model.clip = clip_model
     expected = model.lisa_expected_shapes()
     for k, shp in expected.items():
@@ -577,7 +588,8 @@ def load_lisa(
     wanted = [
         k
         for k in expected
-        if llm_layers or k == "model.embed_tokens.weight" or not Lisa.lisa_to_module_key(k).startswith("llm.")
+        if (llm_layers or k == "model.embed_tokens.weight" or not Lisa.lisa_to_module_key(k).startswith("llm."))
+        and (sam or not k.startswith(SAM_KEY_PREFIX))
     ]
     tensors = src.load_all(wanted)
     module_sd = {}
@@ -587,7 +599,13 @@ def load_lisa(
         module_sd[Lisa.lisa_to_module_key(k)] = t
     del tensors
     missing, unexp = model.load_state_dict(module_sd, strict=False, assign=True)
-    missing = [m for m in missing if not m.startswith("clip.") and (llm_layers or not m.startswith("llm."))]
+    missing = [
+        m
+        for m in missing
+        if not m.startswith("clip.")
+        and (llm_layers or not m.startswith("llm."))
+        and (sam or not m.startswith(SAM_MODULES))
+    ]
     if missing or unexp:
         raise CheckpointError(f"internal: could not assign {missing[:3]} {unexp[:3]}")
     del module_sd
@@ -599,6 +617,24 @@ def load_lisa(
     if llm_cfg.tie_word_embeddings:
         model.llm.tie_weights()
     for n, b in model.named_buffers():
-        if b.is_meta:
+        if b.is_meta and (sam or not n.startswith(SAM_MODULES)):
             raise CheckpointError(f"internal: buffer {n} left uninitialised")
     return model.eval(), folder
+
+
+SAM_KEY_PREFIX = "model.visual_model."
+SAM_MODULES = ("image_encoder.", "prompt_encoder.", "mask_decoder.")
+
+
+def load_sam(model: Lisa, folder: Path) -> None:
+    """Fill in the SAM weights that load_lisa(sam=False) left on the meta device."""
+    src = TensorSource(folder)
+    keys = [k for k in model.lisa_expected_shapes() if k.startswith(SAM_KEY_PREFIX)]
+    sd = {Lisa.lisa_to_module_key(k): t.float() for k, t in src.load_all(keys).items()}
+    missing, _ = model.load_state_dict(sd, strict=False, assign=True)
+    del sd
+    src.release()
+    left = [m for m in missing if m.startswith(SAM_MODULES)]
+    left += [n for n, b in model.named_buffers() if b.is_meta and n.startswith(SAM_MODULES)]
+    if left:
+        raise CheckpointError(f"internal: could not load SAM weights {left[:3]}")

@@ -21,7 +21,14 @@ from conftest import REPO, report, tiny_model
 from safetensors.torch import load_file
 
 EXPORT_DIR = REPO / "models" / "export"
-OTHER_GRAPHS = ("vision_encoder", "embed_tokens", "seg_projector", "sam_image_encoder", "sam_mask_decoder")
+OTHER_GRAPHS = (
+    "vision_encoder",
+    "embed_tokens",
+    "seg_projector",
+    "sam_image_encoder",
+    "sam_mask_decoder",
+    "sam_prompt_decoder",
+)
 
 
 def _export(ckpt, clip, out, weights, stream):
@@ -76,6 +83,46 @@ def test_streamed_decoder_equals_in_memory(tmp_path, weights):
     assert ma["graphs"]["decoder"]["inputs"] == mb["graphs"]["decoder"]["inputs"]
     assert ma["graphs"]["decoder"]["outputs"] == mb["graphs"]["decoder"]["outputs"]
     assert mb["llm"]["weights"] == weights
+
+
+def test_stream_holds_one_part_at_a_time(tmp_path, monkeypatch):
+    """The streaming export's memory high-water marks at the 7B shape were CLIP's export with SAM ViT-H resident
+    (8.3 GB) and the decoder template beside SAM (8.7 GB): SAM's weights must not exist until its own graphs are
+    exported, and CLIP's and the embedding table's must be gone by the time the decoder is."""
+    from lisa_export import export
+
+    _, _, _, ckpt, clip = tiny_model("7b", 1)
+    real = export.export_graphs
+    seen = {}
+
+    def materialised(m) -> bool:
+        return any(not p.is_meta for p in m.parameters())
+
+    def spy(lisa, onnx_dir, log=print, decoder=None, release=False, load_sam=None):
+        def at_clip(msg):
+            if msg == "export vision_encoder":
+                seen["sam at clip"] = materialised(lisa.image_encoder)
+
+        def dec(d):
+            seen["at decoder"] = {
+                n: materialised(m)
+                for n, m in [("sam", lisa.image_encoder), ("clip", lisa.clip), ("embed", lisa.llm.model.embed_tokens)]
+            }
+            decoder(d)
+
+        def sam():
+            load_sam()
+            seen["sam loaded"] = materialised(lisa.image_encoder)
+
+        return real(lisa, onnx_dir, log=at_clip, decoder=dec, release=release, load_sam=sam)
+
+    monkeypatch.setattr(export, "export_graphs", spy)
+    export.export_bundle(ckpt, clip, tmp_path / "b", weights="w8a8", force=True, stream=True, log=lambda m: None)
+    assert seen == {
+        "sam at clip": False,
+        "at decoder": {"sam": False, "clip": False, "embed": False},
+        "sam loaded": True,
+    }
 
 
 def test_template_weights_are_traced_and_checked(tmp_path, monkeypatch):
