@@ -93,6 +93,11 @@ const ZH_CN: Readonly<Record<string, string>> = {
   'Refining…': '正在细化…',
   'Refine failed: {0}': '细化失败：{0}',
   'At most 32 points.': '最多 32 个点。',
+  // Refining in JupyterLab, through the notebook's kernel (src/renderer/jupyterlab/kernel.ts).
+  'This output has no running kernel: run the cell again to refine its masks.':
+    '此输出没有正在运行的内核：请重新运行该单元格，再细化其掩码。',
+  'The kernel has no %%segment magic loaded: run %load_ext reason_segment and the cell again.':
+    '内核未加载 %%segment 魔法命令：请运行 %load_ext reason_segment，再重新运行该单元格。',
   'predicted IoU {0}': '预测 IoU {0}',
   'refined ({0} point(s){1})': '已细化（{0} 个点{1}）',
   ', box': '，框',

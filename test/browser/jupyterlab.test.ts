@@ -2,17 +2,20 @@
 // fresh prefix as a user would (which installs the prebuilt labextension under share/jupyter/labextensions), driven by
 // Debian's Chromium: open a notebook, run a %%segment cell on the tiny bundle against the real host, and see the
 // answer text and the masks drawn by the extension's renderer (the shared overlay view), checked pixel by pixel
-// against the masks of the output JupyterLab received. First: the committed prebuilt extension is what its sources
-// build to (src/renderer/jupyterlab/build), since that is what pip installs.
+// against the masks of the output JupyterLab received. Then refine a mask by clicking on it (the renderer's comm to
+// the kernel, whose magic asks the host), undo and redo, and save: the saved notebook keeps the refined mask. JupyterLab
+// runs in Chinese (the zh-CN language pack of the kernel venv), and so do the overlay's controls. First: the
+// committed prebuilt extension is what its sources build to (src/renderer/jupyterlab/build), since that is what pip
+// installs.
 
 import * as assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { type BrowserContext, chromium, type Page } from 'playwright-core';
-import { RESULT_MIME, type SegmentResult } from '../../src/protocol/result';
+import { RESULT_MIME, type ResultMask, type SegmentResult } from '../../src/protocol/result';
 import { decodeRle } from '../../src/protocol/rle';
 import { CHROMIUM, CHROMIUM_ARGS, ROOT, readCanvas } from './harness';
 
@@ -44,6 +47,51 @@ async function waitUp(url: string, lab: ChildProcess, log: () => string): Promis
     await new Promise((r) => setTimeout(r, 250));
   }
   throw new Error(`JupyterLab did not answer ${url} within 300 s (a loaded machine?):\n${log()}`);
+}
+
+/** The overlay canvas is opaque exactly on the union of `masks` (what the renderer must draw). */
+async function expectOverlay(page: Page, masks: ResultMask[], what: string): Promise<void> {
+  const [h, w] = masks[0].rle.size;
+  const union = new Uint8Array(h * w);
+  for (const m of masks) {
+    const d = decodeRle(m.rle);
+    for (let i = 0; i < d.length; i++) union[i] |= d[i];
+  }
+  const ov = await readCanvas(page, `${OUTPUT} canvas.rs-overlay`);
+  assert.deepEqual([ov.height, ov.width], [h, w]);
+  let painted = 0;
+  let mismatched = 0;
+  for (let i = 0; i < h * w; i++) {
+    const on = ov.data[i * 4 + 3] > 0;
+    painted += on ? 1 : 0;
+    mismatched += on !== (union[i] === 1) ? 1 : 0;
+  }
+  assert.ok(painted > 0, `${what}: no mask pixel drawn`);
+  assert.equal(
+    mismatched,
+    0,
+    `${what}: ${mismatched} overlay pixels differ from the masks' union (${painted} painted)`,
+  );
+}
+
+/** The result payload of the %%segment cell's output as JupyterLab's notebook model holds it now. */
+function outputPayload(page: Page): Promise<SegmentResult> {
+  return page.evaluate((mime) => {
+    const nbw = (window as any).jupyterapp.shell.currentWidget.content;
+    return nbw.model.cells.get(1).outputs.get(0).data[mime];
+  }, RESULT_MIME);
+}
+
+/** Waits until mask 0 of the output is refined (true) or the model's own (false). */
+async function waitRefined(page: Page, refined: boolean): Promise<void> {
+  await page.waitForFunction(
+    ([mime, want]) => {
+      const out = (window as any).jupyterapp.shell.currentWidget.content.model.cells.get(1).outputs.get(0);
+      return Boolean(out.data[mime as string].masks[0].refined) === want;
+    },
+    [RESULT_MIME, refined] as const,
+    { timeout: 120_000 },
+  );
 }
 
 describe('JupyterLab with the prebuilt extension (real server, Chromium)', function () {
@@ -119,6 +167,10 @@ describe('JupyterLab with the prebuilt extension (real server, Chromium)', funct
       })),
     };
     writeFileSync(path.join(work, 'segment.ipynb'), JSON.stringify(nb));
+    // JupyterLab in Chinese, as a user picks it (Settings > Language) with the zh-CN language pack installed.
+    const settings = path.join(tmp, 'settings', '@jupyterlab', 'translation-extension');
+    mkdirSync(settings, { recursive: true });
+    writeFileSync(path.join(settings, 'plugin.jupyterlab-settings'), JSON.stringify({ locale: 'zh_CN' }));
 
     const port = await freePort();
     const token = `rs-${process.pid}-${Date.now()}`;
@@ -192,11 +244,12 @@ describe('JupyterLab with the prebuilt extension (real server, Chromium)', funct
       throw new Error(`${(e as Error).message}\npage errors: ${errors.join('\n')}\nJupyterLab log:\n${labLog}`);
     }
 
+    // JupyterLab runs in Chinese (its File menu), and so does the overlay: it follows JupyterLab's language.
+    assert.equal(await page.locator('.lm-MenuBar-itemLabel').first().innerText(), '文件');
+    assert.equal(await page.locator(`${OUTPUT} .rs-toolbar legend`).innerText(), '视图');
+
     // The output as JupyterLab's notebook model holds it (what the kernel sent).
-    const payload: SegmentResult = await page.evaluate((mime) => {
-      const nbw = (window as any).jupyterapp.shell.currentWidget.content;
-      return nbw.model.cells.get(1).outputs.get(0).data[mime];
-    }, RESULT_MIME);
+    const payload = await outputPayload(page);
     assert.equal(payload.masks.length, 2, 'the assistant prefix has two [SEG]s');
     // The answer as the overlay view writes it: the text with a numbered chip per [SEG].
     const flat = (x: string) => x.replace(/\[SEG\]\d*/g, '[SEG]').replace(/\s+/g, '');
@@ -205,26 +258,65 @@ describe('JupyterLab with the prebuilt extension (real server, Chromium)', funct
     assert.equal(flat(shownText), flat(payload.text), 'the output shows the answer text');
     // Both masks are listed and drawn: the overlay canvas is opaque exactly on the union of the masks.
     assert.equal(await page.locator(`${OUTPUT} .rs-mask`).count(), 2);
+    await expectOverlay(page, payload.masks, 'as the cell showed it');
+
+    // Refine mask 1: its Refine button (in Chinese), then a click on the picture, a positive point there. The
+    // renderer asks the kernel through its comm, the magic asks the host, and the mask drawn is the new one.
+    const refineButton = page.locator(`${OUTPUT} .rs-mask[data-mask="0"] button`).first();
+    assert.equal(await refineButton.innerText(), '细化');
+    await refineButton.click();
+    const stage = page.locator(`${OUTPUT} .rs-stage[data-refine-mask="0"]`);
+    await stage.scrollIntoViewIfNeeded();
+    const box = (await stage.boundingBox())!;
     const [h, w] = payload.masks[0].rle.size;
-    const union = new Uint8Array(h * w);
-    for (const m of payload.masks) {
-      const d = decodeRle(m.rle);
-      for (let i = 0; i < d.length; i++) union[i] |= d[i];
-    }
-    const ov = await readCanvas(page, `${OUTPUT} canvas.rs-overlay`);
-    assert.deepEqual([ov.height, ov.width], [h, w]);
-    let painted = 0;
-    let mismatched = 0;
-    for (let i = 0; i < h * w; i++) {
-      const on = ov.data[i * 4 + 3] > 0;
-      painted += on ? 1 : 0;
-      mismatched += on !== (union[i] === 1) ? 1 : 0;
-    }
-    assert.ok(painted > 0, 'no mask pixel drawn');
-    assert.equal(mismatched, 0, `${mismatched} overlay pixels differ from the masks' union (${painted} painted)`);
+    const at = { x: (w * 2) / 5, y: (h * 9) / 20 }; // image pixels, where the refine goldens click (239.6, 179.6)
+    await page.mouse.click(box.x + (at.x * box.width) / w, box.y + (at.y * box.height) / h);
+    await waitRefined(page, true);
+    await page.waitForSelector(`${OUTPUT} .rs-stage[data-refine="done"]`);
+    const refined = await outputPayload(page);
+    const mask = refined.masks[0];
+    assert.equal(mask.refined?.points.length, 1);
+    assert.deepEqual(mask.refined?.labels, [1]);
+    assert.ok(Math.abs(mask.refined!.points[0][0] - at.x) <= 1 && Math.abs(mask.refined!.points[0][1] - at.y) <= 1);
+    assert.notEqual(mask.rle.counts, payload.masks[0].rle.counts, 'the click changed the mask');
+    assert.deepEqual(refined.masks[1], payload.masks[1], 'the other mask is untouched');
+    await expectOverlay(page, refined.masks, 'after the click');
+    mkdirSync(SHOTS, { recursive: true });
+    await page.screenshot({ path: path.join(SHOTS, 'jupyterlab-refine.png') });
+
+    // Undo (Chinese 撤销) restores the model's mask, in the picture and in the output; redo brings the refined back.
+    const bar = page.locator(`${OUTPUT} .rs-refine`);
+    await bar.locator('button', { hasText: '撤销' }).click();
+    await waitRefined(page, false);
+    assert.deepEqual((await outputPayload(page)).masks, payload.masks);
+    await expectOverlay(page, payload.masks, 'after undo');
+    await bar.locator('button', { hasText: '重做' }).click();
+    await waitRefined(page, true);
+    await expectOverlay(page, refined.masks, 'after redo');
+
+    // The kernel's answer to the renderer's 'set' rewrites the output's text too; then save: the notebook file keeps
+    // the refined mask, marked with its point, and the text says it is refined.
+    await page.waitForFunction(
+      () => {
+        const out = (window as any).jupyterapp.shell.currentWidget.content.model.cells.get(1).outputs.get(0);
+        return String(out.data['text/plain']).includes('refined');
+      },
+      undefined,
+      { timeout: 120_000 },
+    );
+    await page.evaluate(() => (window as any).jupyterapp.commands.execute('docmanager:save'));
+    await page.waitForFunction(() => !(window as any).jupyterapp.shell.currentWidget.context.model.dirty, undefined, {
+      timeout: 60_000,
+    });
+    const saved = JSON.parse(readFileSync(path.join(work, 'segment.ipynb'), 'utf8'));
+    const data = saved.cells[1].outputs.find((o: { data?: object }) => o.data && RESULT_MIME in o.data).data;
+    assert.deepEqual(data[RESULT_MIME].masks, refined.masks);
+    // nbformat writes multi-line strings as lists of lines.
+    const text = (v: string | string[]) => (Array.isArray(v) ? v.join('') : v);
+    assert.match(text(data['text/plain']), /\[SEG\] 0: .*\(refined: 1 positive point\(s\)\)/);
+    assert.match(text(data['text/markdown']), /before refining/);
     assert.deepEqual(errors, []);
 
-    mkdirSync(SHOTS, { recursive: true });
     await page.screenshot({ path: path.join(SHOTS, 'jupyterlab.png') });
   });
 });

@@ -4,18 +4,25 @@
 // needs no Node on the user's side. Without it JupyterLab shows the bundle's text/markdown + image/png fallback.
 
 import type { IRenderMime } from '@jupyterlab/rendermime-interfaces';
+import type { ReadonlyPartialJSONObject } from '@lumino/coreutils';
 import { Widget } from '@lumino/widgets';
 import { translator } from '../../overlay/l10n';
 import { ensureStyles } from '../../overlay/styles';
 import { checkResult } from '../../overlay/validate';
 import { createSegmentView, errorBox, type SegmentView } from '../../overlay/view';
+import type { ResultMask, SegmentResult } from '../../protocol/result';
 import { RESULT_MIME } from '../../protocol/result';
 import { offerDownload } from '../download';
+import { askKernel } from './kernel';
 
 class ResultWidget extends Widget implements IRenderMime.IRenderer {
   private view: SegmentView | undefined;
+  /** The masks the view shows, as written into the output (a refine, undo or redo changes them). */
+  private shown = '';
+  private sets = 0;
 
-  constructor() {
+  /** `language`: JupyterLab's (its translator's languageCode: zh-CN with the Chinese language pack). */
+  constructor(private readonly language: string | undefined) {
     super();
     this.addClass('rs-jupyterlab');
     // As JupyterLab's own renderers do: its cell toolbar finds outputs by this attribute.
@@ -23,14 +30,17 @@ class ResultWidget extends Widget implements IRenderMime.IRenderer {
   }
 
   async renderModel(model: IRenderMime.IMimeModel): Promise<void> {
+    // Writing a refined mask into the output makes JupyterLab render the output again: the view already shows it
+    // (and keeps its undo history).
+    const masks = (model.data[RESULT_MIME] as Partial<SegmentResult> | undefined)?.masks;
+    if (this.view && JSON.stringify(masks) === this.shown) return;
     this.view?.dispose();
     this.view = undefined;
     const node = this.node;
     const doc = node.ownerDocument;
     node.replaceChildren();
     ensureStyles(doc);
-    // JupyterLab writes its UI language (the language pack in use) into <html lang>.
-    const t = translator(doc.documentElement.lang);
+    const t = translator(this.language || doc.documentElement.lang);
     const checked = checkResult(model.data[RESULT_MIME]);
     if (!checked.ok) {
       const box = errorBox(doc, checked.title, checked.detail);
@@ -41,13 +51,45 @@ class ResultWidget extends Widget implements IRenderMime.IRenderer {
     const downloads = doc.createElement('div');
     downloads.className = 'rs-downloads';
     downloads.setAttribute('aria-live', 'polite');
+    const result = checked.result;
+    const resultId = result.resultId;
+    this.shown = JSON.stringify(masks);
     try {
-      this.view = createSegmentView(node, checked.result, { save: (f) => offerDownload(downloads, f, t), t });
+      this.view = createSegmentView(node, result, {
+        save: (f) => offerDownload(downloads, f, t),
+        t,
+        // Refining asks the kernel, whose magic asks the host that made the result (it remembers it by resultId).
+        ...(resultId
+          ? {
+              refine: async ({ maskIndex, prompt }) =>
+                (await askKernel(this, { op: 'refine', resultId, maskIndex, prompt }, t)).mask!,
+              onMaskChange: (i, mask) => this.keep(model, result, i, mask),
+            }
+          : {}),
+      });
       node.appendChild(downloads);
       await this.view.ready;
     } catch (e) {
       node.replaceChildren(errorBox(doc, t('This Reason Segment result cannot be shown'), (e as Error).message));
     }
+  }
+
+  /** Writes the mask shown into the output, so a saved notebook has it (marked `refined`, with its prompts), and
+   * tells the kernel, whose result object follows and whose text and markdown for the output are written too. */
+  private keep(model: IRenderMime.IMimeModel, result: SegmentResult, i: number, mask: ResultMask): void {
+    const current = model.data[RESULT_MIME] as unknown as SegmentResult;
+    const masks = current.masks.slice();
+    masks[i] = mask;
+    this.shown = JSON.stringify(masks);
+    const payload = { ...current, masks } as unknown as ReadonlyPartialJSONObject;
+    model.setData({ data: { ...model.data, [RESULT_MIME]: payload } });
+    const mine = ++this.sets;
+    void askKernel(this, { op: 'set', resultId: result.resultId!, maskIndex: i, mask }, (m) => m).then(
+      (a) => {
+        if (mine === this.sets && a.bundle && !this.isDisposed) model.setData({ data: { ...model.data, ...a.bundle } });
+      },
+      () => undefined, // no kernel: the output keeps the mask; its text stays as the cell wrote it
+    );
   }
 
   dispose(): void {
@@ -61,7 +103,7 @@ const rendererFactory: IRenderMime.IRendererFactory = {
   // The payload is data, drawn on a canvas and set as text: nothing in it runs, so untrusted notebooks show it too.
   safe: true,
   mimeTypes: [RESULT_MIME],
-  createRenderer: () => new ResultWidget(),
+  createRenderer: (options) => new ResultWidget(options.translator?.languageCode),
 };
 
 const extension: IRenderMime.IExtension = {
