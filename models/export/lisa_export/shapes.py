@@ -397,6 +397,20 @@ def tasks(shapes: list[Shape]) -> list[dict]:
     return out
 
 
+def describe(shapes: list[Shape]) -> list[tuple[str, str, str]]:
+    """A question about the whole scene and its answer, every solid shape from left to right: [(lang, question,
+    answer)].  Not a segmentation task: the trainer mixes it in as LISA mixes VQA data into its segmentation data."""
+    solid = sorted([s for s in shapes if not s.faint], key=lambda s: s.cx)
+    return [
+        (
+            "en",
+            "What shapes are in this image, from left to right?",
+            "From left to right: " + _list_en([f"a {_en_name(s)}" for s in solid]) + ".",
+        ),
+        ("zh", "图中从左到右有哪些形状？", "从左到右：" + _list_zh([_zh_name(s) for s in solid]) + "。"),
+    ]
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Scenes
 # ---------------------------------------------------------------------------------------------------------------------
@@ -421,6 +435,12 @@ def _place(rng: random.Random, n: int, h: int, w: int) -> list[tuple[float, floa
 
 
 def scene(rng: random.Random, photos: list[np.ndarray]) -> tuple[np.ndarray, dict]:
+    img, anno, _ = scene_shapes(rng, photos)
+    return img, anno
+
+
+def scene_shapes(rng: random.Random, photos: list[np.ndarray]) -> tuple[np.ndarray, dict, list[Shape]]:
+    """scene() and every solid shape in it (targets or not): SAM's pre-training segments each of them."""
     side = rng.choice([384, 448, 512, 576, 640])
     h, w = rng.choice([(side, side), (side, side), (side, side), (side, side * 4 // 3), (side * 4 // 3, side)])
     while True:
@@ -472,7 +492,7 @@ def scene(rng: random.Random, photos: list[np.ndarray]) -> tuple[np.ndarray, dic
         "imageHeight": h,
         "imageWidth": w,
     }
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8), anno
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8), anno, shapes
 
 
 def write_split(seed: int, count: int, out: Path, log=print) -> list[str]:

@@ -3,6 +3,8 @@ decoder's grid."""
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import torch
 from lisa_export import train
@@ -22,7 +24,7 @@ def test_one_step_trains_every_part_that_inference_uses(tmp_path):
     # not used by LISA's inference, so no gradient: CLIP's last layer and post-norm (hidden_states[-2] is read), the
     # IoU head and the multimask tokens (multimask_output=False), the prompt encoder's point and mask inputs
     unused = (
-        "clip.vision_model.encoder.layers.2.",
+        f"clip.vision_model.encoder.layers.{lisa.clip.config.num_hidden_layers - 1}.",
         "clip.vision_model.post_layernorm",
         "iou_prediction_head",
         "iou_token",
@@ -80,3 +82,39 @@ def test_data_parallel_step_is_the_halves_losses_gradient_bit_for_bit(tmp_path):
     assert threaded.keys() == sequential.keys()
     for n, g in sequential.items():
         assert torch.equal(threaded[n], g), n
+
+
+def test_sam_pretraining_trains_sam_and_lisa_stage_leaves_the_encoders_frozen(tmp_path):
+    """SAM's stage (point and box prompts, focal + Dice + IoU MSE) reaches SAM's image encoder, its prompt encoder's
+    point and box embeddings and the IoU head; LISA's stage then reads the cached embeddings of the frozen encoder."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lisa_export.tokenizer import load_slow_tokenizer
+
+    scenes = train.make_scenes(3, 2, log=lambda *_: None)
+    assert all(len(s["all"]) >= 2 and len(s["all"]) >= len(s["objects"]) for s in scenes)
+    lisa, _, _ = train.build_model(3, 1028)
+    lisa.train()
+    loss, m = train.sam_step_loss(lisa, scenes, [random.Random(i) for i in range(2)])
+    loss.backward()
+    assert np.isfinite(float(loss)) and 0 <= m["iou"] <= 1
+    for prefix in ("image_encoder.", "mask_decoder.transformer.", "mask_decoder.iou_prediction_head."):
+        grads = [p.grad for n, p in lisa.named_parameters() if n.startswith(prefix)]
+        assert grads and all(g is not None for g in grads), prefix
+    assert lisa.prompt_encoder.point_embeddings[1].weight.grad is not None  # a foreground point
+    lisa.zero_grad(set_to_none=True)
+
+    tok = load_slow_tokenizer(train.train_tokenizer(tmp_path / "tok", 3, scenes))
+    train.tokenize_examples(tok, scenes)
+    for p in [*lisa.image_encoder.parameters(), *lisa.prompt_encoder.parameters()]:
+        p.requires_grad_(False)
+    with ThreadPoolExecutor(2) as pool:
+        train.embed_images(lisa, scenes, pool)
+    with torch.no_grad():
+        again = lisa.image_encoder(train.sam_pixels(scenes[1]["sam_rgb"]))
+    assert torch.equal(again, scenes[1]["img_emb"])
+    loss, _ = train.step_loss(lisa, scenes, tok.convert_tokens_to_ids("[SEG]"), [0, 1])
+    loss.backward()
+    assert all(p.grad is None for p in lisa.image_encoder.parameters())
+    assert lisa.mask_decoder.output_upscaling[0].weight.grad is not None
+    assert lisa.text_hidden_fcs[0][0].weight.grad is not None
