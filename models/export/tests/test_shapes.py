@@ -66,3 +66,21 @@ def test_mask_from_json_marks_ignore_regions_255():
     m = shapes.mask_from_json(anno, 20, 20)
     assert m[5, 5] == 1 and m[15, 15] == 255 and m[0, 19] == 0
     assert m[10, 10] == 1  # equal areas: np.argsort order, reversed, paints the target last
+
+
+def test_scene_shapes_is_scene_plus_every_solid_shape_and_describe_lists_them_left_to_right():
+    import random
+
+    photos = shapes._photo_cache()
+    img, anno = shapes.scene(random.Random("lisa-shapes/11"), photos)
+    img2, anno2, solid = shapes.scene_shapes(random.Random("lisa-shapes/11"), photos)
+    assert np.array_equal(img, img2) and anno == anno2  # the same stream: `npm run shapes` output is unchanged
+    assert 2 <= len(solid) <= 6 and not any(s.faint for s in solid)
+    targets = [t["points"] for t in anno["shapes"] if t["label"] == "target"]
+    assert all(any(s.polygon() == t for s in solid) for t in targets)
+    (lang_en, q_en, a_en), (lang_zh, _, a_zh) = shapes.describe(solid)
+    assert (lang_en, lang_zh) == ("en", "zh") and q_en.endswith("from left to right?")
+    order = sorted(solid, key=lambda s: s.cx)
+    pos = [a_en.index(f"a {s.colour} {s.kind}") for s in order]
+    assert pos == sorted(pos) and len(set(pos)) == len(solid)
+    assert all(shapes.KIND_ZH[s.kind] in a_zh for s in solid)
