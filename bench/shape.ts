@@ -34,15 +34,17 @@ interface OneFigures {
   followupTtftMs: number;
   newTokens: number;
   weightBytes: number;
+  bundleBytes: number;
 }
 
 const gb = (b: number) => `${(b / 1e9).toFixed(2)} GB`;
 const s = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
-function bundleWeightBytes(bundle: string): number {
+/** Bytes of the bundle's graph files whose names start with `prefix` ('' for every graph). */
+function graphBytes(bundle: string, prefix: string): number {
   const dir = path.join(bundle, 'onnx');
   return readdirSync(dir)
-    .filter((f) => f.startsWith('decoder.onnx'))
+    .filter((f) => f.startsWith(prefix))
     .reduce((n, f) => n + statSync(path.join(dir, f)).size, 0);
 }
 
@@ -80,7 +82,8 @@ async function measureOne(bundle: string, newTokens: number): Promise<OneFigures
       firstMaskMs: a.totalMs,
       followupTtftMs: b.ttftMs,
       newTokens: a.r.timings.newTokens,
-      weightBytes: bundleWeightBytes(bundle),
+      weightBytes: graphBytes(bundle, 'decoder.onnx'),
+      bundleBytes: graphBytes(bundle, ''),
     };
   } finally {
     await p.dispose();
@@ -108,8 +111,8 @@ export async function benchShape(shape: string, bandwidth: number, newTokens: nu
   for (const [weights, f] of rows) {
     const achieved = f.weightBytes / (f.stepMs / 1000);
     console.log(
-      `  ours ${weights}: decoder weights ${gb(f.weightBytes)}; load ${s(f.loadMs)}, RSS after load ${gb(f.rssAfterLoad)} ` +
-        `(weights + ${gb(f.rssAfterLoad - f.weightBytes)}), peak RSS ${gb(f.peakRss)}; time to first token ${s(f.ttftMs)}; ` +
+      `  ours ${weights}: decoder weights ${gb(f.weightBytes)}, all graphs ${gb(f.bundleBytes)}; load ${s(f.loadMs)}, ` +
+        `RSS after load ${gb(f.rssAfterLoad)} (all graphs + ${gb(f.rssAfterLoad - f.bundleBytes)}), peak RSS ${gb(f.peakRss)}; time to first token ${s(f.ttftMs)}; ` +
         `${f.stepMs.toFixed(0)} ms per decode step = ${gb(achieved)}/s, ${(achieved / (bandwidth / 2)).toFixed(2)} of the ` +
         `measured read bandwidth; SAM ViT-H encoder ${s(f.samEncoderMs)}; first mask at ${s(f.firstMaskMs)}; ` +
         `follow-up time to first token ${s(f.followupTtftMs)}`,
