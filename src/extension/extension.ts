@@ -5,7 +5,7 @@ import * as vscode from 'vscode';
 import { validateWebviewMessage } from '../protocol/chat';
 import { ChatViewProvider } from './chatView';
 import { HostManager, SERVER_TOKEN_SECRET } from './host';
-import { formatHostStatus } from './hostStatus';
+import { formatHostStatus, type HostStatusItem } from './hostStatus';
 import { saveFileWithDialog } from './imageFiles';
 import { applyKernelEnvironment, enableKernelMagic } from './kernel';
 import { addModel, selectModel, watchModelSettings } from './models';
@@ -123,20 +123,16 @@ export function activate(context: vscode.ExtensionContext): ExtensionApi {
   });
   cmd('reasonSegment.showHostStatus', async () => {
     const s = await host.status().catch((e) => ({ error: (e as Error).message }));
-    const lines = formatHostStatus({ hostState: host.state, starts: host.starts, status: s }, (m, ...a) =>
-      vscode.l10n.t(m, ...a),
-    );
+    const report = { hostState: host.state, starts: host.starts, status: s };
+    const items = formatHostStatus(report, (m, ...a) => vscode.l10n.t(m, ...a));
     log.appendLine(vscode.l10n.t('Reason Segment host status:'));
-    for (const line of lines) log.appendLine(`  ${line}`);
-    // One machine-readable line for bug reports and the end-to-end test, after the readable ones.
-    log.appendLine(
-      `[status] ${JSON.stringify({ seq: ++statusSeq, hostState: host.state, starts: host.starts, activationMs: Math.round(activationMs), status: s ?? null })}`,
-    );
-    log.show(true);
-    const showLog = vscode.l10n.t('Show Host Log');
-    void vscode.window
-      .showInformationMessage(lines.join(' '), showLog)
-      .then((a) => a === showLog && hostLog.show(true));
+    for (const i of items) log.appendLine(`  ${i.label}: ${i.detail}`);
+    // The same as data, for bug reports and the end-to-end tests: the extension's log folder, not shown to the user.
+    const data = { seq: ++statusSeq, ...report, activationMs: Math.round(activationMs), status: s ?? null };
+    await vscode.workspace.fs
+      .writeFile(vscode.Uri.joinPath(context.logUri, 'host-status.json'), Buffer.from(JSON.stringify(data, null, 1)))
+      .then(undefined, (e) => log.appendLine(`[status] could not write host-status.json: ${(e as Error).message}`));
+    void showStatusPick(items, hostLog);
     return s;
   });
   cmd('reasonSegment.enableKernelMagic', () => enableKernelMagic(context));
@@ -212,6 +208,23 @@ async function activeImage(): Promise<vscode.Uri | undefined> {
     filters: { [vscode.l10n.t('Images')]: ['png', 'jpg', 'jpeg', 'webp', 'bmp', 'gif', 'tif', 'tiff'] },
   });
   return picked?.[0];
+}
+
+/** The host status at a glance: one row per item, then what one can do about it. */
+async function showStatusPick(items: HostStatusItem[], hostLog: vscode.OutputChannel): Promise<void> {
+  const icons = ['$(server-process)', '$(symbol-namespace)', '$(pulse)'];
+  type Row = vscode.QuickPickItem & { run?: () => unknown };
+  const rows: Row[] = [
+    ...items.map((i, k) => ({ label: `${icons[k] ?? '$(info)'} ${i.label}`, detail: i.detail })),
+    { label: '', kind: vscode.QuickPickItemKind.Separator },
+    { label: `$(output) ${vscode.l10n.t('Show Host Log')}`, run: () => hostLog.show(true) },
+    {
+      label: `$(debug-restart) ${vscode.l10n.t('Restart Host')}`,
+      run: () => vscode.commands.executeCommand('reasonSegment.restartHost'),
+    },
+  ];
+  const picked = await vscode.window.showQuickPick(rows, { title: vscode.l10n.t('Reason Segment host status') });
+  await picked?.run?.();
 }
 
 /** An input box with the recent instructions offered as quick picks (typing a new one works too). */

@@ -1,5 +1,6 @@
-// "Show Host Status" as lines a person reads (the host's status answer is JSON). Never imports vscode: the caller
-// passes its translator.
+// "Show Host Status" as a person reads it: a few items (host, model, work done), each a short label and a detail line,
+// from the host's status answer. Never imports vscode: the caller passes its translator and shows the items (a quick
+// pick in the extension).
 import type { StatusResult } from '../protocol/rpc';
 
 export type Translate = (message: string, ...args: Array<string | number>) => string;
@@ -12,42 +13,43 @@ export interface HostStatusReport {
   status: StatusResult | { error: string } | undefined;
 }
 
-export function formatHostStatus(r: HostStatusReport, t: Translate): string[] {
+export interface HostStatusItem {
+  /** What it is about, short: the host and its state, the model, the answers. */
+  label: string;
+  detail: string;
+}
+
+export function formatHostStatus(r: HostStatusReport, t: Translate): HostStatusItem[] {
   const s = r.status;
-  if (!s) return [t('Host: {0}, not running.', r.hostState)];
-  if ('error' in s) return [t('Host: {0}; it did not answer: {1}', r.hostState, s.error)];
-  const lines = [
-    t(
-      'Host: {0}, process {1}, up {2} s, started {3} time(s) in this window.',
-      s.state ?? r.hostState,
-      s.pid ?? '?',
-      ((s.uptimeMs ?? 0) / 1000).toFixed(1),
-      r.starts,
-    ),
-  ];
-  lines.push(
-    s.model
-      ? t(
-          'Model: {0} on {1}, {2} layers, context {3} tokens, from {4}',
-          s.model.variant,
-          s.model.provider,
-          s.model.layers,
-          s.model.contextLength,
-          s.model.bundle,
-        )
-      : t('Model: none loaded yet (it loads on the first question).'),
-  );
+  if (!s) return [{ label: t('Host: {0}', r.hostState), detail: t('Not running; it starts on the first question.') }];
+  if ('error' in s) return [{ label: t('Host: {0}', r.hostState), detail: t('It did not answer: {0}', s.error) }];
   const c = s.counters;
-  lines.push(
-    t(
-      'Answers {0}; image encoder runs: CLIP {1}, SAM {2}; image decodes {3}; cache hits {4}, {5} MB cached.',
-      c.requests ?? 0,
-      c.visionEncoderRuns,
-      c.samEncoderRuns,
-      c.imageDecodes,
-      c.cacheHits,
-      (c.cacheBytes / 1e6).toFixed(1),
-    ),
-  );
-  return lines;
+  return [
+    {
+      label: t('Host: {0}', s.state ?? r.hostState),
+      detail: t(
+        'process {0} · up {1} s · started {2} time(s) in this window',
+        s.pid ?? '?',
+        ((s.uptimeMs ?? 0) / 1000).toFixed(1),
+        r.starts,
+      ),
+    },
+    s.model
+      ? {
+          label: t('Model: {0} on {1}', s.model.variant, s.model.provider),
+          detail: t('{0} layers · context {1} tokens · {2}', s.model.layers, s.model.contextLength, s.model.bundle),
+        }
+      : { label: t('Model: none loaded yet'), detail: t('It loads on the first question.') },
+    {
+      label: t('Answers: {0}', c.requests ?? 0),
+      detail: t(
+        'image encoder runs: CLIP {0}, SAM {1} · image decodes {2} · cache hits {3} · {4} MB cached',
+        c.visionEncoderRuns,
+        c.samEncoderRuns,
+        c.imageDecodes,
+        c.cacheHits,
+        (c.cacheBytes / 1e6).toFixed(1),
+      ),
+    },
+  ];
 }

@@ -3,7 +3,17 @@
 // Chromium through playwright-core.
 import * as assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  type Dirent,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -80,7 +90,8 @@ export async function startCodeServer(
 ): Promise<CodeServer> {
   // code-server is a remote window: machine-scoped settings (reasonSegment.model is one, a path on the host's
   // machine) are read from the Machine settings, the rest from the User settings. Both get the same file.
-  lastSeq = 0; // a new window's extension numbers its status lines from 1 again
+  lastSeq = 0; // a new window's extension numbers its statuses from 1 again
+  statusRoot = opts.userDataDir;
   for (const scope of ['User', 'Machine']) {
     mkdirSync(path.join(opts.userDataDir, scope), { recursive: true });
     writeFileSync(
@@ -260,25 +271,6 @@ export async function outputText(page: Page): Promise<string> {
   });
 }
 
-/** The last `[status] {...}` JSON the extension wrote to its output channel. */
-export function lastStatus(text: string): any {
-  const at = text.lastIndexOf('[status] {');
-  if (at < 0) return undefined;
-  let depth = 0;
-  let inStr = false;
-  const start = at + '[status] '.length;
-  for (let i = start; i < text.length; i++) {
-    const ch = text[i];
-    if (inStr) {
-      if (ch === '\\') i++;
-      else if (ch === '"') inStr = false;
-    } else if (ch === '"') inStr = true;
-    else if (ch === '{') depth++;
-    else if (ch === '}' && --depth === 0) return JSON.parse(text.slice(start, i + 1));
-  }
-  return undefined;
-}
-
 /** The .vsix to test: $REASON_SEGMENT_VSIX, or one packed for linux-x64 into outDir. */
 export function buildVsix(outDir: string): string {
   if (process.env.REASON_SEGMENT_VSIX) return path.resolve(process.env.REASON_SEGMENT_VSIX);
@@ -292,18 +284,54 @@ export function buildVsix(outDir: string): string {
 }
 
 let lastSeq = 0;
-/** Runs "Reason Segment: Show Host Status" and reads the new `[status] {...}` line from the output channel. */
+let statusRoot = '';
+
+/** The newest host-status.json under `dir` (the extension writes it into its log folder, context.logUri). */
+function newestStatusFile(dir: string): string | undefined {
+  let best: { file: string; mtime: number } | undefined;
+  const walk = (d: string) => {
+    let entries: Dirent[];
+    try {
+      entries = readdirSync(d, { withFileTypes: true });
+    } catch {
+      return; // removed while we looked (a lock or temporary file's folder)
+    }
+    for (const e of entries) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.name === 'host-status.json') {
+        const mtime = statSync(p).mtimeMs;
+        if (!best || mtime > best.mtime) best = { file: p, mtime };
+      }
+    }
+  };
+  walk(dir);
+  return best?.file;
+}
+
+/**
+ * Runs "Reason Segment: Show Host Status" and returns what it wrote as data (host-status.json in the extension's log
+ * folder: seq, hostState, starts, activationMs, status), with the rows of the quick pick it showed the user (`rows`,
+ * label and detail of each). Closes the quick pick.
+ */
 export async function hostStatus(page: Page): Promise<any> {
   await runCommand(page, 'Reason Segment: Show Host Status');
   const deadline = Date.now() + 20_000;
   for (;;) {
-    const text = await outputText(page);
-    const s = lastStatus(text);
+    const file = newestStatusFile(statusRoot);
+    const s = file ? JSON.parse(readFileSync(file, 'utf8')) : undefined;
     if (s && s.seq > lastSeq) {
       lastSeq = s.seq;
-      return { ...s, text };
+      // The status's own rows (the palette that ran the command may still be closing).
+      await page
+        .locator('.quick-input-widget .monaco-list-row', { hasText: /Host: \w/ })
+        .first()
+        .waitFor({ timeout: 10_000 });
+      const shown = await page.locator('.quick-input-widget .monaco-list-row').allInnerTexts();
+      await page.keyboard.press('Escape');
+      return { ...s, rows: shown };
     }
-    if (Date.now() > deadline) throw new Error(`no new status in the output channel:\n${text.slice(-2000)}`);
+    if (Date.now() > deadline) throw new Error(`no new host-status.json under ${statusRoot} (last seq ${lastSeq})`);
     await page.waitForTimeout(250);
   }
 }

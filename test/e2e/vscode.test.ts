@@ -2,12 +2,14 @@
 // installed with `code-server --install-extension`, a workspace holds a real photograph, the model setting points at
 // the committed tiny bundle. Right-click the photo -> "Segment Image…" -> instruction -> answer and overlay in the chat
 // panel; the result opens beside the image in the editor area (the results panel) and follows the follow-up; a
-// second turn in the panel runs no image encoder (host counters); the host is killed mid-answer and the panel keeps
-// its history while the host restarts; Restart Host reports no crash and logs no error. When code-server cannot be installed it fails in CI (CI=true) and is
-// skipped, with the reason, elsewhere.
+// second turn in the panel runs no image encoder (host counters); one refine by a click in the results panel, Save
+// (the file has the refined mask and its point), undo (the answer's mask again, in the side bar too); the host is
+// killed mid-answer and the panel keeps its history while the host restarts; Restart Host reports no crash and logs no
+// error; Show Host Status is a quick pick of readable rows. When code-server cannot be installed it fails in CI
+// (CI=true) and is skipped, with the reason, elsewhere.
 import * as assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Page } from 'playwright-core';
@@ -79,8 +81,9 @@ describe('extension end to end in code-server', function () {
     browser = await launchBrowser();
     page = browser.page;
     const t2 = Date.now();
-    await page.goto(`${server.url}/?folder=${encodeURIComponent(workspace)}`);
-    await page.locator('.monaco-workbench').waitFor({ timeout: 60_000 });
+    // The first load compiles and serves the whole workbench: on a loaded machine it takes more than the default 30 s.
+    await page.goto(`${server.url}/?folder=${encodeURIComponent(workspace)}`, { timeout: 120_000 });
+    await page.locator('.monaco-workbench').waitFor({ timeout: 120_000 });
     timings.workbenchMs = Date.now() - t2;
   });
 
@@ -181,6 +184,12 @@ describe('extension end to end in code-server', function () {
     );
     assert.equal(s.status.counters.visionEncoderRuns, 1);
     assert.equal(s.status.counters.samEncoderRuns, 1);
+    // What the user sees: a quick pick of readable rows, no JSON.
+    const rows = (s.rows as string[]).join('\n');
+    assert.match(rows, /Host: ready/);
+    assert.match(rows, /Answers: 1\b/);
+    assert.match(rows, /CLIP 1, SAM 1/);
+    assert.doesNotMatch(rows, /[{}"]/, rows);
   });
 
   it('the result opens beside the image, as large as the editor allows, with zoom', async () => {
@@ -235,6 +244,81 @@ describe('extension end to end in code-server', function () {
     await rf.waitForFunction((id) => document.querySelector('.rs-rp')?.getAttribute('data-turn-id') === id, second, {
       timeout: 30_000,
     });
+  });
+
+  it('refine in the results panel: a click refines the mask, Save writes it with its point, undo restores it', async () => {
+    const rf = await resultFrame(page);
+    const chat = await chatFrame(page);
+    const stage = rf.locator('.rs-rp-viewport .rs-stage');
+    const row = rf.locator('.rs-rp-side .rs-mask[data-mask="0"]');
+    // The side bar's copy of the same turn (the panel shows the follow-up's answer, the second turn).
+    const sideRow = chat.locator('li.rs-turn[data-status="done"]').nth(1).locator('.rs-mask[data-mask="0"]');
+    const overlay = () =>
+      rf.locator('.rs-rp-viewport .rs-overlay').evaluate((c: HTMLCanvasElement) => {
+        const d = c.getContext('2d')!.getImageData(0, 0, c.width, c.height).data;
+        let n = 0;
+        let h = 0;
+        for (let i = 3; i < d.length; i += 4)
+          if (d[i] > 0) {
+            n++;
+            h = (h * 31 + i) >>> 0;
+          }
+        return { n, h, w: c.width, h0: c.height };
+      });
+    const original = await overlay();
+    assert.ok(original.n > 0, 'the answer has a mask to refine');
+    assert.equal(await sideRow.getAttribute('data-refined'), 'false');
+
+    await rf.getByRole('button', { name: 'Refine mask 1 by clicking' }).click();
+    const box = (await stage.boundingBox())!;
+    // One positive point, a real click on the picture inside the webview (left of the middle, in the cat's face).
+    const at = { x: 0.35, y: 0.45 };
+    await page.mouse.click(box.x + box.width * at.x, box.y + box.height * at.y);
+    await rf.waitForFunction(() => {
+      const s = document.querySelector('.rs-rp-viewport .rs-stage') as HTMLElement;
+      return s.dataset.refine === 'done' || s.dataset.refine === 'failed';
+    });
+    assert.equal(await stage.getAttribute('data-refine'), 'done', await rf.locator('.rs-refine').innerText());
+    assert.equal(await row.getAttribute('data-refined'), 'true');
+    const refined = await overlay();
+    assert.notDeepEqual(refined, original, "the refined mask is drawn in place of the answer's");
+    // The conversation keeps the refined mask: the side bar shows it, marked refined.
+    await sideRow.and(chat.locator('[data-refined="true"]')).waitFor({ timeout: 30_000 });
+    assert.match(await sideRow.innerText(), /refined \(1 point\(s\)\)/);
+
+    // Save COCO JSON: VS Code's save dialog (a quick input with the path) writes it into the workspace.
+    const saved = path.join(server!.workspace, 'chelsea-masks.json');
+    await rf.getByRole('button', { name: 'Save COCO JSON' }).click();
+    const input = page.locator('.quick-input-widget input');
+    await input.waitFor({ state: 'visible', timeout: 30_000 });
+    // code-server's own save dialog labels its button OK (the saveLabel is not shown there).
+    const accept = page.locator('.quick-input-widget .monaco-button', { hasText: /^(OK|Save)$/ });
+    for (let i = 0; i < 10 && !existsSync(saved); i++) {
+      if ((await input.inputValue().catch(() => saved)) !== saved) await input.fill(saved).catch(() => undefined);
+      await page.waitForTimeout(500);
+      await accept.click().catch(() => undefined);
+      await input.waitFor({ state: 'hidden', timeout: 5000 }).catch(() => undefined);
+    }
+    assert.ok(existsSync(saved), 'the save dialog wrote chelsea-masks.json');
+    const coco = JSON.parse(readFileSync(saved, 'utf8'));
+    const ann = coco.annotations[0];
+    assert.equal(coco.annotations.length, 1);
+    assert.deepEqual(ann.refined.labels, [1], 'the refined mask is saved with its positive point');
+    assert.equal(ann.refined.points.length, 1);
+    const [W, H] = [coco.images[0].width, coco.images[0].height];
+    assert.ok(
+      Math.abs(ann.refined.points[0][0] - at.x * W) <= 2 && Math.abs(ann.refined.points[0][1] - at.y * H) <= 2,
+      `the point where the click was: ${ann.refined.points[0]} in ${W}x${H}`,
+    );
+    assert.match(await row.locator('.rs-meta').innerText(), new RegExp(`^${ann.area} px`), 'the saved mask is shown');
+
+    // Undo: the answer's mask again, in the panel and in the stored conversation (the side bar).
+    await rf.getByRole('button', { name: 'Undo' }).click();
+    assert.equal(await row.getAttribute('data-refined'), 'false');
+    assert.deepEqual(await overlay(), original, "undo draws the answer's mask again, pixel for pixel");
+    await sideRow.and(chat.locator('[data-refined="false"]')).waitFor({ timeout: 30_000 });
+    await rf.getByRole('button', { name: 'Done' }).click();
+    await page.screenshot({ path: path.join(os.tmpdir(), 'reason-segment-screens', 'e2e-refine.png') });
   });
 
   it('killing the host mid-answer: the panel keeps its history and the host restarts', async () => {

@@ -1,5 +1,5 @@
-// "Show Host Status" reads as sentences, from the real host's status answer before and after a model is loaded, in
-// English and with the Chinese translations the extension ships.
+// "Show Host Status" reads as short labelled items (the quick pick's rows), from the real host's status answer before
+// and after a model is loaded, in English and with the Chinese translations the extension ships.
 import * as assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
@@ -30,9 +30,12 @@ describe('extension: Show Host Status', function () {
     rmSync(tmp, { recursive: true, force: true });
   });
 
-  it('formats the real status as lines without JSON, in English and Chinese', async () => {
+  it('formats the real status as short labelled items without JSON, in English and Chinese', async () => {
     const idle = await host.request(Methods.status, undefined);
-    assert.match(formatHostStatus({ hostState: 'running', starts: 1, status: idle }, en)[1], /^Model: none loaded yet/);
+    assert.deepEqual(formatHostStatus({ hostState: 'running', starts: 1, status: idle }, en)[1], {
+      label: 'Model: none loaded yet',
+      detail: 'It loads on the first question.',
+    });
     await host.request(Methods.loadModel, { bundle: BUNDLE, device: 'cpu' });
     await host.request(Methods.segment, {
       image: { path: path.join(BUNDLE, 'images', 'chelsea.png') },
@@ -41,24 +44,34 @@ describe('extension: Show Host Status', function () {
       maxNewTokens: 1,
     });
     const s = await host.request(Methods.status, undefined);
-    const lines = formatHostStatus({ hostState: 'running', starts: 2, status: s }, en);
-    assert.equal(lines.length, 3);
-    assert.match(lines[0], new RegExp(`^Host: ${s.state}, process ${s.pid}, up \\d+\\.\\d s, started 2 time\\(s\\)`));
-    assert.equal(
-      lines[1],
-      `Model: ${s.model!.variant} on cpu, ${s.model!.layers} layers, context ${s.model!.contextLength} tokens, from ${BUNDLE}`,
-    );
+    const items = formatHostStatus({ hostState: 'running', starts: 2, status: s }, en);
+    assert.equal(items.length, 3);
+    assert.equal(items[0].label, `Host: ${s.state}`);
     assert.match(
-      lines[2],
-      /^Answers 1; image encoder runs: CLIP 1, SAM 1; image decodes 1; cache hits 0, \d+\.\d MB cached\.$/,
+      items[0].detail,
+      new RegExp(`^process ${s.pid} · up \\d+\\.\\d s · started 2 time\\(s\\) in this window$`),
     );
-    for (const l of lines) assert.doesNotMatch(l, /[{}"]/, 'no JSON');
-    const zhLines = formatHostStatus({ hostState: 'running', starts: 2, status: s }, zh);
+    assert.deepEqual(items[1], {
+      label: `Model: ${s.model!.variant} on cpu`,
+      detail: `${s.model!.layers} layers · context ${s.model!.contextLength} tokens · ${BUNDLE}`,
+    });
+    assert.equal(items[2].label, 'Answers: 1');
+    assert.match(
+      items[2].detail,
+      /^image encoder runs: CLIP 1, SAM 1 · image decodes 1 · cache hits 0 · \d+\.\d MB cached$/,
+    );
+    for (const i of items) assert.doesNotMatch(`${i.label} ${i.detail}`, /[{}"]/, 'no JSON');
+    const zhItems = formatHostStatus({ hostState: 'running', starts: 2, status: s }, zh);
     assert.ok(
-      zhLines.every((l) => /[\u4e00-\u9fff]/.test(l)),
-      zhLines.join('\n'),
+      zhItems.every((i) => /[\u4e00-\u9fff]/.test(i.label) && /[\u4e00-\u9fff]/.test(i.detail)),
+      JSON.stringify(zhItems),
     );
-    assert.match(formatHostStatus({ hostState: 'stopped', starts: 0, status: undefined }, zh)[0], /[\u4e00-\u9fff]/);
-    assert.match(formatHostStatus({ hostState: 'crashed', starts: 1, status: { error: 'gone' } }, zh)[0], /gone/);
+    const stopped = formatHostStatus({ hostState: 'stopped', starts: 0, status: undefined }, zh);
+    assert.equal(stopped.length, 1);
+    assert.match(stopped[0].detail, /[\u4e00-\u9fff]/);
+    assert.match(
+      formatHostStatus({ hostState: 'crashed', starts: 1, status: { error: 'gone' } }, zh)[0].detail,
+      /gone/,
+    );
   });
 });
