@@ -206,9 +206,10 @@ describe('extension in server mode, end to end in code-server', function () {
 
   it('with the token set through the command, Retry answers with text and a mask', async () => {
     await runCommand(page, 'Reason Segment: Set Server Token');
-    const input = page.locator('.quick-input-widget input');
-    await input.waitFor({ state: 'visible' });
-    assert.equal(await input.getAttribute('type'), 'password');
+    // The palette's own (text) input can still be showing when runCommand returns: wait for the token box, a password
+    // box (a text box never matches, and the wait fails).
+    const input = page.locator('.quick-input-widget input[type="password"]');
+    await input.waitFor({ state: 'visible', timeout: 30_000 });
     await input.fill(token);
     await input.press('Enter');
     await input.waitFor({ state: 'hidden' });
