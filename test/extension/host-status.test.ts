@@ -1,22 +1,16 @@
 // "Show Host Status" reads as short labelled items (the quick pick's rows), from the real host's status answer before
 // and after a model is loaded, in English and with the Chinese translations the extension ships.
 import * as assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { formatHostStatus, type Translate } from '../../src/extension/hostStatus';
+import { formatHostStatus } from '../../src/extension/hostStatus';
 import { Methods } from '../../src/protocol/rpc';
-import { FIXTURE_BUNDLES, REPO } from '../helpers/bundles';
+import { FIXTURE_BUNDLES } from '../helpers/bundles';
 import { HostClient } from '../helpers/host-client';
+import { en, zh } from '../helpers/l10n';
 
 const BUNDLE = path.join(FIXTURE_BUNDLES, 'tiny-7b');
-const ZH: Record<string, string> = JSON.parse(readFileSync(path.join(REPO, 'l10n/bundle.l10n.zh-cn.json'), 'utf8'));
-const fill = (m: string, args: Array<string | number>) => m.replace(/\{(\d+)\}/g, (_, i) => String(args[Number(i)]));
-const en: Translate = (m, ...a) => fill(m, a);
-const zh: Translate = (m, ...a) => {
-  assert.ok(ZH[m], `l10n/bundle.l10n.zh-cn.json lacks ${JSON.stringify(m)}`);
-  return fill(ZH[m], a);
-};
 
 describe('extension: Show Host Status', function () {
   this.timeout(300_000);

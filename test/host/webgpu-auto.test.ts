@@ -7,21 +7,14 @@ import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:f
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { deviceLabel } from '../../src/extension/deviceLabel';
-import type { Translate } from '../../src/extension/hostStatus';
 import { vulkanLoaderMissing } from '../../src/host/device-choice';
 import { Methods } from '../../src/protocol/rpc';
-import { FIXTURE_BUNDLES, REPO } from '../helpers/bundles';
+import { FIXTURE_BUNDLES } from '../helpers/bundles';
 import { HostClient } from '../helpers/host-client';
+import { en, zh } from '../helpers/l10n';
 import { SWIFTSHADER_MISSING, swiftshaderEnv } from '../helpers/swiftshader';
 
 const BUNDLE = path.join(FIXTURE_BUNDLES, 'tiny-7b');
-const ZH: Record<string, string> = JSON.parse(readFileSync(path.join(REPO, 'l10n/bundle.l10n.zh-cn.json'), 'utf8'));
-const fill = (m: string, args: Array<string | number>) => m.replace(/\{(\d+)\}/g, (_, i) => String(args[Number(i)]));
-const en: Translate = (m, ...a) => fill(m, a);
-const zh: Translate = (m, ...a) => {
-  assert.ok(ZH[m], `l10n/bundle.l10n.zh-cn.json lacks ${JSON.stringify(m)}`);
-  return fill(ZH[m], a);
-};
 
 describe("device 'auto': webgpu where it can run, else cpu with the reason in the status bar", function () {
   this.timeout(600_000);
