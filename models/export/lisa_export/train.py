@@ -506,6 +506,18 @@ def cosine(opt, n: int):
     )
 
 
+def log_progress(log, stage: str, ema: dict, losses: dict, step: int, n: int, sched, t0: float) -> None:
+    """Folds a step's losses into their moving averages and logs them every 10 steps and at the last."""
+    for k, v in losses.items():
+        ema[k] = v if k not in ema else 0.95 * ema[k] + 0.05 * v
+    if step % 10 == 0 or step == n - 1:
+        log(
+            f"{stage} step {step}/{n} "
+            + " ".join(f"{k} {v:.3f}" for k, v in ema.items())
+            + f" lr {sched.get_last_lr()[0]:.2e} {time.time() - t0:.0f} s"
+        )
+
+
 def pretrain_sam(lisa: Lisa, scenes: list[dict], n: int, batch: int, lr: float, seed: int, pool, log, t0) -> None:
     """SAM's stage: the image encoder, prompt encoder and mask decoder trained on point and box prompts of every shape (LISA starts from a SAM pre-trained so; this one is pre-trained here, on the same scenes)."""
     params = [p for m in (lisa.image_encoder, lisa.prompt_encoder, lisa.mask_decoder) for p in m.parameters()]
@@ -530,14 +542,7 @@ def pretrain_sam(lisa: Lisa, scenes: list[dict], n: int, batch: int, lr: float, 
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        for k, v in m.items():
-            ema[k] = v if k not in ema else 0.95 * ema[k] + 0.05 * v
-        if step % 10 == 0 or step == n - 1:
-            log(
-                f"sam step {step}/{n} "
-                + " ".join(f"{k} {v:.3f}" for k, v in ema.items())
-                + f" lr {sched.get_last_lr()[0]:.2e} {time.time() - t0:.0f} s"
-            )
+        log_progress(log, "sam", ema, m, step, n, sched, t0)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -633,14 +638,7 @@ def train(
                 torch.nn.utils.clip_grad_norm_(trainable, 1.0)
                 opt.step()
                 sched.step()
-                for k, v in m.items():
-                    ema[k] = v if k not in ema else 0.95 * ema[k] + 0.05 * v
-                if step % 10 == 0 or step == n - 1:
-                    log(
-                        f"cycle {cycle} step {step}/{n} "
-                        + " ".join(f"{k} {v:.3f}" for k, v in ema.items())
-                        + f" lr {sched.get_last_lr()[0]:.2e} {time.time() - t0:.0f} s"
-                    )
+                log_progress(log, f"cycle {cycle}", ema, m, step, n, sched, t0)
                 if keep_checkpoint is not None and (step + 1) % 60 == 0:
                     save_checkpoint(lisa, llm_cfg, clip_cfg, tok_dir, keep_checkpoint / "latest")
             if keep_checkpoint is not None:
