@@ -148,12 +148,14 @@ class WeightMaker:
     def __init__(self, weights: str, nbits_quantizer=None):
         self.weights = weights
         self.nbits = nbits_quantizer
-        self._last: tuple[int, dict] | None = None
+        # The last weight quantised and its parts (a weight's kinds are asked for one after another). The weight itself
+        # is kept, not its id(): once freed, a new array can take its id, and would get the old weight's bytes.
+        self._last: tuple[np.ndarray, dict] | None = None
 
     def make(self, w: np.ndarray, kind: str) -> np.ndarray:
         if kind == "raw":
             return w
-        cached = self._last[1] if self._last is not None and self._last[0] == id(w) else None
+        cached = self._last[1] if self._last is not None and self._last[0] is w else None
         if cached is None:
             if kind in ("_int8", "_scale"):
                 from .export import w8a8_quantize
@@ -163,7 +165,7 @@ class WeightMaker:
             else:
                 packed, scales, _ = self.nbits.qbits_block_quant(w)
                 cached = {"_Q4": packed, "_Q8": packed, "_scales": scales}
-            self._last = (id(w), cached)
+            self._last = (w, cached)
         return cached[kind]
 
 

@@ -235,3 +235,23 @@ def test_v0_checkpoint_is_refused_in_one_line(tmp_path, where):
         export_bundle(src, clip, tmp_path / "out", log=lambda m: None)
     assert "\n" not in str(e.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_weight_maker_quantises_each_new_weight():
+    """Layer after layer, a freed weight's id() is taken by the next one: the maker must still quantise the new one
+    (it once kept the last weight's quantised bytes by id, and a layer could get the previous layer's weights)."""
+    from lisa_export.export import w8a8_quantize
+    from lisa_export.stream import WeightMaker
+
+    maker = WeightMaker("w8a8")
+    rng = np.random.default_rng(0)
+    ids = set()
+    for _ in range(20):
+        w = rng.standard_normal((64, 32), dtype=np.float32)
+        ids.add(id(w))
+        got = maker.make(w, "_int8").tobytes(), maker.make(w, "_scale").tobytes()
+        want_q, want_s = w8a8_quantize(w)
+        assert got == (want_q.tobytes(), want_s.tobytes())
+        del want_q, want_s
+        del w  # freed last, so the next weight is likely to take its id
+    assert len(ids) < 20, "no id was reused: the test did not meet the case it is for"
