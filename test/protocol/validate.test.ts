@@ -229,9 +229,10 @@ describe('protocol/validate', function () {
 
   it('validates load-model params', function () {
     assert.deepEqual(validateLoadModelParams({ bundle: '/m', device: 'cuda', allowFallback: true }), []);
+    assert.deepEqual(validateLoadModelParams({ bundle: '/m', device: 'auto' }), []);
     assert.match(
       validateLoadModelParams({ bundle: '/m', device: 'tpu' })[0],
-      /^device: expected one of "cpu", "cuda", "webgpu"/,
+      /^device: expected one of "auto", "cpu", "cuda", "webgpu", got the string "tpu"/,
     );
     assert.match(validateLoadModelParams({ device: 'cpu' })[0], /^bundle: expected a string/);
   });
