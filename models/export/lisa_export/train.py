@@ -358,13 +358,7 @@ def step_loss(lisa: Lisa, batch: list[dict], seg_id: int, pick: list[int]) -> tu
         n_rows = len(rows)
         sparse = seg_emb[rows][:, None, :]
         dense = lisa.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(n_rows, -1, 64, 64)
-        low, _ = lisa.mask_decoder(
-            image_embeddings=img_emb[bi : bi + 1],
-            image_pe=lisa.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=False,
-        )
+        low, _ = decode_masks(lisa, img_emb[bi : bi + 1], sparse, dense)
         pred = low[:, 0]  # [N,256,256] over the padded 1024 square
         gt = torch.stack([seg_rows[r][3] for r in rows])
         bce = bce + sigmoid_ce_loss(pred, gt, n_rows) * n_rows
@@ -465,13 +459,7 @@ def sam_step_loss(lisa: Lisa, batch: list[dict], rngs: list[random.Random]) -> t
         pick = sorted(rng.sample(range(len(t["all"])), min(SAM_PROMPTS_PER_IMAGE, len(t["all"]))))
         gt = torch.stack([t["all"][i] for i in pick])
         sparse, dense = sam_prompts(lisa, gt, rng)
-        low, iou_pred = lisa.mask_decoder(
-            image_embeddings=img_emb[bi : bi + 1],
-            image_pe=lisa.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=False,
-        )
+        low, iou_pred = decode_masks(lisa, img_emb[bi : bi + 1], sparse, dense)
         pred = low[:, 0]
         with torch.no_grad():
             p, g = pred > 0, gt > 0.5
@@ -503,6 +491,17 @@ def cosine(opt, n: int):
     warm = max(1, n // 20)
     return torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, n) / n))
+    )
+
+
+def decode_masks(lisa: Lisa, img_emb: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor):
+    """SAM's mask decoder on one image's embedding, one mask per prompt (low-res logits and predicted IoU)."""
+    return lisa.mask_decoder(
+        image_embeddings=img_emb,
+        image_pe=lisa.prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=False,
     )
 
 
