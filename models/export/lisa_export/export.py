@@ -350,11 +350,13 @@ def export_graphs(
     decoder: Callable[[Path], None] | None = None,
     release: bool = False,
     load_sam: Callable[[], None] | None = None,
+    sam_encoder: Callable[[Path], None] | None = None,
 ) -> None:
     """``decoder(onnx_dir)``, when given, writes the decoder graph instead of the in-memory export (stream.py).
     ``release``: move each graph's weights to the meta device once it is written (the bounded-memory export: CLIP and
     the embedding table are not held while SAM ViT-H is traced).  ``load_sam()``, when given, fills in SAM's weights
-    just before its graphs are exported (so ViT-H is not held while CLIP and the decoder are)."""
+    just before its graphs are exported (so ViT-H is not held while CLIP and the decoder are).  ``sam_encoder(path)``,
+    when given, writes the SAM image encoder graph instead of one torch.onnx.export (stream.py, in parts)."""
 
     def done(*modules) -> None:
         if release:
@@ -409,19 +411,22 @@ def export_graphs(
         load_sam()
     log("export sam_image_encoder")
     enc_path = onnx_dir / "sam_image_encoder.onnx"
-    _torch_export(
-        SamImageEncoder(lisa),
-        [torch.randn(1, 3, 1024, 1024, generator=g)],
-        enc_path,
-        ["pixel_values"],
-        ["image_embeddings"],
-        None,
-    )
-    if enc_path.stat().st_size > (1 << 31) - (1 << 24) or any(
-        p.name not in ("sam_image_encoder.onnx",) and p.name.startswith(("onnx__", "image_encoder"))
-        for p in onnx_dir.iterdir()
-    ):
-        externalize(enc_path, "sam_image_encoder.onnx_data")
+    if sam_encoder is not None:
+        sam_encoder(enc_path)
+    else:
+        _torch_export(
+            SamImageEncoder(lisa),
+            [torch.randn(1, 3, 1024, 1024, generator=g)],
+            enc_path,
+            ["pixel_values"],
+            ["image_embeddings"],
+            None,
+        )
+        if enc_path.stat().st_size > (1 << 31) - (1 << 24) or any(
+            p.name not in ("sam_image_encoder.onnx",) and p.name.startswith(("onnx__", "image_encoder"))
+            for p in onnx_dir.iterdir()
+        ):
+            externalize(enc_path, "sam_image_encoder.onnx_data")
     done(lisa.image_encoder)
     log("export sam_mask_decoder")
     _torch_export(
@@ -782,18 +787,44 @@ def export_bundle(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        decoder = sam = None
+        decoder = sam = sam_encoder = None
         if stream:
             from .model import TensorSource, load_sam
-            from .stream import export_decoder_streaming
+            from .stream import (
+                export_decoder_streaming,
+                export_sam_encoder_streaming,
+                load_module_weights,
+                sam_encoder_parts,
+            )
 
             def decoder(onnx_dir: Path) -> None:
                 export_decoder_streaming(TensorSource(folder), lisa.llm.config, onnx_dir, weights, log=log)
 
-            def sam() -> None:
-                load_sam(lisa, folder)
+            if len(sam_encoder_parts(lisa.image_encoder)) > 1:  # SAM ViT-H: its image encoder in parts
+                sam_src = TensorSource(folder)
 
-        export_graphs(lisa, tmp / "onnx", log=log, decoder=decoder, release=stream and extra is None, load_sam=sam)
+                def sam() -> None:
+                    load_module_weights(lisa, sam_src, ("prompt_encoder.", "mask_decoder."))
+
+                def sam_encoder(path: Path) -> None:
+                    export_sam_encoder_streaming(
+                        lisa.image_encoder, path, lambda p: load_module_weights(lisa, sam_src, p), log=log
+                    )
+
+            else:
+
+                def sam() -> None:
+                    load_sam(lisa, folder)
+
+        export_graphs(
+            lisa,
+            tmp / "onnx",
+            log=log,
+            decoder=decoder,
+            release=stream and extra is None,
+            load_sam=sam,
+            sam_encoder=sam_encoder,
+        )
         if extra is None:
             # nothing needs the PyTorch LLM any more: give its weights back before the quantiser loads the graph
             lisa.llm.to("meta")

@@ -371,3 +371,207 @@ def export_decoder_streaming(src: TensorSource, llm_cfg, onnx_dir: Path, weights
     model.graph.CopyFrom(new)
     onnx.save_model(model, str(onnx_dir / "decoder.onnx"), save_as_external_data=False)
     log(f"decoder: {L} layers, {writer.offset / 1e9:.2f} GB of weights ({weights})")
+
+
+# --- SAM's image encoder in parts ------------------------------------------------------------------------------------
+# torch.onnx.export of SAM ViT-H (2.5 GB fp32) holds the module, the constant-folded (pre-transposed) copies of its
+# Linear weights and the serialised model at once: 9.45 GB at the 7B shape.  Exported in parts of a few blocks, each
+# part's weights are loaded from the checkpoint just before it is traced and given back after, and its graph is
+# appended to one graph whose weights are streamed into the external data file: the same nodes, so the same numbers.
+
+SAM_PART_BYTES = 640 << 20  # fp32 weight bytes of the blocks in one part (8 ViT-H blocks)
+
+
+def sam_encoder_parts(enc, part_bytes: int | None = None) -> list[tuple[int, int]]:
+    """[lo, hi) block ranges of the image encoder, each holding at most ``part_bytes`` of fp32 weights (at least one
+    block); one range when the whole encoder fits in one part."""
+    part_bytes = SAM_PART_BYTES if part_bytes is None else part_bytes
+    depth = len(enc.blocks)
+    if sum(p.numel() for p in enc.parameters()) * 4 <= part_bytes:
+        return [(0, depth)]
+    per_block = max(sum(p.numel() for p in b.parameters()) * 4 for b in enc.blocks)
+    n = max(1, part_bytes // per_block)
+    return [(lo, min(lo + n, depth)) for lo in range(0, depth, n)]
+
+
+class EncoderPart(torch.nn.Module):
+    """Blocks [lo, hi) of segment_anything's ImageEncoderViT, with the patch embedding before the first and the neck
+    after the last: ImageEncoderViT.forward cut at block boundaries."""
+
+    def __init__(self, enc, lo: int, hi: int):
+        super().__init__()
+        self.enc, self.lo, self.hi = enc, lo, hi
+
+    def forward(self, x):
+        enc = self.enc
+        if self.lo == 0:
+            x = enc.patch_embed(x)
+            if enc.pos_embed is not None:
+                x = x + enc.pos_embed
+        for blk in enc.blocks[self.lo : self.hi]:
+            x = blk(x)
+        if self.hi == len(enc.blocks):
+            x = enc.neck(x.permute(0, 3, 1, 2))
+        return x
+
+
+def load_module_weights(model, src: TensorSource, module_prefixes: tuple[str, ...]) -> None:
+    """Fill in, from the checkpoint, the weights of ``model`` (a Lisa, or a module with its SAM attributes) whose
+    module key starts with one of
+    ``module_prefixes`` (SAM's, left on the meta device by load_lisa(sam=False))."""
+    from .model import SAM_KEY_PREFIX, CheckpointError, Lisa
+
+    keys = [
+        k for k in src.keys() if k.startswith(SAM_KEY_PREFIX) and Lisa.lisa_to_module_key(k).startswith(module_prefixes)
+    ]
+    sd = {Lisa.lisa_to_module_key(k): t.float() for k, t in src.load_all(keys).items()}
+    model.load_state_dict(sd, strict=False, assign=True)
+    del sd
+    src.release()
+    left = [n for n, p in model.named_parameters() if p.is_meta and n.startswith(module_prefixes)]
+    left += [n for n, b in model.named_buffers() if b.is_meta and n.startswith(module_prefixes)]
+    if left:
+        raise CheckpointError(f"internal: could not load SAM weights {left[:3]}")
+
+
+def _block_prefixes(lo: int, hi: int, depth: int) -> tuple[str, ...]:
+    mods = [f"image_encoder.blocks.{i}." for i in range(lo, hi)]
+    if lo == 0:
+        mods += ["image_encoder.patch_embed.", "image_encoder.pos_embed"]
+    if hi == depth:
+        mods += ["image_encoder.neck."]
+    return tuple(mods)
+
+
+def export_sam_encoder_streaming(
+    enc, path: Path, load: Callable[[tuple[str, ...]], None], part_bytes: int | None = None, log=print
+) -> None:
+    """Write ``path`` (pixel_values -> image_embeddings) and ``path.name + '_data'`` part by part.  ``load(prefixes)``
+    fills in the module weights under those prefixes (``image_encoder.blocks.3.``, ...) before a part is traced; the
+    part's blocks go back to the meta device after."""
+    from .export import _torch_export
+    from .model import SAM_GRID
+
+    parts = sam_encoder_parts(enc, part_bytes)
+    depth = len(enc.blocks)
+    width = enc.patch_embed.proj.out_channels
+    g = torch.Generator().manual_seed(0)
+    writer = DataWriter(path.parent / (path.name + "_data"))
+    out = onnx.helper.make_graph([], "main_graph", [], [], [])
+    first = None
+    values: set[str] = set()  # value and initializer names taken by earlier parts
+    node_names: set[str] = set()
+    prev_out = None
+    try:
+        with tempfile.TemporaryDirectory(prefix="lisa-sam-parts-", dir=path.parent) as work:
+            for k, (lo, hi) in enumerate(parts):
+                load(_block_prefixes(lo, hi, depth))
+                in_name = "pixel_values" if lo == 0 else f"hidden_{lo}"
+                out_name = "image_embeddings" if hi == depth else f"hidden_{hi}"
+                x = (
+                    torch.randn(1, 3, 1024, 1024, generator=g)
+                    if lo == 0
+                    else torch.randn(1, SAM_GRID, SAM_GRID, width, generator=g)
+                )
+                part_path = Path(work) / f"part{k}.onnx"
+                _torch_export(EncoderPart(enc, lo, hi), [x], part_path, [in_name], [out_name], None)
+                del x
+                for i in range(lo, hi):
+                    enc.blocks[i].to("meta")
+                gc.collect()
+                m = onnx.load(str(part_path), load_external_data=True)
+                for p in Path(work).iterdir():
+                    p.unlink()
+                if first is None:
+                    first = m
+                    out.input.extend(m.graph.input)
+                taken = set(values)
+                rename: dict[str, str] = {}
+                for name in [t.name for t in m.graph.initializer] + [o for n in m.graph.node for o in n.output]:
+                    if name == out_name:
+                        continue
+                    if name in taken:
+                        rename[name] = f"{name}.part{k}"
+                    values.add(rename.get(name, name))
+                if prev_out is not None:
+                    rename[in_name] = prev_out
+                for t in m.graph.initializer:
+                    t.name = rename.get(t.name, t.name)
+                    writer.put(t, numpy_helper.to_array(t))
+                    out.initializer.append(t)
+                for n in m.graph.node:
+                    for a in n.attribute:
+                        if a.type == onnx.AttributeProto.TENSOR and len(a.t.raw_data) >= INLINE_BELOW:
+                            writer.put(a.t, numpy_helper.to_array(a.t))
+                    ins = [rename.get(i, i) for i in n.input]
+                    outs = [rename.get(o, o) for o in n.output]
+                    del n.input[:], n.output[:]
+                    n.input.extend(ins)
+                    n.output.extend(outs)
+                    if n.name in node_names:
+                        n.name = f"{n.name}.part{k}"
+                    node_names.add(n.name)
+                    out.node.append(n)
+                for vi in m.graph.value_info:
+                    vi.name = rename.get(vi.name, vi.name)
+                    out.value_info.append(vi)
+                if hi == depth:
+                    out.output.extend(m.graph.output)
+                prev_out = out_name
+                log(f"sam_image_encoder: blocks {hi}/{depth} ({writer.offset / 1e9:.2f} GB)")
+                del m
+                gc.collect()
+    finally:
+        writer.close()
+    model = onnx.helper.make_model(out, opset_imports=first.opset_import, ir_version=first.ir_version)
+    model.producer_name, model.producer_version = first.producer_name, first.producer_version
+    onnx.save_model(model, str(path), save_as_external_data=False)
+
+
+def main(argv=None) -> int:
+    """``python -m lisa_export.stream sam-encoder --checkpoint DIR --out DIR``: only the SAM image encoder graph of a
+    checkpoint, as the streaming export writes it (or ``--whole``: one torch.onnx.export, as the in-memory export),
+    with this process's peak RSS and the time: the export's SAM ViT-H phase measured alone."""
+    import argparse
+    import resource
+    import time
+
+    from .export import SamImageEncoder, _torch_export, externalize
+    from .model import build_sam, infer_sam_dims
+
+    ap = argparse.ArgumentParser(prog="python -m lisa_export.stream", description=main.__doc__.split("\n")[0])
+    ap.add_argument("what", choices=["sam-encoder"])
+    ap.add_argument("--checkpoint", required=True, type=Path, help="the LISA checkpoint folder")
+    ap.add_argument("--out", required=True, type=Path, help="folder for sam_image_encoder.onnx (+ _data)")
+    ap.add_argument("--whole", action="store_true", help="one torch.onnx.export of the whole encoder")
+    a = ap.parse_args(argv)
+    t0 = time.time()
+    src = TensorSource(a.checkpoint)
+    holder = torch.nn.Module()
+    with torch.device("meta"):
+        holder.image_encoder, _, _ = build_sam(infer_sam_dims(src))
+    a.out.mkdir(parents=True, exist_ok=True)
+    path = a.out / "sam_image_encoder.onnx"
+    if a.whole:
+        load_module_weights(holder, src, ("image_encoder.",))
+        _torch_export(
+            SamImageEncoder(holder),
+            [torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(0))],
+            path,
+            ["pixel_values"],
+            ["image_embeddings"],
+            None,
+        )
+        externalize(path, path.name + "_data")
+    else:
+        export_sam_encoder_streaming(holder.image_encoder, path, lambda p: load_module_weights(holder, src, p))
+    written = sum(p.stat().st_size for p in a.out.glob("sam_image_encoder.onnx*"))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(f"sam-encoder: peak RSS {rss / 1e9:.2f} GB, {time.time() - t0:.0f} s, wrote {written / 1e9:.2f} GB")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

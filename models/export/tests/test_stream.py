@@ -98,7 +98,7 @@ def test_stream_holds_one_part_at_a_time(tmp_path, monkeypatch):
     def materialised(m) -> bool:
         return any(not p.is_meta for p in m.parameters())
 
-    def spy(lisa, onnx_dir, log=print, decoder=None, release=False, load_sam=None):
+    def spy(lisa, onnx_dir, log=print, decoder=None, release=False, load_sam=None, sam_encoder=None):
         def at_clip(msg):
             if msg == "export vision_encoder":
                 seen["sam at clip"] = materialised(lisa.image_encoder)
@@ -114,7 +114,7 @@ def test_stream_holds_one_part_at_a_time(tmp_path, monkeypatch):
             load_sam()
             seen["sam loaded"] = materialised(lisa.image_encoder)
 
-        return real(lisa, onnx_dir, log=at_clip, decoder=dec, release=release, load_sam=sam)
+        return real(lisa, onnx_dir, log=at_clip, decoder=dec, release=release, load_sam=sam, sam_encoder=sam_encoder)
 
     monkeypatch.setattr(export, "export_graphs", spy)
     export.export_bundle(ckpt, clip, tmp_path / "b", weights="w8a8", force=True, stream=True, log=lambda m: None)
@@ -123,6 +123,48 @@ def test_stream_holds_one_part_at_a_time(tmp_path, monkeypatch):
         "at decoder": {"sam": False, "clip": False, "embed": False},
         "sam loaded": True,
     }
+
+
+def test_sam_encoder_in_parts_gives_the_same_numbers(tmp_path, monkeypatch):
+    """SAM ViT-H's one torch.onnx.export was the 7B export's high-water mark (9.45 GB): the streaming export writes
+    its image encoder in parts of a few blocks, each part's weights loaded just before it is traced.  Cut here into
+    parts of one block: the graph must give the in-memory graph's numbers, with no part's blocks alive at another's
+    export."""
+    from lisa_export import stream
+
+    _, _, _, ckpt, clip = tiny_model("7b", 1)
+    a = _export(ckpt, clip, tmp_path / "memory", "float32", stream=False)
+    real_load, real_parts = stream.load_module_weights, stream.sam_encoder_parts
+    alive = []
+
+    def load(model, src, prefixes):
+        real_load(model, src, prefixes)
+        if any(p.startswith("image_encoder.blocks.") for p in prefixes):
+            alive.append(sum(any(not p.is_meta for p in b.parameters()) for b in model.image_encoder.blocks))
+
+    def one_block(enc, part_bytes=None):
+        return real_parts(enc, max(sum(p.numel() for p in b.parameters()) * 4 for b in enc.blocks))
+
+    monkeypatch.setattr(stream, "load_module_weights", load)
+    monkeypatch.setattr(stream, "sam_encoder_parts", one_block)
+    b = _export(ckpt, clip, tmp_path / "stream", "float32", stream=True)
+    assert len(alive) >= 2 and all(n == 1 for n in alive), alive
+    for g in OTHER_GRAPHS:
+        if g != "sam_image_encoder":
+            assert (a / "onnx" / f"{g}.onnx").read_bytes() == (b / "onnx" / f"{g}.onnx").read_bytes(), g
+    assert (b / "onnx" / "sam_image_encoder.onnx_data").exists()
+    sa, sb = (
+        ort.InferenceSession(str(x / "onnx/sam_image_encoder.onnx"), providers=["CPUExecutionProvider"]) for x in (a, b)
+    )
+    assert [(i.name, i.shape) for i in sa.get_inputs()] == [(i.name, i.shape) for i in sb.get_inputs()]
+    assert [(o.name, o.shape) for o in sa.get_outputs()] == [(o.name, o.shape) for o in sb.get_outputs()]
+    feeds = _feeds(sa, np.random.default_rng(0))
+    (x,), (y,) = sa.run(None, feeds), sb.run(None, feeds)
+    assert np.array_equal(x, y), f"sam_image_encoder differs by {np.abs(x - y).max()}"
+    ma = json.loads((a / "lisa.manifest.json").read_text())
+    mb = json.loads((b / "lisa.manifest.json").read_text())
+    assert ma["graphs"]["sam_image_encoder"]["inputs"] == mb["graphs"]["sam_image_encoder"]["inputs"]
+    assert ma["graphs"]["sam_image_encoder"]["outputs"] == mb["graphs"]["sam_image_encoder"]["outputs"]
 
 
 def test_template_weights_are_traced_and_checked(tmp_path, monkeypatch):
