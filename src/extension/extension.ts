@@ -129,8 +129,12 @@ export function activate(context: vscode.ExtensionContext): ExtensionApi {
     for (const i of items) log.appendLine(`  ${i.label}: ${i.detail}`);
     // The same as data, for bug reports and the end-to-end tests: the extension's log folder, not shown to the user.
     const data = { seq: ++statusSeq, ...report, activationMs: Math.round(activationMs), status: s ?? null };
+    // Written aside and renamed, so that a reader never sees half a file.
+    const file = vscode.Uri.joinPath(context.logUri, 'host-status.json');
+    const part = vscode.Uri.joinPath(context.logUri, 'host-status.json.part');
     await vscode.workspace.fs
-      .writeFile(vscode.Uri.joinPath(context.logUri, 'host-status.json'), Buffer.from(JSON.stringify(data, null, 1)))
+      .writeFile(part, Buffer.from(JSON.stringify(data, null, 1)))
+      .then(() => vscode.workspace.fs.rename(part, file, { overwrite: true }))
       .then(undefined, (e) => log.appendLine(`[status] could not write host-status.json: ${(e as Error).message}`));
     void showStatusPick(items, hostLog);
     return s;

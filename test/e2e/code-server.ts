@@ -283,6 +283,41 @@ export function buildVsix(outDir: string): string {
   return path.join(outDir, `${pkg.name}-${pkg.version}-linux-x64.vsix`);
 }
 
+/**
+ * Accepts VS Code's save dialog with `file` and waits until the file is written. code-server's dialog is a quick input
+ * holding the path, with an OK button (the saveLabel is not shown there). Each step gets a short timeout and is retried,
+ * as in runCommand; what the dialog showed goes into the error if the file never comes.
+ */
+export async function acceptSaveDialog(page: Page, file: string, timeoutMs = 60_000): Promise<void> {
+  const widget = page.locator('.quick-input-widget');
+  const input = widget.locator('input');
+  const accept = widget.locator('.monaco-button:visible', { hasText: /^(OK|Save)$/ }).first();
+  const within = (p: Promise<unknown>) =>
+    p.then(
+      () => true,
+      () => false,
+    );
+  await input.waitFor({ state: 'visible', timeout: 30_000 });
+  const deadline = Date.now() + timeoutMs;
+  const written = async (ms: number) => {
+    for (const end = Date.now() + ms; Date.now() < end; await page.waitForTimeout(200))
+      if (existsSync(file)) return true;
+    return existsSync(file);
+  };
+  while (Date.now() < deadline) {
+    if (await within(input.waitFor({ state: 'visible', timeout: 2000 }))) {
+      if ((await input.inputValue({ timeout: 2000 }).catch(() => '')) !== file)
+        await within(input.fill(file, { timeout: 5000 }));
+      await page.waitForTimeout(300); // the dialog checks a typed path before it accepts it
+      if (!(await within(accept.click({ timeout: 3000 })))) await within(input.press('Enter', { timeout: 3000 }));
+    }
+    if (await written(5000)) return;
+  }
+  const shown = await widget.innerText({ timeout: 2000 }).catch(() => '(no dialog)');
+  const value = await input.inputValue({ timeout: 2000 }).catch(() => '(none)');
+  throw new Error(`the save dialog did not write ${file}; it shows ${JSON.stringify(shown)}, its path ${value}`);
+}
+
 let lastSeq = 0;
 let statusRoot = '';
 

@@ -9,12 +9,13 @@
 // (CI=true) and is skipped, with the reason, elsewhere.
 import * as assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Page } from 'playwright-core';
 import { ROOT } from '../browser/harness';
 import {
+  acceptSaveDialog,
   ask,
   buildVsix,
   type CodeServer,
@@ -289,17 +290,7 @@ describe('extension end to end in code-server', function () {
     // Save COCO JSON: VS Code's save dialog (a quick input with the path) writes it into the workspace.
     const saved = path.join(server!.workspace, 'chelsea-masks.json');
     await rf.getByRole('button', { name: 'Save COCO JSON' }).click();
-    const input = page.locator('.quick-input-widget input');
-    await input.waitFor({ state: 'visible', timeout: 30_000 });
-    // code-server's own save dialog labels its button OK (the saveLabel is not shown there).
-    const accept = page.locator('.quick-input-widget .monaco-button', { hasText: /^(OK|Save)$/ });
-    for (let i = 0; i < 10 && !existsSync(saved); i++) {
-      if ((await input.inputValue().catch(() => saved)) !== saved) await input.fill(saved).catch(() => undefined);
-      await page.waitForTimeout(500);
-      await accept.click().catch(() => undefined);
-      await input.waitFor({ state: 'hidden', timeout: 5000 }).catch(() => undefined);
-    }
-    assert.ok(existsSync(saved), 'the save dialog wrote chelsea-masks.json');
+    await acceptSaveDialog(page, saved);
     const coco = JSON.parse(readFileSync(saved, 'utf8'));
     const ann = coco.annotations[0];
     assert.equal(coco.annotations.length, 1);
