@@ -61,21 +61,42 @@ export async function buildResultMasks(
   opts: BuildMasksOptions = { png: true },
 ): Promise<ResultMask[]> {
   return Promise.all(
-    masks.map(async (mask, i): Promise<ResultMask> => {
-      const cnts = maskToCounts(mask, h, w);
-      const rle: CocoRle = { size: [h, w], counts: countsToString(cnts) };
-      const r: ResultMask = {
-        segIndex: i,
-        tokenIndex: i < segTokenIndices.length ? segTokenIndices[i] : -1,
-        rle,
-        bbox: countsBbox(cnts, h, w),
-        area: countsArea(cnts),
-        score: i < scores.length && Number.isFinite(scores[i]) ? scores[i] : 0,
-      };
-      if (opts.png) r.png = (await maskPng(mask, h, w)).toString('base64');
-      return r;
-    }),
+    masks.map((mask, i) =>
+      resultMaskOfCounts(
+        maskToCounts(mask, h, w),
+        h,
+        w,
+        i,
+        i < segTokenIndices.length ? segTokenIndices[i] : -1,
+        i < scores.length ? scores[i] : 0,
+        opts.png ? mask : undefined,
+      ),
+    ),
   );
+}
+
+/** One payload mask (see buildResultMasks) from its column-major run lengths; `pngOf`, when given, is the same mask
+ * row-major, encoded as the PNG. */
+export async function resultMaskOfCounts(
+  cnts: Uint32Array,
+  h: number,
+  w: number,
+  segIndex: number,
+  tokenIndex: number,
+  score: number,
+  pngOf?: Uint8Array,
+): Promise<ResultMask> {
+  const rle: CocoRle = { size: [h, w], counts: countsToString(cnts) };
+  const r: ResultMask = {
+    segIndex,
+    tokenIndex,
+    rle,
+    bbox: countsBbox(cnts, h, w),
+    area: countsArea(cnts),
+    score: Number.isFinite(score) ? score : 0,
+  };
+  if (pngOf) r.png = (await maskPng(pngOf, h, w)).toString('base64');
+  return r;
 }
 
 /**

@@ -3,11 +3,13 @@
 // sam_prompt_decoder graph, docs/bundle-format.md). No language model runs, so a round trip takes milliseconds.
 import { randomUUID } from 'node:crypto';
 import * as ort from 'onnxruntime-node';
+import { decodeRle } from '../protocol/rle';
 import type { RefineParams, RefinePrompt, RefineResult } from '../protocol/rpc';
 import type { Bundle } from './bundle';
 import type { EmbeddingCache } from './embedding-cache';
 import { HostError } from './errors';
-import { buildResultMasks, masksFromLogits } from './masks';
+import { lowResMaskCounts } from './mask-upsample';
+import { resultMaskOfCounts } from './masks';
 import { f32, i64 } from './sessions';
 
 /** Most points one refine may carry (the schema says the same); SAM was trained with far fewer. */
@@ -142,14 +144,19 @@ export class Refiner {
     const tRun = performance.now();
     let out: ort.InferenceSession.OnnxValueMapType;
     try {
-      out = await session.run({
-        image_embeddings: f32(emb.samEmbedding, [1, C, 64, 64]),
-        seg_embeddings: f32(r.segEmbeddings.slice(params.maskIndex * C, (params.maskIndex + 1) * C), [1, C]),
-        point_coords: f32(seq.coords, [1, seq.count, 2]),
-        point_labels: f32(seq.labels, [1, seq.count]),
-        resize_size: i64(BigInt64Array.from(emb.resizeSize, BigInt), [2]),
-        orig_size: i64(BigInt64Array.from([emb.height, emb.width], BigInt), [2]),
-      });
+      // Bundles exported before 2026-11-30 also have `masks` (the logits at the image's size): not fetched, the
+      // host upsamples low_res_masks itself (mask-upsample.ts).
+      out = await session.run(
+        {
+          image_embeddings: f32(emb.samEmbedding, [1, C, 64, 64]),
+          seg_embeddings: f32(r.segEmbeddings.slice(params.maskIndex * C, (params.maskIndex + 1) * C), [1, C]),
+          point_coords: f32(seq.coords, [1, seq.count, 2]),
+          point_labels: f32(seq.labels, [1, seq.count]),
+          resize_size: i64(BigInt64Array.from(emb.resizeSize, BigInt), [2]),
+          orig_size: i64(BigInt64Array.from([emb.height, emb.width], BigInt), [2]),
+        },
+        ['iou_predictions', 'low_res_masks'],
+      );
     } catch (e) {
       throw new HostError(
         'BundleInvalid',
@@ -157,22 +164,23 @@ export class Refiner {
       );
     }
     const decoderMs = performance.now() - tRun;
-    const binary = masksFromLogits(
-      out.masks.data as Float32Array,
-      1,
-      emb.height,
-      emb.width,
+    const { height: h, width: w } = emb;
+    const cnts = lowResMaskCounts(
+      out.low_res_masks.data as Float32Array,
+      emb.resizeSize,
+      h,
+      w,
       this.bundle.manifest.sam.threshold,
     );
-    const [mask] = await buildResultMasks(
-      binary,
-      emb.height,
-      emb.width,
-      Array.from(out.iou_predictions.data as Float32Array),
-      [r.tokenIndices[params.maskIndex]],
-      { png: params.includePng ?? false },
+    const mask = await resultMaskOfCounts(
+      cnts,
+      h,
+      w,
+      params.maskIndex,
+      r.tokenIndices[params.maskIndex],
+      (out.iou_predictions.data as Float32Array)[0],
+      params.includePng ? decodeRle({ size: [h, w], counts: cnts }) : undefined,
     );
-    mask.segIndex = params.maskIndex;
     if (params.prompt.points.length > 0 || params.prompt.box) mask.refined = params.prompt;
     return {
       resultId: params.resultId,

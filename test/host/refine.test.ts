@@ -92,7 +92,10 @@ for (const bundle of fixtureBundles().filter((b) => /tiny-/.test(path.basename(b
       }
     });
 
-    it('with no points and no box gives the segment’s own mask and score', async function () {
+    // The segment's mask comes from ONNX Runtime's Resize in the sam_mask_decoder graph, a refine's from the host's
+    // upsampling (mask-upsample.ts, PyTorch's arithmetic): they may differ in a pixel or two whose logit rounds to
+    // the other side of 0 (on tiny-7b's noisy masks, 2 of 240000 pixels, where the host agrees with PyTorch).
+    it('with no points and no box gives the segment’s own mask (to the pixel or two) and score', async function () {
       const name = refine[0].case;
       const r = await resultOf(name);
       for (const [i, m] of r.masks.entries()) {
@@ -101,7 +104,9 @@ for (const bundle of fixtureBundles().filter((b) => /tiny-/.test(path.basename(b
           maskIndex: i,
           prompt: { points: [], labels: [] },
         });
-        assert.equal(out.mask.rle.counts, m.rle.counts, `mask ${i}`);
+        const iou = rleIou(out.mask.rle, m.rle);
+        assert.ok(iou >= 0.9999, `mask ${i}: IoU ${iou}`);
+        assert.ok(Math.abs(out.mask.area - m.area) <= 4, `mask ${i}: area ${out.mask.area} vs ${m.area}`);
         assert.ok(Math.abs(out.mask.score - m.score) < 1e-6, `mask ${i} score`);
         assert.equal(out.mask.refined, undefined);
       }

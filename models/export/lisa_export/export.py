@@ -262,7 +262,6 @@ def prompt_decoder_shapes(C: int) -> dict[str, list]:
         "point_labels": ["N", "P"],
         "resize_size": [2],
         "orig_size": [2],
-        "masks": ["N", 1, "h", "w"],
         "iou_predictions": ["N", 1],
         "low_res_masks": ["N", 1, 256, 256],
     }
@@ -472,12 +471,11 @@ def export_prompt_decoder(prompt_encoder, mask_decoder, path: Path, set_shapes: 
         ],
         path,
         ["image_embeddings", "seg_embeddings", "point_coords", "point_labels", "resize_size", "orig_size"],
-        ["masks", "iou_predictions", "low_res_masks"],
+        ["iou_predictions", "low_res_masks"],
         {
             "seg_embeddings": {0: "N"},
             "point_coords": {0: "N", 1: "P"},
             "point_labels": {0: "N", 1: "P"},
-            "masks": {0: "N", 2: "h", 3: "w"},
             "iou_predictions": {0: "N"},
             "low_res_masks": {0: "N"},
         },

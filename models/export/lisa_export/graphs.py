@@ -137,6 +137,15 @@ class SamMaskDecoder(nn.Module):
         return masks, iou, low_res
 
 
+def k2s2_as_matmul(conv: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """A ConvTranspose2d(kernel 2, stride 2) as a MatMul to 4 * C_out channels ordered (di, dj, c_out): each input pixel
+    has its own 2x2 output block, so no two products of the convolution meet in one sum, and the MatMul's sums are the
+    convolution's.  Returns (weight [C_in, 4 * C_out], bias [4 * C_out])."""
+    w = conv.weight.detach()
+    assert conv.kernel_size == (2, 2) and conv.stride == (2, 2) and conv.padding == (0, 0), conv
+    return w.permute(0, 2, 3, 1).reshape(w.shape[0], 4 * w.shape[1]).clone(), conv.bias.detach().repeat(4).clone()
+
+
 class SamPromptDecoder(nn.Module):
     """The mask decoder with point and box prompts beside LISA's [SEG] embedding (refining a mask by clicking).
 
@@ -144,23 +153,35 @@ class SamPromptDecoder(nn.Module):
     its label's embedding (1 positive, 0 negative, 2/3 the box's top-left/bottom-right corners, -1 the padding point
     that SAM appends when there is no box), then LISA's text embedding appended last.  Coordinates are pixels of the
     original image; the graph maps them into the resized image as ResizeLongestSide.apply_coords does.  With no points
-    (P = 0) the sparse prompt is the [SEG] embedding alone: SamMaskDecoder's arithmetic."""
+    (P = 0) the sparse prompt is the [SEG] embedding alone: SamMaskDecoder's arithmetic.
+
+    Made for speed (a refine is a click; docs/extension.md has the figures), with SAM's arithmetic up to summation
+    order: MaskDecoder.predict_masks for mask 0 only (LISA's multimask_output=False; the other three hypernetworks
+    and masks are not computed), TwoWayTransformer.forward's loop over SAM's own layers with the dense positional
+    encoding stored already in token layout, the output upscaling's two ConvTranspose2d(k=2, s=2) as MatMuls on the
+    tokens (k2s2_as_matmul; the 2x2 blocks are put in place once, on the one-channel mask logits), and no
+    postprocess_masks: the host upsamples low_res_masks to the image (src/host/mask-upsample.ts)."""
 
     def __init__(self, prompt_encoder: nn.Module, mask_decoder: nn.Module):
         super().__init__()
         self.md = mask_decoder
         self.pe_layer = prompt_encoder.pe_layer
         self.input_hw = tuple(prompt_encoder.input_image_size)
+        conv1, self.norm, self.act1, conv2, self.act2 = mask_decoder.output_upscaling
         with torch.no_grad():
-            self.register_buffer("image_pe", prompt_encoder.get_dense_pe().detach().clone())
+            image_pe = prompt_encoder.get_dense_pe().detach()
+            self.register_buffer("image_pe_tokens", image_pe.flatten(2).permute(0, 2, 1).contiguous())
             self.register_buffer("no_mask", prompt_encoder.no_mask_embed.weight.detach().clone().reshape(1, -1, 1, 1))
             self.register_buffer("not_a_point", prompt_encoder.not_a_point_embed.weight.detach().clone())
             self.register_buffer(
                 "label_embed", torch.cat([e.weight.detach().clone() for e in prompt_encoder.point_embeddings])
             )
+            for i, conv in ((1, conv1), (2, conv2)):
+                w, b = k2s2_as_matmul(conv)
+                self.register_buffer(f"up{i}_w", w)
+                self.register_buffer(f"up{i}_b", b)
 
     def forward(self, image_embeddings, seg_embeddings, point_coords, point_labels, resize_size, orig_size):
-        n = seg_embeddings.shape[0]
         scale = resize_size.flip(0).to(torch.float32) / orig_size.flip(0).to(torch.float32)  # (neww/w, newh/h)
         coords = (point_coords * scale + 0.5) / torch.tensor([self.input_hw[1], self.input_hw[0]], dtype=torch.float32)
         emb = self.pe_layer._pe_encoding(coords)  # [N,P,C]
@@ -169,13 +190,31 @@ class SamPromptDecoder(nn.Module):
         for i in range(self.label_embed.shape[0]):
             emb = emb + self.label_embed[i] * (labels == i).to(torch.float32)
         sparse = torch.cat([emb, seg_embeddings.unsqueeze(1)], dim=1)
-        dense = self.no_mask.expand(n, -1, self.image_pe.shape[-2], self.image_pe.shape[-1])
-        low_res, iou = self.md(
-            image_embeddings=image_embeddings,
-            image_pe=self.image_pe,
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=False,
-        )
-        masks = postprocess_masks(low_res, resize_size, orig_size)
-        return masks, iou, low_res
+        return self.mask0(image_embeddings, sparse)
+
+    def mask0(self, image_embeddings, sparse):
+        """MaskDecoder.predict_masks (with TwoWayTransformer.forward inlined) for mask 0: (iou [N,1], low_res
+        [N,1,256,256])."""
+        md, t = self.md, self.md.transformer
+        n = sparse.shape[0]
+        output_tokens = torch.cat([md.iou_token.weight, md.mask_tokens.weight], dim=0)
+        tokens = torch.cat((output_tokens.unsqueeze(0).expand(n, -1, -1), sparse), dim=1)
+        _, c, h, w = image_embeddings.shape
+        # src = image + dense (no_mask broadcast), in token layout [N, h*w, C]
+        keys = (image_embeddings + self.no_mask).flatten(2).permute(0, 2, 1).expand(n, -1, -1)
+        queries = tokens
+        for layer in t.layers:
+            queries, keys = layer(queries=queries, keys=keys, query_pe=tokens, key_pe=self.image_pe_tokens)
+        attn_out = t.final_attn_token_to_image(q=queries + tokens, k=keys + self.image_pe_tokens, v=keys)
+        hs = t.norm_final_attn(queries + attn_out)
+
+        c1 = self.up1_w.shape[1] // 4
+        up = (keys @ self.up1_w + self.up1_b).reshape(n, h * w * 4, c1)  # pixel (i, j, di, dj)
+        up = self.act1(nn.functional.layer_norm(up, (c1,), self.norm.weight, self.norm.bias, self.norm.eps))
+        c2 = self.up2_w.shape[1] // 4
+        up = self.act2((up @ self.up2_w + self.up2_b).reshape(n, h * w * 16, c2))  # pixel (i, j, di, dj, ei, ej)
+        hyper = md.output_hypernetworks_mlps[0](hs[:, 1, :])  # mask token 0
+        logits = (up @ hyper.unsqueeze(-1)).reshape(n, h, w, 2, 2, 2, 2)
+        low_res = logits.permute(0, 1, 3, 5, 2, 4, 6).reshape(n, 1, 4 * h, 4 * w)  # row 4i+2di+ei, column 4j+2dj+ej
+        iou = md.iou_prediction_head(hs[:, 0, :])[:, :1]
+        return iou, low_res
