@@ -30,7 +30,7 @@ import {
   type TextDeltaParams,
 } from '../protocol/rpc';
 import { describeHostError, HostRequestError } from './hostError';
-import { RemoteError, type RemoteImage, segmentRemote } from './remote';
+import { RemoteError, type RemoteImage, refineRemote, segmentRemote } from './remote';
 import { isInside, readSettings, resolveModelPath, type Settings } from './settings';
 
 /** SecretStorage key of the bearer token for `reasonSegment.server`. */
@@ -352,10 +352,17 @@ export class HostManager implements vscode.Disposable {
     }
   }
 
-  /** Refines one mask of a result the local host still remembers (reasonSegment/refine). */
+  /** Refines one mask of a result the host (or the server that gave it) still remembers (reasonSegment/refine). */
   async refine(params: RefineParams): Promise<RefineResult> {
-    if (this.settings().server)
-      throw new HostRequestError(vscode.l10n.t('Refining a mask needs the local host; a server cannot refine yet.'));
+    const s = this.settings();
+    if (s.server) {
+      try {
+        return await refineRemote(s.server, await this.context.secrets.get(SERVER_TOKEN_SECRET), params);
+      } catch (e) {
+        if (e instanceof RemoteError) throw new HostRequestError(e.message, e.cancelled, e.code);
+        throw describeError(e);
+      }
+    }
     await this.ensureModel();
     const client = await this.start();
     try {

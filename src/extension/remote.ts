@@ -1,7 +1,8 @@
 // A remote `reason-segment serve` in place of the local host (the `reasonSegment.server` setting): one segment request
 // as one `generate_stream` request of the Open Inference Protocol's generate extension, the answer streamed as
-// Server-Sent Events, the result in the last event. No vscode import, so it is tested in Node against a real server.
-import type { SegmentParams, SegmentResult } from '../protocol/rpc';
+// Server-Sent Events, the result in the last event; a refine as one request of the server's refine extension. No vscode
+// import, so it is tested in Node against a real server.
+import type { RefineParams, RefineResult, SegmentParams, SegmentResult } from '../protocol/rpc';
 import { RpcErrorCode } from '../protocol/rpc';
 
 const MODEL = 'reason-segment';
@@ -40,43 +41,11 @@ export async function segmentRemote(
     ...(params.assistantPrefix ? { ASSISTANT_PREFIX: params.assistantPrefix } : {}),
     ...(params.maxNewTokens ? { MAX_NEW_TOKENS: params.maxNewTokens } : {}),
   };
-  const url = `${server.replace(/\/+$/, '')}/v2/models/${MODEL}/generate_stream`;
-  let res: Response;
-  try {
-    res = await fetch(url, {
-      method: 'POST',
-      body: JSON.stringify(body),
-      signal,
-      headers: {
-        'content-type': 'application/json',
-        accept: 'text/event-stream',
-        ...(token ? { authorization: `Bearer ${token}` } : {}),
-      },
-    });
-  } catch (e) {
-    if (signal?.aborted) throw new RemoteError('Stopped.', RpcErrorCode.Cancelled, true);
-    const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-    throw new RemoteError(
-      `The server ${server} cannot be reached (${cause?.code ?? cause?.message ?? (e as Error).message}); check the reasonSegment.server setting.`,
-    );
-  }
+  const res = await post(server, token, 'generate_stream', body, 'text/event-stream', signal);
   if (!res.ok) {
-    const text = await res.text();
-    let message = text.slice(0, 300);
-    try {
-      message = String(JSON.parse(text).error);
-    } catch {
-      /* not the protocol's JSON error */
-    }
     // 404: the server no longer holds that image (send it again); 400: the request or the image was refused.
-    const code =
-      res.status === 404 && 'sha256' in image
-        ? RpcErrorCode.ImageUnreadable
-        : res.status === 400 || res.status === 413
-          ? RpcErrorCode.ParamsInvalid
-          : undefined;
-    const hint = res.status === 401 ? '; set the token with the command "Reason Segment: Set Server Token".' : '';
-    throw new RemoteError(`The server ${server} refused the request (${res.status}): ${message}${hint}`, code);
+    const forgotten = res.status === 404 && 'sha256' in image;
+    throw await refusal(server, res, forgotten ? RpcErrorCode.ImageUnreadable : undefined);
   }
   try {
     let pending = '';
@@ -100,4 +69,58 @@ export async function segmentRemote(
     throw e;
   }
   throw new RemoteError(`The server ${server} closed the stream before the result.`);
+}
+
+/** Refines one mask of a result the server gave (its refine extension); the server must still hold the result. */
+export async function refineRemote(
+  server: string,
+  token: string | undefined,
+  params: RefineParams,
+  signal?: AbortSignal,
+): Promise<RefineResult> {
+  const res = await post(server, token, 'refine', params, 'application/json', signal);
+  if (!res.ok) throw await refusal(server, res, res.status === 404 ? RpcErrorCode.ImageUnreadable : undefined);
+  return (await res.json()) as RefineResult;
+}
+
+async function post(
+  server: string,
+  token: string | undefined,
+  action: string,
+  body: unknown,
+  accept: string,
+  signal?: AbortSignal,
+): Promise<Response> {
+  try {
+    return await fetch(`${server.replace(/\/+$/, '')}/v2/models/${MODEL}/${action}`, {
+      method: 'POST',
+      body: JSON.stringify(body),
+      signal,
+      headers: {
+        'content-type': 'application/json',
+        accept,
+        ...(token ? { authorization: `Bearer ${token}` } : {}),
+      },
+    });
+  } catch (e) {
+    if (signal?.aborted) throw new RemoteError('Stopped.', RpcErrorCode.Cancelled, true);
+    const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+    throw new RemoteError(
+      `The server ${server} cannot be reached (${cause?.code ?? cause?.message ?? (e as Error).message}); check the reasonSegment.server setting.`,
+    );
+  }
+}
+
+/** A refused request as one line: the server's own message (its JSON error), the status, and what to do for a 401. */
+async function refusal(server: string, res: Response, code: number | undefined): Promise<RemoteError> {
+  const text = await res.text();
+  let message = text.slice(0, 300);
+  try {
+    message = String(JSON.parse(text).error);
+  } catch {
+    /* not the protocol's JSON error */
+  }
+  const hint = res.status === 401 ? '; set the token with the command "Reason Segment: Set Server Token".' : '';
+  const known = code ?? (res.status === 400 || res.status === 413 ? RpcErrorCode.ParamsInvalid : undefined);
+  return new RemoteError(`The server ${server} refused the request (${res.status}): ${message}${hint}`, known);
 }

@@ -25,6 +25,7 @@ import {
   installCodeServer,
   installExtension,
   launchBrowser,
+  resultFrame,
   runCommand,
   startCodeServer,
   turns,
@@ -248,6 +249,30 @@ describe('extension in server mode, end to end in code-server', function () {
     const s = await hostStatus(page);
     assert.equal(s.starts, 0, `the extension started ${s.starts} local host(s)`);
     assert.equal(s.status, null);
+    assert.deepEqual(localHosts(extensionsDir), []);
+  });
+
+  it('a click in the results panel refines the mask on the server (its refine extension), still no local host', async () => {
+    const chat = await chatFrame(page);
+    await chat.getByRole('button', { name: 'Open this result beside the image' }).last().click();
+    const rf = await resultFrame(page);
+    await rf.locator('.rs-view[data-ready="true"]').waitFor({ timeout: 60_000 });
+    await rf.getByRole('button', { name: 'Refine mask 1 by clicking' }).click();
+    const box = (await rf.locator('.rs-rp-viewport .rs-stage').boundingBox())!;
+    await page.mouse.click(box.x + box.width * 0.35, box.y + box.height * 0.45);
+    await rf.waitForFunction(() => {
+      const s = document.querySelector('.rs-rp-viewport .rs-stage') as HTMLElement;
+      return s.dataset.refine === 'done' || s.dataset.refine === 'failed';
+    });
+    const stage = rf.locator('.rs-rp-viewport .rs-stage');
+    assert.equal(await stage.getAttribute('data-refine'), 'done', await rf.locator('.rs-refine').innerText());
+    assert.equal(await rf.locator('.rs-rp-side .rs-mask[data-mask="0"]').getAttribute('data-refined'), 'true');
+    const refine = proxy!.seen.filter((x) => x.path.endsWith('/refine'));
+    assert.deepEqual(
+      refine.map((x) => [x.status, x.authorization]),
+      [[200, `Bearer ${token}`]],
+    );
+    await rf.getByRole('button', { name: 'Done' }).click();
     assert.deepEqual(localHosts(extensionsDir), []);
   });
 });

@@ -1,14 +1,16 @@
 // The extension's remote-server client (src/extension/remote.ts, no vscode) against a real `reason-segment serve` on
-// a loopback port with the committed tiny bundle: the streamed answer, a follow-up by sha256, and the error codes the
-// chat view acts on (a forgotten image is sent again; a bad token says how to set one).
+// a loopback port with the committed tiny bundle: the streamed answer, a follow-up by sha256, a refine through the
+// server's refine extension (the refine goldens), and the error codes the chat view and the results panel act on (a
+// forgotten image is sent again; a bad token says how to set one).
 import * as assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { RemoteError, segmentRemote } from '../../src/extension/remote';
+import { RemoteError, refineRemote, segmentRemote } from '../../src/extension/remote';
+import { rleIou } from '../../src/protocol/rle';
 import { RpcErrorCode, type SegmentParams } from '../../src/protocol/rpc';
-import { FIXTURE_BUNDLES, goldens } from '../helpers/bundles';
+import { FIXTURE_BUNDLES, type GoldenMask, goldens } from '../helpers/bundles';
 import { type Served, startServer } from '../helpers/oip';
 
 const BUNDLE = path.join(FIXTURE_BUNDLES, 'tiny-7b');
@@ -93,4 +95,79 @@ describe('extension: remote server client', function () {
     ).catch((e) => e);
     assert.equal(cancelled.cancelled, true);
   });
+
+  it("refines a mask of the server's result like the local host (the refine goldens), and refuses with one line", async () => {
+    const all = JSON.parse(readFileSync(path.join(BUNDLE, 'goldens.json'), 'utf8'));
+    const g = (all.refine as RefineGolden[]).find((r) => r.points.length > 0 && r.box);
+    assert.ok(g, 'goldens.json holds a refine case with points and a box');
+    const c = goldens(BUNDLE).find((x) => x.name === g.case)!;
+    const result = await segmentRemote(
+      url,
+      TOKEN,
+      {
+        image: { path: 'unused' },
+        prompt: c.prompt,
+        history: c.history.map(([user, assistant]) => ({ user, assistant })),
+        maxNewTokens: c.max_new_tokens,
+        assistantPrefix: c.assistant_prefix,
+      },
+      { data: readFileSync(path.join(BUNDLE, c.image)) },
+      () => undefined,
+    );
+    assert.ok(result.resultId, "the server's result has a resultId");
+    const prompt = { points: g.points, labels: g.labels, box: g.box! };
+    const out = await refineRemote(url, TOKEN, { resultId: result.resultId, maskIndex: g.mask_index, prompt });
+    const iou = rleIou(out.mask.rle, g.mask.rle);
+    assert.ok(iou >= 0.999, `${g.name}: mask IoU ${iou}`);
+    assert.ok(Math.abs(out.mask.score - g.iou) < 1e-3, `IoU prediction ${out.mask.score} vs ${g.iou}`);
+    assert.deepEqual(out.mask.refined, prompt);
+
+    const refusal = (p: Promise<unknown>) =>
+      p.then(
+        () => assert.fail('the refine was expected to be refused'),
+        (e) => {
+          assert.ok(e instanceof RemoteError && !e.message.includes('\n'), String(e));
+          return e as RemoteError;
+        },
+      );
+    const badMask = await refusal(
+      refineRemote(url, TOKEN, { resultId: result.resultId, maskIndex: 99, prompt: { points: [], labels: [] } }),
+    );
+    assert.equal(badMask.code, RpcErrorCode.ParamsInvalid);
+    assert.match(badMask.message, /\(400\): maskIndex 99: the result has \d+ mask/);
+    const outside = await refusal(
+      refineRemote(url, TOKEN, {
+        resultId: result.resultId,
+        maskIndex: 0,
+        prompt: { points: [[1e6, 3]], labels: [1] },
+      }),
+    );
+    assert.equal(outside.code, RpcErrorCode.ParamsInvalid);
+    const forgotten = await refusal(
+      refineRemote(url, TOKEN, { resultId: 'r-unknown', maskIndex: 0, prompt: { points: [], labels: [] } }),
+    );
+    assert.equal(forgotten.code, RpcErrorCode.ImageUnreadable, 'the panel says to run the request again');
+    assert.match(forgotten.message, /\(404\): That result is no longer in the host's memory/);
+    const malformed = await refusal(refineRemote(url, TOKEN, { resultId: result.resultId } as never));
+    assert.match(malformed.message, /\(400\): .*prompt.*; send \{"resultId"/);
+    const badToken = await refusal(
+      refineRemote(url, 'd'.repeat(40), {
+        resultId: result.resultId,
+        maskIndex: 0,
+        prompt: { points: [], labels: [] },
+      }),
+    );
+    assert.match(badToken.message, /\(401\).*Set Server Token/);
+  });
 });
+
+interface RefineGolden {
+  name: string;
+  case: string;
+  mask_index: number;
+  points: [number, number][];
+  labels: (0 | 1)[];
+  box: [number, number, number, number] | null;
+  iou: number;
+  mask: GoldenMask;
+}

@@ -58,6 +58,7 @@ describe('reason-segment serve (Open Inference Protocol v2)', function () {
     const meta = JSON.parse((await get('/v2')).body.toString());
     assert.equal(meta.name, 'reason-segment');
     assert.ok(meta.extensions.includes('binary_tensor_data'));
+    assert.ok(meta.extensions.includes('refine'), 'the refine extension (docs/deploy.md)');
     const model = JSON.parse((await get('/v2/models/reason-segment')).body.toString());
     assert.deepEqual(model.versions, ['1']);
     assert.deepEqual(

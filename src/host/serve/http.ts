@@ -1,9 +1,11 @@
 // `reason-segment serve`: one loaded pipeline behind the Open Inference Protocol's HTTP/REST endpoints (health,
-// metadata, infer) and the provisional generate extension (generate, generate_stream as Server-Sent Events), on
-// node:http. Routing, auth, body limits, timeouts and cancel-on-disconnect live here; tensors in oip.ts, the model's
+// metadata, infer), the provisional generate extension (generate, generate_stream as Server-Sent Events) and our own
+// refine extension (a mask of a result again, with clicked points and a box), on node:http. Routing, auth, body limits, timeouts and cancel-on-disconnect live here; tensors in oip.ts, the model's
 // signature in model.ts, fairness in queue.ts.
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { RefineParams } from '../../protocol/rpc';
+import { validateRefineParams } from '../../protocol/validate';
 import { HostError, isHostError, oneLine } from '../errors';
 import type { LisaPipeline } from '../pipeline';
 import { isLoopback, readTokens, tokenIndex } from './auth';
@@ -92,8 +94,8 @@ export function log(message: string): void {
   process.stderr.write(`[reason-segment serve ${new Date().toISOString()}] ${message}\n`);
 }
 
-type Action = 'metadata' | 'ready' | 'infer' | 'generate' | 'generate_stream';
-const ROUTE = /^\/v2\/models\/([^/]+)(?:\/versions\/([^/]+))?(?:\/(ready|infer|generate|generate_stream))?$/;
+type Action = 'metadata' | 'ready' | 'infer' | 'generate' | 'generate_stream' | 'refine';
+const ROUTE = /^\/v2\/models\/([^/]+)(?:\/versions\/([^/]+))?(?:\/(ready|infer|generate|generate_stream|refine))?$/;
 
 class InferenceServer {
   readonly http: http.Server;
@@ -138,7 +140,7 @@ class InferenceServer {
       const meta: ServerMetadata = {
         name: MODEL_NAME,
         version: VERSION,
-        extensions: ['binary_tensor_data', 'generate'],
+        extensions: ['binary_tensor_data', 'generate', 'refine'],
       };
       return json(res, 200, meta);
     }
@@ -162,6 +164,41 @@ class InferenceServer {
       case 'generate_stream':
         method(req, 'POST');
         return this.generate(req, res, client, action === 'generate_stream');
+      case 'refine':
+        method(req, 'POST');
+        return this.refine(req, res);
+    }
+  }
+
+  /**
+   * Our refine extension, the host's reasonSegment/refine over HTTP: SAM's mask decoder again for one mask of a result
+   * this server gave (its `resultId`), on the image embedding it still holds, with clicked points and a box. The body
+   * is the refine params as JSON, the answer the refine result. As in the host, not queued behind segment requests: a
+   * click (a small decoder run) is answered while long answers decode, instead of after the whole queue.
+   */
+  private async refine(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const params = await this.readJson(req);
+    const problems = validateRefineParams(params);
+    if (problems.length)
+      throw new HttpError(
+        400,
+        `${problems.slice(0, 3).join('; ')}; send {"resultId", "maskIndex", "prompt": {"points", "labels", "box"}}`,
+      );
+    try {
+      return json(res, 200, await this.pipeline.refiner.refine(params as RefineParams));
+    } catch (e) {
+      // A result the server no longer remembers is gone like an evicted image: 404, run the request again.
+      if (isHostError(e, 'ImageUnreadable')) throw new HttpError(404, e.message);
+      throw e;
+    }
+  }
+
+  private async readJson(req: http.IncomingMessage): Promise<unknown> {
+    const body = await readBody(req, this.opts.maxBodyBytes);
+    try {
+      return JSON.parse(body.toString('utf8'));
+    } catch (e) {
+      throw new HttpError(400, `the request is not valid JSON (${(e as Error).message})`);
     }
   }
 
@@ -210,14 +247,7 @@ class InferenceServer {
     client: string,
     stream: boolean,
   ): Promise<void> {
-    const body = await readBody(req, this.opts.maxBodyBytes);
-    let parsed: Record<string, unknown>;
-    try {
-      parsed = JSON.parse(body.toString('utf8'));
-    } catch (e) {
-      throw new HttpError(400, `the request is not valid JSON (${(e as Error).message})`);
-    }
-    const { request: modelReq, id, parameters } = requestFromGenerate(parsed);
+    const { request: modelReq, id, parameters } = requestFromGenerate(await this.readJson(req));
     const head = { model_name: MODEL_NAME, model_version: MODEL_VERSION, ...(id !== undefined ? { id } : {}) };
     if (!stream) {
       const result = await this.run(req, res, client, modelReq, parameters, undefined);
