@@ -80,6 +80,8 @@ class _Session:
         self.last: Optional[Dict[str, Any]] = None  # image path, history, model, device, result
         # Results of this kernel by the host's resultId, most recent last: what the JupyterLab renderer refines.
         self.results: collections.OrderedDict[str, SegmentResult] = collections.OrderedDict()
+        # The server that gave a result, for results of a remote server: it refines them, not the host.
+        self.made_by: Dict[str, RemoteServer] = {}
 
     # ---- settings --------------------------------------------------------------------------------------------------
     def model(self, override: Optional[str]) -> str:
@@ -185,11 +187,18 @@ class _Session:
                 if printed[0]:
                     print(flush=True)
                 raise SegmentError(str(e)) from None
-        return self._finish(payload, path, prompt, history, assistant_prefix, printed[0], None, None)
+        return self._finish(payload, path, prompt, history, assistant_prefix, printed[0], None, None, r)
 
     def refine(self, result: SegmentResult, mask_index: int, prompt: Dict[str, Any]) -> Dict[str, Any]:
-        """The host's refined mask for mask ``mask_index`` of ``result`` (reasonSegment/refine); the host must be the
-        one that made it, so a stopped or restarted host says to run the cell again."""
+        """The host's refined mask for mask ``mask_index`` of ``result`` (reasonSegment/refine); the host (or the server)
+        must be the one that made it, so a stopped or restarted host says to run the cell again."""
+        remote = self.made_by.get(result.result_id or "")
+        if remote is not None:
+            with self.lock:
+                try:
+                    return remote.refine(result.result_id, mask_index, prompt)
+                except RemoteError as e:
+                    raise SegmentError(str(e)) from None
         h = self.host
         if h is None or not h.alive:
             raise SegmentError(
@@ -308,17 +317,23 @@ class _Session:
                 sys.stdout.flush()
         return self._finish(payload, path, prompt, history, assistant_prefix, printed[0], bundle, dev)
 
-    def _finish(self, payload, path, prompt, history, assistant_prefix, printed, model, device) -> SegmentResult:
-        """The result of a turn, remembered as the conversation a follow-up continues."""
+    def _finish(
+        self, payload, path, prompt, history, assistant_prefix, printed, model, device, remote=None
+    ) -> SegmentResult:
+        """The result of a turn, remembered as the conversation a follow-up continues (and, for a remote server's
+        result, which server refines it)."""
         from IPython.display import clear_output
 
         if printed:
             clear_output(wait=True)
-        result = SegmentResult(payload, image_path=path, refiner=self.refine if model else None)
+        result = SegmentResult(payload, image_path=path, refiner=self.refine if model or remote else None)
         if result.result_id:
             self.results[result.result_id] = result
+            if remote is not None:
+                self.made_by[result.result_id] = remote
             while len(self.results) > MAX_RESULTS:
-                self.results.popitem(last=False)
+                gone, _ = self.results.popitem(last=False)
+                self.made_by.pop(gone, None)
         said = f"{assistant_prefix} {result.answer}".strip() if assistant_prefix else result.answer
         self.last = {
             "image": path,

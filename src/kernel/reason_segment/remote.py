@@ -1,7 +1,8 @@
 """A remote ``reason-segment serve`` (Open Inference Protocol v2) in place of a host process: ``%segment_config
 --server URL``. Stdlib only. Each turn is one ``generate_stream`` request (Server-Sent Events: the answer streams as
 it is generated, the last event carries the result). An image goes to the server once; follow-ups on it send only its
-sha256, and the image again if the server answers that it no longer holds it (404).
+sha256, and the image again if the server answers that it no longer holds it (404). A mask of a result is refined
+with one request of the server's refine extension.
 """
 
 from __future__ import annotations
@@ -83,18 +84,25 @@ class RemoteServer:
         self.images_sent += 1
         return result
 
-    def _stream(self, body: dict[str, Any], on_text: Callable[[str], None] | None) -> dict[str, Any]:
-        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+    def refine(self, result_id: str, mask_index: int, prompt: dict[str, Any]) -> dict[str, Any]:
+        """Mask ``mask_index`` of a result this server gave, again with points and a box; the server must still hold
+        the result (a 404 says it does not: run the cell again)."""
+        params = {"resultId": result_id, "maskIndex": int(mask_index), "prompt": prompt}
+        with self._post("refine", params, "application/json") as resp:
+            return json.loads(resp.read().decode("utf-8"))["mask"]
+
+    def _post(self, action: str, body: dict[str, Any], accept: str):
+        headers = {"Content-Type": "application/json", "Accept": accept}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         req = urllib.request.Request(
-            f"{self.url}/v2/models/{MODEL}/generate_stream",
+            f"{self.url}/v2/models/{MODEL}/{action}",
             data=json.dumps(body).encode("utf-8"),
             headers=headers,
             method="POST",
         )
         try:
-            resp = urllib.request.urlopen(req, timeout=self.timeout)
+            return urllib.request.urlopen(req, timeout=self.timeout)
         except urllib.error.HTTPError as e:
             raise RemoteError(
                 f"The server {self.url} refused the request ({e.code}): {_error_of(e.read())}", e.code
@@ -104,7 +112,9 @@ class RemoteServer:
             raise RemoteError(
                 f"The server {self.url} cannot be reached ({reason}): check %segment_config --server."
             ) from None
-        with resp:
+
+    def _stream(self, body: dict[str, Any], on_text: Callable[[str], None] | None) -> dict[str, Any]:
+        with self._post("generate_stream", body, "text/event-stream") as resp:
             for raw in resp:
                 line = raw.decode("utf-8").rstrip("\r\n")
                 if not line.startswith("data: "):

@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
+import numpy as np
+import pycocotools.mask as cocomask
 import pytest
 
 KERNEL_PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -164,3 +167,35 @@ def kernel():
     assert ex.status == "ok", ex.error_lines()
     yield k
     k.shutdown()
+
+
+def refine_goldens(bundle: str = BUNDLE) -> List[Dict[str, Any]]:
+    with open(os.path.join(bundle, "goldens.json"), encoding="utf-8") as f:
+        return json.load(f)["refine"]
+
+
+def decode(rle: Dict[str, Any]) -> np.ndarray:
+    return cocomask.decode({"size": rle["size"], "counts": rle["counts"].encode()}).astype(bool)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def ask(kernel: Kernel, data: Dict[str, Any]) -> Dict[str, Any]:
+    """Opens a comm to the magic's target as the renderer does (the request in the open message) and returns the
+    kernel's answer, or {"closed": True} when the kernel closed the comm without one."""
+    from reason_segment.magic import COMM_TARGET
+
+    kc = kernel.kc
+    msg = kc.session.msg("comm_open", {"comm_id": uuid.uuid4().hex, "target_name": COMM_TARGET, "data": data})
+    kc.shell_channel.send(msg)
+    while True:
+        m = kc.get_iopub_msg(timeout=120)
+        if m["parent_header"].get("msg_id") != msg["header"]["msg_id"]:
+            continue
+        if m["msg_type"] == "comm_msg":
+            return m["content"]["data"]
+        if m["msg_type"] == "comm_close":
+            return {"closed": True}

@@ -6,48 +6,16 @@ The tests of this module share one kernel and run in order."""
 
 from __future__ import annotations
 
-import json
 import os
-import uuid
 from typing import Any, Dict
 
-import numpy as np
-import pycocotools.mask as cocomask
 import pytest
-from conftest import BUNDLE, RESULT_MIME, Kernel, goldens
+from conftest import BUNDLE, RESULT_MIME, ask, decode, goldens, iou, refine_goldens
 
-from reason_segment.magic import COMM_TARGET
-
-with open(os.path.join(BUNDLE, "goldens.json"), encoding="utf-8") as _f:
-    REFINES = json.load(_f)["refine"]
+REFINES = refine_goldens()
 CASE = next(c for c in goldens() if c["name"] == "coffee-two-seg")
 POINT = next(r for r in REFINES if r["name"] == "coffee-two-seg/point")
 POINT_BOX = next(r for r in REFINES if r["name"] == "coffee-two-seg/point-box")
-
-
-def decode(rle: Dict[str, Any]) -> np.ndarray:
-    return cocomask.decode({"size": rle["size"], "counts": rle["counts"].encode()}).astype(bool)
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
-
-
-def ask(kernel: Kernel, data: Dict[str, Any]) -> Dict[str, Any]:
-    """Opens a comm to the magic's target as the renderer does (the request in the open message) and returns the
-    kernel's answer, or {"closed": True} when the kernel closed the comm without one."""
-    kc = kernel.kc
-    msg = kc.session.msg("comm_open", {"comm_id": uuid.uuid4().hex, "target_name": COMM_TARGET, "data": data})
-    kc.shell_channel.send(msg)
-    while True:
-        m = kc.get_iopub_msg(timeout=120)
-        if m["parent_header"].get("msg_id") != msg["header"]["msg_id"]:
-            continue
-        if m["msg_type"] == "comm_msg":
-            return m["content"]["data"]
-        if m["msg_type"] == "comm_close":
-            return {"closed": True}
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import BUNDLE, REPO, RESULT_MIME, goldens
+from conftest import BUNDLE, REPO, RESULT_MIME, ask, decode, goldens, iou, refine_goldens
 
 GOLDEN = next(c for c in goldens() if c["masks"] and c["assistant_prefix"])
 GOLDEN_IMAGE = os.path.join(BUNDLE, GOLDEN["image"])
@@ -85,6 +85,29 @@ def test_a_followup_sends_only_the_sha256(kernel, server):
     assert payload["timings"]["cacheHit"] is True
     assert len(payload["history"]) == 1
     assert kernel.value("__import__('reason_segment.magic').magic.session().remote.images_sent") == 1
+
+
+def test_the_server_refines_its_results_from_python_and_from_the_renderers_comm(kernel, server):
+    # `first` is the first test's result, made on the server; the server's refine extension refines it, no host.
+    g = next(r for r in refine_goldens() if r["case"] == GOLDEN["name"] and r["points"] and r["box"])
+    i = g["mask_index"]
+    area = kernel.value(
+        f"int(first.refine(mask={i}, points={g['points']}, labels={g['labels']}, box={g['box']}).sum())"
+    )
+    mask = decode(kernel.value(f"first.rles[{i}]"))
+    assert area == mask.sum() and iou(mask, decode(g["mask"]["rle"])) >= 0.999
+    assert kernel.value(f"first.refined[{i}]")["box"] == g["box"]
+    # The JupyterLab renderer's way: a comm to the kernel, which asks the server.
+    rid = kernel.value("first.result_id")
+    prompt = {"points": g["points"], "labels": g["labels"], "box": g["box"]}
+    answer = ask(kernel, {"op": "refine", "resultId": rid, "maskIndex": i, "prompt": prompt})
+    assert "error" not in answer, answer
+    assert iou(decode(answer["mask"]["rle"]), decode(g["mask"]["rle"])) >= 0.999
+    assert kernel.value("__import__('reason_segment.magic').magic.session().host") is None, "no host process started"
+    # A point outside the image: the server's refusal, one line.
+    outside = {"points": [[1e6, 3]], "labels": [1]}
+    answer = ask(kernel, {"op": "refine", "resultId": rid, "maskIndex": i, "prompt": outside})
+    assert "refused the request (400)" in answer["error"] and "\n" not in answer["error"], answer
 
 
 def test_errors_are_one_line(kernel, server):
