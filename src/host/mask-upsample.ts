@@ -54,34 +54,80 @@ export function lowResMaskCounts(
   if (!(h >= 1 && w >= 1)) throw new RangeError(`image size ${h}x${w}`);
 
   // 256 -> 1024, only the crop [0, rh) x [0, rw); stored column-major (s1[x * rh + y]) for the column walk below.
+  // Separable, as PyTorch's sums are: the horizontal pass of each low-res row (hc[x * LOW + row]), then vertical.
   const r1 = taps(LOW, SAM, rh);
   const c1 = taps(LOW, SAM, rw);
-  const s1 = new Float64Array(rw * rh);
+  const hc = new Float64Array(rw * LOW);
   for (let x = 0; x < rw; x++) {
     const a = offset + c1.i0[x];
     const b = offset + c1.i1[x];
     const wb = c1.w1[x];
     const wa = 1 - wb;
+    for (let row = 0, o = x * LOW, p = 0; row < LOW; row++, o++, p += LOW)
+      hc[o] = wa * lowRes[p + a] + wb * lowRes[p + b];
+  }
+  const s1 = new Float64Array(rw * rh);
+  for (let x = 0; x < rw; x++) {
+    const base = x * LOW;
     for (let y = 0, o = x * rh; y < rh; y++, o++) {
-      const p = r1.i0[y] * LOW;
-      const q = r1.i1[y] * LOW;
       const wq = r1.w1[y];
-      s1[o] = (1 - wq) * (wa * lowRes[p + a] + wb * lowRes[p + b]) + wq * (wa * lowRes[q + a] + wb * lowRes[q + b]);
+      s1[o] = (1 - wq) * hc[base + r1.i0[y]] + wq * hc[base + r1.i1[y]];
     }
   }
 
-  // rh x rw -> h x w. Output rows with the same lower source row i make one group: rows first[i] .. first[i + 1] - 1.
+  // rh x rw -> h x w. Output rows with the same lower source row i make one group: rows first[i] .. first[i + 1] - 1,
+  // between source rows i and i + 1 (i at the last row); output columns likewise between source columns a and a + 1.
   const r2 = taps(rh, h);
   const c2 = taps(rw, w);
   const first = new Int32Array(rh + 1).fill(h);
   for (let y = h - 1; y >= 0; y--) first[r2.i0[y]] = y;
   for (let i = rh - 1; i >= 0; i--) if (first[i] > first[i + 1]) first[i] = first[i + 1];
 
+  // Each cell of source columns (a, a + 1) and rows (i, i + 1): 1 when its four values are all above the threshold,
+  // 0 when all are at or below it, 2 otherwise; kept per column a as segments of equal class (segRow: first row,
+  // segClass), column a's segments at segOff[a] .. segOff[a + 1] - 1.
+  let segRow = new Int32Array(4 * rw);
+  let segClass = new Uint8Array(segRow.length);
+  const segOff = new Int32Array(rw + 1);
+  let ns = 0;
+  for (let a = 0; a < rw; a++) {
+    const pa = a * rh;
+    const pb = (a < rw - 1 ? a + 1 : a) * rh;
+    let prev = -1;
+    for (let i = 0; i < rh; i++) {
+      const i1 = i < rh - 1 ? i + 1 : i;
+      const u = s1[pa + i];
+      const v = s1[pb + i];
+      const x = s1[pa + i1];
+      const y = s1[pb + i1];
+      const cls =
+        u > threshold && v > threshold && x > threshold && y > threshold
+          ? 1
+          : u <= threshold && v <= threshold && x <= threshold && y <= threshold
+            ? 0
+            : 2;
+      if (cls === prev) continue;
+      if (ns === segRow.length) {
+        const r = new Int32Array(ns * 2);
+        r.set(segRow);
+        segRow = r;
+        const c = new Uint8Array(ns * 2);
+        c.set(segClass);
+        segClass = c;
+      }
+      segRow[ns] = i;
+      segClass[ns++] = cls;
+      prev = cls;
+    }
+    segOff[a + 1] = ns;
+  }
+
   let counts = new Uint32Array(1024);
   let k = 0;
   let cur = 0; // the value of the run being counted; COCO counts start with a run of zeros
   let run = 0;
   const emit = (v: number, len: number) => {
+    if (len === 0) return; // a segment of source rows that no output row falls between (downsampling)
     if (v === cur) {
       run += len;
       return;
@@ -95,28 +141,37 @@ export function lowResMaskCounts(
     cur = v;
     run = len;
   };
-  const col = new Float64Array(rh);
   for (let x = 0; x < w; x++) {
-    const a = c2.i0[x] * rh;
-    const b = c2.i1[x] * rh;
+    const a = c2.i0[x];
+    const pa = a * rh;
+    const pb = c2.i1[x] * rh;
     const wb = c2.w1[x];
     const wa = 1 - wb;
-    for (let i = 0; i < rh; i++) col[i] = wa * s1[a + i] + wb * s1[b + i];
-    for (let i = 0; i < rh; i++) {
-      const ys = first[i];
-      const ye = first[i + 1];
-      if (ys === ye) continue;
-      const p = col[i];
-      const q = col[r2.i1[ys]];
-      if (p > threshold && q > threshold) emit(1, ye - ys);
-      else if (p <= threshold && q <= threshold) emit(0, ye - ys);
-      else
-        for (let y = ys; y < ye; y++) {
-          const wy = r2.w1[y];
-          emit((1 - wy) * p + wy * q > threshold ? 1 : 0, 1);
-        }
+    for (let sg = segOff[a], end = segOff[a + 1]; sg < end; sg++) {
+      const iS = segRow[sg];
+      const iE = sg + 1 < end ? segRow[sg + 1] : rh;
+      if (segClass[sg] !== 2) {
+        emit(segClass[sg], first[iE] - first[iS]);
+        continue;
+      }
+      for (let i = iS; i < iE; i++) {
+        const ys = first[i];
+        const ye = first[i + 1];
+        if (ys === ye) continue;
+        const i1 = i < rh - 1 ? i + 1 : i;
+        const p = wa * s1[pa + i] + wb * s1[pb + i];
+        const q = wa * s1[pa + i1] + wb * s1[pb + i1];
+        if (p > threshold && q > threshold) emit(1, ye - ys);
+        else if (p <= threshold && q <= threshold) emit(0, ye - ys);
+        else
+          for (let y = ys; y < ye; y++) {
+            const wy = r2.w1[y];
+            emit((1 - wy) * p + wy * q > threshold ? 1 : 0, 1);
+          }
+      }
     }
   }
-  emit(cur ^ 1, 0); // close the last run
+  if (k === counts.length) counts = Uint32Array.from([...counts, 0]);
+  counts[k++] = run; // the last run
   return counts.slice(0, k);
 }
