@@ -24,6 +24,7 @@ import { RpcErrorCode, type SegmentParams } from '../protocol/rpc';
 import { askWithinContext } from './fitContext';
 import type { HostRequestError } from './hostError';
 import type { Translate } from './hostStatus';
+import type { RenditionStore } from './renditions';
 
 const MAX_CONVERSATIONS = 30;
 /** Overlay PNGs kept in the stored state only below this size (they make exported notebooks show in plain Jupyter). */
@@ -52,6 +53,8 @@ export interface ChatPorts {
   model(): ChatModelInfo | undefined;
   /** The image's bytes for the webview. */
   readImage(path: string): Promise<ImagePayload>;
+  /** Where TIFF images' PNG renditions are kept across window reloads (the extension's storage). */
+  renditions: RenditionStore;
   /** Checks that `path` (a path or URI string from a message) is an image file; throws a message for the user. */
   checkImage(path: string): Promise<ConversationImage>;
   /** The user's choice of an image file, or undefined. */
@@ -78,8 +81,6 @@ export class ChatController {
   private readonly running = new Map<string, { turnId: string; abort: AbortController }>();
   /** Overlay PNGs of this session's turns (not all are persisted, see MAX_STORED_OVERLAY). */
   readonly overlays = new Map<string, string>();
-  /** PNG renditions of TIFF images by path, from the host (webviews cannot decode TIFF). In memory only. */
-  private readonly renditions = new Map<string, ImagePayload>();
   private readonly turnListeners = new Set<(c: Conversation, t: Turn) => void>();
   private hadCrash = false;
 
@@ -198,11 +199,11 @@ export class ChatController {
 
   /**
    * A conversation's picture for a webview (the side bar and the results panel): the file's bytes, or for a TIFF, which no
-   * webview decodes, the host's PNG rendition of it from this session's turns (until a turn has run after a window
-   * reload, a TIFF has none and its picture is missing).
+   * webview decodes, the host's PNG rendition of it from its last turn (kept across window reloads; until a turn has
+   * run on it, a TIFF has none and its picture is missing).
    */
   async webviewImage(image: ConversationImage): Promise<ImagePayload> {
-    return this.renditions.get(image.path) ?? this.p.readImage(image.path);
+    return (await this.p.renditions.get(image.path)) ?? this.p.readImage(image.path);
   }
 
   private async postImage(c: Conversation | undefined): Promise<void> {
@@ -405,7 +406,7 @@ export class ChatController {
           data: result.image.data,
           mimeType: result.image.mimeType ?? 'image/png',
         };
-        this.renditions.set(imagePath, rendition);
+        await this.p.renditions.put(imagePath, rendition);
         this.p.post({ type: 'image', conversationId: c.id, image: rendition });
       }
       delete stored.image.data;

@@ -1,6 +1,7 @@
 // The side bar chat's VS Code side: a WebviewViewProvider for `reasonSegment.chat` that adapts ChatController
 // (chatController.ts: the chat's logic, which does not import vscode) to VS Code: workspace state for storage, the
 // HostManager for requests, the webview for messages, dialogs and notifications for the user.
+import * as path from 'node:path';
 import * as vscode from 'vscode';
 import type { Conversation, ExtensionMessage } from '../protocol/chat';
 import type { SegmentResult } from '../protocol/result';
@@ -8,6 +9,7 @@ import { RpcErrorCode } from '../protocol/rpc';
 import { ChatController, type StoredChats } from './chatController';
 import { describeError, type HostManager } from './host';
 import { checkImage, readImagePayload, saveFileWithDialog, toUri } from './imageFiles';
+import { RenditionStore } from './renditions';
 import { IMAGE_EXTENSIONS } from './settings';
 import { webviewHtml, webviewOptions } from './webviewHtml';
 
@@ -48,6 +50,7 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
       hostState: () => host.state,
       model: () => (host.model ? { variant: host.model.variant, provider: host.model.provider } : undefined),
       readImage: readImagePayload,
+      renditions: new RenditionStore(path.join(context.globalStorageUri.fsPath, 'renditions')),
       checkImage,
       pickImage: async () => {
         const picked = await vscode.window.showOpenDialog({

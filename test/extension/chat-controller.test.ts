@@ -209,6 +209,11 @@ describe('extension: the chat controller on a real host', function () {
     const m = resultMessageOf(c, c.turns.at(-1)!.id, img)!;
     assert.equal(m.result.image.mimeType, 'image/png', 'the results panel gets it');
     assert.equal(m.result.image.data, img.data);
+    // A window reload: a new controller on the stored conversations and the same extension storage still has it.
+    const reloaded = new ChatBridge('en', JSON.parse(JSON.stringify(b.stored)), b.renditionDir);
+    const again = reloaded.conversations.find((x) => x.id === c.id)!;
+    assert.deepEqual(await reloaded.controller.webviewImage(again.image!), img, 'the PNG after a reload');
+    await reloaded.dispose();
   });
 
   it('restores stored conversations; a turn left streaming reads as interrupted', async () => {

@@ -18,6 +18,7 @@ import {
 import { describeHostError } from '../../src/extension/hostError';
 import type { Translate } from '../../src/extension/hostStatus';
 import { imageSize, MIME_BY_EXT } from '../../src/extension/imageHeader';
+import { RenditionStore } from '../../src/extension/renditions';
 import { IMAGE_EXTENSIONS, isImagePath } from '../../src/extension/settings';
 import type { ChatTurn, Conversation, ExtensionMessage, ImagePayload, WebviewMessage } from '../../src/protocol/chat';
 import { validateWebviewMessage } from '../../src/protocol/chat';
@@ -87,11 +88,16 @@ export class ChatBridge {
   private restarting: Promise<void> | null = null;
   private readonly tmp = mkdtempSync(path.join(os.tmpdir(), 'rs-bridge-'));
 
+  /** The extension's storage folder for TIFF renditions; a bridge made to stand for a reloaded window shares it. */
+  readonly renditionDir: string;
+
   constructor(
     readonly lang = 'en',
     stored?: StoredChats,
+    renditionDir?: string,
   ) {
     this.stored = stored;
+    this.renditionDir = renditionDir ?? path.join(this.tmp, 'renditions');
     const t = extensionTranslator(lang);
     const ports: ChatPorts = {
       segment: (params, signal) => this.segment(params, signal),
@@ -99,6 +105,7 @@ export class ChatBridge {
       hostState: () => this.state,
       model: () => this.model,
       readImage: async (p) => readImage(p),
+      renditions: new RenditionStore(this.renditionDir),
       checkImage: async (p) => {
         const file = p.startsWith('file:') ? fileURLToPath(p) : p;
         if (!isImagePath(file))
