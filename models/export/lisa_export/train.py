@@ -447,16 +447,20 @@ def sam_prompts(lisa: Lisa, masks: torch.Tensor, rng: random.Random) -> tuple[to
 SAM_PROMPTS_PER_IMAGE = 2  # the mask decoder's cost grows with the prompts; the encoder runs once per image
 
 
-def sam_step_loss(lisa: Lisa, batch: list[dict], rngs: list[random.Random]) -> tuple[torch.Tensor, dict]:
-    """SAM's stage on a batch of scenes: up to SAM_PROMPTS_PER_IMAGE of each scene's shapes (any shape, target or
+def sam_step_loss(
+    lisa: Lisa, batch: list[dict], rngs: list[random.Random], per_image: int = SAM_PROMPTS_PER_IMAGE
+) -> tuple[torch.Tensor, dict]:
+    """SAM's stage on a batch of scenes: up to `per_image` of each scene's shapes (0: every one; any shape, target or
     not), each prompted by a point or a box; BCE and Dice on the single-mask output (the mask LISA reads), MSE of the
-    IoU head against the mask's IoU."""
+    IoU head against the mask's IoU.  Every shape of a scene prompted makes a prompt-blind mask (all the scene's
+    shapes) cost the most (docs/evaluation.md: on ideal image features it is what lets the decoder start to listen)."""
     img_emb = lisa.image_encoder(torch.cat([sam_pixels(t["sam_rgb"]) for t in batch]))
     bce = dice = iou_mse = torch.zeros(())
     ious = []
     n = 0
     for bi, (t, rng) in enumerate(zip(batch, rngs, strict=True)):
-        pick = sorted(rng.sample(range(len(t["all"])), min(SAM_PROMPTS_PER_IMAGE, len(t["all"]))))
+        k = len(t["all"]) if per_image == 0 else min(per_image, len(t["all"]))
+        pick = sorted(rng.sample(range(len(t["all"])), k))
         gt = torch.stack([t["all"][i] for i in pick])
         sparse, dense = sam_prompts(lisa, gt, rng)
         low, iou_pred = decode_masks(lisa, img_emb[bi : bi + 1], sparse, dense)
@@ -472,7 +476,7 @@ def sam_step_loss(lisa: Lisa, batch: list[dict], rngs: list[random.Random]) -> t
     bce, dice, iou_mse = BCE_WEIGHT * bce / n, DICE_WEIGHT * dice / n, IOU_WEIGHT * iou_mse / n
     loss = bce + dice + iou_mse
     parts = {"bce": bce, "dice": dice, "iou_mse": iou_mse}
-    return loss, {**{k: float(v.detach()) for k, v in parts.items()}, "iou": float(np.mean(ious))}
+    return loss, {**{k: float(v.detach()) for k, v in parts.items()}, "iou": float(np.mean(ious)), "prompts": n}
 
 
 def embed_images(lisa: Lisa, scenes: list[dict], pool) -> None:
@@ -517,7 +521,18 @@ def log_progress(log, stage: str, ema: dict, losses: dict, step: int, n: int, sc
         )
 
 
-def pretrain_sam(lisa: Lisa, scenes: list[dict], n: int, batch: int, lr: float, seed: int, pool, log, t0) -> None:
+def pretrain_sam(
+    lisa: Lisa,
+    scenes: list[dict],
+    n: int,
+    batch: int,
+    lr: float,
+    seed: int,
+    pool,
+    log,
+    t0,
+    per_image: int = SAM_PROMPTS_PER_IMAGE,
+) -> None:
     """SAM's stage: the image encoder, prompt encoder and mask decoder trained on point and box prompts of every shape (LISA starts from a SAM pre-trained so; this one is pre-trained here, on the same scenes)."""
     params = [p for m in (lisa.image_encoder, lisa.prompt_encoder, lisa.mask_decoder) for p in m.parameters()]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.95))
@@ -534,7 +549,7 @@ def pretrain_sam(lisa: Lisa, scenes: list[dict], n: int, batch: int, lr: float, 
         rngs = [random.Random(f"lisa-sam/{seed}/{step}/{i}") for i in range(batch)]
         opt.zero_grad(set_to_none=True)
         m = parallel_backward(
-            lambda lo, hi, b=b, rngs=rngs: sam_step_loss(lisa, [scenes[i] for i in b[lo:hi]], rngs[lo:hi]),
+            lambda lo, hi, b=b, rngs=rngs: sam_step_loss(lisa, [scenes[i] for i in b[lo:hi]], rngs[lo:hi], per_image),
             batch,
             pool,
         )
@@ -576,6 +591,7 @@ def train(
     sam_lr: float = 2e-3,
     questions: bool = False,
     clip: tuple[int, int] = (64, 3),
+    sam_prompts: int = SAM_PROMPTS_PER_IMAGE,
 ) -> Path:
     """Cosine cycles of `steps[c]` steps each, peak lr `lr / 2**c`, a fresh AdamW per cycle (warm restarts). With
     `resume`, the end of a cycle kept by `keep_checkpoint` (its cycle<c> folder): the later cycles then run from it,
@@ -607,7 +623,7 @@ def train(
             log(f"resumed from {resume}: cycles {first}..{len(steps) - 1} to go")
         elif sam_steps:
             lisa.train()
-            pretrain_sam(lisa, scenes, sam_steps, batch, sam_lr, seed, pool, log, t0)
+            pretrain_sam(lisa, scenes, sam_steps, batch, sam_lr, seed, pool, log, t0, sam_prompts)
             if keep_checkpoint is not None:
                 save_checkpoint(lisa, llm_cfg, clip_cfg, tok_dir, keep_checkpoint / "sam")
         if sam_steps:  # LISA's stage: SAM's image and prompt encoders frozen (LISA trains only SAM's mask decoder)
@@ -645,7 +661,9 @@ def train(
         lisa.eval()
         ckpt, clip_dir = save_checkpoint(lisa, llm_cfg, clip_cfg, tok_dir, tmp / "ckpt")
         log(f"trained in {time.time() - t0:.0f} s; exporting")
-        readme = readme_text(seed, "+".join(map(str, steps)), batch, scenes_n, lr, sam_steps, questions, clip)
+        readme = readme_text(
+            seed, "+".join(map(str, steps)), batch, scenes_n, lr, sam_steps, questions, clip, sam_prompts
+        )
         return export_trained(ckpt, clip_dir, out, weights, readme, seed, log)
 
 
@@ -737,11 +755,23 @@ them.{questions_note}
 """
 
 
-def readme_text(seed, steps: str, batch, scenes, lr, sam_steps: int, questions: bool, clip: tuple[int, int]) -> str:
+def readme_text(
+    seed,
+    steps: str,
+    batch,
+    scenes,
+    lr,
+    sam_steps: int,
+    questions: bool,
+    clip: tuple[int, int],
+    sam_prompts: int = SAM_PROMPTS_PER_IMAGE,
+) -> str:
     text = README.format(seed=seed, steps=steps, batch=batch, scenes=scenes, lr=lr, held=HELD_OUT_SEED)
     if sam_steps:
-        flags = (" --questions" if questions else "") + (
-            f" --clip-width {clip[0]} --clip-layers {clip[1]}" if clip != (64, 3) else ""
+        flags = (
+            (" --questions" if questions else "")
+            + (f" --clip-width {clip[0]} --clip-layers {clip[1]}" if clip != (64, 3) else "")
+            + (f" --sam-prompts {sam_prompts}" if sam_prompts != SAM_PROMPTS_PER_IMAGE else "")
         )
         note = (
             ' Each scene also gave a whole-scene question ("What shapes are in this image, from left to right?"), '
@@ -769,6 +799,12 @@ def main(argv=None) -> int:
         "(0: no SAM stage, every part trained in LISA's stage)",
     )
     ap.add_argument("--sam-lr", type=float, default=2e-3)
+    ap.add_argument(
+        "--sam-prompts",
+        type=int,
+        default=SAM_PROMPTS_PER_IMAGE,
+        help="shapes of each scene prompted in SAM's stage (0: every one; see docs/evaluation.md)",
+    )
     ap.add_argument("--questions", action="store_true", help="mix a whole-scene question into LISA's stage")
     ap.add_argument("--clip-width", type=int, default=64)
     ap.add_argument("--clip-layers", type=int, default=3)
@@ -805,6 +841,7 @@ def main(argv=None) -> int:
             a.sam_steps,
             a.questions,
             (a.clip_width, a.clip_layers),
+            a.sam_prompts,
         )
         export_trained(
             a.export_only / "lisa",
@@ -832,6 +869,7 @@ def main(argv=None) -> int:
         sam_lr=a.sam_lr,
         questions=a.questions,
         clip=(a.clip_width, a.clip_layers),
+        sam_prompts=a.sam_prompts,
     )
     return 0
 

@@ -102,7 +102,10 @@ def test_sam_pretraining_trains_sam_and_lisa_stage_leaves_the_encoders_frozen(tm
         grads = [p.grad for n, p in lisa.named_parameters() if n.startswith(prefix)]
         assert grads and all(g is not None for g in grads), prefix
     assert lisa.prompt_encoder.point_embeddings[1].weight.grad is not None  # a foreground point
+    assert m["prompts"] == 4  # two of each scene's shapes by default
     lisa.zero_grad(set_to_none=True)
+    _, every = train.sam_step_loss(lisa, scenes, [random.Random(i) for i in range(2)], per_image=0)
+    assert every["prompts"] == sum(len(s["all"]) for s in scenes) > 4  # --sam-prompts 0: every shape of the scene
 
     tok = load_slow_tokenizer(train.train_tokenizer(tmp_path / "tok", 3, scenes))
     train.tokenize_examples(tok, scenes)
