@@ -52,8 +52,15 @@ export function goldens(bundle: string): GoldenCase[] {
 /**
  * Runs `npm run export:tiny`'s module directly: a random-weight LISA exported through the real export path.
  * `keepCheckpoint`: also keep the LISA checkpoint (`<dir>/lisa`) and CLIP (`<dir>/clip`) folders it came from.
+ * `weights`: export those weights instead of float32 (no goldens then).
  */
-export function exportTiny(layout: '7b' | '13b', seed: number, out: string, keepCheckpoint?: string): string {
+export function exportTiny(
+  layout: '7b' | '13b',
+  seed: number,
+  out: string,
+  keepCheckpoint?: string,
+  weights?: 'float16' | 'int4',
+): string {
   execFileSync(
     path.join(REPO, 'models', 'export', 'venv'),
     [
@@ -67,6 +74,7 @@ export function exportTiny(layout: '7b' | '13b', seed: number, out: string, keep
       '--out',
       out,
       ...(keepCheckpoint ? ['--keep-checkpoint', keepCheckpoint] : []),
+      ...(weights ? ['--weights', weights] : []),
     ],
     { cwd: REPO, stdio: ['ignore', 'ignore', 'pipe'] },
   );

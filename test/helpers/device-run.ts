@@ -16,6 +16,10 @@ export interface DeviceRunSpec {
   deviceKvCache?: boolean;
   /** Golden case names to run through the whole pipeline. */
   cases?: string[];
+  /** The bundle whose goldens.json and images the cases come from (default `bundle`; an int4 export has none). */
+  goldensFrom?: string;
+  /** At most this many new tokens per case (default: the golden's own). */
+  maxNewTokens?: number;
   /** Also time a decode of this prompt, this many new tokens (after an untimed warm-up). */
   timed?: { prompt: string; newTokens: number };
 }
@@ -88,6 +92,7 @@ async function main(spec: DeviceRunSpec): Promise<DeviceRunOutput> {
     device: spec.device,
     deviceKvCache: spec.deviceKvCache,
     verifyCacheFile: null,
+    samSchedule: 'serial', // each case's image embeddings are cached when it returns (the replay reads them)
   });
   try {
     const out: DeviceRunOutput = {
@@ -97,22 +102,24 @@ async function main(spec: DeviceRunSpec): Promise<DeviceRunOutput> {
       cases: [],
       steps: {},
     };
-    const all = goldens(spec.bundle);
+    const from = spec.goldensFrom ?? spec.bundle;
+    const all = goldens(from);
     for (const name of spec.cases ?? []) {
       const c = all.find((g) => g.name === name);
       if (!c) throw new Error(`no golden case ${name} in ${spec.bundle}`);
+      const maxNewTokens = Math.min(c.max_new_tokens, spec.maxNewTokens ?? c.max_new_tokens);
       const r = await p.segment({
-        image: { path: path.join(spec.bundle, c.image) },
+        image: { path: path.join(from, c.image) },
         prompt: c.prompt,
         history: c.history.map(([user, assistant]) => ({ user, assistant })),
         assistantPrefix: c.assistant_prefix,
-        maxNewTokens: c.max_new_tokens,
+        maxNewTokens,
         includePng: false,
       });
       out.cases.push({ name, provider: r.provider, outputIds: r.outputIds, text: r.text, masks: r.masks });
       const emb = p.cache.get(r.image.sha256);
       if (!emb) throw new Error('the image embeddings left the cache');
-      out.steps[name] = await decodeSteps(p, c.input_ids, emb.clipFeatures, c.max_new_tokens);
+      out.steps[name] = await decodeSteps(p, c.input_ids, emb.clipFeatures, maxNewTokens);
     }
     if (spec.timed) {
       // Decoding only: fixed image features stand in for CLIP's (decode time does not depend on their values), so
