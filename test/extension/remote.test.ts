@@ -10,8 +10,9 @@ import * as path from 'node:path';
 import { RemoteError, refineRemote, segmentRemote } from '../../src/extension/remote';
 import { rleIou } from '../../src/protocol/rle';
 import { RpcErrorCode, type SegmentParams } from '../../src/protocol/rpc';
-import { FIXTURE_BUNDLES, type GoldenMask, goldens } from '../helpers/bundles';
+import { FIXTURE_BUNDLES, goldens } from '../helpers/bundles';
 import { type Served, startServer } from '../helpers/oip';
+import { refineGoldens } from '../helpers/refine-goldens';
 
 const BUNDLE = path.join(FIXTURE_BUNDLES, 'tiny-7b');
 const TOKEN = 'c'.repeat(40);
@@ -97,8 +98,7 @@ describe('extension: remote server client', function () {
   });
 
   it("refines a mask of the server's result like the local host (the refine goldens), and refuses with one line", async () => {
-    const all = JSON.parse(readFileSync(path.join(BUNDLE, 'goldens.json'), 'utf8'));
-    const g = (all.refine as RefineGolden[]).find((r) => r.points.length > 0 && r.box);
+    const g = refineGoldens(BUNDLE).find((r) => r.points.length > 0 && r.box);
     assert.ok(g, 'goldens.json holds a refine case with points and a box');
     const c = goldens(BUNDLE).find((x) => x.name === g.case)!;
     const result = await segmentRemote(
@@ -160,14 +160,3 @@ describe('extension: remote server client', function () {
     assert.match(badToken.message, /\(401\).*Set Server Token/);
   });
 });
-
-interface RefineGolden {
-  name: string;
-  case: string;
-  mask_index: number;
-  points: [number, number][];
-  labels: (0 | 1)[];
-  box: [number, number, number, number] | null;
-  iou: number;
-  mask: GoldenMask;
-}

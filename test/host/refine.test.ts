@@ -8,23 +8,12 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { rleIou } from '../../src/protocol/rle';
 import { Methods, type RefineParams, RpcErrorCode, type SegmentResult } from '../../src/protocol/rpc';
-import { FIXTURE_BUNDLES, fixtureBundles, type GoldenCase, type GoldenMask } from '../helpers/bundles';
+import { FIXTURE_BUNDLES, fixtureBundles, type GoldenCase, goldens } from '../helpers/bundles';
 import { HostClient } from '../helpers/host-client';
+import { type RefineGolden, refineGoldens } from '../helpers/refine-goldens';
 
-interface RefineGolden {
-  name: string;
-  case: string;
-  mask_index: number;
-  points: [number, number][];
-  labels: (0 | 1)[];
-  box: [number, number, number, number] | null;
-  iou: number;
-  mask: GoldenMask;
-}
-
-function refineGoldens(bundle: string): { cases: Map<string, GoldenCase>; refine: RefineGolden[] } {
-  const g = JSON.parse(readFileSync(path.join(bundle, 'goldens.json'), 'utf8'));
-  return { cases: new Map(g.cases.map((c: GoldenCase) => [c.name, c])), refine: g.refine ?? [] };
+function goldensOf(bundle: string): { cases: Map<string, GoldenCase>; refine: RefineGolden[] } {
+  return { cases: new Map(goldens(bundle).map((c) => [c.name, c])), refine: refineGoldens(bundle) };
 }
 
 async function segmentCase(host: HostClient, bundle: string, c: GoldenCase): Promise<SegmentResult> {
@@ -53,7 +42,7 @@ for (const bundle of fixtureBundles().filter((b) => /tiny-/.test(path.basename(b
   describe(`refine: ${path.basename(bundle)}`, function () {
     let host: HostClient;
     const results = new Map<string, SegmentResult>();
-    const { cases, refine } = refineGoldens(bundle);
+    const { cases, refine } = goldensOf(bundle);
     before(async function () {
       host = await HostClient.start();
       await host.request(Methods.loadModel, { bundle, device: 'cpu' });
@@ -162,7 +151,7 @@ for (const bundle of fixtureBundles().filter((b) => /tiny-/.test(path.basename(b
 
 describe('refine: the result is forgotten, or the bundle cannot refine', function () {
   const tiny = path.join(FIXTURE_BUNDLES, 'tiny-7b');
-  const { cases, refine } = refineGoldens(tiny);
+  const { cases, refine } = goldensOf(tiny);
   let tmp: string;
   before(() => {
     tmp = mkdtempSync(path.join(os.tmpdir(), 'rs-refine-'));
