@@ -28,6 +28,8 @@ export function decoderCache(
 export class DeviceKvCache implements DecoderCache {
   /** Positions held. */
   length = 0;
+  /** Marks the cache whose tensors live on the device (prefix-cache.ts frees them when it drops one). */
+  readonly onDevice = true;
   /** Per layer: key then value, each [1, heads, length, headDim] on the device; undefined before the first step. */
   private past: ort.Tensor[] | undefined;
   /** attention_mask value of every held position (0 for the <unk> rule, else 1). */
@@ -72,6 +74,23 @@ export class DeviceKvCache implements DecoderCache {
   release(): void {
     this.disposePast();
   }
+
+  /** attention_mask value of every held position (prefix-cache.ts matches kept caches by it). */
+  get positionMask(): readonly bigint[] {
+    return this.mask;
+  }
+
+  /** Device bytes one position takes (keys and values of every layer). */
+  get positionBytes(): number {
+    return 2 * this.layers * this.heads * this.headDim * (this.past?.[0]?.type === 'float16' ? 2 : 4);
+  }
+
+  get bytes(): number {
+    return this.length * this.positionBytes;
+  }
+
+  /** Nothing to do: the runtime allocates each step's `present` at the size it needs. */
+  continueTo(_maxPositions: number): void {}
 
   private disposePast(): void {
     for (const t of this.past ?? []) t.dispose();

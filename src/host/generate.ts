@@ -3,7 +3,7 @@
 // (the state whose logits produced [SEG]), which is what LISA feeds to text_hidden_fcs.
 import type * as ort from 'onnxruntime-node';
 import type { Manifest } from './bundle';
-import { decoderCache } from './device-kv-cache';
+import { DeviceKvCache, decoderCache } from './device-kv-cache';
 import { HostError } from './errors';
 import { KvCache } from './kv-cache';
 import type { PrefixCache } from './prefix-cache';
@@ -82,8 +82,10 @@ export async function generate(sessions: GraphSessions, m: Manifest, req: Genera
   }
 
   let cache = decoderCache(sessions, L, KV, D, prefillLen + maxNew);
-  // only the host cache that keeps new rows can be kept (a present-fed or device cache is replaced every step)
-  const reuse = cache instanceof KvCache && KvCache.supports(sessions.outputNames('decoder')) ? req.reuse : undefined;
+  // a host cache that keeps new rows can be kept (a present-fed one is replaced every step), and a device cache
+  const keepable =
+    (cache instanceof KvCache && KvCache.supports(sessions.outputNames('decoder'))) || cache instanceof DeviceKvCache;
+  const reuse = keepable ? req.reuse : undefined;
   const key = { ids: req.inputIds, image: reuse?.image ?? '', mask: attention };
   cache = reuse?.store.take(key, mustRunFrom, prefillLen + maxNew) ?? cache;
   const reusedPositions = cache.length;
@@ -135,7 +137,7 @@ export async function generate(sessions: GraphSessions, m: Manifest, req: Genera
     }
     finished = true;
   } finally {
-    if (reuse && finished && cache instanceof KvCache) {
+    if (reuse && finished && (cache instanceof KvCache || cache instanceof DeviceKvCache)) {
       // the ids of the positions the cache holds: the prompt and every answer token fed back (not the last one)
       const held = req.inputIds.concat(outputIds).slice(0, cache.length - num_image_tokens + 1);
       reuse.store.put(held, req.inputIds.length, reuse.image, cache);

@@ -158,11 +158,11 @@ export class LisaPipeline {
 
   async dispose(): Promise<void> {
     await this.queue.catch(() => undefined);
+    this.kvStore.clear(); // frees kept device KV caches while their provider still runs
     await this.sessions.release();
     await this.refiner.release();
     await this.samThread?.close();
     this.cache.clear();
-    this.kvStore.clear();
   }
 
   /** Runs requests strictly one after another; a request cancelled while it waits is answered at once. */

@@ -8,7 +8,17 @@
 //
 // Memory: each kept cache is at most `conversationBytes` (a longer one keeps only its first positions), all of them
 // together at most `totalBytes`, least recently used dropped first (its conversation's next turn prefills in full).
+//
+// On webgpu the kept caches are the device's own tensors (DeviceKvCache): nothing is copied to or from JS. The Node
+// binding cannot read or slice a device tensor, so a device cache is reused only whole: when the new prompt starts
+// with every id it holds (a follow-up re-feeding the last answer, the usual case). One that would have to be cut to a
+// shorter prefix (the same question asked again, an edited history) is not used, and that turn prefills in full.
+import type { DeviceKvCache } from './device-kv-cache';
 import type { KvCache } from './kv-cache';
+
+/** A kept cache: host rows, or the device's tensors. */
+export type KeptCache = KvCache | DeviceKvCache;
+const onDevice = (c: KeptCache): c is DeviceKvCache => 'onDevice' in c;
 
 export interface PrefixKey {
   /** Token ids; the image placeholder stands once for the image's positions. */
@@ -31,17 +41,18 @@ export const DEFAULT_PREFIX_CACHE_LIMITS: PrefixCacheLimits = {
   conversationBytes: 1024 * 1024 * 1024,
 };
 
-interface Entry {
+interface Entry<C extends KeptCache> {
   ids: number[];
   /** How many of `ids` were the generation's prompt (the rest are its answer). */
   promptIds: number;
   image: string;
-  cache: KvCache;
+  cache: C;
 }
 
-export class PrefixCache {
+/** C: what the store keeps (KvCache when only the host's rows can come, as in the store's unit tests). */
+export class PrefixCache<C extends KeptCache = KeptCache> {
   /** Least recently used first. */
-  private entries: Entry[] = [];
+  private entries: Entry<C>[] = [];
 
   constructor(
     readonly limits: PrefixCacheLimits,
@@ -58,6 +69,7 @@ export class PrefixCache {
   }
 
   clear(): void {
+    for (const e of this.entries) drop(e);
     this.entries = [];
   }
 
@@ -66,16 +78,16 @@ export class PrefixCache {
    * `maxIds` ids), or undefined when none shares any. A kept cache that holds exactly that prefix is handed over (it leaves the store, to come
    * back longer through `put`); one that holds more is copied, so its own conversation keeps it.
    */
-  take(key: PrefixKey, maxIds: number, maxPositions: number): KvCache | undefined {
+  take(key: PrefixKey, maxIds: number, maxPositions: number): C | undefined {
     // Only a prefix that reaches past the image is reused. Requests about other images share just the system prompt,
     // too little to matter, and their results would then depend (in float rounding) on which requests came before:
     // a batch's shards must equal one run byte for byte.
     const imageAt = key.ids.indexOf(this.placeholder);
-    let best: Entry | undefined;
+    let best: Entry<C> | undefined;
     let bestIds = imageAt < 0 ? Number.MAX_SAFE_INTEGER : imageAt;
     for (const e of this.entries) {
       const n = this.common(e, key, maxIds);
-      if (n > bestIds) [best, bestIds] = [e, n];
+      if (n > bestIds && (n === e.ids.length || !onDevice(e.cache))) [best, bestIds] = [e, n];
     }
     if (!best) return undefined;
     if (bestIds === best.ids.length) {
@@ -84,34 +96,48 @@ export class PrefixCache {
       return best.cache;
     }
     this.touch(best);
-    return best.cache.copyPrefix(this.positions(best.ids, bestIds), maxPositions);
+    return (best.cache as KvCache).copyPrefix(this.positions(best.ids, bestIds), maxPositions) as C;
   }
 
   /** Keeps a finished generation's cache; `ids` are those of the positions it holds, the first `promptIds` its prompt. */
-  put(ids: readonly number[], promptIds: number, image: string, cache: KvCache): void {
-    if (this.limits.totalBytes <= 0 || cache.length === 0) return;
+  put(ids: readonly number[], promptIds: number, image: string, cache: C): void {
+    if (this.limits.totalBytes <= 0 || cache.length === 0) {
+      if (onDevice(cache)) cache.release();
+      return;
+    }
     let held = ids.slice();
     if (this.positions(held, held.length) !== cache.length) throw new Error('prefix cache: ids do not match the cache');
     const perPosition = cache.positionBytes;
     const bound = Math.min(this.limits.conversationBytes, this.limits.totalBytes);
-    if (cache.bytes > bound) {
+    if (cache.bytes > bound && onDevice(cache)) {
+      cache.release(); // a device cache cannot be cut to its first positions
+      return;
+    }
+    if (cache.bytes > bound && !onDevice(cache)) {
       // keep the first positions that fit (the image and the oldest turns, which every later turn re-feeds)
       let n = held.length;
       const fits = (k: number) => Math.ceil(this.positions(held, k) / 64) * 64 * perPosition <= bound;
       while (n > 0 && !fits(n)) n--;
       if (n === 0) return;
       held = held.slice(0, n);
-      cache = cache.copyPrefix(this.positions(held, n), 0);
+      cache = cache.copyPrefix(this.positions(held, n), 0) as C;
     }
     // A kept cache whose whole prompt this one re-fed is superseded: this is its conversation's next turn (or the
     // same question asked again), whatever became of the last answer's tokens when its text was tokenized again.
-    this.entries = this.entries.filter((e) => !(e.image === image && sharedIds(e.ids, held) >= e.promptIds));
+    this.entries = this.entries.filter((e) => {
+      const superseded = e.image === image && sharedIds(e.ids, held) >= e.promptIds;
+      if (superseded) drop(e);
+      return !superseded;
+    });
     this.entries.push({ ids: held, promptIds: Math.min(promptIds, held.length), image, cache });
-    while (this.bytes > this.limits.totalBytes) this.entries.shift();
+    while (this.bytes > this.limits.totalBytes) {
+      const e = this.entries.shift();
+      if (e) drop(e);
+    }
   }
 
   /** How many leading ids of `key` entry `e` holds: same ids, the same image at the placeholder, same mask values. */
-  private common(e: Entry, key: PrefixKey, maxIds: number): number {
+  private common(e: Entry<C>, key: PrefixKey, maxIds: number): number {
     const mask = e.cache.positionMask;
     const limit = Math.min(e.ids.length, key.ids.length, maxIds);
     let n = 0;
@@ -134,10 +160,15 @@ export class PrefixCache {
     return k >= 0 && k < n ? n - 1 + this.imagePositions : n;
   }
 
-  private touch(e: Entry): void {
+  private touch(e: Entry<C>): void {
     this.entries.splice(this.entries.indexOf(e), 1);
     this.entries.push(e);
   }
+}
+
+/** Frees what an entry leaving the store holds on the device (host rows are left to the garbage collector). */
+function drop(e: Entry<KeptCache>): void {
+  if (onDevice(e.cache)) e.cache.release();
 }
 
 function sharedIds(a: readonly number[], b: readonly number[]): number {

@@ -4,10 +4,10 @@
 //   node out/test/helpers/device-run.js '<json DeviceRunSpec>'
 import * as path from 'node:path';
 import { generate } from '../../src/host/generate';
-import { LisaPipeline } from '../../src/host/pipeline';
+import { LisaPipeline, type SegmentRequest } from '../../src/host/pipeline';
 import { buildPrompt } from '../../src/host/prompt';
 import type { Device } from '../../src/host/sessions';
-import { goldens } from './bundles';
+import { type GoldenCase, goldens } from './bundles';
 
 export interface DeviceRunSpec {
   bundle: string;
@@ -22,6 +22,8 @@ export interface DeviceRunSpec {
   maxNewTokens?: number;
   /** Also time a decode of this prompt, this many new tokens (after an untimed warm-up). */
   timed?: { prompt: string; newTokens: number };
+  /** After the cases: a follow-up turn to the last case, with the KV rows kept from it, then again without them. */
+  followUp?: boolean;
 }
 
 export interface CaseOutcome {
@@ -49,10 +51,19 @@ export interface DeviceRunOutput {
   deviceKvCache: boolean;
   loadMs: number;
   cases: CaseOutcome[];
+  followUp?: { reusedPositions: number; withReuse: number[]; withoutReuse: number[]; reusedWithout: number };
   /** For each case, its decode steps replayed through generate() on the cached image features. */
   steps: Record<string, DecodeSteps>;
   timed?: DecodeSteps;
 }
+
+const caseRequest = (bundle: string, c: GoldenCase): SegmentRequest => ({
+  image: { path: path.join(bundle, c.image) },
+  prompt: c.prompt,
+  history: c.history.map(([user, assistant]) => ({ user, assistant })),
+  assistantPrefix: c.assistant_prefix,
+  maxNewTokens: c.max_new_tokens,
+});
 
 async function decodeSteps(
   p: LisaPipeline,
@@ -102,24 +113,39 @@ async function main(spec: DeviceRunSpec): Promise<DeviceRunOutput> {
       cases: [],
       steps: {},
     };
+    const answers = new Map<string, string>();
     const from = spec.goldensFrom ?? spec.bundle;
     const all = goldens(from);
     for (const name of spec.cases ?? []) {
       const c = all.find((g) => g.name === name);
       if (!c) throw new Error(`no golden case ${name} in ${spec.bundle}`);
       const maxNewTokens = Math.min(c.max_new_tokens, spec.maxNewTokens ?? c.max_new_tokens);
-      const r = await p.segment({
-        image: { path: path.join(from, c.image) },
-        prompt: c.prompt,
-        history: c.history.map(([user, assistant]) => ({ user, assistant })),
-        assistantPrefix: c.assistant_prefix,
-        maxNewTokens,
-        includePng: false,
-      });
+      const r = await p.segment({ ...caseRequest(from, c), maxNewTokens, includePng: false });
       out.cases.push({ name, provider: r.provider, outputIds: r.outputIds, text: r.text, masks: r.masks });
+      answers.set(name, r.answer);
       const emb = p.cache.get(r.image.sha256);
       if (!emb) throw new Error('the image embeddings left the cache');
       out.steps[name] = await decodeSteps(p, c.input_ids, emb.clipFeatures, maxNewTokens);
+    }
+    if (spec.followUp) {
+      const c = all.find((g) => g.name === spec.cases?.at(-1));
+      const last = out.cases.at(-1);
+      const answer = answers.get(c?.name ?? '');
+      if (!c || !last || answer === undefined) throw new Error('followUp needs a case before it');
+      const req: SegmentRequest = {
+        image: { path: path.join(from, c.image) },
+        prompt: 'And which one is closer to the camera?',
+        history: [...caseRequest(from, c).history!, { user: c.prompt, assistant: answer }],
+        maxNewTokens: 8,
+        includePng: false,
+      };
+      const before = p.counters.reusedPositions;
+      const withReuse = (await p.segment(req)).outputIds;
+      const reusedPositions = p.counters.reusedPositions - before;
+      p.kvStore.clear();
+      const mid = p.counters.reusedPositions;
+      const withoutReuse = (await p.segment(req)).outputIds;
+      out.followUp = { reusedPositions, withReuse, withoutReuse, reusedWithout: p.counters.reusedPositions - mid };
     }
     if (spec.timed) {
       // Decoding only: fixed image features stand in for CLIP's (decode time does not depend on their values), so

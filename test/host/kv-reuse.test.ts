@@ -43,7 +43,7 @@ describe('KV reuse across turns: the store', () => {
   const limits = { totalBytes: 1 << 20, conversationBytes: 1 << 20 };
 
   it('hands over the entry that holds exactly the common prefix, and copies one that holds more', () => {
-    const store = new PrefixCache(limits, PLACEHOLDER, 3);
+    const store = new PrefixCache<KvCache>(limits, PLACEHOLDER, 3);
     const ids = [1, 5, PLACEHOLDER, 6, 7];
     store.put(ids, ids.length, 'a', filled(ids, 3));
     assert.equal(store.take(key([9, 9]), 10, 20), undefined, 'nothing in common');
@@ -65,7 +65,7 @@ describe('KV reuse across turns: the store', () => {
   });
 
   it('stops at the image when the image differs, at a differing mask value, and at maxIds', () => {
-    const store = new PrefixCache(limits, PLACEHOLDER, 3);
+    const store = new PrefixCache<KvCache>(limits, PLACEHOLDER, 3);
     const ids = [1, 0, PLACEHOLDER, 6, 7];
     store.put(ids, ids.length, 'a', filled(ids, 3, [1n, 0n, 1n, 1n, 1n, 1n, 1n]));
     assert.equal(store.take(key(ids, 'b', [1n, 0n, 1n, 1n, 1n, 1n, 1n]), 9, 20), undefined, 'another image: nothing');
@@ -74,7 +74,7 @@ describe('KV reuse across turns: the store', () => {
   });
 
   it('drops a kept cache whose whole prompt a new one re-fed (its next turn), not one that only shares a prefix', () => {
-    const store = new PrefixCache(limits, PLACEHOLDER, 3);
+    const store = new PrefixCache<KvCache>(limits, PLACEHOLDER, 3);
     const turn1 = [1, PLACEHOLDER, 6, 7, 8]; // prompt [1, image, 6], answer 7 8
     store.put(turn1, 3, 'a', filled(turn1, 3));
     const other = [1, PLACEHOLDER, 9, 4]; // another question on the same image
@@ -88,7 +88,7 @@ describe('KV reuse across turns: the store', () => {
 
   it('keeps at most conversationBytes per conversation (the first positions) and totalBytes in all, LRU first', () => {
     const per = KvCache.bytesPerPosition(1, 2, 2); // 16 bytes; stores are kept in blocks of 64 positions
-    const store = new PrefixCache({ totalBytes: 128 * per, conversationBytes: 64 * per }, PLACEHOLDER, 3);
+    const store = new PrefixCache<KvCache>({ totalBytes: 128 * per, conversationBytes: 64 * per }, PLACEHOLDER, 3);
     const long = [1, PLACEHOLDER, ...Array.from({ length: 80 }, (_, i) => 10 + i)];
     store.put(long, long.length, 'a', filled(long, 3));
     assert.equal(store.size, 1);

@@ -2,7 +2,8 @@
 // committed tiny bundle on onnxruntime-node's WebGPU provider, with the KV cache kept on the device; its tokens and
 // masks must be the PyTorch reference's, and the host's own count of host<->device bytes per decode step must be
 // exactly the step's token-sized tensors (embedding, position, attention mask in; logits and hidden state out), never
-// the cache. Two cases on one image keep it to one SAM image encoder run, the slow part on SwiftShader.
+// the cache. A follow-up turn starts from the conversation's KV cache kept on the device and gives the ids it gives
+// without it. Two cases on one image keep it to one SAM image encoder run, the slow part on SwiftShader.
 import * as assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import * as path from 'node:path';
@@ -17,7 +18,7 @@ const BUNDLE = path.join(FIXTURE_BUNDLES, 'tiny-7b');
 const CASES = ['coffee-zh', 'coffee-two-seg'];
 
 describe('webgpu on SwiftShader: tokens and masks of the goldens, KV cache on the device', function () {
-  this.timeout(900_000);
+  this.timeout(1_800_000);
   let out: DeviceRunOutput;
 
   before(async function () {
@@ -26,7 +27,12 @@ describe('webgpu on SwiftShader: tokens and masks of the goldens, KV cache on th
       if (process.env.CI === 'true') assert.fail(SWIFTSHADER_MISSING);
       this.skip();
     }
-    const spec: DeviceRunSpec = { bundle: BUNDLE, device: 'webgpu', cases: CASES };
+    const spec: DeviceRunSpec = {
+      bundle: BUNDLE,
+      device: 'webgpu',
+      cases: CASES,
+      followUp: true,
+    };
     const { stdout } = await promisify(execFile)(
       process.execPath,
       [path.join(__dirname, '..', 'helpers', 'device-run.js'), JSON.stringify(spec)],
@@ -84,5 +90,14 @@ describe('webgpu on SwiftShader: tokens and masks of the goldens, KV cache on th
         assert.ok(bytes < cacheBytes / 4, `${name}: step ${j} moved ${bytes} bytes; the cache is ${cacheBytes}`);
       }
     }
+  });
+
+  it("reuses a conversation's KV cache on the device: a follow-up gives the ids it gives without reuse", function () {
+    const f = out.followUp;
+    assert.ok(f);
+    assert.ok(f.reusedPositions > 0, 'the follow-up started from the kept device cache');
+    assert.equal(f.reusedWithout, 0, 'the second run prefilled in full');
+    assert.ok(f.withReuse.length > 0);
+    assert.deepEqual(f.withReuse, f.withoutReuse);
   });
 });
