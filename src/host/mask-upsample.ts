@@ -11,6 +11,13 @@
 const LOW = 256;
 const SAM = 1024;
 
+/** `a` with twice the room, its values kept (the segment and run lists grow as they fill). */
+function doubled<T extends Int32Array | Uint8Array | Uint32Array>(a: T): T {
+  const b = new (a.constructor as new (n: number) => T)(a.length * 2);
+  b.set(a);
+  return b;
+}
+
 /** Source taps of a 1-D bilinear resize from `inSize` to `outSize` (PyTorch, align_corners=False), for the first
  * `count` outputs: lower index i0, upper index i1 (i0 + 1 except at the edge) and the upper weight w1. */
 interface Taps {
@@ -108,12 +115,8 @@ export function lowResMaskCounts(
             : 2;
       if (cls === prev) continue;
       if (ns === segRow.length) {
-        const r = new Int32Array(ns * 2);
-        r.set(segRow);
-        segRow = r;
-        const c = new Uint8Array(ns * 2);
-        c.set(segClass);
-        segClass = c;
+        segRow = doubled(segRow);
+        segClass = doubled(segClass);
       }
       segRow[ns] = i;
       segClass[ns++] = cls;
@@ -132,11 +135,7 @@ export function lowResMaskCounts(
       run += len;
       return;
     }
-    if (k === counts.length) {
-      const c = new Uint32Array(k * 2);
-      c.set(counts);
-      counts = c;
-    }
+    if (k === counts.length) counts = doubled(counts);
     counts[k++] = run;
     cur = v;
     run = len;
@@ -171,7 +170,7 @@ export function lowResMaskCounts(
       }
     }
   }
-  if (k === counts.length) counts = Uint32Array.from([...counts, 0]);
+  if (k === counts.length) counts = doubled(counts);
   counts[k++] = run; // the last run
   return counts.slice(0, k);
 }
