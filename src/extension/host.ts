@@ -30,7 +30,7 @@ import {
   type TextDeltaParams,
 } from '../protocol/rpc';
 import { describeHostError, HostRequestError } from './hostError';
-import { RemoteError, type RemoteImage, refineRemote, segmentRemote } from './remote';
+import { type RemoteImage, refineRemote, segmentRemote } from './remote';
 import { isInside, readSettings, resolveModelPath, type Settings } from './settings';
 
 /** SecretStorage key of the bearer token for `reasonSegment.server`. */
@@ -345,7 +345,6 @@ export class HostManager implements vscode.Disposable {
         abort.signal,
       );
     } catch (e) {
-      if (e instanceof RemoteError) throw new HostRequestError(e.message, e.cancelled, e.code);
       throw describeError(e);
     } finally {
       sub?.dispose();
@@ -359,7 +358,6 @@ export class HostManager implements vscode.Disposable {
       try {
         return await refineRemote(s.server, await this.context.secrets.get(SERVER_TOKEN_SECRET), params);
       } catch (e) {
-        if (e instanceof RemoteError) throw new HostRequestError(e.message, e.cancelled, e.code);
         throw describeError(e);
       }
     }

@@ -1,7 +1,8 @@
 // `reason-segment serve`: one loaded pipeline behind the Open Inference Protocol's HTTP/REST endpoints (health,
 // metadata, infer), the provisional generate extension (generate, generate_stream as Server-Sent Events) and our own
-// refine extension (a mask of a result again, with clicked points and a box), on node:http. Routing, auth, body limits, timeouts and cancel-on-disconnect live here; tensors in oip.ts, the model's
-// signature in model.ts, fairness in queue.ts.
+// refine extension (a mask of a result again, with clicked points and a box), on node:http. Routing, auth, body
+// limits, timeouts and cancel-on-disconnect live here; tensors in oip.ts, the model's signature in model.ts, fairness
+// in queue.ts.
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { RefineParams } from '../../protocol/rpc';
