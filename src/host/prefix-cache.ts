@@ -69,7 +69,7 @@ export class PrefixCache<C extends KeptCache = KeptCache> {
   }
 
   clear(): void {
-    for (const e of this.entries) drop(e);
+    for (const e of this.entries) free(e.cache);
     this.entries = [];
   }
 
@@ -102,18 +102,18 @@ export class PrefixCache<C extends KeptCache = KeptCache> {
   /** Keeps a finished generation's cache; `ids` are those of the positions it holds, the first `promptIds` its prompt. */
   put(ids: readonly number[], promptIds: number, image: string, cache: C): void {
     if (this.limits.totalBytes <= 0 || cache.length === 0) {
-      if (onDevice(cache)) cache.release();
+      free(cache);
       return;
     }
     let held = ids.slice();
     if (this.positions(held, held.length) !== cache.length) throw new Error('prefix cache: ids do not match the cache');
     const perPosition = cache.positionBytes;
     const bound = Math.min(this.limits.conversationBytes, this.limits.totalBytes);
-    if (cache.bytes > bound && onDevice(cache)) {
-      cache.release(); // a device cache cannot be cut to its first positions
-      return;
-    }
-    if (cache.bytes > bound && !onDevice(cache)) {
+    if (cache.bytes > bound) {
+      if (onDevice(cache)) {
+        free(cache); // a device cache cannot be cut to its first positions
+        return;
+      }
       // keep the first positions that fit (the image and the oldest turns, which every later turn re-feeds)
       let n = held.length;
       const fits = (k: number) => Math.ceil(this.positions(held, k) / 64) * 64 * perPosition <= bound;
@@ -126,13 +126,13 @@ export class PrefixCache<C extends KeptCache = KeptCache> {
     // same question asked again), whatever became of the last answer's tokens when its text was tokenized again.
     this.entries = this.entries.filter((e) => {
       const superseded = e.image === image && sharedIds(e.ids, held) >= e.promptIds;
-      if (superseded) drop(e);
+      if (superseded) free(e.cache);
       return !superseded;
     });
     this.entries.push({ ids: held, promptIds: Math.min(promptIds, held.length), image, cache });
     while (this.bytes > this.limits.totalBytes) {
       const e = this.entries.shift();
-      if (e) drop(e);
+      if (e) free(e.cache);
     }
   }
 
@@ -166,9 +166,9 @@ export class PrefixCache<C extends KeptCache = KeptCache> {
   }
 }
 
-/** Frees what an entry leaving the store holds on the device (host rows are left to the garbage collector). */
-function drop(e: Entry<KeptCache>): void {
-  if (onDevice(e.cache)) e.cache.release();
+/** Frees what a cache leaving the store holds on the device (host rows are left to the garbage collector). */
+function free(c: KeptCache): void {
+  if (onDevice(c)) c.release();
 }
 
 function sharedIds(a: readonly number[], b: readonly number[]): number {
