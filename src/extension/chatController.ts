@@ -72,6 +72,8 @@ export interface ChatPorts {
   openResult?(c: Conversation, turnId: string): Promise<void>;
 }
 
+const isTiff = (p: string) => /\.tiff?$/i.test(p);
+
 export function newId(prefix: string): string {
   return `${prefix}-${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
 }
@@ -203,7 +205,7 @@ export class ChatController {
    * run on it, a TIFF has none and its picture is missing).
    */
   async webviewImage(image: ConversationImage): Promise<ImagePayload> {
-    return (await this.p.renditions.get(image.path)) ?? this.p.readImage(image.path);
+    return (isTiff(image.path) && (await this.p.renditions.get(image.path))) || this.p.readImage(image.path);
   }
 
   private async postImage(c: Conversation | undefined): Promise<void> {
@@ -364,7 +366,7 @@ export class ChatController {
     this.p.post({ type: 'turnStarted', conversationId: c.id, turnId: turn.id, prompt });
     this.p.post({ type: 'hostState', hostState: 'busy', model: this.p.model() });
     const imagePath = c.image.path;
-    const tiff = /\.(tiff?)$/i.test(imagePath);
+    const tiff = isTiff(imagePath);
     const tooLong = (e: unknown) => this.p.describeError(e).code === RpcErrorCode.PromptTooLong;
     try {
       const { result, trimmed } = await askWithinContext(

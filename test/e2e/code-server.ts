@@ -223,6 +223,13 @@ async function webviewFrame(page: Page, kind: 'chat' | 'result', timeoutMs: numb
   }
 }
 
+/** Whether a step finished within its own timeout (a failed step is retried by the caller, not thrown). */
+const within = (p: Promise<unknown>) =>
+  p.then(
+    () => true,
+    () => false,
+  );
+
 /**
  * Runs a command through the command palette (F1 + its title). An extension's commands join the palette only once the
  * extension host has read the manifests, and an open palette does not refresh its list: reopen it until the row shows.
@@ -231,11 +238,6 @@ export async function runCommand(page: Page, title: string, timeoutMs = 90_000):
   const input = page.locator('.quick-input-widget input');
   const row = page.locator('.quick-input-widget .monaco-list-row', { hasText: title }).first();
   const deadline = Date.now() + timeoutMs;
-  const within = (p: Promise<unknown>) =>
-    p.then(
-      () => true,
-      () => false,
-    );
   for (;;) {
     await page.keyboard.press('Escape'); // a menu or widget left open would make the palette inert
     await page.keyboard.press('F1');
@@ -292,11 +294,6 @@ export async function acceptSaveDialog(page: Page, file: string, timeoutMs = 60_
   const widget = page.locator('.quick-input-widget');
   const input = widget.locator('input');
   const accept = widget.locator('.monaco-button:visible', { hasText: /^(OK|Save)$/ }).first();
-  const within = (p: Promise<unknown>) =>
-    p.then(
-      () => true,
-      () => false,
-    );
   await input.waitFor({ state: 'visible', timeout: 30_000 });
   const deadline = Date.now() + timeoutMs;
   const written = async (ms: number) => {
