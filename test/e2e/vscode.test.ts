@@ -376,9 +376,14 @@ describe('extension end to end in code-server', function () {
     const before = await hostStatus(page);
     await runCommand(page, 'Notifications: Clear All Notifications');
     await runCommand(page, 'Reason Segment: Restart Host');
-    await page
-      .locator('.notification-toast', { hasText: 'The Reason Segment host was restarted.' })
-      .waitFor({ timeout: 60_000 });
+    const restarted = page.locator('.notification-toast', { hasText: 'The Reason Segment host was restarted.' });
+    await restarted.waitFor({ timeout: 60_000 }).catch(async (e: Error) => {
+      // Seen once under heavy load: say what the window and the host showed instead, so the next failure explains itself.
+      const toasts = await page.locator('.notification-toast').allInnerTexts();
+      await runCommand(page, 'Reason Segment: Show Host Log');
+      const log = (await outputText(page)).slice(-2000);
+      throw new Error(`${e.message}\ntoasts: ${JSON.stringify(toasts)}\nhost log tail:\n${log}`);
+    });
     await page.waitForTimeout(3000); // a late close of the old connection would report a crash by now
     const after = await hostStatus(page);
     assert.equal(after.starts, before.starts + 1);
