@@ -454,7 +454,10 @@ def sam_step_loss(
     not), each prompted by a point or a box; BCE and Dice on the single-mask output (the mask LISA reads), MSE of the
     IoU head against the mask's IoU.  Every shape of a scene prompted makes a prompt-blind mask (all the scene's
     shapes) cost the most (docs/evaluation.md: on ideal image features it is what lets the decoder start to listen)."""
-    img_emb = lisa.image_encoder(torch.cat([sam_pixels(t["sam_rgb"]) for t in batch]))
+    if all("img_emb" in t for t in batch):  # the frozen encoder's embeddings (embed_images)
+        img_emb = torch.cat([t["img_emb"] for t in batch])
+    else:
+        img_emb = lisa.image_encoder(torch.cat([sam_pixels(t["sam_rgb"]) for t in batch]))
     bce = dice = iou_mse = torch.zeros(())
     ious = []
     n = 0
@@ -477,6 +480,14 @@ def sam_step_loss(
     loss = bce + dice + iou_mse
     parts = {"bce": bce, "dice": dice, "iou_mse": iou_mse}
     return loss, {**{k: float(v.detach()) for k, v in parts.items()}, "iou": float(np.mean(ious)), "prompts": n}
+
+
+def mixed_loss(lisa: Lisa, batch: list[dict], seg_id: int, pick: list[int], rngs: list[random.Random]):
+    """LISA's loss plus SAM's (every shape of the scenes prompted by a point or a box, on the frozen embeddings), so
+    that the mask decoder keeps following SAM's prompts while it learns the [SEG] embedding's (--sam-mix)."""
+    loss, m = step_loss(lisa, batch, seg_id, pick)
+    sam_loss, sm = sam_step_loss(lisa, batch, rngs, 0)
+    return loss + sam_loss, {**m, "sam_iou": sm["iou"]}
 
 
 def embed_images(lisa: Lisa, scenes: list[dict], pool) -> None:
@@ -532,12 +543,23 @@ def pretrain_sam(
     log,
     t0,
     per_image: int = SAM_PROMPTS_PER_IMAGE,
+    frozen: bool = False,
 ) -> None:
-    """SAM's stage: the image encoder, prompt encoder and mask decoder trained on point and box prompts of every shape (LISA starts from a SAM pre-trained so; this one is pre-trained here, on the same scenes)."""
-    params = [p for m in (lisa.image_encoder, lisa.prompt_encoder, lisa.mask_decoder) for p in m.parameters()]
+    """SAM's stage: the image encoder, prompt encoder and mask decoder trained on point and box prompts of every shape
+    (LISA starts from a SAM pre-trained so; this one is pre-trained here, on the same scenes).  frozen: its second
+    phase, the image encoder frozen (the scenes' img_emb computed by embed_images) and only the prompt encoder and mask
+    decoder trained, a fresh cosine (docs/evaluation.md: on features that show the shapes, the decoder learns to
+    follow its prompt)."""
+    parts = (
+        (lisa.prompt_encoder, lisa.mask_decoder)
+        if frozen
+        else (lisa.image_encoder, lisa.prompt_encoder, lisa.mask_decoder)
+    )
+    params = [p for m in parts for p in m.parameters()]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.95))
     sched = cosine(opt, n)
-    order = random.Random(f"lisa-sam/{seed}")
+    tag = "lisa-sam-frozen" if frozen else "lisa-sam"
+    order = random.Random(f"{tag}/{seed}")
     idx: list[int] = []
     ema: dict = {}
     for step in range(n):
@@ -546,7 +568,7 @@ def pretrain_sam(
             order.shuffle(perm)
             idx += perm
         b, idx = idx[:batch], idx[batch:]
-        rngs = [random.Random(f"lisa-sam/{seed}/{step}/{i}") for i in range(batch)]
+        rngs = [random.Random(f"{tag}/{seed}/{step}/{i}") for i in range(batch)]
         opt.zero_grad(set_to_none=True)
         m = parallel_backward(
             lambda lo, hi, b=b, rngs=rngs: sam_step_loss(lisa, [scenes[i] for i in b[lo:hi]], rngs[lo:hi], per_image),
@@ -556,7 +578,37 @@ def pretrain_sam(
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        log_progress(log, "sam", ema, m, step, n, sched, t0)
+        log_progress(log, "sam-frozen" if frozen else "sam", ema, m, step, n, sched, t0)
+
+
+PROBE_SEED, PROBE_SCENES = 777, 8  # validation scenes of the prompt-following probe (neither trained nor tested on)
+
+
+def prompt_following(lisa: Lisa, scenes: list[dict]) -> tuple[float, float]:
+    """Does SAM's mask decoder follow a box prompt?  An exact box on every shape of each scene: the mean IoU per shape,
+    and the mean IoU between the masks of two shapes of one scene (near 1: one prompt-blind mask; towards 0: it
+    listens).  The probe of docs/evaluation.md, on the mask decoder's 256x256 grid."""
+    ious, overlap = [], []
+    with torch.no_grad():
+        for t in scenes:
+            emb = t["img_emb"] if "img_emb" in t else lisa.image_encoder(sam_pixels(t["sam_rgb"]))
+            gt = torch.stack(t["all"])
+            boxes = []
+            for m in gt:
+                ys, xs = torch.nonzero(m > 0.5, as_tuple=True)
+                boxes.append(
+                    [float(xs.min()) * 4, float(ys.min()) * 4, float(xs.max()) * 4 + 4, float(ys.max()) * 4 + 4]
+                )
+            sparse, _ = lisa.prompt_encoder(points=None, boxes=torch.tensor(boxes).clamp(0, 1023), masks=None)
+            dense = lisa.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(len(sparse), -1, 64, 64)
+            p = decode_masks(lisa, emb, sparse, dense)[0][:, 0] > 0
+            g = gt > 0.5
+            ious += ((p & g).sum((1, 2)) / (p | g).sum((1, 2)).clamp(min=1)).tolist()
+            for i in range(len(p)):
+                for j in range(i + 1, len(p)):
+                    u = (p[i] | p[j]).sum()
+                    overlap.append(float((p[i] & p[j]).sum() / u) if u > 0 else 0.0)
+    return float(np.mean(ious)), float(np.mean(overlap))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -592,6 +644,8 @@ def train(
     questions: bool = False,
     clip: tuple[int, int] = (64, 3),
     sam_prompts: int = SAM_PROMPTS_PER_IMAGE,
+    sam_frozen_steps: int = 0,
+    sam_mix: bool = False,
 ) -> Path:
     """Cosine cycles of `steps[c]` steps each, peak lr `lr / 2**c`, a fresh AdamW per cycle (warm restarts). With
     `resume`, the end of a cycle kept by `keep_checkpoint` (its cycle<c> folder): the later cycles then run from it,
@@ -621,16 +675,31 @@ def train(
                 raise ValueError(f"{resume} was trained with another tokenizer (other seed or scenes)")
             load_weights(lisa, resume)
             log(f"resumed from {resume}: cycles {first}..{len(steps) - 1} to go")
-        elif sam_steps:
+        probe = make_scenes(PROBE_SEED, PROBE_SCENES, log=log) if sam_steps else []
+
+        def log_probe(after: str) -> None:
+            lisa.eval()
+            iou, overlap = prompt_following(lisa, probe)
+            log(f"box prompts after {after}: IoU {iou:.3f} per shape, two shapes' masks overlapping {overlap:.3f}")
+
+        if resume is None and sam_steps:
             lisa.train()
             pretrain_sam(lisa, scenes, sam_steps, batch, sam_lr, seed, pool, log, t0, sam_prompts)
-            if keep_checkpoint is not None:
-                save_checkpoint(lisa, llm_cfg, clip_cfg, tok_dir, keep_checkpoint / "sam")
-        if sam_steps:  # LISA's stage: SAM's image and prompt encoders frozen (LISA trains only SAM's mask decoder)
-            for p in [*lisa.image_encoder.parameters(), *lisa.prompt_encoder.parameters()]:
+            log_probe("SAM's stage")
+        if sam_steps:  # from here SAM's image encoder is frozen, as in LISA (its embeddings computed once)
+            for p in lisa.image_encoder.parameters():
                 p.requires_grad_(False)
             lisa.eval()
-            embed_images(lisa, scenes, pool)
+            embed_images(lisa, scenes + probe, pool)
+        if resume is None and sam_frozen_steps:
+            lisa.train()
+            pretrain_sam(lisa, scenes, sam_frozen_steps, batch, sam_lr, seed, pool, log, t0, sam_prompts, frozen=True)
+            log_probe("SAM's frozen-encoder phase")
+        if resume is None and sam_steps and keep_checkpoint is not None:
+            save_checkpoint(lisa, llm_cfg, clip_cfg, tok_dir, keep_checkpoint / "sam")
+        if sam_steps:  # LISA's stage: the prompt encoder frozen too (LISA trains only SAM's mask decoder)
+            for p in lisa.prompt_encoder.parameters():
+                p.requires_grad_(False)
         lisa.train()
         trainable = [p for p in lisa.parameters() if p.requires_grad]
         for cycle in range(first, len(steps)):
@@ -649,7 +718,17 @@ def train(
                     epoch += 1
                 b, idx = idx[:batch], idx[batch:]
                 opt.zero_grad(set_to_none=True)
-                m = data_parallel_step(lisa, [scenes[i] for i, _ in b], seg_id, [e for _, e in b], pool)
+                if sam_mix:
+                    rngs = [random.Random(f"lisa-mix/{seed}/{cycle}/{step}/{i}") for i in range(len(b))]
+                    m = parallel_backward(
+                        lambda lo, hi, b=b, rngs=rngs: mixed_loss(
+                            lisa, [scenes[i] for i, _ in b[lo:hi]], seg_id, [e for _, e in b[lo:hi]], rngs[lo:hi]
+                        ),
+                        len(b),
+                        pool,
+                    )
+                else:
+                    m = data_parallel_step(lisa, [scenes[i] for i, _ in b], seg_id, [e for _, e in b], pool)
                 torch.nn.utils.clip_grad_norm_(trainable, 1.0)
                 opt.step()
                 sched.step()
@@ -658,11 +737,23 @@ def train(
                     save_checkpoint(lisa, llm_cfg, clip_cfg, tok_dir, keep_checkpoint / "latest")
             if keep_checkpoint is not None:
                 save_checkpoint(lisa, llm_cfg, clip_cfg, tok_dir, keep_checkpoint / f"cycle{cycle}")
+        if sam_steps:
+            log_probe("LISA's stage")
         lisa.eval()
         ckpt, clip_dir = save_checkpoint(lisa, llm_cfg, clip_cfg, tok_dir, tmp / "ckpt")
         log(f"trained in {time.time() - t0:.0f} s; exporting")
         readme = readme_text(
-            seed, "+".join(map(str, steps)), batch, scenes_n, lr, sam_steps, questions, clip, sam_prompts
+            seed,
+            "+".join(map(str, steps)),
+            batch,
+            scenes_n,
+            lr,
+            sam_steps,
+            questions,
+            clip,
+            sam_prompts,
+            sam_frozen_steps,
+            sam_mix,
         )
         return export_trained(ckpt, clip_dir, out, weights, readme, seed, log)
 
@@ -765,6 +856,8 @@ def readme_text(
     questions: bool,
     clip: tuple[int, int],
     sam_prompts: int = SAM_PROMPTS_PER_IMAGE,
+    sam_frozen_steps: int = 0,
+    sam_mix: bool = False,
 ) -> str:
     text = README.format(seed=seed, steps=steps, batch=batch, scenes=scenes, lr=lr, held=HELD_OUT_SEED)
     if sam_steps:
@@ -772,6 +865,8 @@ def readme_text(
             (" --questions" if questions else "")
             + (f" --clip-width {clip[0]} --clip-layers {clip[1]}" if clip != (64, 3) else "")
             + (f" --sam-prompts {sam_prompts}" if sam_prompts != SAM_PROMPTS_PER_IMAGE else "")
+            + (f" --sam-frozen-steps {sam_frozen_steps}" if sam_frozen_steps else "")
+            + (" --sam-mix" if sam_mix else "")
         )
         note = (
             ' Each scene also gave a whole-scene question ("What shapes are in this image, from left to right?"), '
@@ -804,6 +899,19 @@ def main(argv=None) -> int:
         type=int,
         default=SAM_PROMPTS_PER_IMAGE,
         help="shapes of each scene prompted in SAM's stage (0: every one; see docs/evaluation.md)",
+    )
+    ap.add_argument(
+        "--sam-frozen-steps",
+        type=int,
+        default=0,
+        help="steps of SAM's stage after its image encoder is frozen (prompt encoder and mask decoder on the cached "
+        "embeddings), before LISA's stage",
+    )
+    ap.add_argument(
+        "--sam-mix",
+        action="store_true",
+        help="LISA's stage also trains SAM's loss (every shape prompted) on each batch, so the mask decoder keeps "
+        "following box and point prompts",
     )
     ap.add_argument("--questions", action="store_true", help="mix a whole-scene question into LISA's stage")
     ap.add_argument("--clip-width", type=int, default=64)
@@ -842,6 +950,8 @@ def main(argv=None) -> int:
             a.questions,
             (a.clip_width, a.clip_layers),
             a.sam_prompts,
+            a.sam_frozen_steps,
+            a.sam_mix,
         )
         export_trained(
             a.export_only / "lisa",
@@ -870,6 +980,8 @@ def main(argv=None) -> int:
         questions=a.questions,
         clip=(a.clip_width, a.clip_layers),
         sam_prompts=a.sam_prompts,
+        sam_frozen_steps=a.sam_frozen_steps,
+        sam_mix=a.sam_mix,
     )
     return 0
 

@@ -121,3 +121,40 @@ def test_sam_pretraining_trains_sam_and_lisa_stage_leaves_the_encoders_frozen(tm
     assert all(p.grad is None for p in lisa.image_encoder.parameters())
     assert lisa.mask_decoder.output_upscaling[0].weight.grad is not None
     assert lisa.text_hidden_fcs[0][0].weight.grad is not None
+
+
+def test_frozen_encoder_phase_trains_only_the_prompt_side_and_sam_mix_keeps_sam_loss(tmp_path):
+    """The recipe of docs/evaluation.md: after SAM's stage, the image encoder frozen and its embeddings cached, SAM's
+    frozen-encoder phase moves the prompt encoder and mask decoder only; with --sam-mix, LISA's stage adds SAM's loss
+    on the cached embeddings; the box-prompt probe scores IoUs."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lisa_export.tokenizer import load_slow_tokenizer
+
+    scenes = train.make_scenes(3, 2, log=lambda *_: None)
+    lisa, _, _ = train.build_model(3, 1028)
+    for p in lisa.image_encoder.parameters():
+        p.requires_grad_(False)
+    before = {n: p.detach().clone() for n, p in lisa.named_parameters()}
+    with ThreadPoolExecutor(2, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        train.embed_images(lisa, scenes, pool)
+        lisa.train()
+        train.pretrain_sam(lisa, scenes, 1, 2, 2e-3, 3, pool, lambda *_: None, 0.0, 0, frozen=True)
+    moved = {n for n, p in lisa.named_parameters() if not torch.equal(p, before[n])}
+    assert moved and all(n.startswith(("prompt_encoder.", "mask_decoder.")) for n in moved)
+    assert any(n.startswith("mask_decoder.transformer.") for n in moved)
+    iou, overlap = train.prompt_following(lisa, scenes)
+    assert 0 <= iou <= 1 and 0 <= overlap <= 1
+
+    tok = load_slow_tokenizer(train.train_tokenizer(tmp_path / "tok", 3, scenes))
+    train.tokenize_examples(tok, scenes)
+    lisa.zero_grad(set_to_none=True)
+    loss, m = train.mixed_loss(
+        lisa, scenes, tok.convert_tokens_to_ids("[SEG]"), [0, 1], [random.Random(i) for i in (0, 1)]
+    )
+    loss.backward()
+    assert 0 <= m["sam_iou"] <= 1 and np.isfinite(float(loss))
+    assert (
+        lisa.mask_decoder.iou_prediction_head.layers[0].weight.grad is not None
+    )  # only SAM's loss trains the IoU head
+    assert lisa.text_hidden_fcs[0][0].weight.grad is not None
