@@ -1,6 +1,7 @@
 // Refining a mask by clicking: how long one refine takes (goal: <= 100 ms on the CPU for a ViT-H-sized decoder).
 //   1. the committed tiny bundle over the real host process: reasonSegment/refine round trips on stdio JSON-RPC
-//      (request -> mask as COCO RLE back, and with the PNG too), and the decoder's share;
+//      (request -> mask as COCO RLE back, and with the PNG too), the decoder's share, and the transport: the round
+//      trip less the host's own time in the refine (its totalMs: decoder, upsampling, RLE), i.e. JSON-RPC over stdio;
 //   2. a mask decoder at SAM ViT-H's prompt-side dims (every SAM variant's: transformer dim 256, 2 two-way blocks,
 //      MLP 2048, 8 heads, image embedding 256x64x64) with random weights, exported by the project's exporter
 //      (`python -m lisa_export.refine --vit-h-decoder`, cached), run through the host's own refine code (Refiner) at
@@ -46,7 +47,7 @@ function promptAt(k: number, w: number, h: number) {
     : { points, labels };
 }
 
-async function tinyOverStdio(): Promise<{ rle: number[]; png: number[]; decoder: number[] }> {
+async function tinyOverStdio(): Promise<{ rle: number[]; png: number[]; decoder: number[]; transport: number[] }> {
   const host = await HostClient.start();
   try {
     await host.request(Methods.loadModel, { bundle: TINY, device: 'cpu' });
@@ -59,7 +60,7 @@ async function tinyOverStdio(): Promise<{ rle: number[]; png: number[]; decoder:
     });
     if (!r.resultId) throw new Error('the tiny bundle gave no mask to refine');
     const { width: w, height: h } = r.image;
-    const out = { rle: [] as number[], png: [] as number[], decoder: [] as number[] };
+    const out = { rle: [] as number[], png: [] as number[], decoder: [] as number[], transport: [] as number[] };
     for (let k = -3; k < ROUNDS; k++) {
       for (const includePng of [false, true]) {
         const t0 = performance.now();
@@ -72,7 +73,10 @@ async function tinyOverStdio(): Promise<{ rle: number[]; png: number[]; decoder:
         const ms = performance.now() - t0;
         if (k < 0) continue; // warm-up (the first refine creates the session)
         (includePng ? out.png : out.rle).push(ms);
-        if (!includePng) out.decoder.push(a.decoderMs);
+        if (!includePng) {
+          out.decoder.push(a.decoderMs);
+          out.transport.push(ms - a.totalMs);
+        }
       }
     }
     return out;
@@ -82,9 +86,9 @@ async function tinyOverStdio(): Promise<{ rle: number[]; png: number[]; decoder:
 }
 
 async function vitHInProcess(width: number, height: number): Promise<{ total: number[]; decoder: number[] }> {
-  // The name changes with the graph's contract (v2: no `masks` output, 2026-11-30), so an older cached export is not
-  // timed as the current one.
-  const graph = path.join(CACHE, 'vit-h-prompt-decoder-v2.onnx');
+  // The name changes with the graph (v2: no `masks` output; v3: cross attentions folded onto the tokens; both
+  // 2026-11-30), so an older cached export is not timed as the current one.
+  const graph = path.join(CACHE, 'vit-h-prompt-decoder-v3.onnx');
   if (!existsSync(graph)) {
     console.log(`exporting a ViT-H-sized prompt decoder (random weights) to ${graph} ...`);
     execFileSync(VENV, ['run', '-m', 'lisa_export.refine', '--vit-h-decoder', graph], { cwd: REPO, stdio: 'inherit' });
@@ -139,7 +143,8 @@ async function main(): Promise<void> {
   console.log(line('tiny-7b, refine round trip over stdio, mask as RLE', tiny.rle));
   console.log(line('tiny-7b, refine round trip over stdio, RLE + PNG', tiny.png));
   console.log(line('tiny-7b, inside the mask decoder graph', tiny.decoder));
-  const transport = pct(tiny.rle, 50) - pct(tiny.decoder, 50);
+  console.log(line('tiny-7b, stdio transport (round trip less the host refine)', tiny.transport));
+  const transport = pct(tiny.transport, 50);
   for (const [w, h] of [
     [1024, 768],
     [4032, 3024],

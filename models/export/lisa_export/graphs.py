@@ -7,6 +7,8 @@ the attention core of the decoder, which takes explicit past key/value tensors i
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
@@ -204,17 +206,82 @@ class SamPromptDecoder(nn.Module):
         keys = (image_embeddings + self.no_mask).flatten(2).permute(0, 2, 1).expand(n, -1, -1)
         queries = tokens
         for layer in t.layers:
-            queries, keys = layer(queries=queries, keys=keys, query_pe=tokens, key_pe=self.image_pe_tokens)
-        attn_out = t.final_attn_token_to_image(q=queries + tokens, k=keys + self.image_pe_tokens, v=keys)
-        hs = t.norm_final_attn(queries + attn_out)
+            queries, keys = two_way_block(layer, queries, keys, tokens, self.image_pe_tokens)
+        # Only the IoU token and mask token 0 are read from here on (each token's attention and LayerNorm is its own).
+        q2 = queries[:, :2]
+        attn_out = token_to_image(t.final_attn_token_to_image, q2 + tokens[:, :2], keys + self.image_pe_tokens, keys)
+        hs = t.norm_final_attn(q2 + attn_out)
 
+        # 2-D MatMul + Add: ONNX Runtime runs them as one Gemm (bias written with the product, not in another pass).
         c1 = self.up1_w.shape[1] // 4
-        up = (keys @ self.up1_w + self.up1_b).reshape(n, h * w * 4, c1)  # pixel (i, j, di, dj)
+        up = torch.addmm(self.up1_b, keys.reshape(n * h * w, c), self.up1_w).reshape(n * h * w * 4, c1)
         up = self.act1(nn.functional.layer_norm(up, (c1,), self.norm.weight, self.norm.bias, self.norm.eps))
         c2 = self.up2_w.shape[1] // 4
-        up = self.act2((up @ self.up2_w + self.up2_b).reshape(n, h * w * 16, c2))  # pixel (i, j, di, dj, ei, ej)
+        up = torch.addmm(self.up2_b, up, self.up2_w)  # pixel (i, j, di, dj) x (ei, ej, c2)
+        up = self.act2(up.reshape(n, h * w * 16, c2))  # pixel (i, j, di, dj, ei, ej)
         hyper = md.output_hypernetworks_mlps[0](hs[:, 1, :])  # mask token 0
         logits = (up @ hyper.unsqueeze(-1)).reshape(n, h, w, 2, 2, 2, 2)
         low_res = logits.permute(0, 1, 3, 5, 2, 4, 6).reshape(n, 1, 4 * h, 4 * w)  # row 4i+2di+ei, column 4j+2dj+ej
         iou = md.iou_prediction_head(hs[:, 0, :])[:, :1]
         return iou, low_res
+
+
+# SAM's two-way transformer with its cross attentions' image-side projections folded onto the few prompt tokens (T,
+# about 8-12).  SAM's Attention projects all h*w = 4096 image tokens from 256 to its internal 128 channels (8 heads of
+# 16) for keys and values (token -> image) or queries and the output (image -> token): four [4096 x 256 x 128]
+# MatMuls per attention.  By associativity each becomes one MatMul of the image tokens with 8*T columns built from
+# the tokens, e.g. per head h, q_h k_h^T = (q_h Wk_h) (X + pe)^T + q_h bk_h: the same sums in another order.
+
+
+def _heads(x, heads: int):
+    """[N, L, heads * d] -> [N, heads, L, d] (SAM's Attention._separate_heads)."""
+    n, length, c = x.shape
+    return x.reshape(n, length, heads, c // heads).transpose(1, 2)
+
+
+def token_to_image(attn, q, k, v):
+    """``attn(q=q, k=k, v=v)`` for T tokens ``q`` [N, T, C] attending to image tokens ``k``, ``v`` [N, HW, C]: the
+    logits (q_h Wk_h / sqrt(d)) k^T, the bias q_h bk_h left out (constant along the softmax axis), and the values
+    (P_h v) Wv_h^T + bv_h (each row of P_h sums to 1)."""
+    heads, c = attn.num_heads, attn.embedding_dim
+    d = attn.internal_dim // heads
+    n, tk = q.shape[0], q.shape[1]
+    qh = _heads(attn.q_proj(q), heads)  # [N, H, T, d]
+    a = (qh @ attn.k_proj.weight.reshape(heads, d, c)) / math.sqrt(d)  # [N, H, T, C]
+    p = torch.softmax(a.reshape(n, heads * tk, c) @ k.transpose(1, 2), dim=-1)  # [N, H*T, HW]
+    pv = (p @ v).reshape(n, heads, tk, c)  # [N, H, T, C]
+    out = pv @ attn.v_proj.weight.reshape(heads, d, c).transpose(1, 2) + attn.v_proj.bias.reshape(heads, 1, d)
+    return attn.out_proj(out.transpose(1, 2).reshape(n, tk, heads * d))
+
+
+def image_to_token(attn, q, k, v):
+    """``attn(q=q, k=k, v=v)`` for image tokens ``q`` [N, HW, C] attending to T tokens ``k``, ``v`` [N, T, C]: the
+    logits q (Wq_h^T k_h^T / sqrt(d)) + bq_h k_h^T / sqrt(d) (that bias varies along the softmax axis: kept), and the
+    output sum_h P_h (v_h Wo_h^T) + bo."""
+    heads, c = attn.num_heads, attn.embedding_dim
+    d = attn.internal_dim // heads
+    n, hw, tk = q.shape[0], q.shape[1], k.shape[1]
+    kt = _heads(attn.k_proj(k), heads).transpose(2, 3) / math.sqrt(d)  # [N, H, d, T]
+    wq = attn.q_proj.weight.reshape(heads, d, c)
+    b = (wq.transpose(1, 2) @ kt).permute(0, 2, 1, 3).reshape(n, c, heads * tk)  # [N, C, H*T]
+    bias = (attn.q_proj.bias.reshape(heads, 1, d) @ kt).reshape(n, 1, heads * tk)
+    p = torch.softmax((q @ b + bias).reshape(n, hw, heads, tk), dim=-1).reshape(n, hw, heads * tk)
+    wo = attn.out_proj.weight.reshape(c, heads, d).permute(1, 2, 0)  # [H, d, C]: Wo_h^T
+    # bo / H added to each row of v_h Wo_h^T: the rows of P (H heads, each summing to 1) then add bo once.
+    m = (_heads(attn.v_proj(v), heads) @ wo + attn.out_proj.bias / heads).reshape(n, heads * tk, c)  # [N, H*T, C]
+    return p @ m
+
+
+def two_way_block(layer, queries, keys, query_pe, key_pe):
+    """TwoWayAttentionBlock.forward with the two cross attentions folded (token_to_image, image_to_token)."""
+    if layer.skip_first_layer_pe:
+        queries = layer.self_attn(q=queries, k=queries, v=queries)
+    else:
+        q = queries + query_pe
+        queries = queries + layer.self_attn(q=q, k=q, v=queries)
+    queries = layer.norm1(queries)
+    k = keys + key_pe
+    queries = layer.norm2(queries + token_to_image(layer.cross_attn_token_to_image, queries + query_pe, k, keys))
+    queries = layer.norm3(queries + layer.mlp(queries))
+    keys = layer.norm4(keys + image_to_token(layer.cross_attn_image_to_token, k, queries + query_pe, queries))
+    return queries, keys

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 from conftest import COMMITTED, FIXTURES, layout_seed_of, report, tiny_model
+from lisa_export.graphs import SamPromptDecoder
 from lisa_export.model import postprocess_masks
 from lisa_export.ort_run import OrtBundle
 from lisa_export.reference import load_image, rle_of, sam_preprocess
-from lisa_export.refine import golden_prompts, graph_prompt, refine_reference
+from lisa_export.refine import golden_prompts, graph_prompt, refine_reference, vit_h_prompt_decoder
 from pycocotools import mask as mask_util
 
 BUNDLES = [pytest.param(FIXTURES / name, id=name) for name in COMMITTED]
@@ -138,3 +139,41 @@ def test_refine_goldens(bundle):
     assert changed >= len(g["refine"]) // 2, (
         "the prompts hardly change the masks: the goldens would not catch a graph that ignores them"
     )
+
+
+def test_folded_attention_matches_sam_at_vit_h_dims():
+    """SamPromptDecoder (cross attentions' image-side projections folded onto the tokens, graphs.token_to_image and
+    image_to_token) against SAM's own MaskDecoder at ViT-H's prompt-side dims (8 heads of 16; random weights), for
+    prompts of 8 to 11 tokens and two masks at once: the same logits up to summation order."""
+    pe, md = vit_h_prompt_decoder(seed=3)
+    dec = SamPromptDecoder(pe, md).eval()
+    g = torch.Generator().manual_seed(4)
+    img_emb = torch.randn(1, 256, 64, 64, generator=g) * 0.5
+    rs, os_ = (768, 1024), (768, 1024)
+    worst = 0.0
+    for points, labels, box in [
+        ([[400, 300]], [1], None),
+        ([[100, 200], [600, 500]], [1, 0], None),
+        ([], [], [100, 80, 800, 700]),
+        ([[500, 400], [200, 100], [900, 600]], [1, 0, 1], [100, 80, 800, 700]),
+    ]:
+        seg = torch.randn(2, 256, generator=g)
+        coords, labs = graph_prompt(points, labels, box)
+        with torch.no_grad():
+            iou, low_res = dec(
+                img_emb,
+                seg,
+                torch.from_numpy(coords).expand(2, -1, -1),
+                torch.from_numpy(labs).expand(2, -1),
+                torch.tensor(rs),
+                torch.tensor(os_),
+            )
+        for i in range(2):
+            ref, ref_iou = refine_reference(pe, md, img_emb, seg[i : i + 1], points, labels, box, rs, os_)
+            got = postprocess_masks(low_res[i : i + 1], rs, os_)
+            diff = float((got - ref).abs().max())
+            worst = max(worst, diff)
+            assert diff < 1e-4, (points, box, diff)
+            assert abs(float(iou[i, 0]) - float(ref_iou[0, 0])) < 1e-5
+            assert torch.equal(got > 0, ref > 0) or float(((got > 0) != (ref > 0)).float().mean()) < 1e-5
+    report(f"sam_prompt_decoder (folded attention) vs SAM's MaskDecoder at ViT-H dims: max |logit diff| {worst:.2e}")
