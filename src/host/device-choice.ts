@@ -3,7 +3,9 @@
 // manifest's devices), this onnxruntime-node has no webgpu provider, or Linux's only Vulkan drivers are software ones.
 // Known from the failure (webgpu is tried: without an adapter it fails at the first session, in milliseconds): no
 // Vulkan loader on Linux, no adapter, or an adapter that could not hold the bundle. onnxruntime-node does not expose
-// the adapter's limits or memory, so "too small" is read from the session's allocation error.
+// the adapter's limits or memory, so "too small" is read from the allocation error. Dawn only logs a buffer it could not
+// make (a weight over the adapter's maxBufferSize, SwiftShader's 1 GiB; or out of device memory): the session is
+// created and its first run fails on the invalid buffer, so that is where 'auto' learns it (AdapterTooSmall).
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -38,7 +40,7 @@ export function sessionFailure(device: Device, error: unknown, bundle: Bundle): 
       : { device, reason: 'no-adapter', message: 'no WebGPU adapter was found (no GPU, or no GPU driver for it)' };
   }
   if (
-    /out of memory|OutOfMemory|exceeds? (the )?(max|limit)|maxBufferSize|maxStorageBuffer|failed to allocate/i.test(
+    /out of memory|OutOfMemory|OUT_OF_DEVICE_MEMORY|Invalid Buffer|exceeds? (the )?(max|limit)|maxBufferSize|maxStorageBuffer|failed to allocate/i.test(
       text,
     )
   )

@@ -2,12 +2,13 @@
 // result payload. Requests run one at a time; the CPU (or GPU) is the bottleneck and sessions are not re-entrant.
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
+import type * as ort from 'onnxruntime-node';
 import type { ChatTurn, SegmentResult } from '../protocol/result';
 import { RESULT_FORMAT } from '../protocol/result';
 import type { DeviceChoice } from '../protocol/wire-types';
 import { type Bundle, defaultVerifyCacheFile, openBundle } from './bundle';
 import { autoDevice } from './device-choice';
-import { EmbeddingCache, type ImageEmbeddings } from './embedding-cache';
+import { EmbeddingCache, type ImageEmbeddings, samEmbeddingTensor } from './embedding-cache';
 import { HostError } from './errors';
 import { assertPromptFits, generate } from './generate';
 import { DEFAULT_MAX_PIXELS, type DecodedImage, decodeImage, maxFileBytes, sha256Hex } from './image/decode';
@@ -18,7 +19,15 @@ import { buildPrompt, cleanAnswer } from './prompt';
 import { readRegularFile } from './read-file';
 import { Refiner } from './refine';
 import { SamEncoderThread } from './sam-encoder-thread';
-import { chooseProvider, f32, GraphSessions, i64, type ProviderChoice } from './sessions';
+import {
+  AdapterTooSmall,
+  chooseProvider,
+  f32,
+  fallbackLine,
+  GraphSessions,
+  i64,
+  type ProviderChoice,
+} from './sessions';
 import { LisaTokenizer } from './tokenizer';
 
 export interface LoadOptions {
@@ -89,6 +98,8 @@ export class LisaPipeline {
   private samPending: Promise<unknown> = Promise.resolve();
   /** Set when SAM's encoder runs on its own thread. */
   private samThread?: SamEncoderThread;
+  /** Loaded with device 'auto': a GPU that turns out too small for the bundle gives way to the cpu. */
+  private auto = false;
 
   private constructor(
     readonly bundle: Bundle,
@@ -144,6 +155,7 @@ export class LisaPipeline {
       opts.counters ?? newCounters(),
       opts.kvReuse ?? DEFAULT_PREFIX_CACHE_LIMITS,
     );
+    pipeline.auto = !chosen;
     if ((opts.samSchedule ?? 'concurrent') === 'concurrent' && sessions.provider.provider === 'cpu') {
       const file = bundle.resolve(bundle.manifest.graphs.sam_image_encoder.file);
       pipeline.samThread = await SamEncoderThread.start(file, 'cpu').catch(() => undefined); // else: serial, here
@@ -158,18 +170,36 @@ export class LisaPipeline {
 
   async dispose(): Promise<void> {
     await this.queue.catch(() => undefined);
-    this.kvStore.clear(); // frees kept device KV caches while their provider still runs
+    this.cache.clear(); // frees device embeddings and kept device KV caches while their provider still runs
+    this.kvStore.clear();
     await this.sessions.release();
     await this.refiner.release();
     await this.samThread?.close();
-    this.cache.clear();
   }
 
   /** Runs requests strictly one after another; a request cancelled while it waits is answered at once. */
   segment(req: SegmentRequest): Promise<SegmentResult> {
-    const run = this.queue.then(() => this.segmentNow(req));
+    const run = this.queue.then(() =>
+      this.segmentNow(req).catch((e) => this.fellBack(e).then(() => this.segmentNow(req))),
+    );
     this.queue = run.catch(() => undefined).then(() => this.samPending.catch(() => undefined));
     return req.signal ? Promise.race([run, aborted(req.signal)]) : run;
+  }
+
+  /**
+   * 'auto' on webgpu, when a graph's first run shows the adapter could not hold the bundle (Dawn reports that only
+   * then): the model moves to the cpu, saying why, and the request runs again there. Every graph but SAM's mask
+   * decoder runs before the first token is streamed, so the retried request streams nothing twice. Rethrows any other
+   * error.
+   */
+  private async fellBack(e: unknown): Promise<void> {
+    if (!this.auto || !(e instanceof AdapterTooSmall)) throw e;
+    await this.samPending.catch(() => undefined);
+    this.cache.clear(); // device tensors go while their provider still runs
+    this.kvStore.clear();
+    await this.refiner.moveTo('cpu');
+    await this.sessions.fallBackToCpu(e.fallback);
+    process.stderr.write(`device auto: ${fallbackLine(e.fallback)}\n`); // the host log, or the CLI's stderr
   }
 
   private async segmentNow(req: SegmentRequest): Promise<SegmentResult> {
@@ -368,7 +398,11 @@ export class LisaPipeline {
         ? this.samThread.run(sam.data, sam.dims)
         : this.sessions
             .run('sam_image_encoder', { pixel_values: f32(sam.data, sam.dims) })
-            .then((out) => out.image_embeddings.data as Float32Array)
+            // on webgpu a device tensor (sessions.ts keeps image_embeddings on the device): it never comes back to JS
+            .then((out) => {
+              const t = out.image_embeddings as ort.Tensor;
+              return t.location === 'gpu-buffer' ? t : (t.data as Float32Array);
+            })
     ).then((embedding) => {
       timings.samEncoderMs = performance.now() - tSam;
       emb.samEmbedding = embedding;
@@ -392,12 +426,16 @@ export class LisaPipeline {
     for (let i = 0; i < n; i++) segHidden.set(hidden[i], i * H);
     const proj = await this.sessions.run('seg_projector', { seg_hidden: f32(segHidden, [n, H]) });
     const C = m.sam.prompt_dim;
-    const out = await this.sessions.run('sam_mask_decoder', {
-      image_embeddings: f32(emb.samEmbedding, [1, C, 64, 64]),
-      seg_embeddings: f32(proj.seg_embeddings.data as Float32Array, [n, C]),
-      resize_size: i64(BigInt64Array.from(emb.resizeSize, BigInt), [2]),
-      orig_size: i64(BigInt64Array.from([emb.height, emb.width], BigInt), [2]),
-    });
+    const out = await this.sessions.run(
+      'sam_mask_decoder',
+      {
+        image_embeddings: samEmbeddingTensor(emb.samEmbedding, [1, C, 64, 64]),
+        seg_embeddings: f32(proj.seg_embeddings.data as Float32Array, [n, C]),
+        resize_size: i64(BigInt64Array.from(emb.resizeSize, BigInt), [2]),
+        orig_size: i64(BigInt64Array.from([emb.height, emb.width], BigInt), [2]),
+      },
+      ['masks', 'iou_predictions'], // not low_res_masks, which nothing reads
+    );
     return {
       masks: masksFromLogits(out.masks.data as Float32Array, n, emb.height, emb.width, m.sam.threshold),
       scores: Array.from(out.iou_predictions.data as Float32Array),

@@ -6,7 +6,7 @@ import * as ort from 'onnxruntime-node';
 import { decodeRle } from '../protocol/rle';
 import type { RefineParams, RefinePrompt, RefineResult } from '../protocol/rpc';
 import type { Bundle } from './bundle';
-import type { EmbeddingCache } from './embedding-cache';
+import { type EmbeddingCache, samEmbeddingTensor } from './embedding-cache';
 import { HostError } from './errors';
 import { lowResMaskCounts } from './mask-upsample';
 import { resultMaskOfCounts } from './masks';
@@ -108,7 +108,7 @@ export class Refiner {
 
   constructor(
     private readonly bundle: Bundle,
-    private readonly provider: string,
+    private provider: string,
     private readonly cache: EmbeddingCache,
   ) {}
 
@@ -143,12 +143,13 @@ export class Refiner {
     const session = await this.open(spec.file);
     const tRun = performance.now();
     let out: ort.InferenceSession.OnnxValueMapType;
+    const release = this.cache.hold(emb); // a device embedding must outlive this run even if the image is evicted
     try {
       // Bundles exported before 2026-11-30 also have `masks` (the logits at the image's size): not fetched, the
       // host upsamples low_res_masks itself (mask-upsample.ts).
       out = await session.run(
         {
-          image_embeddings: f32(emb.samEmbedding, [1, C, 64, 64]),
+          image_embeddings: samEmbeddingTensor(emb.samEmbedding, [1, C, 64, 64]),
           seg_embeddings: f32(r.segEmbeddings.slice(params.maskIndex * C, (params.maskIndex + 1) * C), [1, C]),
           point_coords: f32(seq.coords, [1, seq.count, 2]),
           point_labels: f32(seq.labels, [1, seq.count]),
@@ -158,11 +159,13 @@ export class Refiner {
         ['iou_predictions', 'low_res_masks'],
       );
     } catch (e) {
+      release();
       throw new HostError(
         'BundleInvalid',
         `The model's sam_prompt_decoder graph failed to run (${(e as Error).message}); re-export the model.`,
       );
     }
+    release();
     const decoderMs = performance.now() - tRun;
     const { height: h, width: w } = emb;
     const cnts = lowResMaskCounts(
@@ -196,6 +199,12 @@ export class Refiner {
     this.session = undefined;
     this.results.clear();
     await (await s?.catch(() => undefined))?.release();
+  }
+
+  /** 'auto' moved the pipeline to the cpu: forget the results (their embeddings are gone), refine there from now on. */
+  async moveTo(provider: string): Promise<void> {
+    await this.release();
+    this.provider = provider;
   }
 
   /** The session is made on the first refine: a host that never refines pays nothing for it. */

@@ -43,21 +43,44 @@ export class RunClock {
    * tensors left on the device as 'gpu-buffer' do not count). Always 0 on the cpu provider.
    */
   deviceBytes = 0;
+  /** deviceBytes by graph. */
+  deviceBytesByGraph: Partial<Record<GraphName, number>> = {};
   reset(): void {
     this.onnxMs = 0;
     this.byGraph = {};
     this.deviceBytes = 0;
+    this.deviceBytesByGraph = {};
+  }
+}
+
+/**
+ * A graph failed on a GPU because a buffer could not be made for it (a weight over the adapter's buffer limit, or out
+ * of device memory). Dawn reports that at session creation only in its log: the session is created, and its first run
+ * fails with "[Invalid Buffer] is invalid due to a previous error". 'auto' moves to the cpu on it (pipeline.ts).
+ */
+export class AdapterTooSmall extends HostError {
+  constructor(readonly fallback: DeviceFallback) {
+    super('ProviderUnavailable', `Cannot run on ${fallback.device}: ${fallback.message}. Choose the cpu device.`);
   }
 }
 
 export class GraphSessions {
   private constructor(
-    private readonly sessions: Record<GraphName, ort.InferenceSession>,
-    readonly provider: ProviderChoice,
+    private sessions: Record<GraphName, ort.InferenceSession>,
+    private choice: ProviderChoice,
     readonly clock: RunClock,
-    /** The decoder leaves its `present.*` outputs on the WebGPU device (see device-kv-cache.ts). */
-    readonly deviceKvCache: boolean,
+    private resident: boolean,
+    private readonly bundle: Bundle,
   ) {}
+
+  get provider(): ProviderChoice {
+    return this.choice;
+  }
+
+  /** The decoder leaves its `present.*` outputs on the WebGPU device (see device-kv-cache.ts). */
+  get deviceKvCache(): boolean {
+    return this.resident;
+  }
 
   /**
    * Sessions for all six graphs. A GPU provider that is bundled but cannot start here (no adapter, no driver) is
@@ -69,17 +92,21 @@ export class GraphSessions {
     opts: {
       allowFallback?: boolean;
       onProgress?: (g: GraphName, i: number, n: number) => void;
-      /** On webgpu, keep the decoder's KV cache on the device (default); false copies it through JS every step. */
+      /**
+       * On webgpu, keep the decoder's KV cache and SAM's image embedding on the device (default); false copies them
+       * through JS (the path before, for the bench).
+       */
       deviceKvCache?: boolean;
     } = {},
   ): Promise<GraphSessions> {
-    const onDevice = provider.provider === 'webgpu' && (opts.deviceKvCache ?? true) && hasPresent(bundle);
+    const resident = provider.provider === 'webgpu' && (opts.deviceKvCache ?? true);
     try {
       return new GraphSessions(
-        await createAll(bundle, provider.provider, onDevice, opts.onProgress),
+        await createAll(bundle, provider.provider, resident, opts.onProgress),
         provider,
         new RunClock(),
-        onDevice,
+        resident && hasPresent(bundle),
+        bundle,
       );
     } catch (e) {
       if (isHostError(e)) throw e;
@@ -110,17 +137,31 @@ export class GraphSessions {
     try {
       out = await (fetches ? this.sessions[graph].run(feeds, fetches) : this.sessions[graph].run(feeds));
     } catch (e) {
+      const device = this.provider.provider;
+      const failure = device === 'cpu' ? undefined : sessionFailure(device, e, this.bundle);
+      if (failure?.reason === 'adapter-too-small') throw new AdapterTooSmall(failure);
       throw new HostError(
         'BundleInvalid',
         `The model's ${graph} graph failed to run (${firstLine(e)}); the bundle does not fit this host: re-export or re-download it.`,
       );
     }
     const ms = performance.now() - t0;
-    if (this.provider.provider !== 'cpu')
-      this.clock.deviceBytes += hostBytes(Object.values(feeds)) + hostBytes(Object.values(out));
+    if (this.provider.provider !== 'cpu') {
+      const bytes = hostBytes(Object.values(feeds)) + hostBytes(Object.values(out));
+      this.clock.deviceBytes += bytes;
+      this.clock.deviceBytesByGraph[graph] = (this.clock.deviceBytesByGraph[graph] ?? 0) + bytes;
+    }
     this.clock.onnxMs += ms;
     this.clock.byGraph[graph] = (this.clock.byGraph[graph] ?? 0) + ms;
     return out;
+  }
+
+  /** Replaces the GPU sessions by cpu ones (their device tensors must be freed first), saying why. */
+  async fallBackToCpu(fallback: DeviceFallback): Promise<void> {
+    await this.release();
+    this.sessions = await createAll(this.bundle, 'cpu', false);
+    this.choice = { provider: 'cpu', fallback };
+    this.resident = false;
   }
 
   /** Frees one graph's session: another thread runs that graph (its signature was checked here at load). */
@@ -142,7 +183,7 @@ export class GraphSessions {
 async function createAll(
   bundle: Bundle,
   provider: Device,
-  deviceKvCache: boolean,
+  resident: boolean,
   onProgress?: (g: GraphName, i: number, n: number) => void,
 ): Promise<Record<GraphName, ort.InferenceSession>> {
   const options: ort.InferenceSession.SessionOptions = {
@@ -154,7 +195,14 @@ async function createAll(
     for (const [i, g] of GRAPH_NAMES.entries()) {
       onProgress?.(g, i, GRAPH_NAMES.length);
       const spec = bundle.manifest.graphs[g];
-      const onDevice = g === 'decoder' && deviceKvCache ? deviceOutputs(presentNames(bundle)) : undefined;
+      // on webgpu the decoder's KV cache and SAM's image embedding stay on the device (device-kv-cache.ts, pipeline.ts)
+      const onDevice = !resident
+        ? undefined
+        : g === 'decoder'
+          ? deviceOutputs(presentNames(bundle))
+          : g === 'sam_image_encoder'
+            ? deviceOutputs(['image_embeddings'])
+            : undefined;
       sessions[g] = await ort.InferenceSession.create(
         bundle.resolve(spec.file),
         onDevice ? { ...options, preferredOutputLocation: onDevice } : options,

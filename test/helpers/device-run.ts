@@ -2,6 +2,7 @@
 // WebGPU suite and `npm run bench -- --device webgpu` start it as a child process, with SwiftShader's environment where
 // there is no GPU (the Vulkan loader is found only through the environment a process starts with).
 //   node out/test/helpers/device-run.js '<json DeviceRunSpec>'
+import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { generate } from '../../src/host/generate';
 import { LisaPipeline, type SegmentRequest } from '../../src/host/pipeline';
@@ -18,10 +19,14 @@ export interface DeviceRunSpec {
   cases?: string[];
   /** The bundle whose goldens.json and images the cases come from (default `bundle`; an int4 export has none). */
   goldensFrom?: string;
+  /** Replay each case's decode through generate() to measure its steps (default true). */
+  replaySteps?: boolean;
   /** At most this many new tokens per case (default: the golden's own). */
   maxNewTokens?: number;
   /** Also time a decode of this prompt, this many new tokens (after an untimed warm-up). */
   timed?: { prompt: string; newTokens: number };
+  /** After the cases: run the refine goldens of the cases run, then evict their image while a refine holds it. */
+  refineAndEvict?: boolean;
   /** After the cases: a follow-up turn to the last case, with the KV rows kept from it, then again without them. */
   followUp?: boolean;
 }
@@ -46,11 +51,31 @@ export interface DecodeSteps {
   positions: number[];
 }
 
+export interface RefineOutcome {
+  name: string;
+  rle: { size: [number, number]; counts: string };
+  iou: number;
+}
+
+export interface EvictOutcome {
+  /** Where the image's SAM embedding lived while cached. */
+  cachedLocation: string;
+  /** Its location after eviction while a refine held it, then after that refine let go ('none': disposed). */
+  heldLocation: string;
+  releasedLocation: string;
+  /** What a refine of a result on the evicted image answered. */
+  refineAfter: string;
+}
+
 export interface DeviceRunOutput {
   provider: string;
   deviceKvCache: boolean;
   loadMs: number;
   cases: CaseOutcome[];
+  /** Host<->device bytes of each case's segment request, by graph. */
+  caseBytes: Record<string, Partial<Record<string, number>>>;
+  refine: RefineOutcome[];
+  evict?: EvictOutcome;
   followUp?: { reusedPositions: number; withReuse: number[]; withoutReuse: number[]; reusedWithout: number };
   /** For each case, its decode steps replayed through generate() on the cached image features. */
   steps: Record<string, DecodeSteps>;
@@ -111,18 +136,25 @@ async function main(spec: DeviceRunSpec): Promise<DeviceRunOutput> {
       deviceKvCache: p.sessions.deviceKvCache,
       loadMs: p.loadMs,
       cases: [],
+      caseBytes: {},
+      refine: [],
       steps: {},
     };
     const answers = new Map<string, string>();
+    const resultIds = new Map<string, { id: string; sha256: string }>();
     const from = spec.goldensFrom ?? spec.bundle;
     const all = goldens(from);
     for (const name of spec.cases ?? []) {
       const c = all.find((g) => g.name === name);
       if (!c) throw new Error(`no golden case ${name} in ${spec.bundle}`);
       const maxNewTokens = Math.min(c.max_new_tokens, spec.maxNewTokens ?? c.max_new_tokens);
+      p.sessions.clock.reset();
       const r = await p.segment({ ...caseRequest(from, c), maxNewTokens, includePng: false });
+      out.caseBytes[name] = { ...p.sessions.clock.deviceBytesByGraph };
+      if (r.resultId) resultIds.set(name, { id: r.resultId, sha256: r.image.sha256 });
       out.cases.push({ name, provider: r.provider, outputIds: r.outputIds, text: r.text, masks: r.masks });
       answers.set(name, r.answer);
+      if (spec.replaySteps === false) continue;
       const emb = p.cache.get(r.image.sha256);
       if (!emb) throw new Error('the image embeddings left the cache');
       out.steps[name] = await decodeSteps(p, c.input_ids, emb.clipFeatures, maxNewTokens);
@@ -146,6 +178,44 @@ async function main(spec: DeviceRunSpec): Promise<DeviceRunOutput> {
       const mid = p.counters.reusedPositions;
       const withoutReuse = (await p.segment(req)).outputIds;
       out.followUp = { reusedPositions, withReuse, withoutReuse, reusedWithout: p.counters.reusedPositions - mid };
+    }
+    if (spec.refineAndEvict) {
+      const refineGoldens = (
+        JSON.parse(readFileSync(path.join(from, 'goldens.json'), 'utf8')).refine as Array<{
+          name: string;
+          case: string;
+          mask_index: number;
+          points: Array<[number, number]>;
+          labels: Array<0 | 1>;
+          box: [number, number, number, number] | null;
+        }>
+      ).filter((g) => resultIds.has(g.case));
+      for (const g of refineGoldens) {
+        const r = await p.refiner.refine({
+          resultId: resultIds.get(g.case)!.id,
+          maskIndex: g.mask_index,
+          prompt: { points: g.points, labels: g.labels, ...(g.box ? { box: g.box } : {}) },
+        });
+        out.refine.push({ name: g.name, rle: r.mask.rle, iou: r.mask.score });
+      }
+      const [caseName, { id, sha256 }] = [...resultIds][0];
+      const emb = p.cache.get(sha256);
+      if (!emb) throw new Error(`${caseName}: the image left the cache`);
+      const t = emb.samEmbedding as { location?: string };
+      const cachedLocation = String(t.location ?? 'cpu');
+      const release = p.cache.hold(emb); // as a refine running at that moment does
+      p.cache.resize(1);
+      p.cache.put({ ...emb, sha256: 'another image', samEmbedding: new Float32Array(4) });
+      const heldLocation = String(t.location ?? 'cpu');
+      release();
+      const releasedLocation = String(t.location ?? 'cpu');
+      const refineAfter = await p.refiner
+        .refine({ resultId: id, maskIndex: 0, prompt: { points: [[1, 1]], labels: [1] } })
+        .then(
+          () => 'answered',
+          (e: Error) => e.message,
+        );
+      out.evict = { cachedLocation, heldLocation, releasedLocation, refineAfter };
     }
     if (spec.timed) {
       // Decoding only: fixed image features stand in for CLIP's (decode time does not depend on their values), so

@@ -3,9 +3,11 @@
 // masks must be the PyTorch reference's, and the host's own count of host<->device bytes per decode step must be
 // exactly the step's token-sized tensors (embedding, position, attention mask in; logits and hidden state out), never
 // the cache. A follow-up turn starts from the conversation's KV cache kept on the device and gives the ids it gives
-// without it. Two cases on one image keep it to one SAM image encoder run, the slow part on SwiftShader.
+// without it. SAM's image embedding stays on the device too, from the image encoder to the mask decoder and the refine
+// graph, and is freed when its image leaves the cache. Two cases on one image keep it to one SAM image encoder run, the slow part on SwiftShader.
 import * as assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { openBundle } from '../../src/host/bundle';
@@ -32,6 +34,7 @@ describe('webgpu on SwiftShader: tokens and masks of the goldens, KV cache on th
       device: 'webgpu',
       cases: CASES,
       followUp: true,
+      refineAndEvict: true,
     };
     const { stdout } = await promisify(execFile)(
       process.execPath,
@@ -99,5 +102,59 @@ describe('webgpu on SwiftShader: tokens and masks of the goldens, KV cache on th
     assert.equal(f.reusedWithout, 0, 'the second run prefilled in full');
     assert.ok(f.withReuse.length > 0);
     assert.deepEqual(f.withReuse, f.withoutReuse);
+  });
+
+  it("keeps SAM's image embedding on the device: per image only the pixels in and the masks out cross", async function () {
+    const m = (await openBundle(BUNDLE, {})).manifest;
+    const C = m.sam.prompt_dim;
+    const g = goldens(BUNDLE);
+    const first = out.caseBytes[CASES[0]]; // the image's first request runs SAM's image encoder
+    const pixels = (m.graphs.sam_image_encoder.inputs.pixel_values.shape as number[]).reduce((a, b) => a * b) * 4;
+    assert.equal(first.sam_image_encoder, pixels, 'the encoder moves its pixels in, no embedding out');
+    assert.equal(out.caseBytes[CASES[1]].sam_image_encoder, undefined, 'the second case on the image: no encoder run');
+    for (const name of CASES) {
+      const c = g.find((x) => x.name === name);
+      assert.ok(c);
+      const n = c.masks.length;
+      const [h, w] = c.orig_size;
+      const maskDecoder = out.caseBytes[name].sam_mask_decoder ?? 0;
+      // in: the [SEG] embeddings, resize and original size; out: the masks and their IoU predictions. Before, the
+      // embedding (C x 64 x 64 fp32: 4 MiB for SAM ViT-H, 512 KiB here) came out of the encoder and went into this.
+      const expected = n === 0 ? 0 : n * C * 4 + 2 * 8 + 2 * 8 + n * h * w * 4 + n * 4;
+      assert.equal(maskDecoder, expected, `${name}: the mask decoder moved ${maskDecoder} bytes`);
+    }
+  });
+
+  it('refines on the device embedding: every refine golden of the cases (IoU >= 0.999)', function () {
+    const refine = JSON.parse(readFileSync(path.join(BUNDLE, 'goldens.json'), 'utf8')).refine as Array<{
+      name: string;
+      case: string;
+      iou: number;
+      mask: { rle: { size: [number, number]; counts: string } };
+    }>;
+    const wanted = refine.filter((r) => CASES.includes(r.case));
+    assert.equal(wanted.length, 4);
+    assert.deepEqual(
+      out.refine.map((r) => r.name),
+      wanted.map((r) => r.name),
+    );
+    for (const [i, g] of wanted.entries()) {
+      const iou = rleIou(out.refine[i].rle, g.mask.rle);
+      assert.ok(iou >= 0.999, `${g.name}: mask IoU ${iou}`);
+      assert.ok(
+        Math.abs(out.refine[i].iou - g.iou) < 1e-3,
+        `${g.name}: IoU prediction ${out.refine[i].iou} vs ${g.iou}`,
+      );
+    }
+  });
+
+  it('frees the device embedding when its image leaves the cache, after a refine using it lets go', function () {
+    assert.deepEqual(out.evict, {
+      cachedLocation: 'gpu-buffer',
+      heldLocation: 'gpu-buffer',
+      releasedLocation: 'none',
+      refineAfter:
+        "That result is no longer in the host's memory (the host restarted, or newer images pushed it out); run the request again, then refine its masks.",
+    });
   });
 });
