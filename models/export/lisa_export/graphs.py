@@ -159,10 +159,11 @@ class SamPromptDecoder(nn.Module):
 
     Made for speed (a refine is a click; docs/extension.md has the figures), with SAM's arithmetic up to summation
     order: MaskDecoder.predict_masks for mask 0 only (LISA's multimask_output=False; the other three hypernetworks
-    and masks are not computed), TwoWayTransformer.forward's loop over SAM's own layers with the dense positional
-    encoding stored already in token layout, the output upscaling's two ConvTranspose2d(k=2, s=2) as MatMuls on the
-    tokens (k2s2_as_matmul; the 2x2 blocks are put in place once, on the one-channel mask logits), and no
-    postprocess_masks: the host upsamples low_res_masks to the image (src/host/mask-upsample.ts)."""
+    and masks are not computed), TwoWayTransformer.forward over SAM's own layers with their cross attentions' image-side
+    projections folded onto the prompt tokens (two_way_block; the final attention for the IoU and mask-0 tokens only),
+    the dense positional encoding stored already in token layout, the output upscaling's two ConvTranspose2d(k=2, s=2)
+    as MatMuls on the tokens (k2s2_as_matmul; the 2x2 blocks are put in place once, on the one-channel mask logits),
+    and no postprocess_masks: the host upsamples low_res_masks to the image (src/host/mask-upsample.ts)."""
 
     def __init__(self, prompt_encoder: nn.Module, mask_decoder: nn.Module):
         super().__init__()
