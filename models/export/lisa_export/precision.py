@@ -62,3 +62,36 @@ def to_float16(onnx_path: Path, log=print) -> None:
     else:
         onnx.save_model(model, str(onnx_path))
     log(f"converted {onnx_path.name} to float16 weights")
+
+
+def float16_bundle(src: Path, out: Path) -> Path:
+    """A float16 copy of an exported float32 bundle (as ``--weights float16`` would export it), for a bundle whose
+    checkpoint is not at hand: the trained fixture's, whose fp16 token agreement the WebGPU tests measure."""
+    import json
+    import shutil
+
+    from .export import sha256_file, validate_manifest, write_json
+
+    shutil.copytree(src, out)
+    manifest = json.loads((out / "lisa.manifest.json").read_text())
+    if manifest["llm"]["weights"] != "float32":
+        raise ValueError(f"{src} has {manifest['llm']['weights']} weights: convert a float32 bundle")
+    for name, spec in manifest["graphs"].items():
+        spec["weights"] = graph_weights("float16", name)
+        if spec["weights"] == "float16":
+            to_float16(out / spec["file"], log=lambda *_: None)
+    for rel, f in manifest["files"].items():
+        f.update(sha256=sha256_file(out / rel), bytes=(out / rel).stat().st_size)
+    manifest["llm"]["weights"] = "float16"
+    manifest["devices"] = DEVICES["float16"]
+    validate_manifest(manifest)
+    write_json(out / "lisa.manifest.json", manifest)
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 4 or sys.argv[1] != "float16":
+        sys.exit("usage: python -m lisa_export.precision float16 SRC_BUNDLE OUT_DIR")
+    print(float16_bundle(Path(sys.argv[2]), Path(sys.argv[3])))
