@@ -16,6 +16,10 @@ docs/evaluation.md: slightly better masks, worse answers, so not the default):
    data, each scene also gives a question about the whole scene ("What shapes are in this image, from left to
    right?"), CE only.
 
+With --sam-frozen-steps M, SAM's stage has a second phase between the two: the image encoder frozen, the prompt encoder
+and mask decoder trained M more steps on its cached embeddings (with --sam-prompts 0 and --sam-points 0, the order
+that made the mask decoder follow its box prompt, docs/evaluation.md); --sam-mix keeps SAM's loss in LISA's stage.
+
 Each training example is one scene of lisa_export.shapes with LISA's validation prompt
 ("<image>\\n {text} Please output segmentation mask." or "... What is {text} in this image? ...") and the scene's
 explanatory answer.  Two kinds of masks are supervised: one per [SEG] of the answer (that object's mask), and one from
@@ -421,14 +425,16 @@ def parallel_backward(loss_of, k: int, pool) -> dict:
 IOU_WEIGHT = 1.0
 
 
-def sam_prompts(lisa: Lisa, masks: torch.Tensor, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
+def sam_prompts(
+    lisa: Lisa, masks: torch.Tensor, rng: random.Random, points: float = 0.5
+) -> tuple[torch.Tensor, torch.Tensor]:
     """SAM's simulated prompts for each mask [N,256,256] (of the padded 1024 square): at random a point drawn
     uniformly from the object or its box, the box's corners moved by noise of 10% of its side (at most 20 px), as
     SAM's training does.  Both give two sparse tokens (a point gets the pad point), so they go in one batch."""
     sparse = []
     for m in masks:
         ys, xs = torch.nonzero(m > 0.5, as_tuple=True)
-        if rng.random() < 0.5:
+        if rng.random() < points:
             i = rng.randrange(len(ys))
             pt = torch.tensor([[[float(xs[i]) * 4 + 2, float(ys[i]) * 4 + 2]]])
             sp, _ = lisa.prompt_encoder(points=(pt, torch.ones(1, 1)), boxes=None, masks=None)
@@ -448,7 +454,11 @@ SAM_PROMPTS_PER_IMAGE = 2  # the mask decoder's cost grows with the prompts; the
 
 
 def sam_step_loss(
-    lisa: Lisa, batch: list[dict], rngs: list[random.Random], per_image: int = SAM_PROMPTS_PER_IMAGE
+    lisa: Lisa,
+    batch: list[dict],
+    rngs: list[random.Random],
+    per_image: int = SAM_PROMPTS_PER_IMAGE,
+    points: float = 0.5,
 ) -> tuple[torch.Tensor, dict]:
     """SAM's stage on a batch of scenes: up to `per_image` of each scene's shapes (0: every one; any shape, target or
     not), each prompted by a point or a box; BCE and Dice on the single-mask output (the mask LISA reads), MSE of the
@@ -465,7 +475,7 @@ def sam_step_loss(
         k = len(t["all"]) if per_image == 0 else min(per_image, len(t["all"]))
         pick = sorted(rng.sample(range(len(t["all"])), k))
         gt = torch.stack([t["all"][i] for i in pick])
-        sparse, dense = sam_prompts(lisa, gt, rng)
+        sparse, dense = sam_prompts(lisa, gt, rng, points)
         low, iou_pred = decode_masks(lisa, img_emb[bi : bi + 1], sparse, dense)
         pred = low[:, 0]
         with torch.no_grad():
@@ -544,6 +554,7 @@ def pretrain_sam(
     t0,
     per_image: int = SAM_PROMPTS_PER_IMAGE,
     frozen: bool = False,
+    points: float = 0.5,
 ) -> None:
     """SAM's stage: the image encoder, prompt encoder and mask decoder trained on point and box prompts of every shape
     (LISA starts from a SAM pre-trained so; this one is pre-trained here, on the same scenes).  frozen: its second
@@ -571,7 +582,9 @@ def pretrain_sam(
         rngs = [random.Random(f"{tag}/{seed}/{step}/{i}") for i in range(batch)]
         opt.zero_grad(set_to_none=True)
         m = parallel_backward(
-            lambda lo, hi, b=b, rngs=rngs: sam_step_loss(lisa, [scenes[i] for i in b[lo:hi]], rngs[lo:hi], per_image),
+            lambda lo, hi, b=b, rngs=rngs: sam_step_loss(
+                lisa, [scenes[i] for i in b[lo:hi]], rngs[lo:hi], per_image, points
+            ),
             batch,
             pool,
         )
@@ -646,6 +659,7 @@ def train(
     sam_prompts: int = SAM_PROMPTS_PER_IMAGE,
     sam_frozen_steps: int = 0,
     sam_mix: bool = False,
+    sam_points: float = 0.5,
 ) -> Path:
     """Cosine cycles of `steps[c]` steps each, peak lr `lr / 2**c`, a fresh AdamW per cycle (warm restarts). With
     `resume`, the end of a cycle kept by `keep_checkpoint` (its cycle<c> folder): the later cycles then run from it,
@@ -684,7 +698,7 @@ def train(
 
         if resume is None and sam_steps:
             lisa.train()
-            pretrain_sam(lisa, scenes, sam_steps, batch, sam_lr, seed, pool, log, t0, sam_prompts)
+            pretrain_sam(lisa, scenes, sam_steps, batch, sam_lr, seed, pool, log, t0, sam_prompts, points=sam_points)
             log_probe("SAM's stage")
         if sam_steps:  # from here SAM's image encoder is frozen, as in LISA (its embeddings computed once)
             for p in lisa.image_encoder.parameters():
@@ -693,7 +707,9 @@ def train(
             embed_images(lisa, scenes + probe, pool)
         if resume is None and sam_frozen_steps:
             lisa.train()
-            pretrain_sam(lisa, scenes, sam_frozen_steps, batch, sam_lr, seed, pool, log, t0, sam_prompts, frozen=True)
+            pretrain_sam(
+                lisa, scenes, sam_frozen_steps, batch, sam_lr, seed, pool, log, t0, sam_prompts, True, sam_points
+            )
             log_probe("SAM's frozen-encoder phase")
         if resume is None and sam_steps and keep_checkpoint is not None:
             save_checkpoint(lisa, llm_cfg, clip_cfg, tok_dir, keep_checkpoint / "sam")
@@ -754,6 +770,7 @@ def train(
             sam_prompts,
             sam_frozen_steps,
             sam_mix,
+            sam_points,
         )
         return export_trained(ckpt, clip_dir, out, weights, readme, seed, log)
 
@@ -858,6 +875,7 @@ def readme_text(
     sam_prompts: int = SAM_PROMPTS_PER_IMAGE,
     sam_frozen_steps: int = 0,
     sam_mix: bool = False,
+    sam_points: float = 0.5,
 ) -> str:
     text = README.format(seed=seed, steps=steps, batch=batch, scenes=scenes, lr=lr, held=HELD_OUT_SEED)
     if sam_steps:
@@ -867,6 +885,7 @@ def readme_text(
             + (f" --sam-prompts {sam_prompts}" if sam_prompts != SAM_PROMPTS_PER_IMAGE else "")
             + (f" --sam-frozen-steps {sam_frozen_steps}" if sam_frozen_steps else "")
             + (" --sam-mix" if sam_mix else "")
+            + (f" --sam-points {sam_points:g}" if sam_points != 0.5 else "")
         )
         note = (
             ' Each scene also gave a whole-scene question ("What shapes are in this image, from left to right?"), '
@@ -906,6 +925,13 @@ def main(argv=None) -> int:
         default=0,
         help="steps of SAM's stage after its image encoder is frozen (prompt encoder and mask decoder on the cached "
         "embeddings), before LISA's stage",
+    )
+    ap.add_argument(
+        "--sam-points",
+        type=float,
+        default=0.5,
+        help="share of SAM's stage's prompts that are points (the rest boxes); docs/evaluation.md: with 0.5 the "
+        "frozen-encoder phase stayed prompt-blind where boxes alone made the decoder listen",
     )
     ap.add_argument(
         "--sam-mix",
@@ -952,6 +978,7 @@ def main(argv=None) -> int:
             a.sam_prompts,
             a.sam_frozen_steps,
             a.sam_mix,
+            a.sam_points,
         )
         export_trained(
             a.export_only / "lisa",
@@ -982,6 +1009,7 @@ def main(argv=None) -> int:
         sam_prompts=a.sam_prompts,
         sam_frozen_steps=a.sam_frozen_steps,
         sam_mix=a.sam_mix,
+        sam_points=a.sam_points,
     )
     return 0
 

@@ -106,6 +106,12 @@ def test_sam_pretraining_trains_sam_and_lisa_stage_leaves_the_encoders_frozen(tm
     lisa.zero_grad(set_to_none=True)
     _, every = train.sam_step_loss(lisa, scenes, [random.Random(i) for i in range(2)], per_image=0)
     assert every["prompts"] == sum(len(s["all"]) for s in scenes) > 4  # --sam-prompts 0: every shape of the scene
+    lisa.zero_grad(set_to_none=True)
+    loss, _ = train.sam_step_loss(lisa, scenes, [random.Random(i) for i in range(2)], per_image=0, points=0.0)
+    loss.backward()  # --sam-points 0: boxes only (the corners' embeddings 2 and 3), no foreground point
+    assert lisa.prompt_encoder.point_embeddings[1].weight.grad is None
+    assert lisa.prompt_encoder.point_embeddings[2].weight.grad is not None
+    lisa.zero_grad(set_to_none=True)
 
     tok = load_slow_tokenizer(train.train_tokenizer(tmp_path / "tok", 3, scenes))
     train.tokenize_examples(tok, scenes)
