@@ -3,10 +3,8 @@
 // Each runs in its own process (test/helpers/device-run.js); without a GPU adapter webgpu runs on SwiftShader, whose
 // times say nothing about a GPU's (its bytes per step are what a GPU's would be).
 //   options: --bundle DIR (default the tiny-7b fixture), --new-tokens N (default 24)
-import { execFile } from 'node:child_process';
 import * as path from 'node:path';
-import { promisify } from 'node:util';
-import type { DecodeSteps, DeviceRunOutput, DeviceRunSpec } from '../test/helpers/device-run';
+import { type DecodeSteps, type DeviceRunOutput, runOnDevice } from '../test/helpers/device-run';
 import { swiftshaderEnv } from '../test/helpers/swiftshader';
 
 const REPO = path.resolve(__dirname, '..', '..');
@@ -17,15 +15,6 @@ const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length ? s[Math.floor(s.length / 2)] : Number.NaN;
 };
-
-async function run(spec: DeviceRunSpec, env: NodeJS.ProcessEnv): Promise<DeviceRunOutput> {
-  const { stdout } = await promisify(execFile)(
-    process.execPath,
-    [path.join(REPO, 'out', 'test', 'helpers', 'device-run.js'), JSON.stringify(spec)],
-    { env, maxBuffer: 64 << 20 },
-  );
-  return JSON.parse(stdout) as DeviceRunOutput;
-}
 
 export async function benchWebgpu(argv: string[]): Promise<void> {
   const arg = (name: string) => {
@@ -48,7 +37,7 @@ export async function benchWebgpu(argv: string[]): Promise<void> {
     ['cpu', 'cpu', undefined, process.env],
   ] as const) {
     try {
-      rows.push([label, await run({ bundle, device, deviceKvCache, timed }, env)]);
+      rows.push([label, await runOnDevice({ bundle, device, deviceKvCache, timed }, env)]);
     } catch (e) {
       console.log(`  ${label}: failed: ${String((e as Error).message).split('\n')[0]}`);
     }

@@ -2,8 +2,10 @@
 // WebGPU suite and `npm run bench -- --device webgpu` start it as a child process, with SwiftShader's environment where
 // there is no GPU (the Vulkan loader is found only through the environment a process starts with).
 //   node out/test/helpers/device-run.js '<json DeviceRunSpec>'
+import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
+import { promisify } from 'node:util';
 import { generate } from '../../src/host/generate';
 import { LisaPipeline, type SegmentRequest } from '../../src/host/pipeline';
 import { buildPrompt } from '../../src/host/prompt';
@@ -233,6 +235,16 @@ async function main(spec: DeviceRunSpec): Promise<DeviceRunOutput> {
   } finally {
     await p.dispose();
   }
+}
+
+/** Runs spec in a child process started with env (SwiftShader's Vulkan loader is found only through the environment a
+ * process starts with): what the WebGPU tests and `npm run bench -- --device webgpu` call. */
+export async function runOnDevice(spec: DeviceRunSpec, env: NodeJS.ProcessEnv): Promise<DeviceRunOutput> {
+  const { stdout } = await promisify(execFile)(process.execPath, [__filename, JSON.stringify(spec)], {
+    env,
+    maxBuffer: 64 << 20,
+  });
+  return JSON.parse(stdout) as DeviceRunOutput;
 }
 
 if (require.main === module) {

@@ -6,14 +6,12 @@
 // MatMulNBits rounding) flips its first free tokens (measured: webgpu 513, 716 and the cpu 614, 121, then both the
 // same two-token loop). One case, 8 new tokens: one SAM image encoder run, the slow part on SwiftShader.
 import * as assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { promisify } from 'node:util';
 import { rleIou } from '../../src/protocol/rle';
 import { exportTiny, FIXTURE_BUNDLES, goldens } from '../helpers/bundles';
-import type { DeviceRunOutput, DeviceRunSpec } from '../helpers/device-run';
+import { type DeviceRunOutput, type DeviceRunSpec, runOnDevice } from '../helpers/device-run';
 import { SWIFTSHADER_MISSING, swiftshaderEnv } from '../helpers/swiftshader';
 
 const FP32 = path.join(FIXTURE_BUNDLES, 'tiny-7b');
@@ -29,12 +27,7 @@ describe('int4 on webgpu (SwiftShader): the cpu provider’s masks, within a bou
   let bundle: string;
   const run = async (device: 'cpu' | 'webgpu', env: NodeJS.ProcessEnv) => {
     const spec: DeviceRunSpec = { bundle, device, cases: [CASE], goldensFrom: FP32, maxNewTokens: NEW_TOKENS };
-    const { stdout } = await promisify(execFile)(
-      process.execPath,
-      [path.join(__dirname, '..', 'helpers', 'device-run.js'), JSON.stringify(spec)],
-      { env, maxBuffer: 64 << 20 },
-    );
-    return JSON.parse(stdout) as DeviceRunOutput;
+    return runOnDevice(spec, env);
   };
   let gpu: DeviceRunOutput;
   let cpu: DeviceRunOutput;

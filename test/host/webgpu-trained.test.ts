@@ -6,14 +6,13 @@
 // SwiftShader has no shader-f16, so fp16 graphs cannot run on webgpu here: that is checked too, and when it stops being
 // true, fp16 should move to webgpu in this test.
 import * as assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { promisify } from 'node:util';
 import { rleIou } from '../../src/protocol/rle';
 import { FIXTURE_BUNDLES, goldens, REPO } from '../helpers/bundles';
-import type { DeviceRunOutput, DeviceRunSpec } from '../helpers/device-run';
+import { type DeviceRunOutput, type DeviceRunSpec, runOnDevice } from '../helpers/device-run';
 import { SWIFTSHADER_MISSING, swiftshaderEnv } from '../helpers/swiftshader';
 
 const FP32 = path.join(FIXTURE_BUNDLES, 'shapes-7b');
@@ -30,12 +29,7 @@ describe('int4 on webgpu (SwiftShader) and fp16 against float32, on trained weig
   const cases = goldens(FP32).map((c) => c.name);
   const run = async (bundle: string, device: 'cpu' | 'webgpu', names: string[], env: NodeJS.ProcessEnv) => {
     const spec: DeviceRunSpec = { bundle, device, cases: names, goldensFrom: FP32, replaySteps: false };
-    const { stdout } = await promisify(execFile)(
-      process.execPath,
-      [path.join(__dirname, '..', 'helpers', 'device-run.js'), JSON.stringify(spec)],
-      { env, maxBuffer: 64 << 20 },
-    );
-    return JSON.parse(stdout) as DeviceRunOutput;
+    return runOnDevice(spec, env);
   };
   let float32: DeviceRunOutput;
   let float16: DeviceRunOutput;

@@ -6,14 +6,12 @@
 // without it. SAM's image embedding stays on the device too, from the image encoder to the mask decoder and the refine
 // graph, and is freed when its image leaves the cache. Two cases on one image keep it to one SAM image encoder run, the slow part on SwiftShader.
 import * as assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { promisify } from 'node:util';
 import { openBundle } from '../../src/host/bundle';
 import { rleIou } from '../../src/protocol/rle';
 import { FIXTURE_BUNDLES, goldens } from '../helpers/bundles';
-import type { DeviceRunOutput, DeviceRunSpec } from '../helpers/device-run';
+import { type DeviceRunOutput, type DeviceRunSpec, runOnDevice } from '../helpers/device-run';
 import { SWIFTSHADER_MISSING, swiftshaderEnv } from '../helpers/swiftshader';
 
 const BUNDLE = path.join(FIXTURE_BUNDLES, 'tiny-7b');
@@ -36,12 +34,7 @@ describe('webgpu on SwiftShader: tokens and masks of the goldens, KV cache on th
       followUp: true,
       refineAndEvict: true,
     };
-    const { stdout } = await promisify(execFile)(
-      process.execPath,
-      [path.join(__dirname, '..', 'helpers', 'device-run.js'), JSON.stringify(spec)],
-      { env, maxBuffer: 64 << 20 },
-    );
-    out = JSON.parse(stdout) as DeviceRunOutput;
+    out = await runOnDevice(spec, env);
   });
 
   it('runs on the webgpu provider with the device cache', function () {
