@@ -493,8 +493,9 @@ def sam_step_loss(
 
 
 def mixed_loss(lisa: Lisa, batch: list[dict], seg_id: int, pick: list[int], rngs: list[random.Random]):
-    """LISA's loss plus SAM's (every shape of the scenes prompted by a point or a box, on the frozen embeddings), so
-    that the mask decoder keeps following SAM's prompts while it learns the [SEG] embedding's (--sam-mix)."""
+    """LISA's loss plus SAM's (every shape of the scenes prompted by a point or a box, half each, whatever
+    --sam-points says; on the frozen embeddings), so that the mask decoder keeps following SAM's prompts while it
+    learns the [SEG] embedding's (--sam-mix)."""
     loss, m = step_loss(lisa, batch, seg_id, pick)
     sam_loss, sm = sam_step_loss(lisa, batch, rngs, 0)
     return loss + sam_loss, {**m, "sam_iou": sm["iou"]}
