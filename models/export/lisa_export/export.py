@@ -62,6 +62,11 @@ def sha256_file(p: Path) -> str:
     return h.hexdigest()
 
 
+def file_entry(p: Path) -> dict:
+    """A file's entry in the manifest's ``files``: what the host verifies before loading it."""
+    return {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+
+
 def write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
 
@@ -623,7 +628,7 @@ def build_manifest(bundle: Path, lisa: Lisa, layout: str, tokens: dict, weights:
     for p in sorted(bundle.rglob("*")):
         if p.is_file() and p.name != MANIFEST:
             rel = p.relative_to(bundle).as_posix()
-            files[rel] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+            files[rel] = file_entry(p)
     return {
         "format": "lisa-onnx/1",
         "variant": source.get("variant") or LAYOUT_VARIANT[layout],

@@ -70,7 +70,7 @@ def float16_bundle(src: Path, out: Path) -> Path:
     import json
     import shutil
 
-    from .export import sha256_file, validate_manifest, write_json
+    from .export import file_entry, validate_manifest, write_json
 
     shutil.copytree(src, out)
     manifest = json.loads((out / "lisa.manifest.json").read_text())
@@ -80,8 +80,7 @@ def float16_bundle(src: Path, out: Path) -> Path:
         spec["weights"] = graph_weights("float16", name)
         if spec["weights"] == "float16":
             to_float16(out / spec["file"], log=lambda *_: None)
-    for rel, f in manifest["files"].items():
-        f.update(sha256=sha256_file(out / rel), bytes=(out / rel).stat().st_size)
+    manifest["files"] = {rel: file_entry(out / rel) for rel in manifest["files"]}
     manifest["llm"]["weights"] = "float16"
     manifest["devices"] = DEVICES["float16"]
     validate_manifest(manifest)
