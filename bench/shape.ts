@@ -3,9 +3,9 @@
 // token, ms per decode step against the machine's memory bandwidth over the decoder's weight bytes, the SAM ViT-H
 // encoder, time to first mask, and a follow-up turn's time to first token. Bundles come from
 // `npm run export:random -- --shape 7b --seed 1 --weights w8a8|int4 --out <cache>/7b-<weights>` (the bench says the
-// command when one is missing). The PyTorch reference in bf16 is run only where its weights fit in free memory.
+// command when one is missing). The PyTorch reference in bf16 (bench/reference_shape.py) runs where it fits in memory.
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { LisaPipeline } from '../src/host/pipeline';
@@ -16,6 +16,7 @@ export const SHAPE_CACHE = path.join(
   'big',
 );
 const REPO = path.resolve(__dirname, '..', '..');
+const VENV = path.join(REPO, 'models', 'export', 'venv');
 const IMAGE = path.join(REPO, 'test', 'fixtures', 'bundles', 'tiny-7b', 'images', 'coffee.png');
 const PROMPT = 'Which object in this picture would keep a drink warm the longest? Please output segmentation mask.';
 // random weights never choose [SEG] by themselves: the answer is forced to start with one, so a mask is made
@@ -75,7 +76,7 @@ async function measureOne(bundle: string, newTokens: number): Promise<OneFigures
     return {
       loadMs,
       rssAfterLoad,
-      peakRss: process.resourceUsage().maxRSS * 1024,
+      peakRss: highWaterRss(),
       ttftMs: a.ttftMs,
       stepMs: a.r.timings.decodeMs / Math.max(1, a.r.timings.newTokens - 1),
       samEncoderMs: a.r.timings.samEncoderMs,
@@ -118,10 +119,62 @@ export async function benchShape(shape: string, bandwidth: number, newTokens: nu
         `follow-up time to first token ${s(f.followupTtftMs)}`,
     );
   }
-  console.log(
-    `  PyTorch reference bf16 with KV cache: not measured by this bench (it needs about ${gb(REFERENCE_BYTES[shape] ?? 0)}; ` +
-      `this machine has ${gb(os.totalmem())} in all, ${gb(os.freemem())} free now)`,
+  reference(shape, bandwidth, newTokens, rows);
+}
+
+/** This process's own peak RSS (VmHWM). getrusage's maxRSS is not: it keeps the parent's RSS at the fork, here the
+ * bench's bandwidth buffers. */
+function highWaterRss(): number {
+  return Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? 0) * 1024;
+}
+
+/** MemAvailable: free memory plus the page cache the kernel can drop (os.freemem() counts MemFree only on some Nodes). */
+function availableBytes(): number {
+  const m = /MemAvailable:\s+(\d+) kB/.exec(readFileSync('/proc/meminfo', 'utf8'));
+  return m ? Number(m[1]) * 1024 : os.freemem();
+}
+
+/** The PyTorch reference in bf16 with its KV cache (LISA's chat.py `--precision bf16` on a CPU), on the checkpoint the
+ * bundles were exported from, where it fits in memory; and ours against it. */
+function reference(shape: string, bandwidth: number, newTokens: number, rows: Array<[string, OneFigures]>): void {
+  const checkpoint = ['w8a8', 'int4']
+    .map((w) => path.join(SHAPE_CACHE, `${shape}-${w}.checkpoint`))
+    .find((c) => existsSync(path.join(c, 'lisa', 'config.json')));
+  const need = REFERENCE_BYTES[shape] ?? 0;
+  if (!checkpoint || availableBytes() < need) {
+    console.log(
+      `  PyTorch reference bf16 with KV cache: not run (${checkpoint ? `it needs about ${gb(need)}, ${gb(availableBytes())} available now` : `no checkpoint in ${SHAPE_CACHE}`})`,
+    );
+    return;
+  }
+  const out = execFileSync(
+    VENV,
+    [
+      'run',
+      path.join(REPO, 'bench', 'reference_shape.py'),
+      ...['--checkpoint', path.join(checkpoint, 'lisa'), '--clip', path.join(checkpoint, 'clip')],
+      ...['--image', IMAGE, '--prompt', PROMPT, '--prefix', PREFIX, '--new-tokens', String(newTokens)],
+    ],
+    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 24 },
   );
+  const r = JSON.parse(out.trim().split('\n').pop()!) as Omit<
+    OneFigures,
+    'rssAfterLoad' | 'followupTtftMs' | 'bundleBytes'
+  >;
+  const achieved = r.weightBytes / (r.stepMs / 1000);
+  console.log(
+    `  PyTorch reference bf16 with KV cache: weights read per step ${gb(r.weightBytes)}; load ${s(r.loadMs)}, peak RSS ${gb(r.peakRss)}; ` +
+      `time to first token ${s(r.ttftMs)}; ${r.stepMs.toFixed(0)} ms per decode step = ${gb(achieved)}/s, ` +
+      `${(achieved / (bandwidth / 2)).toFixed(2)} of the measured read bandwidth; SAM ViT-H encoder ${s(r.samEncoderMs)}; ` +
+      `first mask at ${s(r.firstMaskMs)}; no follow-up turn (chat.py keeps no history, so a follow-up is a full prefill)`,
+  );
+  for (const [weights, f] of rows) {
+    console.log(
+      `  ours ${weights} / reference bf16: time to first token ${(f.ttftMs / r.ttftMs).toFixed(2)}, decode step ` +
+        `${(f.stepMs / r.stepMs).toFixed(2)}, SAM ViT-H encoder ${(f.samEncoderMs / r.samEncoderMs).toFixed(2)}, ` +
+        `first mask ${(f.firstMaskMs / r.firstMaskMs).toFixed(2)}`,
+    );
+  }
 }
 
 if (require.main === module && process.argv.includes('--one')) {

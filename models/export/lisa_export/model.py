@@ -550,11 +550,14 @@ def load_lisa(
     tokenizer_len: int | None = None,
     llm_layers: bool = True,
     sam: bool = True,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[Lisa, Path]:
     """Read a LISA checkpoint folder (or hub id) and the CLIP folder; validate; return the model and the folder.
     ``llm_layers=False`` checks every key but loads only the LLM's embedding table: the decoder layers, final norm and
     lm_head stay on the meta device (stream.py exports them from the checkpoint directly).  ``sam=False`` leaves SAM
-    on the meta device too, for load_sam to fill in when its graphs are exported (ViT-H is 2.5 GB in fp32)."""
+    on the meta device too, for load_sam to fill in when its graphs are exported (ViT-H is 2.5 GB in fp32).
+    ``dtype=torch.bfloat16`` keeps a bf16 checkpoint's tensors as they are, as LISA's chat.py ``--precision bf16``
+    runs it (the benchmark's reference at real size; exported graphs are always made from fp32)."""
     folder = resolve_folder(checkpoint)
     refuse_v0(folder, str(checkpoint))
     src = TensorSource(folder)
@@ -594,8 +597,8 @@ def load_lisa(
     tensors = src.load_all(wanted)
     module_sd = {}
     for k, t in tensors.items():
-        if t.dtype != torch.float32:
-            t = t.float()  # fp16/bf16 checkpoints: exported graphs are fp32
+        if t.dtype != dtype:
+            t = t.to(dtype)  # fp16/bf16 checkpoints: exported graphs are fp32
         module_sd[Lisa.lisa_to_module_key(k)] = t
     del tensors
     missing, unexp = model.load_state_dict(module_sd, strict=False, assign=True)
@@ -616,6 +619,8 @@ def load_lisa(
     model.llm.model.rotary_emb = LlamaRotaryEmbedding(config=llm_cfg)
     if llm_cfg.tie_word_embeddings:
         model.llm.tie_weights()
+    if dtype != torch.float32:
+        model.to(dtype)  # CLIP and the rebuilt buffers
     for n, b in model.named_buffers():
         if b.is_meta and (sam or not n.startswith(SAM_MODULES)):
             raise CheckpointError(f"internal: buffer {n} left uninitialised")

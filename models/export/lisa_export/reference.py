@@ -163,7 +163,7 @@ def generate(
     """Greedy decoding as HF generate(num_beams=1) in LISA.evaluate.  use_cache=False recomputes the whole sequence
     every step (LISA sets config.use_cache=False); [SEG] hidden states are the post-norm last hidden states of the
     tokens preceding each [SEG] in prompt+output (LISA's 255-offset rule)."""
-    image_features = lisa.clip_features(torch.from_numpy(pixel_values))
+    image_features = lisa.clip_features(torch.from_numpy(pixel_values).to(lisa.llm.dtype))
     base = _embed_sequence(lisa, input_ids, image_features)
     mask = _mask_for(input_ids)
     out_ids: list[int] = []
@@ -217,18 +217,18 @@ def generate(
         else:
             rows.append(last_full_hidden[e])
     H = lisa.hidden_size
-    seg_hidden = torch.stack(rows) if rows else torch.zeros(0, H)
+    seg_hidden = torch.stack(rows) if rows else torch.zeros(0, H, dtype=lisa.llm.dtype)
     return Generation(input_ids, out_ids, seg_pos, seg_hidden, step_logits)
 
 
 @torch.no_grad()
 def masks_for(lisa: Lisa, sam_pixel_values: np.ndarray, seg_embeddings: torch.Tensor, resize_size, orig_size):
     """(binary masks [N,H,W], SAM image embedding, IoU predictions [N])."""
-    img_emb = lisa.image_encoder(torch.from_numpy(sam_pixel_values))
+    img_emb = lisa.image_encoder(torch.from_numpy(sam_pixel_values).to(lisa.llm.dtype))
     if seg_embeddings.shape[0] == 0:
         return np.zeros((0, orig_size[0], orig_size[1]), bool), img_emb, np.zeros(0, np.float32)
     masks, iou, low = lisa.sam_masks(img_emb, seg_embeddings, resize_size, orig_size)
-    return (masks[:, 0] > 0).numpy(), img_emb, iou[:, 0].numpy()
+    return (masks[:, 0] > 0).numpy(), img_emb, iou[:, 0].float().numpy()
 
 
 def rle_of(mask: np.ndarray) -> dict:
