@@ -779,8 +779,6 @@ def export_bundle(
     tokens = token_spec(tokenizer, layout)
     if stream is None:
         stream = llm_fp32_bytes(folder) > STREAM_ABOVE
-    if stream and weights == "float16":
-        raise ValueError("--weights float16 is not available with the streaming export yet; export float32 or int4")
     lisa, folder = load_lisa(
         folder, clip, layout=layout, tokenizer_len=len(tokenizer), llm_layers=not stream, sam=not stream
     )
@@ -834,7 +832,7 @@ def export_bundle(
             gc.collect()
         if weights == "float16":
             for name, rel in GRAPH_FILES.items():
-                if graph_weights(weights, name) == "float16":
+                if graph_weights(weights, name) == "float16" and not (stream and name == "decoder"):  # made fp16
                     to_float16(tmp / rel, log=log)
         elif weights != "float32" and not stream:
             quantize_language_model(tmp / "onnx", weights, log=log)

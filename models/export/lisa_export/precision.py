@@ -7,8 +7,9 @@ goldens' [SEG] embeddings (2026-11-30): all graphs fp16, mask IoU min 0.9985; ma
 image encoder included), min 0.9998; tokens 256/256 either way. The mask decoder is small and runs once per request,
 so keeping it fp32 costs nothing per token.
 
-Each graph is converted in memory (the whole fp32 graph and its fp16 copy): for a real-size decoder that needs about
-1.5 times its fp32 size in RAM, so the streaming export (stream.py) refuses float16 until it converts per layer.
+Each graph is converted in memory (the whole fp32 graph and its fp16 copy), except a real-size decoder (1.5 times its
+fp32 size in RAM): the streaming export (stream.py) converts its one-layer template and writes each layer's weights as
+fp16.
 """
 
 from __future__ import annotations

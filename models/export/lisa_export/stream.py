@@ -6,7 +6,7 @@ A full-size LLaMA in fp32 does not fit beside its own export on a 24 GB machine 
    (export.export_decoder over graphs.Decoder), with *marker* weights: seeded random values, different in every
    tensor, so each initializer of the exported graph can be traced back, by its bytes, to the parameter (and the
    transposition) it came from.  For w8a8/int8/int4 the template is quantised by the same quantiser as the in-memory
-   path, so the node set is that path's.
+   path, so the node set is that path's; for float16 it is converted as export.to_float16 converts a whole graph.
 2. The template's nodes are cut into prelude (rotary tables, attention mask), one layer, and postlude (final norm,
    lm_head); the layer is stamped out once per checkpoint layer with its names, past/present/new key-value names and
    weights renamed.
@@ -110,7 +110,9 @@ class Template:
         if len(post_in) != 1:
             raise RuntimeError(f"stream: the postlude reads {sorted(post_in)} of the layer; expected one hidden state")
         (self.h_out,) = post_in
-        self.h_in = g.input[0].name  # inputs_embeds
+        # inputs_embeds, or its cast to fp16 (a float16 template's first node, _place_io_casts)
+        first_cast = nodes[0] if nodes[0].op_type == "Cast" and nodes[0].input[0] == g.input[0].name else None
+        self.h_in = first_cast.output[0] if first_cast is not None else g.input[0].name
         self.produced = produced
         for n in self.layer:
             if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute):
@@ -154,6 +156,10 @@ class WeightMaker:
 
     def make(self, w: np.ndarray, kind: str) -> np.ndarray:
         if kind == "raw":
+            if self.weights == "float16":
+                from onnxruntime.transformers.float16 import convert_np_to_float16
+
+                return convert_np_to_float16(w)  # what the template's conversion did to its marker weights
             return w
         cached = self._last[1] if self._last is not None and self._last[0] is w else None
         if cached is None:
@@ -191,6 +197,11 @@ def build_template(llm_cfg, work: Path, weights: str, log=print) -> tuple[Templa
         with _quiet():
             q.process()
         model, nbits = q.model.model, q.node_quantizer
+    elif weights == "float16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        model = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
+        _place_io_casts(model)
     tmpl = Template(model, sources)
     maker = WeightMaker(weights, nbits)
     # the transformation must reproduce the template's own bytes from its marker weights
@@ -211,6 +222,27 @@ def build_template(llm_cfg, work: Path, weights: str, log=print) -> tuple[Templa
             t.ClearField("raw_data")
     gc.collect()
     return tmpl, maker, model
+
+
+def _place_io_casts(model: onnx.ModelProto) -> None:
+    """convert_float_to_float16(keep_io_types=True) appends its casts of the graph's inputs and outputs at the end of
+    the node list, and the template is cut by position: inputs_embeds' cast goes first (the prelude; the layer reads
+    its output), every other input's cast just before its first reader (the past key/values': inside the layer, so
+    they are stamped out per layer), every output's cast just after its writer."""
+    g = model.graph
+    is_io_cast = lambda n: n.op_type == "Cast" and n.name.startswith(("graph_input_cast", "graph_output_cast"))  # noqa: E731
+    casts = [n for n in g.node if is_io_cast(n)]
+    nodes = [n for n in g.node if not is_io_cast(n)]
+    for c in casts:
+        if c.name.startswith("graph_output_cast"):
+            at = next(i for i, n in enumerate(nodes) if c.input[0] in n.output) + 1
+        elif c.input[0] == g.input[0].name:
+            at = 0
+        else:
+            at = next(i for i, n in enumerate(nodes) if c.output[0] in n.input)
+        nodes.insert(at, c)
+    del g.node[:]
+    g.node.extend(nodes)
 
 
 class DataWriter:

@@ -61,7 +61,7 @@ def _weight_digests(path):
     return out
 
 
-@pytest.mark.parametrize("weights", ["float32", "w8a8", "int4"])
+@pytest.mark.parametrize("weights", ["float32", "float16", "w8a8", "int4"])
 def test_streamed_decoder_equals_in_memory(tmp_path, weights):
     _, _, _, ckpt, clip = tiny_model("7b", 1)
     a = _export(ckpt, clip, tmp_path / "memory", weights, stream=False)
@@ -74,7 +74,13 @@ def test_streamed_decoder_equals_in_memory(tmp_path, weights):
     assert [o.name for o in sa.get_outputs()] == [o.name for o in sb.get_outputs()]
     feeds = _feeds(sa, np.random.default_rng(0))
     for x, y, o in zip(sa.run(None, feeds), sb.run(None, feeds), sa.get_outputs()):
-        assert np.array_equal(x, y), f"{weights}: {o.name} differs by {np.abs(x - y).max()}"
+        if weights == "float16":
+            # ONNX Runtime's CPU runs an fp16 graph partly in fp32 (casts it inserts), and which cast pairs it drops
+            # depends on the graph's layout: a streamed output may skip one rounding to fp16, never more
+            ulp = np.spacing(np.abs(x).astype(np.float16)).astype(np.float32)
+            assert (np.abs(x - y) <= ulp).all(), f"{o.name} differs by {np.abs(x - y).max()}"
+        else:
+            assert np.array_equal(x, y), f"{weights}: {o.name} differs by {np.abs(x - y).max()}"
     # the same weights: every tensor of the streamed graph is one of the in-memory graph's (which dedups equal ones)
     da, db = _weight_digests(a / "onnx/decoder.onnx"), _weight_digests(b / "onnx/decoder.onnx")
     assert set(db) == set(da)
