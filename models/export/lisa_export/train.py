@@ -130,19 +130,24 @@ def jpeg_roundtrip(img: np.ndarray) -> Image.Image:
         return im.convert("RGB")
 
 
-def make_scenes(seed: int, count: int, log=print) -> list[dict]:
+def make_scenes(seed: int, count: int, log=print, pool=None) -> list[dict]:
     """The training scenes, pre-processed once (each is seen in several steps): CLIP pixels, the SAM-resized image
-    (uint8; normalised and padded per step) and the low-res mask targets."""
+    (uint8; normalised and padded per step) and the low-res mask targets.  The scenes are drawn one after the other
+    (one random stream); their pre-processing, two thirds of the time and a pure function of each scene, runs on
+    `pool`'s threads when there is one (PIL and numpy release the GIL), with the same bytes."""
     photos = shapes._photo_cache()
     rng = random.Random(f"lisa-shapes/{seed}")  # the same stream as `npm run shapes -- --seed`
+
+    def one(drawn) -> dict:
+        img, anno, solid = drawn
+        return {"anno": anno, "describe": shapes.describe(solid), **scene_tensors(jpeg_roundtrip(img), anno, solid)}
+
     out = []
-    for i in range(count):
-        img, anno, solid = shapes.scene_shapes(rng, photos)
-        out.append(
-            {"anno": anno, "describe": shapes.describe(solid), **scene_tensors(jpeg_roundtrip(img), anno, solid)}
-        )
-        if (i + 1) % 100 == 0:
-            log(f"scenes {i + 1}/{count}")
+    for lo in range(0, count, 100):
+        drawn = [shapes.scene_shapes(rng, photos) for _ in range(min(100, count - lo))]
+        out += pool.map(one, drawn) if pool is not None else map(one, drawn)
+        if len(out) % 100 == 0:
+            log(f"scenes {len(out)}/{count}")
     return out
 
 
@@ -492,13 +497,16 @@ def sam_step_loss(
     return loss, {**{k: float(v.detach()) for k, v in parts.items()}, "iou": float(np.mean(ious)), "prompts": n}
 
 
-def mixed_loss(lisa: Lisa, batch: list[dict], seg_id: int, pick: list[int], rngs: list[random.Random]):
-    """LISA's loss plus SAM's (every shape of the scenes prompted by a point or a box, half each, whatever
-    --sam-points says; on the frozen embeddings), so that the mask decoder keeps following SAM's prompts while it
-    learns the [SEG] embedding's (--sam-mix)."""
+def mixed_loss(
+    lisa: Lisa, batch: list[dict], seg_id: int, pick: list[int], rngs: list[random.Random], per_image: int = 0
+):
+    """LISA's loss plus SAM's (`per_image` shapes of each scene, 0: every one, prompted by a point or a box, half
+    each, whatever --sam-points says; on the frozen embeddings), so that the mask decoder keeps following SAM's
+    prompts while it learns the [SEG] embedding's (--sam-mix; --sam-mix-prompts sets per_image: the mask decoder's
+    cost grows with the prompts, and every shape of a scene makes SAM's part of a step twice LISA's)."""
     loss, m = step_loss(lisa, batch, seg_id, pick)
-    sam_loss, sm = sam_step_loss(lisa, batch, rngs, 0)
-    return loss + sam_loss, {**m, "sam_iou": sm["iou"]}
+    sam_loss, sm = sam_step_loss(lisa, batch, rngs, per_image)
+    return loss + sam_loss, {**m, "sam_iou": sm["iou"], "sam_prompts": sm["prompts"]}
 
 
 def embed_images(lisa: Lisa, scenes: list[dict], pool) -> None:
@@ -661,6 +669,8 @@ def train(
     sam_frozen_steps: int = 0,
     sam_mix: bool = False,
     sam_points: float = 0.5,
+    sam_mix_prompts: int = 0,
+    threads: int = WORKERS,
 ) -> Path:
     """Cosine cycles of `steps[c]` steps each, peak lr `lr / 2**c`, a fresh AdamW per cycle (warm restarts). With
     `resume`, the end of a cycle kept by `keep_checkpoint` (its cycle<c> folder): the later cycles then run from it,
@@ -668,10 +678,12 @@ def train(
     from .tokenizer import load_slow_tokenizer
 
     torch.set_num_threads(1)  # one per worker: the two halves of each batch run side by side (data_parallel_step)
-    pool = ThreadPoolExecutor(WORKERS, initializer=torch.set_num_threads, initargs=(1,))
+    # threads=1 runs the halves one after the other on one core: slower, the same weights (the batch is still split
+    # in WORKERS parts)
+    pool = ThreadPoolExecutor(threads, initializer=torch.set_num_threads, initargs=(1,))
     torch.use_deterministic_algorithms(True, warn_only=True)
     t0 = time.time()
-    scenes = make_scenes(seed, scenes_n, log=log)
+    scenes = make_scenes(seed, scenes_n, log=log, pool=pool)
     if not questions:
         for s in scenes:
             del s["describe"]
@@ -690,7 +702,7 @@ def train(
                 raise ValueError(f"{resume} was trained with another tokenizer (other seed or scenes)")
             load_weights(lisa, resume)
             log(f"resumed from {resume}: cycles {first}..{len(steps) - 1} to go")
-        probe = make_scenes(PROBE_SEED, PROBE_SCENES, log=log) if sam_steps else []
+        probe = make_scenes(PROBE_SEED, PROBE_SCENES, log=log, pool=pool) if sam_steps else []
 
         def log_probe(after: str) -> None:
             lisa.eval()
@@ -706,6 +718,8 @@ def train(
                 p.requires_grad_(False)
             lisa.eval()
             embed_images(lisa, scenes + probe, pool)
+            for t in scenes + probe:
+                del t["sam_rgb"]  # read only by the encoder: 2.4 MB a scene, half the run's memory
         if resume is None and sam_frozen_steps:
             lisa.train()
             pretrain_sam(
@@ -739,7 +753,12 @@ def train(
                     rngs = [random.Random(f"lisa-mix/{seed}/{cycle}/{step}/{i}") for i in range(len(b))]
                     m = parallel_backward(
                         lambda lo, hi, b=b, rngs=rngs: mixed_loss(
-                            lisa, [scenes[i] for i, _ in b[lo:hi]], seg_id, [e for _, e in b[lo:hi]], rngs[lo:hi]
+                            lisa,
+                            [scenes[i] for i, _ in b[lo:hi]],
+                            seg_id,
+                            [e for _, e in b[lo:hi]],
+                            rngs[lo:hi],
+                            sam_mix_prompts,
                         ),
                         len(b),
                         pool,
@@ -772,6 +791,7 @@ def train(
             sam_frozen_steps,
             sam_mix,
             sam_points,
+            sam_mix_prompts,
         )
         return export_trained(ckpt, clip_dir, out, weights, readme, seed, log)
 
@@ -877,6 +897,7 @@ def readme_text(
     sam_frozen_steps: int = 0,
     sam_mix: bool = False,
     sam_points: float = 0.5,
+    sam_mix_prompts: int = 0,
 ) -> str:
     text = README.format(seed=seed, steps=steps, batch=batch, scenes=scenes, lr=lr, held=HELD_OUT_SEED)
     if sam_steps:
@@ -886,6 +907,7 @@ def readme_text(
             + (f" --sam-prompts {sam_prompts}" if sam_prompts != SAM_PROMPTS_PER_IMAGE else "")
             + (f" --sam-frozen-steps {sam_frozen_steps}" if sam_frozen_steps else "")
             + (" --sam-mix" if sam_mix else "")
+            + (f" --sam-mix-prompts {sam_mix_prompts}" if sam_mix and sam_mix_prompts else "")
             + (f" --sam-points {sam_points:g}" if sam_points != 0.5 else "")
         )
         note = (
@@ -940,6 +962,19 @@ def main(argv=None) -> int:
         help="LISA's stage also trains SAM's loss (every shape prompted) on each batch, so the mask decoder keeps "
         "following box and point prompts",
     )
+    ap.add_argument(
+        "--sam-mix-prompts",
+        type=int,
+        default=0,
+        help="shapes of each scene prompted by --sam-mix's SAM loss (0: every one); fewer make LISA's steps cheaper",
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=WORKERS,
+        help=f"threads that run the parts of each batch (default {WORKERS}, one per core); 1 gives the same weights "
+        "on one core, at half the speed",
+    )
     ap.add_argument("--questions", action="store_true", help="mix a whole-scene question into LISA's stage")
     ap.add_argument("--clip-width", type=int, default=64)
     ap.add_argument("--clip-layers", type=int, default=3)
@@ -980,6 +1015,7 @@ def main(argv=None) -> int:
             a.sam_frozen_steps,
             a.sam_mix,
             a.sam_points,
+            a.sam_mix_prompts,
         )
         export_trained(
             a.export_only / "lisa",
@@ -1011,6 +1047,8 @@ def main(argv=None) -> int:
         sam_frozen_steps=a.sam_frozen_steps,
         sam_mix=a.sam_mix,
         sam_points=a.sam_points,
+        sam_mix_prompts=a.sam_mix_prompts,
+        threads=a.threads,
     )
     return 0
 

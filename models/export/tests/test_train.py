@@ -72,6 +72,10 @@ def test_data_parallel_step_is_the_halves_losses_gradient_bit_for_bit(tmp_path):
             m = train.data_parallel_step(lisa, scenes, seg, [0, 1, 0, 1], pool)
         threaded = {n: p.grad.clone() for n, p in lisa.named_parameters() if p.grad is not None}
         lisa.zero_grad(set_to_none=True)
+        with ThreadPoolExecutor(1) as pool:  # --threads 1: the parts one after the other, the same gradient
+            train.data_parallel_step(lisa, scenes, seg, [0, 1, 0, 1], pool)
+        one_thread = {n: p.grad.clone() for n, p in lisa.named_parameters() if p.grad is not None}
+        lisa.zero_grad(set_to_none=True)
         for half in (slice(0, 2), slice(2, 4)):
             loss, _ = train.step_loss(lisa, scenes[half], seg, [0, 1, 0, 1][half])
             (loss / 2).backward()
@@ -81,7 +85,7 @@ def test_data_parallel_step_is_the_halves_losses_gradient_bit_for_bit(tmp_path):
     sequential = {n: p.grad for n, p in lisa.named_parameters() if p.grad is not None}
     assert threaded.keys() == sequential.keys()
     for n, g in sequential.items():
-        assert torch.equal(threaded[n], g), n
+        assert torch.equal(threaded[n], g) and torch.equal(one_thread[n], g), n
 
 
 def test_sam_pretraining_trains_sam_and_lisa_stage_leaves_the_encoders_frozen(tmp_path):
@@ -160,7 +164,27 @@ def test_frozen_encoder_phase_trains_only_the_prompt_side_and_sam_mix_keeps_sam_
     )
     loss.backward()
     assert 0 <= m["sam_iou"] <= 1 and np.isfinite(float(loss))
+    assert m["sam_prompts"] == sum(len(s["all"]) for s in scenes)  # every shape of each scene by default
     assert (
         lisa.mask_decoder.iou_prediction_head.layers[0].weight.grad is not None
     )  # only SAM's loss trains the IoU head
     assert lisa.text_hidden_fcs[0][0].weight.grad is not None
+    lisa.zero_grad(set_to_none=True)
+    _, one = train.mixed_loss(
+        lisa, scenes, tok.convert_tokens_to_ids("[SEG]"), [0, 1], [random.Random(i) for i in (0, 1)], per_image=1
+    )
+    assert one["sam_prompts"] == 2  # --sam-mix-prompts 1: one shape of each scene
+
+
+def test_scenes_preprocessed_on_threads_are_the_same_bytes():
+    from concurrent.futures import ThreadPoolExecutor
+
+    alone = train.make_scenes(5, 3, log=lambda *_: None)
+    with ThreadPoolExecutor(2) as pool:
+        threaded = train.make_scenes(5, 3, log=lambda *_: None, pool=pool)
+    for a, b in zip(alone, threaded, strict=True):
+        assert a["anno"] == b["anno"] and a["describe"] == b["describe"]
+        for key in ("clip", "sam_rgb", "merged"):
+            assert torch.equal(a[key], b[key]), key
+        for key in ("all", "objects"):
+            assert len(a[key]) == len(b[key]) and all(torch.equal(x, y) for x, y in zip(a[key], b[key])), key
