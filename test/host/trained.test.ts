@@ -4,10 +4,11 @@
 //
 // The bounds are what the committed bundle reaches, less a margin for float differences across CPU makes (0.03 of IoU,
 // about 6 of the 80 answers), NOT issue 12's goals (gIoU and cIoU >= 0.80, the right shape named in >= 90% of
-// answers): 1000 steps (23 minutes on the shared 2-core machine) got it to gIoU 0.241, cIoU 0.218, named 41.3% (w8a8:
-// 0.241, 0.218, 41.3%; int4: 0.241, 0.218, 38.8%), no better than 360 steps did; the bundle's README says why (the
-// masks: SAM trained from nothing does not learn to pick one shape out in this budget). The random-weight tiny-7b
-// scored 0.03 and 0% on a few of these scenes, so these bounds still catch a bundle that has lost its training.
+// answers): the two-stage recipe (SAM's stage, SAM's decoder on the frozen encoder, then 1200 steps of LISA's stage
+// with SAM's loss kept; docs/evaluation.md) got it to gIoU 0.285, cIoU 0.236, named 42.5% (w8a8: 0.285, 0.236, 42.5%;
+// int4: 0.285, 0.236, 45.0%); the one-stage bundle before it scored 0.241, 0.218, 41.3%. The [SEG] masks are the weak
+// half (the bundle's README). The random-weight tiny-7b scored 0.03 and 0% on a few of these scenes, so these bounds
+// still catch a bundle that has lost its training.
 import * as assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -68,20 +69,20 @@ describe('the trained shapes bundle on a held-out split', function () {
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  it('fp32: gIoU >= 0.21 and cIoU >= 0.19 as LISA validates, and names the right shape in >= 33% of its answers', async function () {
+  it('fp32: gIoU >= 0.25 and cIoU >= 0.2 as LISA validates, and names the right shape in >= 35% of its answers', async function () {
     const f = await score(TRAINED, samples, dir);
-    assert.ok(f.giou >= 0.21, `gIoU ${f.giou}`);
-    assert.ok(f.ciou >= 0.19, `cIoU ${f.ciou}`);
-    assert.ok(f.named >= 0.33, `named ${f.named}`);
+    assert.ok(f.giou >= 0.25, `gIoU ${f.giou}`);
+    assert.ok(f.ciou >= 0.2, `cIoU ${f.ciou}`);
+    assert.ok(f.named >= 0.35, `named ${f.named}`);
   });
 
   for (const weights of ['w8a8', 'int4']) {
-    it(`${weights}: gIoU >= 0.21, cIoU >= 0.19, named >= 30% (looser than fp32)`, async function () {
+    it(`${weights}: gIoU >= 0.25, cIoU >= 0.2, named >= 33% (looser than fp32)`, async function () {
       const bundle = path.join(QUANTISED, `shapes-7b-${weights}`);
       assert.ok(existsSync(bundle), `${bundle} is committed with the fp32 bundle`);
       const f = await score(bundle, samples, dir);
-      assert.ok(f.giou >= 0.21 && f.ciou >= 0.19, `gIoU ${f.giou} cIoU ${f.ciou}`);
-      assert.ok(f.named >= 0.3, `named ${f.named}`);
+      assert.ok(f.giou >= 0.25 && f.ciou >= 0.2, `gIoU ${f.giou} cIoU ${f.ciou}`);
+      assert.ok(f.named >= 0.33, `named ${f.named}`);
     });
   }
 });
