@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from transformers import CLIPVisionConfig, LlamaConfig
 
+from .export import WEIGHTS
 from .model import Lisa, SamDims
 
 # SAM ViT-H as segment_anything.build_sam_vit_h builds it
@@ -240,7 +241,7 @@ def main(argv=None) -> int:
     ap.add_argument("--shape", choices=sorted(SHAPES), required=True)
     ap.add_argument("--seed", type=int, required=True)
     ap.add_argument("--out", type=Path, required=True, help="bundle folder to write")
-    ap.add_argument("--weights", choices=["float32", "int8", "int4", "w8a8"], default="w8a8")
+    ap.add_argument("--weights", choices=WEIGHTS, default="w8a8")
     ap.add_argument("--layers", type=int, help="cut the language model to this many decoder layers")
     ap.add_argument("--format", choices=["bin", "safetensors"], default="bin", help="checkpoint shards (default .bin)")
     ap.add_argument(
