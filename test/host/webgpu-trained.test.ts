@@ -18,9 +18,10 @@ import { SWIFTSHADER_MISSING, swiftshaderEnv } from '../helpers/swiftshader';
 const FP32 = path.join(FIXTURE_BUNDLES, 'shapes-7b');
 const INT4 = path.join(REPO, 'test', 'fixtures', 'trained', 'shapes-7b-int4');
 const WEBGPU_CASE = 'heldout-3';
-// Measured (AMD EPYC, SwiftShader): ids identical in every case; mask IoU against float32 on the cpu: int4 on webgpu
-// 0.99990 and 0.99971 (heldout-3, heldout-1), fp16 on the cpu 0.99967 to 1.0 (four cases). Bounds: that less a margin.
-const MIN_IOU = 0.999;
+// Measured (AMD EPYC, SwiftShader), on the two-stage bundle (its masks' logits are softer at the edges than the
+// one-stage bundle's, which gave 0.9997 and more): ids identical in every case; mask IoU against float32 on the cpu:
+// int4 on webgpu 0.9875 (heldout-3), fp16 on the cpu 0.9959 to 0.9986 (five masks). Bounds: that less a margin.
+const MIN_IOU = 0.98;
 
 describe('int4 on webgpu (SwiftShader) and fp16 against float32, on trained weights', function () {
   this.timeout(1_800_000);
