@@ -7,7 +7,8 @@ models/export/venv run models/export/fidelity_realsize.py truncated --root DIR
     difference on that request's own inputs.
 models/export/venv run models/export/fidelity_realsize.py layers --checkpoint DIR/lisa --bundle BUNDLE
     The full-depth quantised bundle's decoder (w8a8 or int4) against the checkpoint's fp32 layers run one at a
-    time in PyTorch (one layer in memory): relative error of the last hidden state on the same input.
+    time in PyTorch (one layer in memory): relative error of the last hidden state on the same input.  --perturb
+    also runs the layers with fp16- and int4-rounded weights in PyTorch and prints how the error grows with depth.
 """
 
 from __future__ import annotations
@@ -144,6 +145,23 @@ def truncated(a) -> int:
     return 0 if same and ious and min(ious) >= 0.999 else 1
 
 
+def rel_error(x: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((x - ref).norm() / ref.norm())
+
+
+def int4_like(w: torch.Tensor) -> torch.Tensor:
+    """Symmetric 4-bit round-to-nearest in blocks of 32 along the input, as MatMulNBits quantises (up to the
+    quantiser's choice of scale); vectors (norms) are left as they are."""
+    if w.ndim != 2:
+        return w
+    b = w.reshape(w.shape[0], -1, 32)
+    scale = b.abs().amax(-1, keepdim=True) / 7
+    return (torch.round(b / scale).clamp(-8, 7) * scale).reshape(w.shape)
+
+
+PERTURB = {"fp16": lambda w: w.half().float(), "int4-like": int4_like}
+
+
 def layers(a) -> int:
     """Quantised bundle's decoder vs fp32 layers one at a time; inputs: seeded random embeddings at the width."""
     from lisa_export.model import TensorSource, infer_llm_config
@@ -185,15 +203,30 @@ def layers(a) -> int:
         pos = torch.arange(S)[None]
         cos_sin = llm.model.rotary_emb(emb, pos)
         mask = torch.full((S, S), torch.finfo(torch.float32).min).triu(1)[None, None]
+        # with --perturb, the same layers again with their weights rounded to fp16 and to an int4-like grid: how much
+        # these random layers amplify a small change of every weight, whatever the bundle's kernels do
+        perturbed = {"fp16": emb, "int4-like": emb} if a.perturb else {}
+        trace = []
         h = emb
         for i in range(L):
-            for name, p in layer.named_parameters():
-                p.copy_(src.get(f"model.layers.{i}.{name}").float())
+            weights = {name: src.get(f"model.layers.{i}.{name}").float() for name, _ in layer.named_parameters()}
             src.release()
-            out = layer(h, attention_mask=mask, position_ids=pos, position_embeddings=cos_sin)
-            h = out[0] if isinstance(out, tuple) else out
+
+            def forward(x, transform, weights=weights):
+                for name, p in layer.named_parameters():
+                    p.copy_(transform(weights[name]))
+                out = layer(x, attention_mask=mask, position_ids=pos, position_embeddings=cos_sin)
+                return out[0] if isinstance(out, tuple) else out
+
+            h = forward(h, lambda w: w)
+            for kind in perturbed:
+                perturbed[kind] = forward(perturbed[kind], PERTURB[kind])
+            if perturbed and (i + 1) in (1, 2, 4, 8, 16, 32, L):
+                trace.append(f"{i + 1}: " + ", ".join(f"{k} {rel_error(v, h):.4f}" for k, v in perturbed.items()))
         llm.model.norm.weight.copy_(src.get("model.norm.weight").float())
         want = llm.model.norm(h).numpy()
+        if perturbed:
+            print("relative error of the hidden state after N fp32 layers, weights perturbed: " + "; ".join(trace))
     rel = float(np.linalg.norm(got - want) / np.linalg.norm(want))
     worst = float((np.linalg.norm(got - want, axis=-1) / np.linalg.norm(want, axis=-1)).max())
     print(
@@ -214,6 +247,7 @@ def main(argv=None) -> int:
     q.add_argument("--checkpoint", required=True, type=Path)
     q.add_argument("--bundle", required=True, type=Path)
     q.add_argument("--positions", type=int, default=16)
+    q.add_argument("--perturb", action="store_true", help="also trace fp16- and int4-rounded weights in PyTorch")
     a = ap.parse_args(argv)
     return truncated(a) if a.cmd == "truncated" else layers(a)
 
