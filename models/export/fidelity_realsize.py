@@ -8,7 +8,7 @@ models/export/venv run models/export/fidelity_realsize.py truncated --root DIR
 models/export/venv run models/export/fidelity_realsize.py layers --checkpoint DIR/lisa --bundle BUNDLE
     The full-depth quantised bundle's decoder (w8a8 or int4) against the checkpoint's fp32 layers run one at a
     time in PyTorch (one layer in memory): relative error of the last hidden state on the same input.  --perturb
-    also runs the layers with fp16- and int4-rounded weights in PyTorch and prints how the error grows with depth.
+    also runs the layers with w8a8- and int4-rounded weights in PyTorch and prints how the error grows with depth.
 """
 
 from __future__ import annotations
@@ -159,7 +159,17 @@ def int4_like(w: torch.Tensor) -> torch.Tensor:
     return (torch.round(b / scale).clamp(-8, 7) * scale).reshape(w.shape)
 
 
-PERTURB = {"fp16": lambda w: w.half().float(), "int4-like": int4_like}
+def int8_like(w: torch.Tensor) -> torch.Tensor:
+    """w8a8's weights: symmetric per output channel, |q| <= W8A8_WEIGHT_MAX (its activations are not simulated)."""
+    from lisa_export.export import W8A8_WEIGHT_MAX
+
+    if w.ndim != 2:
+        return w
+    scale = w.abs().amax(1, keepdim=True) / W8A8_WEIGHT_MAX
+    return torch.round(w / scale).clamp(-W8A8_WEIGHT_MAX, W8A8_WEIGHT_MAX) * scale
+
+
+PERTURB = {"w8a8-weights-like": int8_like, "int4-like": int4_like}
 
 
 def layers(a) -> int:
@@ -203,9 +213,9 @@ def layers(a) -> int:
         pos = torch.arange(S)[None]
         cos_sin = llm.model.rotary_emb(emb, pos)
         mask = torch.full((S, S), torch.finfo(torch.float32).min).triu(1)[None, None]
-        # with --perturb, the same layers again with their weights rounded to fp16 and to an int4-like grid: how much
-        # these random layers amplify a small change of every weight, whatever the bundle's kernels do
-        perturbed = {"fp16": emb, "int4-like": emb} if a.perturb else {}
+        # with --perturb, the same layers again with their weights rounded as w8a8's and int4's are: what that rounding
+        # alone does to these layers, whatever the bundle's kernels do
+        perturbed = dict.fromkeys(PERTURB, emb) if a.perturb else {}
         trace = []
         h = emb
         for i in range(L):
@@ -247,7 +257,7 @@ def main(argv=None) -> int:
     q.add_argument("--checkpoint", required=True, type=Path)
     q.add_argument("--bundle", required=True, type=Path)
     q.add_argument("--positions", type=int, default=16)
-    q.add_argument("--perturb", action="store_true", help="also trace fp16- and int4-rounded weights in PyTorch")
+    q.add_argument("--perturb", action="store_true", help="also trace w8a8- and int4-rounded weights in PyTorch")
     a = ap.parse_args(argv)
     return truncated(a) if a.cmd == "truncated" else layers(a)
 
