@@ -42,14 +42,18 @@ def graph_weights(weights: str, graph: str) -> str:
     return "float32"
 
 
-def to_float16(onnx_path: Path, log=print) -> None:
-    """Rewrites one graph (and its external data file, if it has one) with float16 weights and compute, fp32 I/O."""
+def float16_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The graph with float16 weights and compute, its inputs and outputs kept fp32 (casts at the edges)."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     logging.getLogger("onnxruntime.transformers.float16").setLevel(logging.WARNING)
+    return convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
+
+
+def to_float16(onnx_path: Path, log=print) -> None:
+    """Rewrites one graph (and its external data file, if it has one) with float16 weights and compute, fp32 I/O."""
     data = onnx_path.with_name(onnx_path.name + "_data")
-    model = onnx.load(str(onnx_path), load_external_data=True)
-    model = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
+    model = float16_model(onnx.load(str(onnx_path), load_external_data=True))
     if data.exists():
         data.unlink()
         onnx.save_model(

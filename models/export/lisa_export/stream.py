@@ -198,9 +198,9 @@ def build_template(llm_cfg, work: Path, weights: str, log=print) -> tuple[Templa
             q.process()
         model, nbits = q.model.model, q.node_quantizer
     elif weights == "float16":
-        from onnxruntime.transformers.float16 import convert_float_to_float16
+        from .precision import float16_model
 
-        model = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
+        model = float16_model(model)
         _place_io_casts(model)
     tmpl = Template(model, sources)
     maker = WeightMaker(weights, nbits)
